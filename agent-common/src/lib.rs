@@ -1,0 +1,375 @@
+//! Map keys and values shared by the eBPF programs and the userspace agent.
+//!
+//! Every type is `#[repr(C)]` with explicit padding fields, so both sides and the
+//! verifier agree on every byte. Keys that the kernel compares byte-wise (LPM trie
+//! keys, hash keys) hold their multi-byte fields as big-endian byte arrays.
+#![no_std]
+
+/// Map names, shared so userspace never spells one differently.
+pub mod map_names {
+    pub const CONFIG: &str = "CONFIG";
+    pub const IDS4: [&str; 2] = ["IDS4_0", "IDS4_1"];
+    pub const IDS6: [&str; 2] = ["IDS6_0", "IDS6_1"];
+    pub const RULES: [&str; 2] = ["RULES_0", "RULES_1"];
+    pub const CT4: &str = "CT4";
+    pub const CT6: &str = "CT6";
+    pub const FRAG4: &str = "FRAG4";
+    pub const FRAG6: &str = "FRAG6";
+    pub const COUNTERS: &str = "COUNTERS";
+}
+
+/// Program names (the Rust function names in agent-ebpf).
+pub mod prog_names {
+    pub const XDP: &str = "netpol_xdp";
+    pub const TC: &str = "netpol_tc";
+}
+
+// ---------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------
+
+pub const MODE_ENFORCE: u32 = 0;
+pub const MODE_AUDIT: u32 = 1;
+
+/// Single-entry array read once per packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `MODE_ENFORCE` or `MODE_AUDIT`.
+    pub mode: u32,
+    /// Which of the two policy map sets (identity tries and rule trie) is live.
+    pub active_slot: u32,
+    /// Bumped on every policy swap; conntrack entries checked under an older
+    /// generation are re-checked once against the live policy.
+    pub policy_gen: u32,
+    pub _pad0: u32,
+    /// Conntrack idle timeouts, in nanoseconds of CLOCK_MONOTONIC (coarse).
+    pub tcp_syn_timeout_ns: u64,
+    pub tcp_established_timeout_ns: u64,
+    pub tcp_close_timeout_ns: u64,
+    pub udp_timeout_ns: u64,
+    pub icmp_timeout_ns: u64,
+    pub other_timeout_ns: u64,
+    /// How long a first fragment's verdict applies to later fragments.
+    pub frag_timeout_ns: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Identities (address -> identity LPM tries)
+// ---------------------------------------------------------------------------
+
+/// Protocol classes used by the identity fast-path flags.
+pub const PROTO_CLASS_TCP: u32 = 0;
+pub const PROTO_CLASS_UDP: u32 = 1;
+pub const PROTO_CLASS_ICMP: u32 = 2;
+pub const PROTO_CLASS_ICMPV6: u32 = 3;
+pub const PROTO_CLASS_SCTP: u32 = 4;
+pub const PROTO_CLASS_OTHER: u32 = 5;
+pub const PROTO_CLASSES: u32 = 6;
+
+pub const IPPROTO_ICMP: u8 = 1;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+pub const IPPROTO_ICMPV6: u8 = 58;
+pub const IPPROTO_SCTP: u8 = 132;
+
+#[inline(always)]
+pub const fn proto_class(proto: u8) -> u32 {
+    match proto {
+        IPPROTO_TCP => PROTO_CLASS_TCP,
+        IPPROTO_UDP => PROTO_CLASS_UDP,
+        IPPROTO_ICMP => PROTO_CLASS_ICMP,
+        IPPROTO_ICMPV6 => PROTO_CLASS_ICMPV6,
+        IPPROTO_SCTP => PROTO_CLASS_SCTP,
+        _ => PROTO_CLASS_OTHER,
+    }
+}
+
+/// `IdentityValue::flags` bit: this identity is the source of at least one rule
+/// entry for protocol class `c`.
+#[inline(always)]
+pub const fn id_flag_src(class: u32) -> u32 {
+    1 << class
+}
+
+/// `IdentityValue::flags` bit: this identity is the destination of at least one
+/// rule entry for protocol class `c`.
+#[inline(always)]
+pub const fn id_flag_dst(class: u32) -> u32 {
+    1 << (8 + class)
+}
+
+/// Value of the identity tries: the identity standing for the set of groups that
+/// contain the matched prefix, plus flags that let the datapath deny without the
+/// rule lookup when an identity has no rule at all for the packet's protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdentityValue {
+    pub id: u32,
+    pub flags: u32,
+}
+
+// ---------------------------------------------------------------------------
+// Rules (identity pair, protocol, port -> verdict)
+// ---------------------------------------------------------------------------
+
+/// Data part of the rule LPM trie key. Compared byte by byte from the front, so
+/// the fields are big-endian and the maskable port comes last; `_pad` is never
+/// covered by a prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RuleKey {
+    pub src_id: [u8; 4],
+    pub dst_id: [u8; 4],
+    pub proto: u8,
+    /// Destination port for TCP/UDP/SCTP; `type << 8 | code` for ICMP/ICMPv6.
+    pub port: [u8; 2],
+    pub _pad: u8,
+}
+
+/// Prefix length covering both identities (any protocol, any port).
+pub const RULE_PREFIX_IDS: u32 = 64;
+/// Prefix length covering identities and protocol (any port).
+pub const RULE_PREFIX_PROTO: u32 = 72;
+/// Prefix length of a fully specified key.
+pub const RULE_PREFIX_FULL: u32 = 88;
+
+impl RuleKey {
+    #[inline(always)]
+    pub const fn new(src_id: u32, dst_id: u32, proto: u8, port: u16) -> Self {
+        Self {
+            src_id: src_id.to_be_bytes(),
+            dst_id: dst_id.to_be_bytes(),
+            proto,
+            port: port.to_be_bytes(),
+            _pad: 0,
+        }
+    }
+}
+
+/// `RuleValue::flags` bit reserved for audit-only rules (observability issue).
+pub const RULE_FLAG_AUDIT: u32 = 1;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RuleValue {
+    /// Index of the rule in the compiled policy (0 is never a rule).
+    pub rule_id: u32,
+    pub flags: u32,
+}
+
+// ---------------------------------------------------------------------------
+// Connection tracking
+// ---------------------------------------------------------------------------
+
+/// Conntrack key, normalised so both directions of a flow hit the same entry:
+/// (`addr_a`, `port_a`) is the smaller endpoint compared as bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey4 {
+    pub addr_a: [u8; 4],
+    pub addr_b: [u8; 4],
+    pub port_a: [u8; 2],
+    pub port_b: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey6 {
+    pub addr_a: [u8; 16],
+    pub addr_b: [u8; 16],
+    pub port_a: [u8; 2],
+    pub port_b: [u8; 2],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// The flow was opened by endpoint B (the larger one); otherwise by A.
+pub const CT_F_ORIG_B: u32 = 1 << 0;
+/// TCP: SYN seen from the originator / SYN-ACK seen from the responder.
+pub const CT_F_SYN: u32 = 1 << 1;
+pub const CT_F_SYNACK: u32 = 1 << 2;
+/// TCP: FIN seen from the originator / from the responder.
+pub const CT_F_FIN_ORIG: u32 = 1 << 3;
+pub const CT_F_FIN_REPLY: u32 = 1 << 4;
+/// TCP: RST seen.
+pub const CT_F_RST: u32 = 1 << 5;
+/// A packet was seen in the reply direction.
+pub const CT_F_REPLY_SEEN: u32 = 1 << 6;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtValue {
+    pub created_ns: u64,
+    pub last_seen_ns: u64,
+    /// Policy generation this flow was last checked against.
+    pub policy_gen: u32,
+    /// Rule that allowed the flow.
+    pub rule_id: u32,
+    /// `CT_F_*`.
+    pub flags: u32,
+    /// Destination port (or ICMP `type << 8 | code`) of the opening packet, in
+    /// host order, so a re-check after a policy change asks the same question.
+    pub orig_port: u16,
+    pub _pad: u16,
+}
+
+// ---------------------------------------------------------------------------
+// Fragments
+// ---------------------------------------------------------------------------
+
+/// Identifies the fragments of one IPv4 datagram.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey4 {
+    pub src: [u8; 4],
+    pub dst: [u8; 4],
+    pub id: [u8; 2],
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FragKey6 {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub id: [u8; 4],
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Recorded when a first fragment passes: later fragments of the same datagram
+/// pass while the entry is fresh.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FragValue {
+    pub seen_ns: u64,
+}
+
+// ---------------------------------------------------------------------------
+// Counters
+// ---------------------------------------------------------------------------
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Why a packet got its verdict. Values below `FIRST_DROP_REASON` pass.
+pub mod reason {
+    /// Matched a live conntrack entry.
+    pub const PASS_ESTABLISHED: u32 = 0;
+    /// Allowed by a rule; a conntrack entry was created.
+    pub const PASS_POLICY: u32 = 1;
+    /// ARP and other non-IP frames.
+    pub const PASS_NON_IP: u32 = 2;
+    /// IPv6 neighbour discovery (ICMPv6 133-137).
+    pub const PASS_NEIGHBOUR_DISCOVERY: u32 = 3;
+    /// A later fragment of a datagram whose first fragment passed.
+    pub const PASS_FRAGMENT: u32 = 4;
+    /// A conntrack entry from an older policy was re-checked and still allowed.
+    pub const PASS_RECHECKED: u32 = 5;
+
+    pub const FIRST_DROP_REASON: u32 = 8;
+    /// No rule allows the packet (default deny).
+    pub const DROP_POLICY: u32 = 8;
+    /// An established flow whose rule was removed by a reload.
+    pub const DROP_REVOKED: u32 = 9;
+    /// A later fragment with no passed first fragment.
+    pub const DROP_FRAGMENT: u32 = 10;
+    /// Truncated Ethernet or VLAN header, or too many VLAN tags.
+    pub const DROP_MALFORMED_L2: u32 = 11;
+    /// Truncated IPv4 header, IHL below 5, bad version or total length.
+    pub const DROP_MALFORMED_IPV4: u32 = 12;
+    /// Truncated IPv6 header, bad version, or broken/too long extension chain.
+    pub const DROP_MALFORMED_IPV6: u32 = 13;
+    /// Truncated TCP/UDP/SCTP/ICMP header or bad TCP data offset.
+    pub const DROP_MALFORMED_L4: u32 = 14;
+
+    pub const COUNT: u32 = 15;
+
+    pub const NAMES: [&str; COUNT as usize] = [
+        "established",
+        "policy",
+        "non-ip",
+        "neighbour-discovery",
+        "fragment",
+        "rechecked",
+        "unused-6",
+        "unused-7",
+        "policy-denied",
+        "revoked",
+        "fragment-untracked",
+        "malformed-l2",
+        "malformed-ipv4",
+        "malformed-ipv6",
+        "malformed-l4",
+    ];
+}
+
+pub const DIR_INGRESS: u32 = 0;
+pub const DIR_EGRESS: u32 = 1;
+
+/// Counters are indexed by direction, whether the drop was only audited, and reason.
+pub const COUNTER_SLOTS: u32 = 2 * 2 * reason::COUNT;
+
+#[inline(always)]
+pub const fn counter_index(dir: u32, audited: bool, reason: u32) -> u32 {
+    (dir * 2 + audited as u32) * reason::COUNT + reason
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all types are repr(C), Copy, and have no implicit padding.
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for IdentityValue {}
+    unsafe impl aya::Pod for RuleKey {}
+    unsafe impl aya::Pod for RuleValue {}
+    unsafe impl aya::Pod for CtKey4 {}
+    unsafe impl aya::Pod for CtKey6 {}
+    unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for FragKey4 {}
+    unsafe impl aya::Pod for FragKey6 {}
+    unsafe impl aya::Pod for FragValue {}
+    unsafe impl aya::Pod for Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    // Sizes equal the sum of the fields: no implicit padding anywhere.
+    #[test]
+    fn no_implicit_padding() {
+        assert_eq!(size_of::<Config>(), 4 * 4 + 7 * 8);
+        assert_eq!(size_of::<IdentityValue>(), 8);
+        assert_eq!(size_of::<RuleKey>(), 4 + 4 + 1 + 2 + 1);
+        assert_eq!(size_of::<RuleValue>(), 8);
+        assert_eq!(size_of::<CtKey4>(), 4 + 4 + 2 + 2 + 1 + 3);
+        assert_eq!(size_of::<CtKey6>(), 16 + 16 + 2 + 2 + 1 + 3);
+        assert_eq!(size_of::<CtValue>(), 8 + 8 + 4 + 4 + 4 + 2 + 2);
+        assert_eq!(size_of::<FragKey4>(), 4 + 4 + 2 + 1 + 1);
+        assert_eq!(size_of::<FragKey6>(), 16 + 16 + 4 + 1 + 3);
+        assert_eq!(size_of::<Counter>(), 16);
+    }
+
+    #[test]
+    fn rule_key_is_big_endian_with_port_last() {
+        let k = RuleKey::new(0x0102_0304, 0x0506_0708, 6, 0x1f90);
+        let bytes: [u8; 12] = unsafe { core::mem::transmute(k) };
+        assert_eq!(bytes, [1, 2, 3, 4, 5, 6, 7, 8, 6, 0x1f, 0x90, 0]);
+    }
+
+    #[test]
+    fn counter_index_is_dense() {
+        assert_eq!(counter_index(DIR_EGRESS, true, reason::COUNT - 1), COUNTER_SLOTS - 1);
+        assert_eq!(counter_index(DIR_INGRESS, false, 0), 0);
+    }
+}
