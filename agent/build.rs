@@ -65,6 +65,9 @@ fn main() -> anyhow::Result<()> {
         // environment to the child cargo, and build scripts run in their own process.
         std::env::set_var("RUSTC_BOOTSTRAP", "1");
     }
+    // aya-build turns every stderr line of the eBPF sub-build into a cargo
+    // warning; without progress lines only real diagnostics remain.
+    std::env::set_var("CARGO_TERM_QUIET", "true");
     let metadata = cargo_metadata::MetadataCommand::new()
         .no_deps()
         .exec()

@@ -199,6 +199,28 @@ pub const CT_F_RST: u32 = 1 << 5;
 /// A packet was seen in the reply direction.
 pub const CT_F_REPLY_SEEN: u32 = 1 << 6;
 
+/// Idle timeout of a conntrack entry in its current state. Shared so the
+/// datapath and the userspace sweeper can never disagree.
+#[inline(always)]
+pub fn ct_timeout_ns(cfg: &Config, proto: u8, flags: u32) -> u64 {
+    match proto {
+        IPPROTO_TCP => {
+            if flags & CT_F_RST != 0
+                || flags & (CT_F_FIN_ORIG | CT_F_FIN_REPLY) == CT_F_FIN_ORIG | CT_F_FIN_REPLY
+            {
+                cfg.tcp_close_timeout_ns
+            } else if flags & (CT_F_SYNACK | CT_F_REPLY_SEEN) != 0 {
+                cfg.tcp_established_timeout_ns
+            } else {
+                cfg.tcp_syn_timeout_ns
+            }
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => cfg.udp_timeout_ns,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => cfg.icmp_timeout_ns,
+        _ => cfg.other_timeout_ns,
+    }
+}
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
@@ -369,7 +391,10 @@ mod tests {
 
     #[test]
     fn counter_index_is_dense() {
-        assert_eq!(counter_index(DIR_EGRESS, true, reason::COUNT - 1), COUNTER_SLOTS - 1);
+        assert_eq!(
+            counter_index(DIR_EGRESS, true, reason::COUNT - 1),
+            COUNTER_SLOTS - 1
+        );
         assert_eq!(counter_index(DIR_INGRESS, false, 0), 0);
     }
 }

@@ -1,13 +1,63 @@
+//! netpol-agent datapath: XDP judges traffic entering an interface, TC (TCX)
+//! egress judges traffic leaving it; both share maps and one decision.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
 #[cfg(target_arch = "bpf")]
+mod maps;
+#[cfg(target_arch = "bpf")]
+mod parse;
+#[cfg(target_arch = "bpf")]
+mod verdict;
+
+#[cfg(target_arch = "bpf")]
 mod prog {
-    use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+    use agent_common::{DIR_EGRESS, DIR_INGRESS};
+    use aya_ebpf::{
+        bindings::{xdp_action, TC_ACT_SHOT, TC_ACT_UNSPEC},
+        macros::{classifier, xdp},
+        programs::{TcContext, XdpContext},
+    };
+
+    use crate::{parse::Bounds, verdict::judge};
+
+    /// Bytes TC needs in the linear area to read every header we parse.
+    const TC_PULL_LEN: usize = 128;
 
     #[xdp]
-    pub fn netpol_xdp(_ctx: XdpContext) -> u32 {
-        xdp_action::XDP_PASS
+    pub fn netpol_xdp(ctx: XdpContext) -> u32 {
+        let b = Bounds {
+            start: ctx.data(),
+            end: ctx.data_end(),
+            len: ctx.data_end() - ctx.data(),
+        };
+        if judge(&b, DIR_INGRESS) {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
+    #[classifier]
+    pub fn netpol_tc(ctx: TcContext) -> i32 {
+        let len = ctx.len() as usize;
+        let want = if len < TC_PULL_LEN { len } else { TC_PULL_LEN };
+        if ctx.data_end() - ctx.data() < want {
+            // Headers partly outside the linear area (GSO, paged frags): pull them
+            // in; on failure the parse below sees a short packet and counts it.
+            let _ = ctx.pull_data(want as u32);
+        }
+        let b = Bounds {
+            start: ctx.data(),
+            end: ctx.data_end(),
+            len,
+        };
+        // Pass means "next": other TCX programs on the interface still run.
+        if judge(&b, DIR_EGRESS) {
+            TC_ACT_UNSPEC
+        } else {
+            TC_ACT_SHOT as i32
+        }
     }
 
     #[panic_handler]

@@ -1,7 +1,21 @@
 //! netpol-agent: loads the XDP/TC enforcement programs, compiles policy files
 //! into their maps and reports what they decided.
 
+pub mod check;
+pub mod cli;
+pub mod ct_gc;
+pub mod datapath;
+pub mod hostaddrs;
+pub mod ifaces;
+pub mod pin;
+pub mod policy;
+pub mod run;
+pub mod stats;
+
 /// The eBPF object holding the enforcement programs, built by build.rs.
 pub static NETPOL_EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpol"));
 /// No-op and sender XDP programs for benchmarks and the traffic generator.
 pub static LAB_EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lab-progs"));
+
+/// Logged once the programs are attached and the policy is live; tests wait for it.
+pub const READY_MARKER: &str = "netpol-agent: enforcing";

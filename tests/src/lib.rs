@@ -1,1 +1,23 @@
+//! Test lab for netpol-agent: network namespaces shaped like a node, real
+//! sockets across them, and a guard that runs the agent inside the lab.
+//!
+//! Rules it keeps (design.md section 5): addresses exist only inside
+//! namespaces it creates, nothing is added to the root namespace, every wait
+//! is bounded, and guards clean up on drop even when a test panics.
 
+pub mod agent;
+pub mod edges;
+pub mod lab;
+pub mod net;
+pub mod netns;
+pub mod privilege;
+
+pub use agent::{agent_bin, ensure_bpffs, AgentProcess, READY_MARKER};
+pub use edges::{check, check_all, serve, Edge, Expect, Mode, Servers};
+pub use lab::{Endpoint, Family, Lab};
+pub use net::{
+    exchange, ping, ping_available, tcp_exchange, udp_exchange, EchoServer, ExchangeError, Proto,
+    TcpEcho, UdpEcho, ALLOWED_TIMEOUT, DENIED_TIMEOUT,
+};
+pub use netns::Netns;
+pub use privilege::require_root;

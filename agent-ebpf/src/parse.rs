@@ -1,0 +1,325 @@
+//! Header parsing: Ethernet, up to two VLAN tags, IPv4 (with options), IPv6 (a
+//! bounded walk over extension headers), and the L4 fields policy needs. Every
+//! read is bounds-checked; a failure names the layer so it is counted.
+use agent_common::{reason, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
+
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88a8;
+const ETH_HLEN: usize = 14;
+const VLAN_HLEN: usize = 4;
+const MAX_VLAN_TAGS: usize = 2;
+const IPV6_HLEN: usize = 40;
+/// Extension headers walked before giving up (HbH, Dest, Routing, Frag, AH, Dest).
+const MAX_IPV6_EXT_HDRS: usize = 6;
+/// Upper bound on where the L4 header may start; keeps offsets verifier-friendly.
+const MAX_L4_OFFSET: usize = 512;
+
+pub const TCP_FIN: u8 = 0x01;
+pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
+pub const TCP_ACK: u8 = 0x10;
+
+/// What conntrack does with a packet.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Track {
+    /// Opens a flow (TCP SYN, ICMP echo request): straight to policy, then create.
+    Open,
+    /// May belong to a flow: conntrack first, then policy, then create.
+    Lookup,
+    /// Reply-only (ICMP echo reply): conntrack first, then policy, never create.
+    LookupNoCreate,
+    /// Stateless (ICMP errors and other ICMP, TCP RST without a flow): policy only.
+    PolicyOnly,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Frag {
+    None,
+    /// Offset 0 with more fragments: has the L4 header; remember its verdict.
+    First(u32),
+    /// Offset > 0: no L4 header; judged by the first fragment's verdict.
+    Later(u32),
+}
+
+pub struct L4 {
+    pub proto: u8,
+    /// Conntrack ports, host order (ICMP echo: the identifier on both sides).
+    pub sport: u16,
+    pub dport: u16,
+    /// What rules match on: destination port, or ICMP `type << 8 | code`.
+    pub policy_port: u16,
+    pub tcp_flags: u8,
+    pub track: Track,
+}
+
+pub struct Ip<A> {
+    pub src: A,
+    pub dst: A,
+    pub frag: Frag,
+    pub l4: L4,
+}
+
+/// Where the network header starts and what it is.
+pub enum L3 {
+    V4(usize),
+    V6(usize),
+    /// ARP and every other non-IP frame.
+    NonIp,
+}
+
+/// Outcome of parsing an IPv6 packet.
+pub enum Parsed6 {
+    Ip(Ip<[u8; 16]>),
+    NeighbourDiscovery,
+}
+
+/// Bounds of the packet: [start, end) readable, `len` bytes in total (TC may
+/// hold part of the packet outside the linear area).
+#[derive(Clone, Copy)]
+pub struct Bounds {
+    pub start: usize,
+    pub end: usize,
+    pub len: usize,
+}
+
+impl Bounds {
+    /// A reference to the `N` header bytes at `off`, if all are in the packet.
+    /// Whole headers are read through one bounds check; single-byte checks at
+    /// variable offsets get rewritten by LLVM into a form the verifier rejects.
+    #[inline(always)]
+    fn hdr<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        if self.start + off + N > self.end {
+            return None;
+        }
+        // SAFETY: bounds checked against the packet end just above.
+        Some(unsafe { &*((self.start + off) as *const [u8; N]) })
+    }
+}
+
+#[inline(always)]
+fn be16(h: &[u8], i: usize) -> u16 {
+    u16::from_be_bytes([h[i], h[i + 1]])
+}
+
+#[inline(always)]
+fn be32(h: &[u8], i: usize) -> u32 {
+    u32::from_be_bytes([h[i], h[i + 1], h[i + 2], h[i + 3]])
+}
+
+#[inline(always)]
+fn addr<const N: usize>(h: &[u8], i: usize) -> [u8; N] {
+    let mut a = [0u8; N];
+    a.copy_from_slice(&h[i..i + N]);
+    a
+}
+
+/// Parses the link layer; `Err(reason)` is a drop reason for a malformed packet.
+#[inline(always)]
+pub fn parse_l2(b: &Bounds) -> Result<L3, u32> {
+    let mut off = ETH_HLEN;
+    let eth = b.hdr::<ETH_HLEN>(0).ok_or(reason::DROP_MALFORMED_L2)?;
+    let mut ethertype = be16(eth, 12);
+    for _ in 0..MAX_VLAN_TAGS {
+        if ethertype != ETH_P_8021Q && ethertype != ETH_P_8021AD {
+            break;
+        }
+        let tag = b.hdr::<VLAN_HLEN>(off).ok_or(reason::DROP_MALFORMED_L2)?;
+        ethertype = be16(tag, 2);
+        off += VLAN_HLEN;
+    }
+    match ethertype {
+        ETH_P_IP => Ok(L3::V4(off)),
+        ETH_P_IPV6 => Ok(L3::V6(off)),
+        ETH_P_8021Q | ETH_P_8021AD => Err(reason::DROP_MALFORMED_L2),
+        _ => Ok(L3::NonIp),
+    }
+}
+
+#[inline(always)]
+pub fn parse_ipv4(b: &Bounds, l3: usize) -> Result<Ip<[u8; 4]>, u32> {
+    const BAD: u32 = reason::DROP_MALFORMED_IPV4;
+    let h = b.hdr::<20>(l3).ok_or(BAD)?;
+    let ihl = (h[0] & 0x0f) as usize * 4;
+    if h[0] >> 4 != 4 || ihl < 20 {
+        return Err(BAD);
+    }
+    let tot_len = be16(h, 2) as usize;
+    if tot_len < ihl || l3 + tot_len > b.len {
+        return Err(BAD);
+    }
+    let frag_off = be16(h, 6);
+    let id = be16(h, 4) as u32;
+    let proto = h[9];
+    let src = addr::<4>(h, 12);
+    let dst = addr::<4>(h, 16);
+    // Options must be present too, even though nothing reads them.
+    b.hdr::<4>(l3 + ihl - 4).ok_or(BAD)?;
+    let frag = if frag_off & 0x1fff != 0 {
+        Frag::Later(id)
+    } else if frag_off & 0x2000 != 0 {
+        Frag::First(id)
+    } else {
+        Frag::None
+    };
+    let l4 = if let Frag::Later(_) = frag {
+        no_l4(proto)
+    } else {
+        parse_l4(b, l3 + ihl, proto, false)?
+    };
+    Ok(Ip { src, dst, frag, l4 })
+}
+
+#[inline(always)]
+pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
+    const BAD: u32 = reason::DROP_MALFORMED_IPV6;
+    let h = b.hdr::<IPV6_HLEN>(l3).ok_or(BAD)?;
+    if h[0] >> 4 != 6 {
+        return Err(BAD);
+    }
+    let payload_len = be16(h, 4) as usize;
+    // Payload length 0 (jumbograms) has no place on these links.
+    if payload_len == 0 || l3 + IPV6_HLEN + payload_len > b.len {
+        return Err(BAD);
+    }
+    let mut next = h[6];
+    let src = addr::<16>(h, 8);
+    let dst = addr::<16>(h, 24);
+    let mut off = l3 + IPV6_HLEN;
+    let mut frag = Frag::None;
+    let mut done = false;
+    for _ in 0..MAX_IPV6_EXT_HDRS {
+        match next {
+            // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
+            0 | 43 | 60 => {
+                let e = b.hdr::<2>(off).ok_or(BAD)?;
+                next = e[0];
+                off += (e[1] as usize + 1) * 8;
+            }
+            // Authentication header: (len + 2) * 4 bytes.
+            51 => {
+                let e = b.hdr::<2>(off).ok_or(BAD)?;
+                next = e[0];
+                off += (e[1] as usize + 2) * 4;
+            }
+            44 => {
+                let e = b.hdr::<8>(off).ok_or(BAD)?;
+                next = e[0];
+                let offset_flags = be16(e, 2);
+                let id = be32(e, 4);
+                off += 8;
+                if offset_flags & 0xfff8 != 0 {
+                    frag = Frag::Later(id);
+                    done = true;
+                    break;
+                }
+                if offset_flags & 1 != 0 {
+                    frag = Frag::First(id);
+                }
+            }
+            _ => {
+                done = true;
+                break;
+            }
+        }
+        if off > MAX_L4_OFFSET {
+            return Err(BAD);
+        }
+    }
+    if !done || off > MAX_L4_OFFSET {
+        // The chain is longer than we walk: refuse rather than guess the L4.
+        return Err(BAD);
+    }
+    let l4 = if let Frag::Later(_) = frag {
+        no_l4(next)
+    } else {
+        let l4 = parse_l4(b, off, next, true)?;
+        if next == IPPROTO_ICMPV6 && (133..=137).contains(&(l4.policy_port >> 8)) {
+            return Ok(Parsed6::NeighbourDiscovery);
+        }
+        l4
+    };
+    Ok(Parsed6::Ip(Ip { src, dst, frag, l4 }))
+}
+
+#[inline(always)]
+fn no_l4(proto: u8) -> L4 {
+    L4 {
+        proto,
+        sport: 0,
+        dport: 0,
+        policy_port: 0,
+        tcp_flags: 0,
+        track: Track::Lookup,
+    }
+}
+
+#[inline(always)]
+fn parse_l4(b: &Bounds, off: usize, proto: u8, v6: bool) -> Result<L4, u32> {
+    const BAD: u32 = reason::DROP_MALFORMED_L4;
+    match proto {
+        IPPROTO_TCP => {
+            let h = b.hdr::<20>(off).ok_or(BAD)?;
+            let doff = (h[12] >> 4) as usize * 4;
+            let flags = h[13];
+            if doff < 20 || off + doff > b.len {
+                return Err(BAD);
+            }
+            let track = if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
+                Track::Open
+            } else if flags & TCP_RST != 0 {
+                // A reset may close a tracked flow but never opens one.
+                Track::LookupNoCreate
+            } else {
+                Track::Lookup
+            };
+            Ok(L4 {
+                proto,
+                sport: be16(h, 0),
+                dport: be16(h, 2),
+                policy_port: be16(h, 2),
+                tcp_flags: flags,
+                track,
+            })
+        }
+        IPPROTO_UDP | IPPROTO_SCTP => {
+            // UDP header is 8 bytes, SCTP common header 12.
+            let h = if proto == IPPROTO_UDP {
+                b.hdr::<8>(off).map(|h| &h[..])
+            } else {
+                b.hdr::<12>(off).map(|h| &h[..])
+            }
+            .ok_or(BAD)?;
+            Ok(L4 {
+                proto,
+                sport: be16(h, 0),
+                dport: be16(h, 2),
+                policy_port: be16(h, 2),
+                tcp_flags: 0,
+                track: Track::Lookup,
+            })
+        }
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => {
+            let h = b.hdr::<8>(off).ok_or(BAD)?;
+            let (ty, code) = (h[0], h[1]);
+            let (request, reply) = if v6 { (128, 129) } else { (8, 0) };
+            let (ports, track) = if ty == request {
+                (be16(h, 4), Track::Open)
+            } else if ty == reply {
+                (be16(h, 4), Track::LookupNoCreate)
+            } else {
+                (0, Track::PolicyOnly)
+            };
+            Ok(L4 {
+                proto,
+                sport: ports,
+                dport: ports,
+                policy_port: (ty as u16) << 8 | code as u16,
+                tcp_flags: 0,
+                track,
+            })
+        }
+        _ => Ok(no_l4(proto)),
+    }
+}

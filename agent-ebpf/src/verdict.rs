@@ -1,0 +1,397 @@
+//! One decision for both hooks: conntrack first (one lookup, direction-normalised
+//! key), then identities and the rule trie, then counters.
+use agent_common::{
+    ct_timeout_ns, id_flag_dst, id_flag_src, proto_class, reason, Config, CtKey4, CtKey6, CtValue,
+    FragKey4, FragKey6, FragValue, IdentityValue, RuleKey, RuleValue, CT_F_FIN_ORIG,
+    CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK, IPPROTO_TCP,
+    MODE_AUDIT, RULE_PREFIX_FULL,
+};
+use aya_ebpf::{
+    helpers::bpf_ktime_get_coarse_ns,
+    maps::{lpm_trie::Key, LpmTrie, LruHashMap},
+};
+
+use crate::{
+    maps::{
+        CONFIG, COUNTERS, CT4, CT6, FRAG4, FRAG6, IDS4_0, IDS4_1, IDS6_0, IDS6_1, RULES_0, RULES_1,
+    },
+    parse::{
+        parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, Track, L3, TCP_ACK, TCP_FIN,
+        TCP_RST, TCP_SYN,
+    },
+};
+
+/// last_seen is refreshed at most this often, so a busy flow does not write its
+/// conntrack entry (and bounce its cache line between CPUs) on every packet.
+const CT_REFRESH_NS: u64 = 1_000_000_000;
+
+/// Per address family: which maps to use and how to build keys.
+trait Family {
+    type Addr: Copy + 'static;
+    type CtKey: 'static;
+    type FragKey: 'static;
+    const BITS: u32;
+    fn ids(slot: u32) -> &'static LpmTrie<Self::Addr, IdentityValue>;
+    fn ct() -> &'static LruHashMap<Self::CtKey, CtValue>;
+    fn frag() -> &'static LruHashMap<Self::FragKey, FragValue>;
+    /// Orders the endpoints; returns the key and whether `src` is endpoint B.
+    fn ct_key(
+        src: &Self::Addr,
+        dst: &Self::Addr,
+        sp: u16,
+        dp: u16,
+        proto: u8,
+    ) -> (Self::CtKey, bool);
+    /// (A, B) addresses of a key.
+    fn ct_addrs(key: &Self::CtKey) -> (Self::Addr, Self::Addr);
+    fn frag_key(src: &Self::Addr, dst: &Self::Addr, id: u32, proto: u8) -> Self::FragKey;
+}
+
+struct V4;
+struct V6;
+
+impl Family for V4 {
+    type Addr = [u8; 4];
+    type CtKey = CtKey4;
+    type FragKey = FragKey4;
+    const BITS: u32 = 32;
+
+    #[inline(always)]
+    fn ids(slot: u32) -> &'static LpmTrie<[u8; 4], IdentityValue> {
+        if slot == 0 {
+            &IDS4_0
+        } else {
+            &IDS4_1
+        }
+    }
+    #[inline(always)]
+    fn ct() -> &'static LruHashMap<CtKey4, CtValue> {
+        &CT4
+    }
+    #[inline(always)]
+    fn frag() -> &'static LruHashMap<FragKey4, FragValue> {
+        &FRAG4
+    }
+    #[inline(always)]
+    fn ct_key(src: &[u8; 4], dst: &[u8; 4], sp: u16, dp: u16, proto: u8) -> (CtKey4, bool) {
+        let s = u32::from_be_bytes(*src);
+        let d = u32::from_be_bytes(*dst);
+        let src_is_b = s > d || (s == d && sp > dp);
+        let (a, b, pa, pb) = if src_is_b {
+            (dst, src, dp, sp)
+        } else {
+            (src, dst, sp, dp)
+        };
+        let key = CtKey4 {
+            addr_a: *a,
+            addr_b: *b,
+            port_a: pa.to_be_bytes(),
+            port_b: pb.to_be_bytes(),
+            proto,
+            _pad: [0; 3],
+        };
+        (key, src_is_b)
+    }
+    #[inline(always)]
+    fn ct_addrs(key: &CtKey4) -> ([u8; 4], [u8; 4]) {
+        (key.addr_a, key.addr_b)
+    }
+    #[inline(always)]
+    fn frag_key(src: &[u8; 4], dst: &[u8; 4], id: u32, proto: u8) -> FragKey4 {
+        FragKey4 {
+            src: *src,
+            dst: *dst,
+            id: (id as u16).to_be_bytes(),
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+#[inline(always)]
+fn v6_words(a: &[u8; 16]) -> (u64, u64) {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&a[..8]);
+    lo.copy_from_slice(&a[8..]);
+    (u64::from_be_bytes(hi), u64::from_be_bytes(lo))
+}
+
+impl Family for V6 {
+    type Addr = [u8; 16];
+    type CtKey = CtKey6;
+    type FragKey = FragKey6;
+    const BITS: u32 = 128;
+
+    #[inline(always)]
+    fn ids(slot: u32) -> &'static LpmTrie<[u8; 16], IdentityValue> {
+        if slot == 0 {
+            &IDS6_0
+        } else {
+            &IDS6_1
+        }
+    }
+    #[inline(always)]
+    fn ct() -> &'static LruHashMap<CtKey6, CtValue> {
+        &CT6
+    }
+    #[inline(always)]
+    fn frag() -> &'static LruHashMap<FragKey6, FragValue> {
+        &FRAG6
+    }
+    #[inline(always)]
+    fn ct_key(src: &[u8; 16], dst: &[u8; 16], sp: u16, dp: u16, proto: u8) -> (CtKey6, bool) {
+        let s = v6_words(src);
+        let d = v6_words(dst);
+        let src_is_b = s > d || (s == d && sp > dp);
+        let (a, b, pa, pb) = if src_is_b {
+            (dst, src, dp, sp)
+        } else {
+            (src, dst, sp, dp)
+        };
+        let key = CtKey6 {
+            addr_a: *a,
+            addr_b: *b,
+            port_a: pa.to_be_bytes(),
+            port_b: pb.to_be_bytes(),
+            proto,
+            _pad: [0; 3],
+        };
+        (key, src_is_b)
+    }
+    #[inline(always)]
+    fn ct_addrs(key: &CtKey6) -> ([u8; 16], [u8; 16]) {
+        (key.addr_a, key.addr_b)
+    }
+    #[inline(always)]
+    fn frag_key(src: &[u8; 16], dst: &[u8; 16], id: u32, proto: u8) -> FragKey6 {
+        FragKey6 {
+            src: *src,
+            dst: *dst,
+            id: id.to_be_bytes(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+}
+
+#[inline(always)]
+fn now() -> u64 {
+    unsafe { bpf_ktime_get_coarse_ns() }
+}
+
+/// Looks a (src, dst, proto, port) question up in the live policy.
+#[inline(always)]
+fn policy<F: Family>(
+    cfg: &Config,
+    src: &F::Addr,
+    dst: &F::Addr,
+    proto: u8,
+    port: u16,
+) -> Option<RuleValue> {
+    let ids = F::ids(cfg.active_slot);
+    let class = proto_class(proto);
+    let s = ids.get(Key::new(F::BITS, *src))?;
+    // Identities with no rule for this protocol are denied without further lookups:
+    // a SYN flood from addresses that may not talk TCP costs one trie walk.
+    if s.flags & id_flag_src(class) == 0 {
+        return None;
+    }
+    let d = ids.get(Key::new(F::BITS, *dst))?;
+    if d.flags & id_flag_dst(class) == 0 {
+        return None;
+    }
+    let rules = if cfg.active_slot == 0 {
+        &RULES_0
+    } else {
+        &RULES_1
+    };
+    rules
+        .get(Key::new(
+            RULE_PREFIX_FULL,
+            RuleKey::new(s.id, d.id, proto, port),
+        ))
+        .copied()
+}
+
+/// Folds this packet's TCP flags into the entry's state.
+#[inline(always)]
+fn ct_flags_after(flags: u32, is_orig: bool, proto: u8, tcp_flags: u8) -> u32 {
+    let mut f = flags;
+    if !is_orig {
+        f |= CT_F_REPLY_SEEN;
+    }
+    if proto == IPPROTO_TCP {
+        if tcp_flags & TCP_RST != 0 {
+            f |= CT_F_RST;
+        }
+        if tcp_flags & TCP_FIN != 0 {
+            f |= if is_orig {
+                CT_F_FIN_ORIG
+            } else {
+                CT_F_FIN_REPLY
+            };
+        }
+        if !is_orig && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+            f |= CT_F_SYNACK;
+        }
+    }
+    f
+}
+
+/// Verdict of an IP packet: `Ok(pass reason)` or `Err(drop reason)`.
+#[inline(always)]
+fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
+    let l4 = &ip.l4;
+    if let Frag::Later(id) = ip.frag {
+        let key = F::frag_key(&ip.src, &ip.dst, id, l4.proto);
+        return match F::frag().get_ptr(&key) {
+            Some(v) if now().wrapping_sub(unsafe { (*v).seen_ns }) < cfg.frag_timeout_ns => {
+                Ok(reason::PASS_FRAGMENT)
+            }
+            _ => Err(reason::DROP_FRAGMENT),
+        };
+    }
+
+    let (key, src_is_b) = F::ct_key(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
+    if l4.track == Track::Lookup || l4.track == Track::LookupNoCreate {
+        if let Some(entry) = F::ct().get_ptr_mut(&key) {
+            // SAFETY: map value pointer from a successful lookup.
+            let e = unsafe { &mut *entry };
+            let t = now();
+            let age = t.wrapping_sub(e.last_seen_ns);
+            if age < ct_timeout_ns(cfg, l4.proto, e.flags) {
+                if e.policy_gen == cfg.policy_gen {
+                    let is_orig = src_is_b == (e.flags & CT_F_ORIG_B != 0);
+                    let f = ct_flags_after(e.flags, is_orig, l4.proto, l4.tcp_flags);
+                    if f != e.flags {
+                        e.flags = f;
+                    }
+                    if f != e.flags || age > CT_REFRESH_NS {
+                        e.last_seen_ns = t;
+                    }
+                    return Ok(reason::PASS_ESTABLISHED);
+                }
+                // Policy changed since this flow was checked: ask the live policy
+                // the flow's original question once (revocation).
+                let (a, b) = F::ct_addrs(&key);
+                let (osrc, odst) = if e.flags & CT_F_ORIG_B != 0 {
+                    (b, a)
+                } else {
+                    (a, b)
+                };
+                return match policy::<F>(cfg, &osrc, &odst, l4.proto, e.orig_port) {
+                    Some(rule) => {
+                        e.policy_gen = cfg.policy_gen;
+                        e.rule_id = rule.rule_id;
+                        e.last_seen_ns = t;
+                        Ok(reason::PASS_RECHECKED)
+                    }
+                    None => {
+                        let _ = F::ct().remove(&key);
+                        Err(reason::DROP_REVOKED)
+                    }
+                };
+            }
+        }
+    }
+
+    let rule =
+        policy::<F>(cfg, &ip.src, &ip.dst, l4.proto, l4.policy_port).ok_or(reason::DROP_POLICY)?;
+    if l4.track == Track::Open || l4.track == Track::Lookup {
+        let t = now();
+        let mut flags = if src_is_b { CT_F_ORIG_B } else { 0 };
+        if l4.proto == IPPROTO_TCP {
+            // A flow picked up mid-stream (agent restart, evicted entry) counts as
+            // established; a SYN starts a fresh handshake.
+            flags |= if l4.tcp_flags & TCP_SYN != 0 {
+                CT_F_SYN
+            } else {
+                CT_F_SYN | CT_F_SYNACK
+            };
+        }
+        let value = CtValue {
+            created_ns: t,
+            last_seen_ns: t,
+            policy_gen: cfg.policy_gen,
+            rule_id: rule.rule_id,
+            flags,
+            orig_port: l4.policy_port,
+            _pad: 0,
+        };
+        let _ = F::ct().insert(&key, &value, 0);
+    }
+    Ok(reason::PASS_POLICY)
+}
+
+/// Remembers a passed first fragment so the rest of its datagram follows it.
+#[inline(always)]
+fn note_first_fragment<F: Family>(ip: &Ip<F::Addr>) {
+    if let Frag::First(id) = ip.frag {
+        let key = F::frag_key(&ip.src, &ip.dst, id, ip.l4.proto);
+        let _ = F::frag().insert(&key, &FragValue { seen_ns: now() }, 0);
+    }
+}
+
+#[inline(always)]
+fn decide_family<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
+    let r = decide_ip::<F>(cfg, ip);
+    if r.is_ok() {
+        note_first_fragment::<F>(ip);
+    }
+    r
+}
+
+// The two families are separate BPF functions so their stack frames are not
+// added up: each alone fits the 512-byte limit, both inlined together do not.
+// BPF functions return one register, so the verdict crosses the call as
+// `reason | DROP_BIT`.
+const DROP_BIT: u32 = 1 << 31;
+
+#[inline(always)]
+fn encode(r: Result<u32, u32>) -> u32 {
+    match r {
+        Ok(why) => why,
+        Err(why) => why | DROP_BIT,
+    }
+}
+
+#[inline(never)]
+fn judge_v4(start: usize, end: usize, len: usize, l3: usize, cfg: &Config) -> u32 {
+    let b = Bounds { start, end, len };
+    encode(parse_ipv4(&b, l3).and_then(|ip| decide_family::<V4>(cfg, &ip)))
+}
+
+#[inline(never)]
+fn judge_v6(start: usize, end: usize, len: usize, l3: usize, cfg: &Config) -> u32 {
+    let b = Bounds { start, end, len };
+    encode(parse_ipv6(&b, l3).and_then(|p| match p {
+        Parsed6::Ip(ip) => decide_family::<V6>(cfg, &ip),
+        Parsed6::NeighbourDiscovery => Ok(reason::PASS_NEIGHBOUR_DISCOVERY),
+    }))
+}
+
+/// Judges one frame. Returns true when it may pass, after counting it.
+#[inline(always)]
+pub fn judge(b: &Bounds, dir: u32) -> bool {
+    let Some(cfg) = CONFIG.get(0) else {
+        return false;
+    };
+    let verdict = match parse_l2(b) {
+        Ok(L3::V4(l3)) => judge_v4(b.start, b.end, b.len, l3, cfg),
+        Ok(L3::V6(l3)) => judge_v6(b.start, b.end, b.len, l3, cfg),
+        Ok(L3::NonIp) => reason::PASS_NON_IP,
+        Err(r) => r | DROP_BIT,
+    };
+    let pass = verdict & DROP_BIT == 0;
+    let why = verdict & !DROP_BIT;
+    let audited = !pass && cfg.mode == MODE_AUDIT;
+    if let Some(c) = COUNTERS.get_ptr_mut(agent_common::counter_index(dir, audited, why)) {
+        // SAFETY: per-CPU slot of this CPU; no other writer.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += b.len as u64;
+        }
+    }
+    pass || audited
+}

@@ -1,0 +1,74 @@
+//! Reclaims expired conntrack and fragment entries. The datapath already
+//! ignores expired entries; sweeping them keeps the LRU maps for live flows.
+use agent_common::{
+    ct_timeout_ns, map_names, Config, CtKey4, CtKey6, CtValue, FragKey4, FragKey6, FragValue,
+};
+use aya::{
+    maps::{HashMap, MapData},
+    Pod,
+};
+
+/// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_coarse_ns reads.
+pub fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+trait CtProto {
+    fn proto(&self) -> u8;
+}
+impl CtProto for CtKey4 {
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+}
+impl CtProto for CtKey6 {
+    fn proto(&self) -> u8 {
+        self.proto
+    }
+}
+
+fn sweep<K: Pod, V: Pod>(
+    map: &mut HashMap<&mut MapData, K, V>,
+    expired: impl Fn(&K, &V) -> bool,
+) -> usize {
+    let dead: Vec<K> = map
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(k, v)| expired(k, v))
+        .map(|(k, _)| k)
+        .collect();
+    dead.iter().filter(|k| map.remove(k).is_ok()).count()
+}
+
+/// Deletes expired entries; returns how many were removed.
+pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config) -> Result<usize, aya::maps::MapError> {
+    let now = monotonic_ns();
+    let ct_expired = |k: &dyn CtProto, v: &CtValue| {
+        now.saturating_sub(v.last_seen_ns) >= ct_timeout_ns(cfg, k.proto(), v.flags)
+    };
+    let mut removed = 0;
+    if let Some(m) = ebpf.map_mut(map_names::CT4) {
+        let mut m: HashMap<_, CtKey4, CtValue> = HashMap::try_from(m)?;
+        removed += sweep(&mut m, |k, v| ct_expired(k, v));
+    }
+    if let Some(m) = ebpf.map_mut(map_names::CT6) {
+        let mut m: HashMap<_, CtKey6, CtValue> = HashMap::try_from(m)?;
+        removed += sweep(&mut m, |k, v| ct_expired(k, v));
+    }
+    let frag_expired = |v: &FragValue| now.saturating_sub(v.seen_ns) >= cfg.frag_timeout_ns;
+    if let Some(m) = ebpf.map_mut(map_names::FRAG4) {
+        let mut m: HashMap<_, FragKey4, FragValue> = HashMap::try_from(m)?;
+        removed += sweep(&mut m, |_, v| frag_expired(v));
+    }
+    if let Some(m) = ebpf.map_mut(map_names::FRAG6) {
+        let mut m: HashMap<_, FragKey6, FragValue> = HashMap::try_from(m)?;
+        removed += sweep(&mut m, |_, v| frag_expired(v));
+    }
+    Ok(removed)
+}

@@ -1,0 +1,243 @@
+//! A `Policy` to the contents of the identity tries and the rule trie.
+//!
+//! The output is a pure function of the input, in a fixed order, so a reload can
+//! diff old and new maps entry by entry.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use agent_common::{
+    id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue, PROTO_CLASSES,
+    RULE_PREFIX_IDS, RULE_PREFIX_PROTO,
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use super::error::CompileError;
+use super::identity::{self, cidr_group_name, Identities, IdentityInfo};
+use super::model::{
+    check_rule_name, Peer, Policy, PortSpec, Rule, BUILTIN_HOST, BUILTIN_RULE_PREFIX, BUILTIN_WORLD,
+};
+use super::ports::blocks;
+
+/// Names of the rules that let the node's own traffic through unless the
+/// policy enforces it.
+pub const HOST_INGRESS_RULE: &str = "builtin:host-ingress";
+pub const HOST_EGRESS_RULE: &str = "builtin:host-egress";
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompileOptions {
+    /// The node's own addresses (the `host` group).
+    pub host_addrs: Vec<IpAddr>,
+    /// Enforce policy on traffic from and to `host` too; OR-ed with the policy's
+    /// `settings.enforce-host`.
+    pub enforce_host: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Compiled {
+    /// Sorted by prefix; always holds 0.0.0.0/0.
+    pub ids_v4: Vec<(Ipv4Net, IdentityValue)>,
+    /// Sorted by prefix; always holds ::/0.
+    pub ids_v6: Vec<(Ipv6Net, IdentityValue)>,
+    /// (LPM prefix length, key, value), sorted by key then prefix length.
+    pub rules: Vec<(u32, RuleKey, RuleValue)>,
+    /// Sorted by id.
+    pub identities: Vec<IdentityInfo>,
+    /// Index = rule id; index 0 is "" (never a rule).
+    pub rule_names: Vec<String>,
+}
+
+impl Compiled {
+    pub fn identity(&self, id: u32) -> Option<&IdentityInfo> {
+        self.identities.iter().find(|i| i.id == id)
+    }
+
+    pub fn rule_name(&self, rule_id: u32) -> Option<&str> {
+        self.rule_names
+            .get(rule_id as usize)
+            .map(String::as_str)
+            .filter(|n| !n.is_empty())
+    }
+}
+
+type IdSet = BTreeSet<u32>;
+
+/// The identities a peer stands for.
+fn peer_ids(
+    ids: &Identities,
+    policy: &Policy,
+    rule: &Rule,
+    peer: &Peer,
+) -> Result<BTreeSet<u32>, CompileError> {
+    let with = |name: &str| -> BTreeSet<u32> {
+        ids.infos
+            .iter()
+            .filter(|i| i.groups.iter().any(|g| g == name))
+            .map(|i| i.id)
+            .collect()
+    };
+    Ok(match peer {
+        Peer::Any => ids.infos.iter().map(|i| i.id).collect(),
+        Peer::World => with(BUILTIN_WORLD),
+        Peer::Host => with(BUILTIN_HOST),
+        Peer::Cidr(n) => with(&cidr_group_name(n)),
+        Peer::Group(g) if policy.group(g).is_some() => with(g),
+        Peer::Group(g) => {
+            return Err(CompileError::UnknownGroup {
+                rule: rule.name.clone(),
+                group: g.clone(),
+            })
+        }
+    })
+}
+
+/// (prefix length, protocol, first port) of the trie entries matching `spec`.
+fn spec_entries(rule: &Rule, spec: &PortSpec) -> Result<Vec<(u32, u8, u16)>, CompileError> {
+    Ok(match (spec.proto, spec.range) {
+        (None, None) => vec![(RULE_PREFIX_IDS, 0, 0)],
+        (None, Some(_)) => {
+            return Err(CompileError::BadRule {
+                rule: rule.name.clone(),
+                message: "a port range needs a protocol".into(),
+            })
+        }
+        (Some(p), None) => vec![(RULE_PREFIX_PROTO, p, 0)],
+        (Some(p), Some((lo, hi))) if lo <= hi => blocks(lo, hi)
+            .into_iter()
+            .map(|(base, bits)| (RULE_PREFIX_PROTO + 16 - bits, p, base))
+            .collect(),
+        (Some(_), Some((lo, hi))) => {
+            return Err(CompileError::BadRule {
+                rule: rule.name.clone(),
+                message: format!("port range {lo}-{hi} is empty"),
+            })
+        }
+    })
+}
+
+/// Identity flag bits an entry of protocol `proto` (0 with prefix 64 meaning
+/// any) sets: (source bits, destination bits).
+fn entry_flags(prefix: u32, proto: u8) -> (u32, u32) {
+    if prefix == RULE_PREFIX_IDS {
+        let all = 0..PROTO_CLASSES;
+        (
+            all.clone().map(id_flag_src).sum(),
+            all.map(id_flag_dst).sum(),
+        )
+    } else {
+        (
+            id_flag_src(proto_class(proto)),
+            id_flag_dst(proto_class(proto)),
+        )
+    }
+}
+
+/// The (source ids, destination ids) pairs of a rule: the whole product, or
+/// each peer to itself for `within`.
+fn rule_pairs(
+    ids: &Identities,
+    policy: &Policy,
+    rule: &Rule,
+) -> Result<Vec<(IdSet, IdSet)>, CompileError> {
+    let side = |peers: &[Peer]| -> Result<BTreeSet<u32>, CompileError> {
+        let mut out = BTreeSet::new();
+        for p in peers {
+            out.extend(peer_ids(ids, policy, rule, p)?);
+        }
+        Ok(out)
+    };
+    if rule.within {
+        rule.from
+            .iter()
+            .map(|p| peer_ids(ids, policy, rule, p).map(|s| (s.clone(), s)))
+            .collect()
+    } else {
+        Ok(vec![(side(&rule.from)?, side(&rule.to)?)])
+    }
+}
+
+pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, CompileError> {
+    let ids = identity::build(policy, &opts.host_addrs)?;
+    let mut rules: Vec<Rule> = Vec::with_capacity(policy.rules.len() + 2);
+    for r in &policy.rules {
+        let bad = |message: String| CompileError::BadRule {
+            rule: r.name.clone(),
+            message,
+        };
+        check_rule_name(&r.name).map_err(bad)?;
+        if rules.iter().any(|o| o.name == r.name) {
+            return Err(bad("defined twice".into()));
+        }
+        if r.within && !r.ports.is_empty() {
+            return Err(bad("a within rule takes no ports".into()));
+        }
+        rules.push(r.clone());
+    }
+    if !(opts.enforce_host || policy.enforce_host) {
+        rules.push(Rule::new(
+            HOST_INGRESS_RULE,
+            &[Peer::Any],
+            &[Peer::Host],
+            &[],
+        ));
+        rules.push(Rule::new(
+            HOST_EGRESS_RULE,
+            &[Peer::Host],
+            &[Peer::Any],
+            &[],
+        ));
+    }
+    debug_assert!(rules[policy.rules.len()..]
+        .iter()
+        .all(|r| r.name.starts_with(BUILTIN_RULE_PREFIX)));
+
+    let mut entries: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
+    let mut flags: BTreeMap<u32, u32> = BTreeMap::new();
+    for (rule, rule_id) in rules.iter().zip(1u32..) {
+        let specs = if rule.ports.is_empty() {
+            &[PortSpec::ANY][..]
+        } else {
+            &rule.ports
+        };
+        let mut shapes = Vec::new();
+        for spec in specs {
+            shapes.extend(spec_entries(rule, spec)?);
+        }
+        for (srcs, dsts) in rule_pairs(&ids, policy, rule)? {
+            if srcs.is_empty() || dsts.is_empty() {
+                continue;
+            }
+            for &(prefix, proto, port) in &shapes {
+                let (fs, fd) = entry_flags(prefix, proto);
+                srcs.iter()
+                    .for_each(|s| *flags.entry(*s).or_default() |= fs);
+                dsts.iter()
+                    .for_each(|d| *flags.entry(*d).or_default() |= fd);
+                for &s in &srcs {
+                    for &d in &dsts {
+                        let key = RuleKey::new(s, d, proto, port);
+                        // Rules are visited in id order: the first one stays.
+                        entries.entry((key, prefix)).or_insert(rule_id);
+                    }
+                }
+            }
+        }
+    }
+
+    let value = |id: u32| IdentityValue {
+        id,
+        flags: flags.get(&id).copied().unwrap_or(0),
+    };
+    let mut rule_names = vec![String::new()];
+    rule_names.extend(rules.into_iter().map(|r| r.name));
+    Ok(Compiled {
+        ids_v4: ids.v4.iter().map(|&(n, id)| (n, value(id))).collect(),
+        ids_v6: ids.v6.iter().map(|&(n, id)| (n, value(id))).collect(),
+        rules: entries
+            .into_iter()
+            .map(|((key, prefix), rule_id)| (prefix, key, RuleValue { rule_id, flags: 0 }))
+            .collect(),
+        identities: ids.infos,
+        rule_names,
+    })
+}

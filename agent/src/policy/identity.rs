@@ -1,0 +1,167 @@
+//! Prefixes to identities. An LPM lookup yields only the most specific prefix
+//! containing an address, yet the address belongs to every group containing it;
+//! so each distinct prefix gets the identity of the whole set of groups that
+//! contain it (minus excepts), as Cilium's CIDR identities do.
+//!
+//! For every address the longest collected prefix P containing it has exactly
+//! the address's groups: collected prefixes nest or are disjoint, so every group
+//! CIDR (or except) containing the address contains P too.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::error::CompileError;
+use super::model::{check_group_name, Peer, Policy, BUILTIN_HOST, BUILTIN_WORLD};
+
+/// One identity: a distinct set of groups.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdentityInfo {
+    pub id: u32,
+    /// Sorted. User groups, literal CIDRs of rules (as their text), `host` for the
+    /// node's addresses, and `world` when there is no user group and no `host`.
+    pub groups: Vec<String>,
+}
+
+/// A set of addresses an identity can stand for part of.
+struct Source {
+    name: String,
+    /// Counts against `world` (user groups and `host`; literal CIDRs do not, so
+    /// that writing one into a rule does not change what `world` means in others).
+    named: bool,
+    cidrs: Vec<IpNet>,
+    except: Vec<IpNet>,
+}
+
+pub(crate) struct Identities {
+    /// Sorted by id; ids are 1..=len.
+    pub infos: Vec<IdentityInfo>,
+    pub v4: Vec<(Ipv4Net, u32)>,
+    pub v6: Vec<(Ipv6Net, u32)>,
+}
+
+/// The name a literal CIDR of a rule goes by as an anonymous group.
+pub(crate) fn cidr_group_name(net: &IpNet) -> String {
+    net.trunc().to_string()
+}
+
+fn sources(policy: &Policy, host_addrs: &[IpAddr]) -> Result<Vec<Source>, CompileError> {
+    let mut out: Vec<Source> = Vec::new();
+    for g in &policy.groups {
+        let bad = |message: String| CompileError::BadGroup {
+            group: g.name.clone(),
+            message,
+        };
+        check_group_name(&g.name).map_err(bad)?;
+        if out.iter().any(|s| s.name == g.name) {
+            return Err(bad("defined twice".into()));
+        }
+        if let Some(n) = g.cidrs.iter().chain(&g.except).find(|n| n.trunc() != **n) {
+            return Err(bad(format!("{n} has host bits set")));
+        }
+        out.push(Source {
+            name: g.name.clone(),
+            named: true,
+            cidrs: g.cidrs.clone(),
+            except: g.except.clone(),
+        });
+    }
+    let mut literals = BTreeSet::new();
+    for r in &policy.rules {
+        for p in r.from.iter().chain(&r.to) {
+            if let Peer::Cidr(n) = p {
+                literals.insert(n.trunc());
+            }
+        }
+    }
+    out.extend(literals.into_iter().map(|n| Source {
+        name: cidr_group_name(&n),
+        named: false,
+        cidrs: vec![n],
+        except: Vec::new(),
+    }));
+    out.push(Source {
+        name: BUILTIN_HOST.to_string(),
+        named: true,
+        cidrs: host_addrs.iter().map(|a| IpNet::from(*a)).collect(),
+        except: Vec::new(),
+    });
+    Ok(out)
+}
+
+fn ancestors(p: &IpNet) -> impl Iterator<Item = IpNet> + '_ {
+    (0..=p.prefix_len()).rev().map(|len| {
+        IpNet::new(p.addr(), len)
+            .expect("shorter than a valid prefix")
+            .trunc()
+    })
+}
+
+pub(crate) fn build(policy: &Policy, host_addrs: &[IpAddr]) -> Result<Identities, CompileError> {
+    let sources = sources(policy, host_addrs)?;
+    // prefix -> (source, is an except) for every prefix some source names.
+    let mut index: HashMap<IpNet, Vec<(usize, bool)>> = HashMap::new();
+    let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();
+    prefixes.insert("0.0.0.0/0".parse().expect("valid"));
+    prefixes.insert("::/0".parse().expect("valid"));
+    for (i, s) in sources.iter().enumerate() {
+        let tagged = s.cidrs.iter().map(|n| (n, false));
+        for (n, except) in tagged.chain(s.except.iter().map(|n| (n, true))) {
+            index.entry(*n).or_default().push((i, except));
+            prefixes.insert(*n);
+        }
+    }
+
+    let mut sets: BTreeMap<IpNet, Vec<String>> = BTreeMap::new();
+    for p in &prefixes {
+        let (mut inside, mut carved) = (BTreeSet::new(), BTreeSet::new());
+        for a in ancestors(p) {
+            for &(i, except) in index.get(&a).into_iter().flatten() {
+                if except {
+                    carved.insert(i)
+                } else {
+                    inside.insert(i)
+                };
+            }
+        }
+        let members: Vec<&Source> = inside.difference(&carved).map(|&i| &sources[i]).collect();
+        let mut names: BTreeSet<String> = members.iter().map(|s| s.name.clone()).collect();
+        if !members.iter().any(|s| s.named) {
+            names.insert(BUILTIN_WORLD.to_string());
+        }
+        sets.insert(*p, names.into_iter().collect());
+    }
+
+    // Ids in the order of the sorted group lists, except that plain `world`
+    // (everything outside the policy) is always 1, for readable dumps.
+    let world = vec![BUILTIN_WORLD.to_string()];
+    let mut distinct: Vec<&Vec<String>> =
+        sets.values().collect::<BTreeSet<_>>().into_iter().collect();
+    distinct.sort_by_key(|g| (**g != world, *g));
+    let ids: BTreeMap<&Vec<String>, u32> =
+        distinct.iter().zip(1..).map(|(g, id)| (*g, id)).collect();
+    let infos = distinct
+        .iter()
+        .map(|g| IdentityInfo {
+            id: ids[g],
+            groups: (*g).clone(),
+        })
+        .collect();
+
+    // A prefix with the same identity as the nearest shorter one changes no
+    // lookup result, so it stays out of the maps.
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (p, groups) in &sets {
+        let id = ids[groups];
+        let parent = ancestors(p).skip(1).find(|a| sets.contains_key(a));
+        if parent.is_some_and(|a| ids[&sets[&a]] == id) {
+            continue;
+        }
+        match p {
+            IpNet::V4(n) => v4.push((*n, id)),
+            IpNet::V6(n) => v6.push((*n, id)),
+        }
+    }
+    Ok(Identities { infos, v4, v6 })
+}

@@ -1,0 +1,142 @@
+//! Reading a policy directory and merging its files into one `Policy`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::error::{Origin, PolicyError, PolicyErrors};
+use super::model::{Peer, Policy, PolicyFile};
+use super::parse::parse_str;
+use super::suggest::did_you_mean;
+
+/// Reads and parses one file, without merging; errors name it by `path` as given.
+pub fn read_file(path: &Path) -> Result<PolicyFile, PolicyErrors> {
+    let name = path.display().to_string();
+    let text = fs::read_to_string(path)
+        .map_err(|e| PolicyError::file(&name, format!("cannot read: {e}")))?;
+    parse_str(&name, &text)
+}
+
+/// Loads one file as a whole policy (its rules may name only its own groups).
+pub fn load_file(path: &Path) -> Result<Policy, PolicyErrors> {
+    merge(vec![read_file(path)?])
+}
+
+/// The policy files of `dir`: `*.yaml` and `*.yml`, sorted by name, not
+/// recursive. Names starting with '.' are skipped: editors' temporary files and
+/// the `..data` / `..2024_01_01` entries Kubernetes uses to swap a ConfigMap's
+/// contents atomically (the visible names are symlinks through `..data`, which
+/// are followed).
+pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
+    let dir_name = dir.display().to_string();
+    let read_err = |e: std::io::Error| PolicyError::file(&dir_name, format!("cannot read: {e}"));
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let policy_ext = name.ends_with(".yaml") || name.ends_with(".yml");
+        if name.starts_with('.') || !policy_ext {
+            continue;
+        }
+        let path = entry.path();
+        match fs::metadata(&path) {
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => out.push(path),
+            Err(e) => {
+                let msg = format!("cannot read: {e}");
+                return Err(PolicyError::file(path.display().to_string(), msg).into());
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Loads and merges every policy file of `dir`, reporting the errors of all
+/// files at once. A directory without policy files is an empty policy, which
+/// denies all workload traffic.
+pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in policy_files(dir)? {
+        match read_file(&path) {
+            Ok(f) => files.push(f),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    // Cross-file checks would only repeat errors about what failed to parse.
+    PolicyErrors::check(errors)?;
+    merge(files)
+}
+
+/// Merges parsed files in the given order, checking that group and rule names
+/// are unique across them and that rules name only defined groups.
+pub fn merge(files: Vec<PolicyFile>) -> Result<Policy, PolicyErrors> {
+    let mut policy = Policy::default();
+    let mut errors = Vec::new();
+    let mut group_at: HashMap<String, Option<Origin>> = HashMap::new();
+    let mut rule_at: HashMap<String, Option<Origin>> = HashMap::new();
+    for file in files {
+        policy.enforce_host |= file.enforce_host;
+        for g in file.groups {
+            if let Some(first) = group_at.get(&g.name) {
+                errors.push(duplicate(
+                    "group",
+                    &g.name,
+                    g.origin.as_ref(),
+                    first.as_ref(),
+                ));
+                continue;
+            }
+            group_at.insert(g.name.clone(), g.origin.clone());
+            policy.groups.push(g);
+        }
+        for r in file.rules {
+            let at = r.origin.as_ref().map(|o| o.rule.clone());
+            if let Some(first) = rule_at.get(&r.name) {
+                errors.push(duplicate("rule", &r.name, at.as_ref(), first.as_ref()));
+                continue;
+            }
+            rule_at.insert(r.name.clone(), at);
+            policy.rules.push(r);
+        }
+    }
+    for r in &policy.rules {
+        let origins = r.origin.as_ref();
+        let from = r
+            .from
+            .iter()
+            .zip(origins.map(|o| &o.from[..]).unwrap_or(&[]));
+        let to = r.to.iter().zip(origins.map(|o| &o.to[..]).unwrap_or(&[]));
+        // `within` lists its peers on both sides: report each once.
+        let peers: Vec<_> = if r.within {
+            from.collect()
+        } else {
+            from.chain(to).collect()
+        };
+        for (peer, origin) in peers {
+            let Peer::Group(name) = peer else { continue };
+            if group_at.contains_key(name) {
+                continue;
+            }
+            let mut msg = format!("unknown group {name:?}");
+            msg += &did_you_mean(name, group_at.keys().map(String::as_str));
+            if name.contains(':') || name.chars().all(|c| c.is_ascii_digit() || c == '.') {
+                msg += " (and not a valid IP address or CIDR)";
+            }
+            errors.push(PolicyError::at(origin, msg));
+        }
+    }
+    PolicyErrors::check(errors)?;
+    Ok(policy)
+}
+
+fn duplicate(kind: &str, name: &str, at: Option<&Origin>, first: Option<&Origin>) -> PolicyError {
+    let first = first.map_or_else(|| "before".to_string(), |o| format!("at {o}"));
+    let msg = format!("{kind} {name:?} is already defined {first}");
+    match at {
+        Some(o) => PolicyError::at(o, msg),
+        None => PolicyError::file("", msg),
+    }
+}

@@ -1,0 +1,220 @@
+//! The policy as plain data: what the files say, after parsing and merging.
+
+use std::fmt;
+
+use ipnet::IpNet;
+
+use super::error::Origin;
+
+/// Names the policy language reserves for built-in groups.
+pub const BUILTIN_ANY: &str = "any";
+pub const BUILTIN_WORLD: &str = "world";
+pub const BUILTIN_HOST: &str = "host";
+pub const BUILTIN_GROUPS: [&str; 3] = [BUILTIN_ANY, BUILTIN_WORLD, BUILTIN_HOST];
+
+/// Prefix of the names of rules the compiler adds itself; files may not use it.
+pub const BUILTIN_RULE_PREFIX: &str = "builtin:";
+
+/// Why `name` cannot name a group, if it cannot.
+pub fn check_group_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a group name may not be empty".into());
+    }
+    if BUILTIN_GROUPS.contains(&name) {
+        return Err(format!(
+            "{name:?} is a built-in group and cannot be redefined"
+        ));
+    }
+    // Rules read such a word as a prefix, so the group could never be named.
+    if super::cidr::looks_like_cidr(name) {
+        return Err(format!(
+            "{name:?} cannot be a group name: rules would read it as a CIDR"
+        ));
+    }
+    Ok(())
+}
+
+/// Why `name` cannot name a rule, if it cannot.
+pub fn check_rule_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("a rule name may not be empty".into());
+    }
+    if name.starts_with(BUILTIN_RULE_PREFIX) {
+        return Err(format!(
+            "rule names starting with {BUILTIN_RULE_PREFIX:?} are reserved for the agent's own rules"
+        ));
+    }
+    Ok(())
+}
+
+/// The merged policy of a directory.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Policy {
+    /// In file order (files sorted by name), then document order.
+    pub groups: Vec<Group>,
+    /// In the same order; a rule's id is 1 + its index here.
+    pub rules: Vec<Rule>,
+    /// Some file asked for traffic from and to the node itself to be enforced.
+    pub enforce_host: bool,
+}
+
+impl Policy {
+    pub fn group(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+/// One parsed file, before merging.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PolicyFile {
+    /// The name errors use for the file (its path as given).
+    pub name: String,
+    pub groups: Vec<Group>,
+    pub rules: Vec<Rule>,
+    pub enforce_host: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub name: String,
+    /// Canonical (host bits zero), deduplicated, in file order.
+    pub cidrs: Vec<IpNet>,
+    /// Each inside one of `cidrs`.
+    pub except: Vec<IpNet>,
+    pub origin: Option<Origin>,
+}
+
+impl Group {
+    pub fn new(name: &str, cidrs: &[IpNet], except: &[IpNet]) -> Self {
+        Self {
+            name: name.to_string(),
+            cidrs: cidrs.to_vec(),
+            except: except.to_vec(),
+            origin: None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub from: Vec<Peer>,
+    pub to: Vec<Peer>,
+    /// Empty: every protocol and port.
+    pub ports: Vec<PortSpec>,
+    /// `within: [a, b]`: `from` and `to` both hold `[a, b]`, and the rule allows
+    /// a -> a and b -> b (not a -> b), on every port.
+    pub within: bool,
+    pub origin: Option<RuleOrigin>,
+}
+
+impl Rule {
+    pub fn new(name: &str, from: &[Peer], to: &[Peer], ports: &[PortSpec]) -> Self {
+        Self {
+            name: name.to_string(),
+            from: from.to_vec(),
+            to: to.to_vec(),
+            ports: ports.to_vec(),
+            within: false,
+            origin: None,
+        }
+    }
+
+    pub fn within(name: &str, peers: &[Peer]) -> Self {
+        Self {
+            within: true,
+            ..Self::new(name, peers, peers, &[])
+        }
+    }
+}
+
+/// Where a rule and each of its peers were written.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RuleOrigin {
+    pub rule: Origin,
+    /// Parallel to `Rule::from` / `Rule::to` (for `within`, both point at `within`).
+    pub from: Vec<Origin>,
+    pub to: Vec<Origin>,
+}
+
+/// One side of a rule.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Peer {
+    /// A user group, by name.
+    Group(String),
+    /// Every address.
+    Any,
+    /// Every address in no user group and not the node's own.
+    World,
+    /// The node's own addresses.
+    Host,
+    /// A literal prefix, which behaves as an anonymous group.
+    Cidr(IpNet),
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Group(g) => f.write_str(g),
+            Peer::Any => f.write_str(BUILTIN_ANY),
+            Peer::World => f.write_str(BUILTIN_WORLD),
+            Peer::Host => f.write_str(BUILTIN_HOST),
+            Peer::Cidr(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// What a rule allows of a packet's protocol and destination port.
+///
+/// For ICMP and ICMPv6 the 16-bit "port" is `type << 8 | code`, as in the rule
+/// map key, so `icmp/8` is the range `0x0800..=0x08ff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PortSpec {
+    /// `None`: every protocol (then `range` is `None` too).
+    pub proto: Option<u8>,
+    /// Inclusive; `None`: every port of `proto`.
+    pub range: Option<(u16, u16)>,
+}
+
+impl PortSpec {
+    pub const ANY: PortSpec = PortSpec {
+        proto: None,
+        range: None,
+    };
+
+    pub const fn proto(proto: u8) -> Self {
+        Self {
+            proto: Some(proto),
+            range: None,
+        }
+    }
+
+    pub const fn port(proto: u8, port: u16) -> Self {
+        Self::range(proto, port, port)
+    }
+
+    pub const fn range(proto: u8, low: u16, high: u16) -> Self {
+        Self {
+            proto: Some(proto),
+            range: Some((low, high)),
+        }
+    }
+
+    pub fn matches(&self, proto: u8, port: u16) -> bool {
+        match (self.proto, self.range) {
+            (None, _) => true,
+            (Some(p), None) => p == proto,
+            (Some(p), Some((lo, hi))) => p == proto && (lo..=hi).contains(&port),
+        }
+    }
+}
+
+impl fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        super::ports::format(self, f)
+    }
+}

@@ -1,0 +1,625 @@
+use std::net::IpAddr;
+
+use agent_common::{
+    id_flag_dst, id_flag_src, PROTO_CLASS_ICMP, PROTO_CLASS_TCP, PROTO_CLASS_UDP, RULE_PREFIX_FULL,
+    RULE_PREFIX_IDS, RULE_PREFIX_PROTO,
+};
+use ipnet::IpNet;
+
+use crate::policy::*;
+
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const ICMP: u8 = 1;
+
+fn net(s: &str) -> IpNet {
+    s.parse().unwrap()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn nets(list: &[&str]) -> Vec<IpNet> {
+    list.iter().map(|s| net(s)).collect()
+}
+
+fn group(name: &str, cidrs: &[&str], except: &[&str]) -> Group {
+    Group::new(name, &nets(cidrs), &nets(except))
+}
+
+fn g(name: &str) -> Peer {
+    Peer::Group(name.to_string())
+}
+
+fn policy(groups: Vec<Group>, rules: Vec<Rule>) -> Policy {
+    Policy {
+        groups,
+        rules,
+        enforce_host: false,
+    }
+}
+
+fn compiled(p: &Policy) -> Compiled {
+    compile(p, &CompileOptions::default()).unwrap()
+}
+
+/// The rule name allowing the packet, if any.
+fn verdict<'c>(c: &'c Compiled, src: &str, dst: &str, proto: u8, port: u16) -> Option<&'c str> {
+    evaluate(c, ip(src), ip(dst), proto, port).map(|id| c.rule_names[id as usize].as_str())
+}
+
+fn groups_of(c: &Compiled, addr: &str) -> Vec<String> {
+    let id = identity_of(c, ip(addr)).unwrap().id;
+    c.identity(id).unwrap().groups.clone()
+}
+
+#[test]
+fn overlapping_groups_get_the_rules_of_both() {
+    let p = policy(
+        vec![
+            group("a", &["10.0.0.0/8"], &[]),
+            group("b", &["10.1.0.0/16"], &[]),
+        ],
+        vec![
+            Rule::new("a-out", &[g("a")], &[Peer::Any], &[PortSpec::port(TCP, 80)]),
+            Rule::new(
+                "b-out",
+                &[g("b")],
+                &[Peer::Any],
+                &[PortSpec::port(TCP, 443)],
+            ),
+            Rule::new(
+                "literal",
+                &[Peer::Cidr(net("10.1.2.0/24"))],
+                &[Peer::Any],
+                &[PortSpec::port(TCP, 22)],
+            ),
+        ],
+    );
+    let c = compiled(&p);
+    let ids: Vec<(u32, Vec<&str>)> = c
+        .identities
+        .iter()
+        .map(|i| (i.id, i.groups.iter().map(String::as_str).collect()))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![
+            (1, vec!["world"]),
+            (2, vec!["10.1.2.0/24", "a", "b"]),
+            (3, vec!["a"]),
+            (4, vec!["a", "b"]),
+        ]
+    );
+    let dst = "192.0.2.1";
+    // In b, hence in a too: both rules.
+    assert_eq!(verdict(&c, "10.1.9.9", dst, TCP, 80), Some("a-out"));
+    assert_eq!(verdict(&c, "10.1.9.9", dst, TCP, 443), Some("b-out"));
+    assert_eq!(verdict(&c, "10.1.9.9", dst, TCP, 22), None);
+    // A more specific prefix inside both still gets their rules, and its own.
+    assert_eq!(verdict(&c, "10.1.2.3", dst, TCP, 80), Some("a-out"));
+    assert_eq!(verdict(&c, "10.1.2.3", dst, TCP, 443), Some("b-out"));
+    assert_eq!(verdict(&c, "10.1.2.3", dst, TCP, 22), Some("literal"));
+    // In a only.
+    assert_eq!(verdict(&c, "10.2.0.1", dst, TCP, 80), Some("a-out"));
+    assert_eq!(verdict(&c, "10.2.0.1", dst, TCP, 443), None);
+    // In neither.
+    assert_eq!(verdict(&c, "11.0.0.1", dst, TCP, 80), None);
+}
+
+#[test]
+fn excepts_carve_a_hole() {
+    let p = policy(
+        vec![
+            group("svc", &["10.0.1.0/24"], &[]),
+            group("aiven", &["10.1.0.0/16"], &["10.1.3.0/24"]),
+            group("inner", &["10.1.3.128/25"], &[]),
+        ],
+        vec![
+            Rule::new(
+                "to-aiven",
+                &[g("svc")],
+                &[g("aiven")],
+                &[PortSpec::port(TCP, 5432)],
+            ),
+            Rule::new(
+                "to-world",
+                &[g("svc")],
+                &[Peer::World],
+                &[PortSpec::port(TCP, 443)],
+            ),
+        ],
+    );
+    let c = compiled(&p);
+    assert_eq!(
+        verdict(&c, "10.0.1.1", "10.1.4.5", TCP, 5432),
+        Some("to-aiven")
+    );
+    assert_eq!(
+        verdict(&c, "10.0.1.1", "10.1.3.5", TCP, 5432),
+        None,
+        "in the hole"
+    );
+    assert_eq!(
+        verdict(&c, "10.0.1.1", "10.1.3.200", TCP, 5432),
+        None,
+        "in the hole, in another group"
+    );
+    // The hole is in no user group: it is world again; `inner` is not.
+    assert_eq!(groups_of(&c, "10.1.3.5"), ["world"]);
+    assert_eq!(groups_of(&c, "10.1.3.200"), ["inner"]);
+    assert_eq!(
+        verdict(&c, "10.0.1.1", "10.1.3.5", TCP, 443),
+        Some("to-world")
+    );
+    assert_eq!(verdict(&c, "10.0.1.1", "10.1.3.200", TCP, 443), None);
+    assert_eq!(verdict(&c, "10.0.1.1", "10.1.4.5", TCP, 443), None);
+}
+
+#[test]
+fn world_is_not_any() {
+    let p = policy(
+        vec![
+            group("svc", &["10.0.1.0/24", "fd00:0:1::/64"], &[]),
+            group("other", &["10.0.2.0/24"], &[]),
+        ],
+        vec![
+            Rule::new(
+                "from-world",
+                &[Peer::World],
+                &[g("svc")],
+                &[PortSpec::port(TCP, 80)],
+            ),
+            Rule::new(
+                "from-any",
+                &[Peer::Any],
+                &[g("svc")],
+                &[PortSpec::port(TCP, 443)],
+            ),
+            // A literal CIDR does not take its addresses out of `world`.
+            Rule::new(
+                "literal",
+                &[Peer::Cidr(net("8.8.8.0/24"))],
+                &[g("svc")],
+                &[PortSpec::port(TCP, 22)],
+            ),
+        ],
+    );
+    let opts = CompileOptions {
+        host_addrs: vec![ip("192.168.1.1")],
+        enforce_host: true,
+    };
+    let c = compile(&p, &opts).unwrap();
+    let svc = "10.0.1.5";
+    assert_eq!(verdict(&c, "203.0.113.1", svc, TCP, 80), Some("from-world"));
+    assert_eq!(verdict(&c, "8.8.8.8", svc, TCP, 80), Some("from-world"));
+    assert_eq!(verdict(&c, "8.8.8.8", svc, TCP, 22), Some("literal"));
+    assert_eq!(groups_of(&c, "8.8.8.8"), ["8.8.8.0/24", "world"]);
+    assert_eq!(
+        verdict(&c, "10.0.2.1", svc, TCP, 80),
+        None,
+        "in a user group"
+    );
+    assert_eq!(verdict(&c, svc, svc, TCP, 80), None);
+    assert_eq!(
+        verdict(&c, "192.168.1.1", svc, TCP, 80),
+        None,
+        "host is not world"
+    );
+    assert_eq!(groups_of(&c, "192.168.1.1"), ["host"]);
+    for src in ["203.0.113.1", "10.0.2.1", svc, "192.168.1.1"] {
+        assert_eq!(verdict(&c, src, svc, TCP, 443), Some("from-any"), "{src}");
+    }
+    assert_eq!(
+        verdict(&c, "2001:db8::1", "fd00:0:1::5", TCP, 80),
+        Some("from-world")
+    );
+}
+
+#[test]
+fn host_rules_unless_enforced() {
+    let p = policy(
+        vec![
+            group("nodes", &["10.9.0.0/16"], &[]),
+            group("svc", &["10.0.1.0/24"], &[]),
+        ],
+        vec![Rule::new(
+            "nodes-to-svc",
+            &[g("nodes")],
+            &[g("svc")],
+            &[PortSpec::port(TCP, 10250)],
+        )],
+    );
+    let host_addrs = vec![ip("10.9.9.9"), ip("fd00::9")];
+    let open = compile(
+        &p,
+        &CompileOptions {
+            host_addrs: host_addrs.clone(),
+            enforce_host: false,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        open.rule_names,
+        ["", "nodes-to-svc", HOST_INGRESS_RULE, HOST_EGRESS_RULE]
+    );
+    assert_eq!(groups_of(&open, "10.9.9.9"), ["host", "nodes"]);
+    assert_eq!(groups_of(&open, "fd00::9"), ["host"]);
+    assert_eq!(
+        verdict(&open, "203.0.113.1", "10.9.9.9", 47, 0),
+        Some(HOST_INGRESS_RULE)
+    );
+    assert_eq!(
+        verdict(&open, "10.9.9.9", "203.0.113.1", UDP, 53),
+        Some(HOST_EGRESS_RULE)
+    );
+    assert_eq!(
+        verdict(&open, "2001:db8::1", "fd00::9", TCP, 22),
+        Some(HOST_INGRESS_RULE)
+    );
+    assert_eq!(
+        verdict(&open, "10.9.9.9", "10.0.1.1", TCP, 10250),
+        Some("nodes-to-svc"),
+        "more specific entry"
+    );
+    assert_eq!(
+        verdict(&open, "10.9.9.8", "10.0.1.1", TCP, 22),
+        None,
+        "other nodes are not host"
+    );
+
+    for (opt, setting) in [(true, false), (false, true)] {
+        let p = Policy {
+            enforce_host: setting,
+            ..p.clone()
+        };
+        let c = compile(
+            &p,
+            &CompileOptions {
+                host_addrs: host_addrs.clone(),
+                enforce_host: opt,
+            },
+        )
+        .unwrap();
+        assert_eq!(c.rule_names, ["", "nodes-to-svc"]);
+        assert_eq!(verdict(&c, "203.0.113.1", "10.9.9.9", TCP, 22), None);
+        assert_eq!(verdict(&c, "10.9.9.9", "203.0.113.1", UDP, 53), None);
+        assert_eq!(
+            verdict(&c, "10.9.9.9", "10.0.1.1", TCP, 10250),
+            Some("nodes-to-svc")
+        );
+    }
+}
+
+#[test]
+fn host_peer() {
+    let p = policy(
+        vec![group("svc", &["10.0.1.0/24"], &[])],
+        vec![Rule::new(
+            "kubelet-probes",
+            &[Peer::Host],
+            &[g("svc")],
+            &[PortSpec::port(TCP, 8080)],
+        )],
+    );
+    let opts = CompileOptions {
+        host_addrs: vec![ip("10.0.0.10")],
+        enforce_host: true,
+    };
+    let c = compile(&p, &opts).unwrap();
+    assert_eq!(
+        verdict(&c, "10.0.0.10", "10.0.1.5", TCP, 8080),
+        Some("kubelet-probes")
+    );
+    assert_eq!(verdict(&c, "10.0.0.11", "10.0.1.5", TCP, 8080), None);
+}
+
+fn entries_of(c: &Compiled) -> Vec<(u32, u8, u16)> {
+    c.rules
+        .iter()
+        .map(|(len, k, _)| (*len, k.proto, u16::from_be_bytes(k.port)))
+        .collect()
+}
+
+fn one_rule(ports: &[PortSpec]) -> Compiled {
+    let p = policy(
+        vec![
+            group("a", &["10.0.0.0/8"], &[]),
+            group("b", &["11.0.0.0/8"], &[]),
+        ],
+        vec![Rule::new("r", &[g("a")], &[g("b")], ports)],
+    );
+    compiled(&p)
+}
+
+#[test]
+fn port_ranges_become_masked_ports() {
+    let c = one_rule(&[PortSpec::range(TCP, 30000, 32767)]);
+    assert_eq!(
+        entries_of(&c),
+        vec![
+            (84, TCP, 30000),
+            (82, TCP, 30016),
+            (81, TCP, 30080),
+            (79, TCP, 30208),
+            (77, TCP, 30720)
+        ]
+    );
+    for (port, ok) in [
+        (29999, false),
+        (30000, true),
+        (30015, true),
+        (30016, true),
+        (31000, true),
+        (32767, true),
+        (32768, false),
+    ] {
+        assert_eq!(
+            verdict(&c, "10.0.0.1", "11.0.0.1", TCP, port).is_some(),
+            ok,
+            "{port}"
+        );
+    }
+    assert_eq!(verdict(&c, "10.0.0.1", "11.0.0.1", UDP, 31000), None);
+    assert_eq!(
+        verdict(&c, "11.0.0.1", "10.0.0.1", TCP, 31000),
+        None,
+        "direction"
+    );
+
+    let c = one_rule(&[PortSpec::range(UDP, 0, 65535)]);
+    assert_eq!(entries_of(&c), vec![(RULE_PREFIX_PROTO, UDP, 0)]);
+    assert!(verdict(&c, "10.0.0.1", "11.0.0.1", UDP, 65535).is_some());
+
+    let c = one_rule(&[PortSpec::port(TCP, 8080)]);
+    assert_eq!(entries_of(&c), vec![(RULE_PREFIX_FULL, TCP, 8080)]);
+    assert!(verdict(&c, "10.0.0.1", "11.0.0.1", TCP, 8081).is_none());
+
+    let c = one_rule(&[PortSpec::proto(132)]);
+    assert_eq!(entries_of(&c), vec![(RULE_PREFIX_PROTO, 132, 0)]);
+    assert!(verdict(&c, "10.0.0.1", "11.0.0.1", 132, 3868).is_some());
+
+    let c = one_rule(&[]);
+    assert_eq!(entries_of(&c), vec![(RULE_PREFIX_IDS, 0, 0)]);
+    assert!(verdict(&c, "10.0.0.1", "11.0.0.1", 47, 0).is_some());
+}
+
+#[test]
+fn icmp_types_and_codes() {
+    let c = one_rule(&[
+        PortSpec::range(ICMP, 0x0800, 0x08ff),
+        PortSpec::port(ICMP, 0x0304),
+    ]);
+    assert_eq!(
+        entries_of(&c),
+        vec![(RULE_PREFIX_FULL, ICMP, 0x0304), (80, ICMP, 0x0800)]
+    );
+    let icmp =
+        |ty: u16, code: u16| verdict(&c, "10.0.0.1", "11.0.0.1", ICMP, ty << 8 | code).is_some();
+    assert!(icmp(8, 0));
+    assert!(icmp(8, 5));
+    assert!(icmp(3, 4));
+    assert!(!icmp(3, 3));
+    assert!(!icmp(9, 0));
+    assert!(!icmp(0, 0));
+    assert!(
+        verdict(&c, "10.0.0.1", "11.0.0.1", 58, 0x0800).is_none(),
+        "not ICMPv6"
+    );
+}
+
+#[test]
+fn identity_flags_follow_the_entries() {
+    let c = one_rule(&[PortSpec::port(TCP, 80), PortSpec::proto(UDP)]);
+    let flags = |a: &str| identity_of(&c, ip(a)).unwrap().flags;
+    let both = |f: fn(u32) -> u32| f(PROTO_CLASS_TCP) | f(PROTO_CLASS_UDP);
+    assert_eq!(flags("10.0.0.1"), both(id_flag_src));
+    assert_eq!(flags("11.0.0.1"), both(id_flag_dst));
+    assert_eq!(flags("12.0.0.1"), 0);
+
+    let c = one_rule(&[]);
+    let flags = identity_of(&c, ip("10.0.0.1")).unwrap().flags;
+    assert_eq!(flags, 0b11_1111, "any protocol: every class as a source");
+    let flags = identity_of(&c, ip("11.0.0.1")).unwrap().flags;
+    assert_eq!(flags, 0b11_1111 << 8);
+
+    let c = one_rule(&[PortSpec::port(ICMP, 0x0304)]);
+    assert_eq!(
+        identity_of(&c, ip("10.0.0.1")).unwrap().flags,
+        id_flag_src(PROTO_CLASS_ICMP)
+    );
+}
+
+#[test]
+fn within_is_each_group_to_itself() {
+    let p = policy(
+        vec![
+            group("a", &["10.0.1.0/24"], &[]),
+            group("b", &["10.0.2.0/24"], &[]),
+        ],
+        vec![Rule::within("intra", &[g("a"), g("b")])],
+    );
+    let c = compiled(&p);
+    assert_eq!(verdict(&c, "10.0.1.1", "10.0.1.2", TCP, 1), Some("intra"));
+    assert_eq!(verdict(&c, "10.0.2.1", "10.0.2.2", 47, 0), Some("intra"));
+    assert_eq!(verdict(&c, "10.0.1.1", "10.0.2.2", TCP, 1), None);
+    assert_eq!(verdict(&c, "10.0.2.1", "10.0.1.2", TCP, 1), None);
+}
+
+#[test]
+fn ipv6_and_shared_identities() {
+    let p = policy(
+        vec![
+            group("dual", &["10.0.1.0/24", "fd00:0:1::/64"], &[]),
+            group("v6only", &["fd00:0:2::/64"], &["fd00:0:2::/120"]),
+        ],
+        vec![Rule::new(
+            "r",
+            &[g("dual")],
+            &[g("v6only")],
+            &[PortSpec::port(TCP, 443)],
+        )],
+    );
+    let c = compiled(&p);
+    assert_eq!(
+        identity_of(&c, ip("10.0.1.1")),
+        identity_of(&c, ip("fd00:0:1::1")),
+        "one id per group set"
+    );
+    assert_eq!(
+        verdict(&c, "fd00:0:1::1", "fd00:0:2::1:1", TCP, 443),
+        Some("r")
+    );
+    assert_eq!(
+        verdict(&c, "fd00:0:1::1", "fd00:0:2::ff", TCP, 443),
+        None,
+        "except"
+    );
+    assert_eq!(
+        verdict(&c, "10.0.1.1", "fd00:0:2::1:1", TCP, 443),
+        Some("r"),
+        "identities, not families"
+    );
+    assert!(c
+        .ids_v4
+        .iter()
+        .any(|(n, v)| n.to_string() == "0.0.0.0/0" && v.id == 1));
+    assert!(c
+        .ids_v6
+        .iter()
+        .any(|(n, v)| n.to_string() == "::/0" && v.id == 1));
+}
+
+#[test]
+fn always_has_default_routes() {
+    let c = compiled(&Policy::default());
+    assert_eq!(c.ids_v4.len(), 1);
+    assert_eq!(c.ids_v6.len(), 1);
+    assert_eq!(
+        c.identities,
+        vec![IdentityInfo {
+            id: 1,
+            groups: vec!["world".into()]
+        }]
+    );
+    assert!(
+        c.rules.is_empty(),
+        "no host addresses: the host rules have nothing to match"
+    );
+    assert_eq!(c.rule_names, ["", HOST_INGRESS_RULE, HOST_EGRESS_RULE]);
+    assert_eq!(verdict(&c, "1.1.1.1", "2.2.2.2", TCP, 1), None);
+
+    // A group covering everything leaves no plain `world` identity.
+    let p = policy(vec![group("all", &["0.0.0.0/0"], &[])], vec![]);
+    let c = compiled(&p);
+    assert_eq!(c.ids_v4.len(), 1);
+    assert_eq!(groups_of(&c, "1.1.1.1"), ["all"]);
+    assert_eq!(groups_of(&c, "::1"), ["world"]);
+}
+
+#[test]
+fn redundant_prefixes_stay_out_of_the_maps() {
+    // 10.1.0.0/16 is in both a and b, like the rest of 10.0.0.0/8.
+    let p = policy(
+        vec![
+            group("a", &["10.0.0.0/8"], &[]),
+            group("b", &["10.0.0.0/8", "10.1.0.0/16"], &[]),
+        ],
+        vec![],
+    );
+    let c = compiled(&p);
+    let v4: Vec<String> = c.ids_v4.iter().map(|(n, _)| n.to_string()).collect();
+    assert_eq!(v4, ["0.0.0.0/0", "10.0.0.0/8"]);
+}
+
+#[test]
+fn duplicate_entries_keep_the_first_rule() {
+    let p = policy(
+        vec![group("a", &["10.0.0.0/8"], &[])],
+        vec![
+            Rule::new("first", &[g("a")], &[Peer::Any], &[PortSpec::port(TCP, 80)]),
+            Rule::new(
+                "second",
+                &[g("a")],
+                &[Peer::Any],
+                &[PortSpec::port(TCP, 80), PortSpec::port(TCP, 81)],
+            ),
+        ],
+    );
+    let c = compiled(&p);
+    // Two destination identities (a, world) times ports 80 and 81.
+    assert_eq!(c.rules.len(), 4);
+    assert_eq!(verdict(&c, "10.0.0.1", "1.1.1.1", TCP, 80), Some("first"));
+    assert_eq!(verdict(&c, "10.0.0.1", "1.1.1.1", TCP, 81), Some("second"));
+    assert!(c.rules.iter().all(|(_, _, v)| v.flags == 0));
+}
+
+#[test]
+fn deterministic() {
+    let groups = vec![
+        group("c", &["10.0.0.0/8", "fd00::/16"], &["10.5.0.0/16"]),
+        group("a", &["10.1.0.0/16"], &[]),
+        group("b", &["10.1.2.0/24", "fd00:1::/32"], &[]),
+    ];
+    let rules = vec![
+        Rule::new(
+            "r1",
+            &[g("a"), Peer::World],
+            &[g("b"), Peer::Cidr(net("192.0.2.0/24"))],
+            &[PortSpec::range(TCP, 1000, 2000)],
+        ),
+        Rule::within("r2", &[g("c"), g("b")]),
+    ];
+    let opts = CompileOptions {
+        host_addrs: vec![ip("10.1.2.3"), ip("fd00::1")],
+        enforce_host: false,
+    };
+    let one = compile(&policy(groups.clone(), rules.clone()), &opts).unwrap();
+    assert_eq!(
+        one,
+        compile(&policy(groups.clone(), rules.clone()), &opts).unwrap()
+    );
+    // Group order does not matter; rule order decides rule ids only.
+    let mut shuffled = groups;
+    shuffled.reverse();
+    let two = compile(&policy(shuffled, rules), &opts).unwrap();
+    assert_eq!(one, two);
+    let mut sorted = one.rules.clone();
+    sorted.sort_by_key(|(len, k, _)| (*k, *len));
+    assert_eq!(sorted, one.rules);
+    let ids: Vec<u32> = one.identities.iter().map(|i| i.id).collect();
+    assert_eq!(ids, (1..=one.identities.len() as u32).collect::<Vec<_>>());
+}
+
+#[test]
+fn hand_built_policies_are_checked() {
+    let p = policy(
+        vec![],
+        vec![Rule::new("r", &[g("nope")], &[Peer::Any], &[])],
+    );
+    assert_eq!(
+        compile(&p, &CompileOptions::default()).unwrap_err(),
+        CompileError::UnknownGroup {
+            rule: "r".into(),
+            group: "nope".into()
+        }
+    );
+    let p = policy(vec![group("world", &[], &[])], vec![]);
+    assert!(matches!(
+        compile(&p, &CompileOptions::default()),
+        Err(CompileError::BadGroup { .. })
+    ));
+    let bad = PortSpec {
+        proto: Some(TCP),
+        range: Some((9, 1)),
+    };
+    let p = policy(
+        vec![],
+        vec![Rule::new("r", &[Peer::Any], &[Peer::Any], &[bad])],
+    );
+    assert!(matches!(
+        compile(&p, &CompileOptions::default()),
+        Err(CompileError::BadRule { .. })
+    ));
+}

@@ -1,0 +1,142 @@
+//! `netpol-agent run`: load, compile, attach, then keep the policy current.
+use std::{net::IpAddr, path::Path, time::Duration};
+
+use anyhow::{bail, Context as _};
+use log::{error, info, warn};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::{
+    cli::RunArgs,
+    ct_gc,
+    datapath::{Datapath, LoadOptions, Timeouts},
+    hostaddrs, ifaces,
+    policy::{self, CompileOptions},
+    READY_MARKER,
+};
+
+fn load_options(args: &RunArgs) -> LoadOptions {
+    let t = &args.timeouts;
+    LoadOptions {
+        mode: args.mode,
+        timeouts: Timeouts {
+            tcp_syn: Duration::from_secs(t.ct_tcp_syn_secs),
+            tcp_established: Duration::from_secs(t.ct_tcp_established_secs),
+            tcp_close: Duration::from_secs(t.ct_tcp_close_secs),
+            udp: Duration::from_secs(t.ct_udp_secs),
+            icmp: Duration::from_secs(t.ct_icmp_secs),
+            other: Duration::from_secs(t.ct_other_secs),
+            ..Timeouts::default()
+        },
+        ct_max: args.limits.ct_max,
+        prefix_max: args.limits.prefix_max,
+        rule_max: args.limits.rule_max,
+        frag_max: args.limits.frag_max,
+    }
+}
+
+/// Reads and compiles the policy directory; the datapath is not touched.
+fn compile_dir(
+    dir: &Path,
+    host: &[IpAddr],
+    enforce_host: bool,
+) -> anyhow::Result<policy::Compiled> {
+    let policy = policy::load_dir(dir)?;
+    let compiled = policy::compile(
+        &policy,
+        &CompileOptions {
+            host_addrs: host.to_vec(),
+            enforce_host,
+        },
+    )?;
+    Ok(compiled)
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let mut host = hostaddrs::discover().context("listing the node's addresses")?;
+    // Compile before touching the kernel: a bad policy must not half-start.
+    let compiled = compile_dir(&args.policy_dir, &host, args.enforce_host)
+        .with_context(|| format!("policy directory {} rejected", args.policy_dir.display()))?;
+
+    let available = ifaces::list().context("listing interfaces")?;
+    let selected = ifaces::select(&args.ifaces, &available).context("bad --iface pattern")?;
+    if selected.is_empty() {
+        bail!(
+            "no interface matches --iface {:?} (interfaces here: {})",
+            args.ifaces,
+            available.join(", ")
+        );
+    }
+
+    let mut dp = Datapath::load(&load_options(&args)).context(
+        "loading the eBPF programs (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
+         and Linux >= 6.6 with BTF)",
+    )?;
+    let gen = dp.apply(&compiled).context("writing the policy maps")?;
+    for iface in &selected {
+        let mode = dp.attach_xdp(iface)?;
+        dp.attach_tc(iface)?;
+        info!("{iface}: XDP ({mode:?}) ingress and TC egress attached");
+    }
+    crate::pin::ensure_bpffs().context("mounting bpffs")?;
+    dp.pin_maps(&args.pin_path)
+        .context("pinning maps (is /sys/fs/bpf a bpffs mount?)")?;
+    info!(
+        "{READY_MARKER} policy generation {gen} ({} identities, {} rule entries) on {}",
+        compiled.identities.len(),
+        compiled.rules.len(),
+        selected.join(", ")
+    );
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut host_tick = tokio::time::interval(Duration::from_secs(args.host_refresh_secs.max(1)));
+    let mut gc_tick = tokio::time::interval(Duration::from_secs(args.gc_interval_secs.max(1)));
+    loop {
+        let reload = tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading {}", args.policy_dir.display());
+                true
+            }
+            _ = host_tick.tick() => match hostaddrs::discover() {
+                Ok(now) if now != host => {
+                    info!("node addresses changed: {now:?}");
+                    host = now;
+                    true
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    warn!("listing the node's addresses: {e}");
+                    false
+                }
+            },
+            _ = gc_tick.tick() => {
+                let cfg = dp.config();
+                match ct_gc::collect(dp.ebpf_mut(), &cfg) {
+                    Ok(0) => {}
+                    Ok(n) => info!("conntrack: reclaimed {n} expired entries"),
+                    Err(e) => warn!("conntrack sweep: {e}"),
+                }
+                false
+            }
+        };
+        if reload {
+            // A policy that does not compile leaves the last good one enforced.
+            match compile_dir(&args.policy_dir, &host, args.enforce_host) {
+                Ok(c) => match dp.apply(&c) {
+                    Ok(gen) => info!("policy generation {gen} enforced"),
+                    Err(e) => error!("reload failed, previous policy stays: {e}"),
+                },
+                Err(e) => error!("reload rejected, previous policy stays: {e:#}"),
+            }
+        }
+    }
+    info!("shutting down: detaching from {}", dp.attached().join(", "));
+    drop(dp);
+    if let Err(e) = std::fs::remove_dir_all(&args.pin_path) {
+        warn!("removing {}: {e}", args.pin_path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,248 @@
+//! Runs the real `netpol-agent` binary inside a lab's node namespace and
+//! guarantees it is gone (and its pins removed) when the guard drops.
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::lab::Lab;
+use crate::netns::{run_checked, unique_suffix, Netns};
+
+/// What the agent prints on stderr once every program is attached and the
+/// policy is loaded.
+pub use netpol_agent::READY_MARKER;
+
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const TERM_GRACE: Duration = Duration::from_secs(5);
+const BPFFS: &str = "/sys/fs/bpf";
+
+#[derive(Default)]
+struct LogState {
+    lines: Vec<String>,
+    ready: bool,
+    open_streams: usize,
+}
+
+/// Output of the agent, shared with the reader threads; the condvar wakes the
+/// start-up wait on every line and on EOF.
+#[derive(Default)]
+struct Log {
+    state: Mutex<LogState>,
+    changed: Condvar,
+}
+
+impl Log {
+    fn text(&self) -> String {
+        self.state.lock().unwrap().lines.join("\n")
+    }
+}
+
+pub struct AgentProcess {
+    child: Child,
+    log: Arc<Log>,
+    pin_path: PathBuf,
+    // Keeps the node namespace alive until the agent is gone, whatever order
+    // the test drops things in.
+    _node: Arc<Netns>,
+}
+
+impl AgentProcess {
+    /// Starts `netpol-agent run` in `lab`'s node namespace, attached to every
+    /// node interface, and waits for its ready marker. Panics with the
+    /// captured log if it exits first or is not ready within 20 s.
+    pub fn spawn(lab: &Lab, policy_dir: &Path, extra_args: &[&str]) -> AgentProcess {
+        ensure_bpffs();
+        let bin = agent_bin();
+        let pin_path = PathBuf::from(BPFFS).join(format!("netpol-test-{}", unique_suffix()));
+        let mut cmd = Command::new("nsenter");
+        // nsenter execs the agent (no fork for a net namespace), so the pid
+        // we signal is the agent's own. The mount namespace stays the root
+        // one, so the agent sees the real bpffs.
+        cmd.arg(format!("--net={}", lab.node.path().display()))
+            .arg("--")
+            .arg(&bin)
+            .arg("run");
+        for iface in &lab.node_ifaces {
+            cmd.args(["--iface", iface]);
+        }
+        cmd.arg("--policy-dir")
+            .arg(policy_dir)
+            .arg("--pin-path")
+            .arg(&pin_path)
+            .args(extra_args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let shown = format!("{cmd:?}");
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {shown}: {e}"));
+
+        let log = Arc::new(Log::default());
+        log.state.lock().unwrap().lines.push(format!("$ {shown}"));
+        // Readers are detached: they end at EOF, and nothing waits on them
+        // unboundedly.
+        if let Some(out) = child.stdout.take() {
+            spawn_reader(out, "stdout", log.clone());
+        }
+        if let Some(err) = child.stderr.take() {
+            spawn_reader(err, "stderr", log.clone());
+        }
+        let mut agent = AgentProcess {
+            child,
+            log,
+            pin_path,
+            _node: lab.node.clone(),
+        };
+        // On panic, `agent` drops here and the process is stopped.
+        agent.wait_ready(READY_TIMEOUT);
+        agent
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            {
+                let state = self.log.state.lock().unwrap();
+                if state.ready {
+                    return;
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    drop(state);
+                    panic!(
+                        "netpol-agent printed no {READY_MARKER:?} within {timeout:?}; log:\n{}",
+                        self.log.text()
+                    );
+                }
+                // Wake at least every 200 ms to notice an exit whose pipes
+                // stay open (a forked child holding them).
+                let wait = (deadline - now).min(Duration::from_millis(200));
+                let (state, _) = self.log.changed.wait_timeout(state, wait).unwrap();
+                if state.ready {
+                    return;
+                }
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.wait_streams_closed(Duration::from_secs(1));
+                panic!(
+                    "netpol-agent exited ({status}) before {READY_MARKER:?}; log:\n{}",
+                    self.log.text()
+                );
+            }
+        }
+    }
+
+    /// Lets the readers drain what a dead agent wrote, without trusting that
+    /// every copy of its pipes is closed (a forked child could hold one).
+    fn wait_streams_closed(&self, timeout: Duration) {
+        let state = self.log.state.lock().unwrap();
+        let _ = self
+            .log
+            .changed
+            .wait_timeout_while(state, timeout, |s| s.open_streams > 0)
+            .unwrap();
+    }
+
+    /// Everything the agent has printed so far (stdout and stderr, tagged).
+    pub fn log(&self) -> String {
+        self.log.text()
+    }
+
+    pub fn pin_path(&self) -> &Path {
+        &self.pin_path
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+fn spawn_reader<R: Read + Send + 'static>(stream: R, tag: &'static str, log: Arc<Log>) {
+    log.state.lock().unwrap().open_streams += 1;
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines() {
+            let Ok(line) = line else { break };
+            let mut state = log.state.lock().unwrap();
+            if line.contains(READY_MARKER) {
+                state.ready = true;
+            }
+            state.lines.push(format!("[{tag}] {line}"));
+            log.changed.notify_all();
+        }
+        log.state.lock().unwrap().open_streams -= 1;
+        log.changed.notify_all();
+    });
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            // SAFETY: signalling our own child, which has not been reaped.
+            unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+            let deadline = Instant::now() + TERM_GRACE;
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if matches!(self.child.try_wait(), Ok(None)) {
+                eprintln!("netpol-agent ignored SIGTERM for {TERM_GRACE:?}; killing it");
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        self.wait_streams_closed(Duration::from_secs(1));
+        if self.pin_path.exists() {
+            if let Err(e) = std::fs::remove_dir_all(&self.pin_path) {
+                eprintln!("warning: cannot remove {}: {e}", self.pin_path.display());
+            }
+        }
+    }
+}
+
+/// The agent binary: NETPOL_AGENT_BIN, else `netpol-agent` in the profile
+/// directory this binary runs from (tests run from its `deps/`, bins from it).
+pub fn agent_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NETPOL_AGENT_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let dir = exe
+        .parent()
+        .unwrap_or_else(|| panic!("unexpected binary location {}", exe.display()));
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().unwrap_or(dir)
+    } else {
+        dir
+    };
+    let bin = profile_dir.join("netpol-agent");
+    if !bin.is_file() {
+        panic!(
+            "{} not found: build it first: cargo build -p netpol-agent (cargo xtask test does this)",
+            bin.display()
+        );
+    }
+    bin
+}
+
+/// Mounts bpffs at /sys/fs/bpf unless it already is (it is not by default on
+/// these machines), so the agent can pin maps.
+pub fn ensure_bpffs() {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    let mounted = mounts.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        let (_, point, fstype) = (f.next(), f.next(), f.next());
+        point == Some(BPFFS) && fstype == Some("bpf")
+    });
+    if !mounted {
+        std::fs::create_dir_all(BPFFS).expect("create /sys/fs/bpf");
+        run_checked(Command::new("mount").args(["-t", "bpf", "bpf", BPFFS]));
+    }
+}

@@ -1,0 +1,126 @@
+//! `cargo xtask setup`: everything the build and the tests need on a fresh
+//! Debian 12 machine (design.md section 4), each step skipped when already done.
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context as _};
+
+use crate::run;
+
+/// The rustup name under which Debian's rustc-web (with rust-src) is linked.
+pub const BPF_TOOLCHAIN: &str = "bpf-debian";
+const BPF_LINKER_VERSION: &str = "0.13.0";
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+
+/// Debian packages: the eBPF toolchain, and the tools the tests drive.
+const PACKAGES: &[&str] = &[
+    "rustc-web",
+    "cargo-web",
+    "rust-web-src",
+    "rust-web-clippy",
+    "llvm-22-dev",
+    "iproute2",
+    "util-linux",
+    "procps",
+    "bpftool",
+    "iputils-ping",
+];
+
+fn output(cmd: &mut Command) -> Option<String> {
+    cmd.output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+}
+
+fn missing_packages() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            output(Command::new("dpkg-query").args(["-W", "-f", "${Status}", p]))
+                .is_none_or(|s| !s.contains("install ok installed"))
+        })
+        .collect()
+}
+
+fn toolchains() -> Vec<String> {
+    output(Command::new("rustup").args(["toolchain", "list"]))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .collect()
+}
+
+/// The toolchain agent/build.rs will use for the eBPF crate.
+pub fn bpf_toolchain() -> anyhow::Result<String> {
+    if let Ok(t) = std::env::var("NETPOL_BPF_TOOLCHAIN") {
+        return Ok(t);
+    }
+    if toolchains().iter().any(|t| t == BPF_TOOLCHAIN) {
+        return Ok(BPF_TOOLCHAIN.into());
+    }
+    bail!("toolchain {BPF_TOOLCHAIN} is not linked: run `cargo xtask setup`")
+}
+
+fn is_root() -> bool {
+    output(Command::new("id").arg("-u")).is_some_and(|s| s.trim() == "0")
+}
+
+fn bpffs_mounted() -> bool {
+    std::fs::read_to_string("/proc/mounts")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| {
+            let mut f = l.split_whitespace();
+            let _dev = f.next();
+            f.next() == Some("/sys/fs/bpf") && f.next() == Some("bpf")
+        })
+}
+
+pub fn setup() -> anyhow::Result<()> {
+    let missing = missing_packages();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!("missing Debian packages {missing:?}: run `cargo xtask setup` as root");
+        }
+        run(Command::new("apt-get").arg("update").arg("-q"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+
+    if !toolchains().iter().any(|t| t == BPF_TOOLCHAIN) {
+        run(Command::new("rustup").args(["toolchain", "link", BPF_TOOLCHAIN, "/usr"]))?;
+    }
+    if !Path::new("/usr/lib/rustlib/src/rust/library/core").is_dir() {
+        bail!("rust-web-src did not provide /usr/lib/rustlib/src/rust/library/core");
+    }
+
+    let linker_ok = output(Command::new("bpf-linker").arg("--version"))
+        .is_some_and(|v| v.contains(BPF_LINKER_VERSION));
+    if !linker_ok {
+        run(Command::new("cargo")
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                BPF_LINKER_VERSION,
+                "--locked",
+            ])
+            .args(["--no-default-features", "--features", "llvm-22"])
+            .env("LLVM_PREFIX", LLVM_PREFIX)
+            .env_remove("RUSTUP_TOOLCHAIN")
+            .env_remove("CARGO"))
+        .context("installing bpf-linker")?;
+    }
+
+    if !bpffs_mounted() && is_root() {
+        std::fs::create_dir_all("/sys/fs/bpf")?;
+        run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
+    }
+    eprintln!(
+        "xtask: setup complete (eBPF toolchain: {BPF_TOOLCHAIN}, bpf-linker {BPF_LINKER_VERSION})"
+    );
+    Ok(())
+}
