@@ -8,20 +8,23 @@
 /// Map names, shared so userspace never spells one differently.
 pub mod map_names {
     pub const CONFIG: &str = "CONFIG";
-    pub const IDS4: [&str; 2] = ["IDS4_0", "IDS4_1"];
-    pub const IDS6: [&str; 2] = ["IDS6_0", "IDS6_1"];
-    pub const RULES: [&str; 2] = ["RULES_0", "RULES_1"];
+    pub const IDS4: &str = "IDS4";
+    pub const IDS6: &str = "IDS6";
+    pub const RULES: &str = "RULES";
     pub const CT4: &str = "CT4";
     pub const CT6: &str = "CT6";
     pub const FRAG4: &str = "FRAG4";
     pub const FRAG6: &str = "FRAG6";
     pub const COUNTERS: &str = "COUNTERS";
+    pub const CLOCK: &str = "CLOCK";
 }
 
 /// Program names (the Rust function names in agent-ebpf).
 pub mod prog_names {
     pub const XDP: &str = "netpol_xdp";
     pub const TC: &str = "netpol_tc";
+    /// Run (never attached) by the agent to read the kernel's jiffies.
+    pub const CLOCK: &str = "netpol_clock";
 }
 
 // ---------------------------------------------------------------------------
@@ -37,21 +40,27 @@ pub const MODE_AUDIT: u32 = 1;
 pub struct Config {
     /// `MODE_ENFORCE` or `MODE_AUDIT`.
     pub mode: u32,
-    /// Which of the two policy map sets (identity tries and rule trie) is live.
+    /// Which of the two policies held in the identity and rule tries is live:
+    /// every trie key starts with its slot byte.
     pub active_slot: u32,
     /// Bumped on every policy swap; conntrack entries checked under an older
     /// generation are re-checked once against the live policy.
     pub policy_gen: u32,
     pub _pad0: u32,
-    /// Conntrack idle timeouts, in nanoseconds of CLOCK_MONOTONIC (coarse).
-    pub tcp_syn_timeout_ns: u64,
-    pub tcp_established_timeout_ns: u64,
-    pub tcp_close_timeout_ns: u64,
-    pub udp_timeout_ns: u64,
-    pub icmp_timeout_ns: u64,
-    pub other_timeout_ns: u64,
+    /// Conntrack idle timeouts, in jiffies: the datapath reads the clock with
+    /// bpf_jiffies64(), which the verifier inlines into one load, where a
+    /// ktime helper call costs as much as a quarter of the established path.
+    pub tcp_syn_timeout: u64,
+    pub tcp_established_timeout: u64,
+    pub tcp_close_timeout: u64,
+    pub udp_timeout: u64,
+    pub icmp_timeout: u64,
+    pub other_timeout: u64,
     /// How long a first fragment's verdict applies to later fragments.
-    pub frag_timeout_ns: u64,
+    pub frag_timeout: u64,
+    /// A busy flow's last_seen is rewritten at most this often (one second), so
+    /// it does not bounce its cache line between CPUs on every packet.
+    pub refresh_interval: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -99,6 +108,25 @@ pub const fn id_flag_dst(class: u32) -> u32 {
     1 << (8 + class)
 }
 
+/// Identity trie key: the policy slot, then the address. The slot is the
+/// first byte so one lookup sees one policy; prefix lengths count its 8 bits.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IdKey4 {
+    pub slot: u8,
+    pub addr: [u8; 4],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IdKey6 {
+    pub slot: u8,
+    pub addr: [u8; 16],
+}
+
+/// Bits of an identity or rule trie key taken by the slot byte.
+pub const SLOT_BITS: u32 = 8;
+
 /// Value of the identity tries: the identity standing for the set of groups that
 /// contain the matched prefix, plus flags that let the datapath deny without the
 /// rule lookup when an identity has no rule at all for the packet's protocol.
@@ -114,36 +142,61 @@ pub struct IdentityValue {
 // ---------------------------------------------------------------------------
 
 /// Data part of the rule LPM trie key. Compared byte by byte from the front, so
-/// the fields are big-endian and the maskable port comes last; `_pad` is never
-/// covered by a prefix.
+/// the fields are big-endian and the maskable port comes last. The policy slot
+/// leads, as in the identity tries.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RuleKey {
+    pub slot: u8,
     pub src_id: [u8; 4],
     pub dst_id: [u8; 4],
     pub proto: u8,
     /// Destination port for TCP/UDP/SCTP; `type << 8 | code` for ICMP/ICMPv6.
     pub port: [u8; 2],
-    pub _pad: u8,
 }
 
-/// Prefix length covering both identities (any protocol, any port).
-pub const RULE_PREFIX_IDS: u32 = 64;
-/// Prefix length covering identities and protocol (any port).
-pub const RULE_PREFIX_PROTO: u32 = 72;
+/// Prefix length covering slot and both identities (any protocol, any port).
+pub const RULE_PREFIX_IDS: u32 = SLOT_BITS + 64;
+/// Prefix length covering slot, identities and protocol (any port).
+pub const RULE_PREFIX_PROTO: u32 = SLOT_BITS + 72;
 /// Prefix length of a fully specified key.
-pub const RULE_PREFIX_FULL: u32 = 88;
+pub const RULE_PREFIX_FULL: u32 = SLOT_BITS + 88;
 
 impl RuleKey {
+    /// A key in slot 0; the agent sets the slot when it writes the map.
     #[inline(always)]
     pub const fn new(src_id: u32, dst_id: u32, proto: u8, port: u16) -> Self {
         Self {
+            slot: 0,
             src_id: src_id.to_be_bytes(),
             dst_id: dst_id.to_be_bytes(),
             proto,
             port: port.to_be_bytes(),
-            _pad: 0,
         }
+    }
+
+    #[inline(always)]
+    pub const fn in_slot(mut self, slot: u8) -> Self {
+        self.slot = slot;
+        self
+    }
+
+    /// The key as the kernel compares it.
+    pub const fn to_bytes(&self) -> [u8; 12] {
+        [
+            self.slot,
+            self.src_id[0],
+            self.src_id[1],
+            self.src_id[2],
+            self.src_id[3],
+            self.dst_id[0],
+            self.dst_id[1],
+            self.dst_id[2],
+            self.dst_id[3],
+            self.proto,
+            self.port[0],
+            self.port[1],
+        ]
     }
 }
 
@@ -199,33 +252,34 @@ pub const CT_F_RST: u32 = 1 << 5;
 /// A packet was seen in the reply direction.
 pub const CT_F_REPLY_SEEN: u32 = 1 << 6;
 
-/// Idle timeout of a conntrack entry in its current state. Shared so the
+/// Idle timeout, in jiffies, of a conntrack entry in its current state. Shared so the
 /// datapath and the userspace sweeper can never disagree.
 #[inline(always)]
-pub fn ct_timeout_ns(cfg: &Config, proto: u8, flags: u32) -> u64 {
+pub fn ct_timeout(cfg: &Config, proto: u8, flags: u32) -> u64 {
     match proto {
         IPPROTO_TCP => {
             if flags & CT_F_RST != 0
                 || flags & (CT_F_FIN_ORIG | CT_F_FIN_REPLY) == CT_F_FIN_ORIG | CT_F_FIN_REPLY
             {
-                cfg.tcp_close_timeout_ns
+                cfg.tcp_close_timeout
             } else if flags & (CT_F_SYNACK | CT_F_REPLY_SEEN) != 0 {
-                cfg.tcp_established_timeout_ns
+                cfg.tcp_established_timeout
             } else {
-                cfg.tcp_syn_timeout_ns
+                cfg.tcp_syn_timeout
             }
         }
-        IPPROTO_UDP | IPPROTO_SCTP => cfg.udp_timeout_ns,
-        IPPROTO_ICMP | IPPROTO_ICMPV6 => cfg.icmp_timeout_ns,
-        _ => cfg.other_timeout_ns,
+        IPPROTO_UDP | IPPROTO_SCTP => cfg.udp_timeout,
+        IPPROTO_ICMP | IPPROTO_ICMPV6 => cfg.icmp_timeout,
+        _ => cfg.other_timeout,
     }
 }
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct CtValue {
-    pub created_ns: u64,
-    pub last_seen_ns: u64,
+    /// In jiffies.
+    pub created: u64,
+    pub last_seen: u64,
     /// Policy generation this flow was last checked against.
     pub policy_gen: u32,
     /// Rule that allowed the flow.
@@ -268,7 +322,8 @@ pub struct FragKey6 {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FragValue {
-    pub seen_ns: u64,
+    /// In jiffies.
+    pub seen: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -351,6 +406,8 @@ mod pod {
     // SAFETY: all types are repr(C), Copy, and have no implicit padding.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for IdentityValue {}
+    unsafe impl aya::Pod for IdKey4 {}
+    unsafe impl aya::Pod for IdKey6 {}
     unsafe impl aya::Pod for RuleKey {}
     unsafe impl aya::Pod for RuleValue {}
     unsafe impl aya::Pod for CtKey4 {}
@@ -370,9 +427,11 @@ mod tests {
     // Sizes equal the sum of the fields: no implicit padding anywhere.
     #[test]
     fn no_implicit_padding() {
-        assert_eq!(size_of::<Config>(), 4 * 4 + 7 * 8);
+        assert_eq!(size_of::<Config>(), 4 * 4 + 8 * 8);
         assert_eq!(size_of::<IdentityValue>(), 8);
-        assert_eq!(size_of::<RuleKey>(), 4 + 4 + 1 + 2 + 1);
+        assert_eq!(size_of::<RuleKey>(), 1 + 4 + 4 + 1 + 2);
+        assert_eq!(size_of::<IdKey4>(), 1 + 4);
+        assert_eq!(size_of::<IdKey6>(), 1 + 16);
         assert_eq!(size_of::<RuleValue>(), 8);
         assert_eq!(size_of::<CtKey4>(), 4 + 4 + 2 + 2 + 1 + 3);
         assert_eq!(size_of::<CtKey6>(), 16 + 16 + 2 + 2 + 1 + 3);
@@ -384,9 +443,10 @@ mod tests {
 
     #[test]
     fn rule_key_is_big_endian_with_port_last() {
-        let k = RuleKey::new(0x0102_0304, 0x0506_0708, 6, 0x1f90);
+        let k = RuleKey::new(0x0102_0304, 0x0506_0708, 6, 0x1f90).in_slot(1);
         let bytes: [u8; 12] = unsafe { core::mem::transmute(k) };
-        assert_eq!(bytes, [1, 2, 3, 4, 5, 6, 7, 8, 6, 0x1f, 0x90, 0]);
+        assert_eq!(bytes, [1, 1, 2, 3, 4, 5, 6, 7, 8, 6, 0x1f, 0x90]);
+        assert_eq!(bytes, k.to_bytes());
     }
 
     #[test]

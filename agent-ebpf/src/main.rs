@@ -56,8 +56,19 @@ mod prog {
         if judge(&b, DIR_EGRESS) {
             TC_ACT_UNSPEC
         } else {
-            TC_ACT_SHOT as i32
+            TC_ACT_SHOT
         }
+    }
+
+    /// Never attached: the agent runs it with BPF_PROG_TEST_RUN to read the
+    /// clock the datapath stamps conntrack entries with.
+    #[xdp]
+    pub fn netpol_clock(_ctx: XdpContext) -> u32 {
+        if let Some(c) = crate::maps::CLOCK.get_ptr_mut(0) {
+            // SAFETY: array slot; nothing else writes it.
+            unsafe { *c = aya_ebpf::helpers::bpf_jiffies64() };
+        }
+        xdp_action::XDP_PASS
     }
 
     #[panic_handler]

@@ -1,8 +1,8 @@
 //! Maps shared by the XDP and TC programs. Sizes here are defaults; the agent
 //! resizes them at load time from its flags.
 use agent_common::{
-    Config, Counter, CtKey4, CtKey6, CtValue, FragKey4, FragKey6, FragValue, IdentityValue,
-    RuleKey, RuleValue, COUNTER_SLOTS,
+    Config, Counter, CtKey4, CtKey6, CtValue, FragKey4, FragKey6, FragValue, IdKey4, IdKey6,
+    IdentityValue, RuleKey, RuleValue, COUNTER_SLOTS,
 };
 use aya_ebpf::{
     macros::map,
@@ -12,20 +12,17 @@ use aya_ebpf::{
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
-// Two complete policy map sets; CONFIG.active_slot says which one is live, so a
-// reload fills the idle set and flips one word.
+// The tries hold two policies, told apart by the slot byte leading every key;
+// CONFIG.active_slot says which one is live, so a reload writes the idle slot
+// and flips one word. One map per lookup site (rather than a map per slot)
+// keeps each call site's map constant, which lets the verifier turn the lookup
+// into a direct call instead of the generic helper's indirect one.
 #[map]
-pub static IDS4_0: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::with_max_entries(65536, 0);
+pub static IDS4: LpmTrie<IdKey4, IdentityValue> = LpmTrie::with_max_entries(65536, 0);
 #[map]
-pub static IDS4_1: LpmTrie<[u8; 4], IdentityValue> = LpmTrie::with_max_entries(65536, 0);
+pub static IDS6: LpmTrie<IdKey6, IdentityValue> = LpmTrie::with_max_entries(65536, 0);
 #[map]
-pub static IDS6_0: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::with_max_entries(65536, 0);
-#[map]
-pub static IDS6_1: LpmTrie<[u8; 16], IdentityValue> = LpmTrie::with_max_entries(65536, 0);
-#[map]
-pub static RULES_0: LpmTrie<RuleKey, RuleValue> = LpmTrie::with_max_entries(65536, 0);
-#[map]
-pub static RULES_1: LpmTrie<RuleKey, RuleValue> = LpmTrie::with_max_entries(65536, 0);
+pub static RULES: LpmTrie<RuleKey, RuleValue> = LpmTrie::with_max_entries(65536, 0);
 
 #[map]
 pub static CT4: LruHashMap<CtKey4, CtValue> = LruHashMap::with_max_entries(65536, 0);
@@ -39,3 +36,7 @@ pub static FRAG6: LruHashMap<FragKey6, FragValue> = LruHashMap::with_max_entries
 
 #[map]
 pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// Written by the clock program: the kernel's jiffies, for the agent's sweeper.
+#[map]
+pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);

@@ -28,8 +28,12 @@ pub enum Track {
     Open,
     /// May belong to a flow: conntrack first, then policy, then create.
     Lookup,
-    /// Reply-only (ICMP echo reply): conntrack first, then policy, never create.
+    /// May close a flow but never opens one (TCP RST): conntrack first, then
+    /// policy, never create.
     LookupNoCreate,
+    /// Only ever a reply (ICMP echo reply): conntrack in the reply direction,
+    /// then policy, never create.
+    Reply,
     /// Stateless (ICMP errors and other ICMP, TCP RST without a flow): policy only.
     PolicyOnly,
 }
@@ -58,6 +62,9 @@ pub struct Ip<A> {
     pub src: A,
     pub dst: A,
     pub frag: Frag,
+    /// The protocol every fragment of the datagram names: the IPv4 protocol, or
+    /// the IPv6 fragment header's next header (later fragments see no further).
+    pub frag_proto: u8,
     pub l4: L4,
 }
 
@@ -149,6 +156,8 @@ pub fn parse_ipv4(b: &Bounds, l3: usize) -> Result<Ip<[u8; 4]>, u32> {
     if tot_len < ihl || l3 + tot_len > b.len {
         return Err(BAD);
     }
+    // Bytes past the IP packet (link padding) are never parsed as headers.
+    let ip_end = l3 + tot_len;
     let frag_off = be16(h, 6);
     let id = be16(h, 4) as u32;
     let proto = h[9];
@@ -166,9 +175,15 @@ pub fn parse_ipv4(b: &Bounds, l3: usize) -> Result<Ip<[u8; 4]>, u32> {
     let l4 = if let Frag::Later(_) = frag {
         no_l4(proto)
     } else {
-        parse_l4(b, l3 + ihl, proto, false)?
+        parse_l4(b, l3 + ihl, ip_end, proto, false)?
     };
-    Ok(Ip { src, dst, frag, l4 })
+    Ok(Ip {
+        src,
+        dst,
+        frag,
+        frag_proto: proto,
+        l4,
+    })
 }
 
 #[inline(always)]
@@ -183,13 +198,16 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
     if payload_len == 0 || l3 + IPV6_HLEN + payload_len > b.len {
         return Err(BAD);
     }
+    let ip_end = l3 + IPV6_HLEN + payload_len;
     let mut next = h[6];
     let src = addr::<16>(h, 8);
     let dst = addr::<16>(h, 24);
     let mut off = l3 + IPV6_HLEN;
     let mut frag = Frag::None;
+    let mut frag_proto = 0;
     let mut done = false;
-    for _ in 0..MAX_IPV6_EXT_HDRS {
+    // One more round than headers walked: the last one finds the L4 protocol.
+    for _ in 0..=MAX_IPV6_EXT_HDRS {
         match next {
             // Hop-by-hop, routing, destination options: (len + 1) * 8 bytes.
             0 | 43 | 60 => {
@@ -206,6 +224,7 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
             44 => {
                 let e = b.hdr::<8>(off).ok_or(BAD)?;
                 next = e[0];
+                frag_proto = e[0];
                 let offset_flags = be16(e, 2);
                 let id = be32(e, 4);
                 off += 8;
@@ -223,7 +242,8 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
                 break;
             }
         }
-        if off > MAX_L4_OFFSET {
+        // A header that claims more bytes than the packet holds is cut.
+        if off > MAX_L4_OFFSET || off > ip_end {
             return Err(BAD);
         }
     }
@@ -234,13 +254,19 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
     let l4 = if let Frag::Later(_) = frag {
         no_l4(next)
     } else {
-        let l4 = parse_l4(b, off, next, true)?;
+        let l4 = parse_l4(b, off, ip_end, next, true)?;
         if next == IPPROTO_ICMPV6 && (133..=137).contains(&(l4.policy_port >> 8)) {
             return Ok(Parsed6::NeighbourDiscovery);
         }
         l4
     };
-    Ok(Parsed6::Ip(Ip { src, dst, frag, l4 }))
+    Ok(Parsed6::Ip(Ip {
+        src,
+        dst,
+        frag,
+        frag_proto,
+        l4,
+    }))
 }
 
 #[inline(always)]
@@ -256,16 +282,25 @@ fn no_l4(proto: u8) -> L4 {
 }
 
 #[inline(always)]
-fn parse_l4(b: &Bounds, off: usize, proto: u8, v6: bool) -> Result<L4, u32> {
+fn parse_l4(b: &Bounds, off: usize, ip_end: usize, proto: u8, v6: bool) -> Result<L4, u32> {
     const BAD: u32 = reason::DROP_MALFORMED_L4;
+    // The header must lie inside the IP packet, not just inside the frame.
+    let within = |len: usize| {
+        if off + len <= ip_end {
+            Ok(())
+        } else {
+            Err(BAD)
+        }
+    };
     match proto {
         IPPROTO_TCP => {
             let h = b.hdr::<20>(off).ok_or(BAD)?;
             let doff = (h[12] >> 4) as usize * 4;
             let flags = h[13];
-            if doff < 20 || off + doff > b.len {
+            if doff < 20 {
                 return Err(BAD);
             }
+            within(doff)?;
             let track = if flags & (TCP_SYN | TCP_ACK) == TCP_SYN {
                 Track::Open
             } else if flags & TCP_RST != 0 {
@@ -291,6 +326,7 @@ fn parse_l4(b: &Bounds, off: usize, proto: u8, v6: bool) -> Result<L4, u32> {
                 b.hdr::<12>(off).map(|h| &h[..])
             }
             .ok_or(BAD)?;
+            within(h.len())?;
             Ok(L4 {
                 proto,
                 sport: be16(h, 0),
@@ -302,12 +338,13 @@ fn parse_l4(b: &Bounds, off: usize, proto: u8, v6: bool) -> Result<L4, u32> {
         }
         IPPROTO_ICMP | IPPROTO_ICMPV6 => {
             let h = b.hdr::<8>(off).ok_or(BAD)?;
+            within(8)?;
             let (ty, code) = (h[0], h[1]);
             let (request, reply) = if v6 { (128, 129) } else { (8, 0) };
             let (ports, track) = if ty == request {
                 (be16(h, 4), Track::Open)
             } else if ty == reply {
-                (be16(h, 4), Track::LookupNoCreate)
+                (be16(h, 4), Track::Reply)
             } else {
                 (0, Track::PolicyOnly)
             };

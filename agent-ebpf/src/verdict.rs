@@ -1,37 +1,33 @@
 //! One decision for both hooks: conntrack first (one lookup, direction-normalised
 //! key), then identities and the rule trie, then counters.
 use agent_common::{
-    ct_timeout_ns, id_flag_dst, id_flag_src, proto_class, reason, Config, CtKey4, CtKey6, CtValue,
-    FragKey4, FragKey6, FragValue, IdentityValue, RuleKey, RuleValue, CT_F_FIN_ORIG,
-    CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK, IPPROTO_TCP,
-    MODE_AUDIT, RULE_PREFIX_FULL,
+    ct_timeout, id_flag_dst, id_flag_src, proto_class, reason, Config, CtKey4, CtKey6, CtValue,
+    FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue,
+    CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK,
+    IPPROTO_TCP, MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
 };
 use aya_ebpf::{
-    helpers::bpf_ktime_get_coarse_ns,
+    helpers::bpf_jiffies64,
     maps::{lpm_trie::Key, LpmTrie, LruHashMap},
 };
 
 use crate::{
-    maps::{
-        CONFIG, COUNTERS, CT4, CT6, FRAG4, FRAG6, IDS4_0, IDS4_1, IDS6_0, IDS6_1, RULES_0, RULES_1,
-    },
+    maps::{CONFIG, COUNTERS, CT4, CT6, FRAG4, FRAG6, IDS4, IDS6, RULES},
     parse::{
         parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, Track, L3, TCP_ACK, TCP_FIN,
         TCP_RST, TCP_SYN,
     },
 };
 
-/// last_seen is refreshed at most this often, so a busy flow does not write its
-/// conntrack entry (and bounce its cache line between CPUs) on every packet.
-const CT_REFRESH_NS: u64 = 1_000_000_000;
-
 /// Per address family: which maps to use and how to build keys.
 trait Family {
     type Addr: Copy + 'static;
     type CtKey: 'static;
     type FragKey: 'static;
+    type IdKey: 'static;
     const BITS: u32;
-    fn ids(slot: u32) -> &'static LpmTrie<Self::Addr, IdentityValue>;
+    fn ids() -> &'static LpmTrie<Self::IdKey, IdentityValue>;
+    fn id_key(slot: u8, addr: &Self::Addr) -> Self::IdKey;
     fn ct() -> &'static LruHashMap<Self::CtKey, CtValue>;
     fn frag() -> &'static LruHashMap<Self::FragKey, FragValue>;
     /// Orders the endpoints; returns the key and whether `src` is endpoint B.
@@ -54,15 +50,16 @@ impl Family for V4 {
     type Addr = [u8; 4];
     type CtKey = CtKey4;
     type FragKey = FragKey4;
+    type IdKey = IdKey4;
     const BITS: u32 = 32;
 
     #[inline(always)]
-    fn ids(slot: u32) -> &'static LpmTrie<[u8; 4], IdentityValue> {
-        if slot == 0 {
-            &IDS4_0
-        } else {
-            &IDS4_1
-        }
+    fn ids() -> &'static LpmTrie<IdKey4, IdentityValue> {
+        &IDS4
+    }
+    #[inline(always)]
+    fn id_key(slot: u8, addr: &[u8; 4]) -> IdKey4 {
+        IdKey4 { slot, addr: *addr }
     }
     #[inline(always)]
     fn ct() -> &'static LruHashMap<CtKey4, CtValue> {
@@ -121,15 +118,16 @@ impl Family for V6 {
     type Addr = [u8; 16];
     type CtKey = CtKey6;
     type FragKey = FragKey6;
+    type IdKey = IdKey6;
     const BITS: u32 = 128;
 
     #[inline(always)]
-    fn ids(slot: u32) -> &'static LpmTrie<[u8; 16], IdentityValue> {
-        if slot == 0 {
-            &IDS6_0
-        } else {
-            &IDS6_1
-        }
+    fn ids() -> &'static LpmTrie<IdKey6, IdentityValue> {
+        &IDS6
+    }
+    #[inline(always)]
+    fn id_key(slot: u8, addr: &[u8; 16]) -> IdKey6 {
+        IdKey6 { slot, addr: *addr }
     }
     #[inline(always)]
     fn ct() -> &'static LruHashMap<CtKey6, CtValue> {
@@ -177,7 +175,7 @@ impl Family for V6 {
 
 #[inline(always)]
 fn now() -> u64 {
-    unsafe { bpf_ktime_get_coarse_ns() }
+    unsafe { bpf_jiffies64() }
 }
 
 /// Looks a (src, dst, proto, port) question up in the live policy.
@@ -189,27 +187,24 @@ fn policy<F: Family>(
     proto: u8,
     port: u16,
 ) -> Option<RuleValue> {
-    let ids = F::ids(cfg.active_slot);
+    let ids = F::ids();
+    let slot = cfg.active_slot as u8;
+    let bits = SLOT_BITS + F::BITS;
     let class = proto_class(proto);
-    let s = ids.get(Key::new(F::BITS, *src))?;
+    let s = ids.get(Key::new(bits, F::id_key(slot, src)))?;
     // Identities with no rule for this protocol are denied without further lookups:
     // a SYN flood from addresses that may not talk TCP costs one trie walk.
     if s.flags & id_flag_src(class) == 0 {
         return None;
     }
-    let d = ids.get(Key::new(F::BITS, *dst))?;
+    let d = ids.get(Key::new(bits, F::id_key(slot, dst)))?;
     if d.flags & id_flag_dst(class) == 0 {
         return None;
     }
-    let rules = if cfg.active_slot == 0 {
-        &RULES_0
-    } else {
-        &RULES_1
-    };
-    rules
+    RULES
         .get(Key::new(
             RULE_PREFIX_FULL,
-            RuleKey::new(s.id, d.id, proto, port),
+            RuleKey::new(s.id, d.id, proto, port).in_slot(slot),
         ))
         .copied()
 }
@@ -244,9 +239,9 @@ fn ct_flags_after(flags: u32, is_orig: bool, proto: u8, tcp_flags: u8) -> u32 {
 fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
     let l4 = &ip.l4;
     if let Frag::Later(id) = ip.frag {
-        let key = F::frag_key(&ip.src, &ip.dst, id, l4.proto);
+        let key = F::frag_key(&ip.src, &ip.dst, id, ip.frag_proto);
         return match F::frag().get_ptr(&key) {
-            Some(v) if now().wrapping_sub(unsafe { (*v).seen_ns }) < cfg.frag_timeout_ns => {
+            Some(v) if now().wrapping_sub(unsafe { (*v).seen }) < cfg.frag_timeout => {
                 Ok(reason::PASS_FRAGMENT)
             }
             _ => Err(reason::DROP_FRAGMENT),
@@ -254,44 +249,44 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
     }
 
     let (key, src_is_b) = F::ct_key(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
-    if l4.track == Track::Lookup || l4.track == Track::LookupNoCreate {
+    if l4.track != Track::Open && l4.track != Track::PolicyOnly {
         if let Some(entry) = F::ct().get_ptr_mut(&key) {
             // SAFETY: map value pointer from a successful lookup.
             let e = unsafe { &mut *entry };
             let t = now();
-            let age = t.wrapping_sub(e.last_seen_ns);
-            if age < ct_timeout_ns(cfg, l4.proto, e.flags) {
-                if e.policy_gen == cfg.policy_gen {
-                    let is_orig = src_is_b == (e.flags & CT_F_ORIG_B != 0);
-                    let f = ct_flags_after(e.flags, is_orig, l4.proto, l4.tcp_flags);
-                    if f != e.flags {
-                        e.flags = f;
-                    }
-                    if f != e.flags || age > CT_REFRESH_NS {
-                        e.last_seen_ns = t;
-                    }
-                    return Ok(reason::PASS_ESTABLISHED);
-                }
-                // Policy changed since this flow was checked: ask the live policy
-                // the flow's original question once (revocation).
-                let (a, b) = F::ct_addrs(&key);
-                let (osrc, odst) = if e.flags & CT_F_ORIG_B != 0 {
-                    (b, a)
-                } else {
-                    (a, b)
-                };
-                return match policy::<F>(cfg, &osrc, &odst, l4.proto, e.orig_port) {
-                    Some(rule) => {
-                        e.policy_gen = cfg.policy_gen;
-                        e.rule_id = rule.rule_id;
-                        e.last_seen_ns = t;
-                        Ok(reason::PASS_RECHECKED)
-                    }
-                    None => {
+            let age = t.wrapping_sub(e.last_seen);
+            let is_orig = src_is_b == (e.flags & CT_F_ORIG_B != 0);
+            // An echo reply travelling the way its request did is not a reply.
+            let usable = !(is_orig && l4.track == Track::Reply);
+            if usable && age < ct_timeout(cfg, l4.proto, e.flags) {
+                let f = ct_flags_after(e.flags, is_orig, l4.proto, l4.tcp_flags);
+                if e.policy_gen != cfg.policy_gen {
+                    // Policy changed since this flow was checked: ask the live
+                    // policy the flow's original question once (revocation).
+                    let (a, b) = F::ct_addrs(&key);
+                    let (osrc, odst) = if e.flags & CT_F_ORIG_B != 0 {
+                        (b, a)
+                    } else {
+                        (a, b)
+                    };
+                    let Some(rule) = policy::<F>(cfg, &osrc, &odst, l4.proto, e.orig_port) else {
                         let _ = F::ct().remove(&key);
-                        Err(reason::DROP_REVOKED)
-                    }
-                };
+                        return Err(reason::DROP_REVOKED);
+                    };
+                    e.policy_gen = cfg.policy_gen;
+                    e.rule_id = rule.rule_id;
+                    e.flags = f;
+                    e.last_seen = t;
+                    return Ok(reason::PASS_RECHECKED);
+                }
+                let changed = f != e.flags;
+                if changed {
+                    e.flags = f;
+                }
+                if changed || age > cfg.refresh_interval {
+                    e.last_seen = t;
+                }
+                return Ok(reason::PASS_ESTABLISHED);
             }
         }
     }
@@ -311,15 +306,15 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
             };
         }
         let value = CtValue {
-            created_ns: t,
-            last_seen_ns: t,
+            created: t,
+            last_seen: t,
             policy_gen: cfg.policy_gen,
             rule_id: rule.rule_id,
             flags,
             orig_port: l4.policy_port,
             _pad: 0,
         };
-        let _ = F::ct().insert(&key, &value, 0);
+        let _ = F::ct().insert(&key, value, 0);
     }
     Ok(reason::PASS_POLICY)
 }
@@ -328,8 +323,8 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
 #[inline(always)]
 fn note_first_fragment<F: Family>(ip: &Ip<F::Addr>) {
     if let Frag::First(id) = ip.frag {
-        let key = F::frag_key(&ip.src, &ip.dst, id, ip.l4.proto);
-        let _ = F::frag().insert(&key, &FragValue { seen_ns: now() }, 0);
+        let key = F::frag_key(&ip.src, &ip.dst, id, ip.frag_proto);
+        let _ = F::frag().insert(&key, FragValue { seen: now() }, 0);
     }
 }
 
@@ -342,33 +337,18 @@ fn decide_family<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> 
     r
 }
 
-// The two families are separate BPF functions so their stack frames are not
-// added up: each alone fits the 512-byte limit, both inlined together do not.
-// BPF functions return one register, so the verdict crosses the call as
-// `reason | DROP_BIT`.
-const DROP_BIT: u32 = 1 << 31;
+#[inline(always)]
+fn judge_v4(b: &Bounds, l3: usize, cfg: &Config) -> Result<u32, u32> {
+    let ip = parse_ipv4(b, l3)?;
+    decide_family::<V4>(cfg, &ip)
+}
 
 #[inline(always)]
-fn encode(r: Result<u32, u32>) -> u32 {
-    match r {
-        Ok(why) => why,
-        Err(why) => why | DROP_BIT,
-    }
-}
-
-#[inline(never)]
-fn judge_v4(start: usize, end: usize, len: usize, l3: usize, cfg: &Config) -> u32 {
-    let b = Bounds { start, end, len };
-    encode(parse_ipv4(&b, l3).and_then(|ip| decide_family::<V4>(cfg, &ip)))
-}
-
-#[inline(never)]
-fn judge_v6(start: usize, end: usize, len: usize, l3: usize, cfg: &Config) -> u32 {
-    let b = Bounds { start, end, len };
-    encode(parse_ipv6(&b, l3).and_then(|p| match p {
+fn judge_v6(b: &Bounds, l3: usize, cfg: &Config) -> Result<u32, u32> {
+    match parse_ipv6(b, l3)? {
         Parsed6::Ip(ip) => decide_family::<V6>(cfg, &ip),
         Parsed6::NeighbourDiscovery => Ok(reason::PASS_NEIGHBOUR_DISCOVERY),
-    }))
+    }
 }
 
 /// Judges one frame. Returns true when it may pass, after counting it.
@@ -377,14 +357,19 @@ pub fn judge(b: &Bounds, dir: u32) -> bool {
     let Some(cfg) = CONFIG.get(0) else {
         return false;
     };
+    // Everything is inlined into the entry point: a BPF-to-BPF call returns
+    // through the kernel's return thunk, which costs real time on CPUs that
+    // need SRSO mitigation (as these do).
     let verdict = match parse_l2(b) {
-        Ok(L3::V4(l3)) => judge_v4(b.start, b.end, b.len, l3, cfg),
-        Ok(L3::V6(l3)) => judge_v6(b.start, b.end, b.len, l3, cfg),
-        Ok(L3::NonIp) => reason::PASS_NON_IP,
-        Err(r) => r | DROP_BIT,
+        Ok(L3::V4(l3)) => judge_v4(b, l3, cfg),
+        Ok(L3::V6(l3)) => judge_v6(b, l3, cfg),
+        Ok(L3::NonIp) => Ok(reason::PASS_NON_IP),
+        Err(r) => Err(r),
     };
-    let pass = verdict & DROP_BIT == 0;
-    let why = verdict & !DROP_BIT;
+    let (pass, why) = match verdict {
+        Ok(r) => (true, r),
+        Err(r) => (false, r),
+    };
     let audited = !pass && cfg.mode == MODE_AUDIT;
     if let Some(c) = COUNTERS.get_ptr_mut(agent_common::counter_index(dir, audited, why)) {
         // SAFETY: per-CPU slot of this CPU; no other writer.

@@ -1,23 +1,12 @@
 //! Reclaims expired conntrack and fragment entries. The datapath already
 //! ignores expired entries; sweeping them keeps the LRU maps for live flows.
 use agent_common::{
-    ct_timeout_ns, map_names, Config, CtKey4, CtKey6, CtValue, FragKey4, FragKey6, FragValue,
+    ct_timeout, map_names, Config, CtKey4, CtKey6, CtValue, FragKey4, FragKey6, FragValue,
 };
 use aya::{
     maps::{HashMap, MapData},
     Pod,
 };
-
-/// CLOCK_MONOTONIC in ns: the clock bpf_ktime_get_coarse_ns reads.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid timespec out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 trait CtProto {
     fn proto(&self) -> u8;
@@ -46,11 +35,11 @@ fn sweep<K: Pod, V: Pod>(
     dead.iter().filter(|k| map.remove(k).is_ok()).count()
 }
 
-/// Deletes expired entries; returns how many were removed.
-pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config) -> Result<usize, aya::maps::MapError> {
-    let now = monotonic_ns();
+/// Deletes entries idle longer than their timeout at `now` (jiffies); returns
+/// how many were removed.
+pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config, now: u64) -> Result<usize, aya::maps::MapError> {
     let ct_expired = |k: &dyn CtProto, v: &CtValue| {
-        now.saturating_sub(v.last_seen_ns) >= ct_timeout_ns(cfg, k.proto(), v.flags)
+        now.saturating_sub(v.last_seen) >= ct_timeout(cfg, k.proto(), v.flags)
     };
     let mut removed = 0;
     if let Some(m) = ebpf.map_mut(map_names::CT4) {
@@ -61,7 +50,7 @@ pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config) -> Result<usize, aya::maps::M
         let mut m: HashMap<_, CtKey6, CtValue> = HashMap::try_from(m)?;
         removed += sweep(&mut m, |k, v| ct_expired(k, v));
     }
-    let frag_expired = |v: &FragValue| now.saturating_sub(v.seen_ns) >= cfg.frag_timeout_ns;
+    let frag_expired = |v: &FragValue| now.saturating_sub(v.seen) >= cfg.frag_timeout;
     if let Some(m) = ebpf.map_mut(map_names::FRAG4) {
         let mut m: HashMap<_, FragKey4, FragValue> = HashMap::try_from(m)?;
         removed += sweep(&mut m, |_, v| frag_expired(v));

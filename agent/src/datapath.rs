@@ -8,8 +8,8 @@ use std::{
 };
 
 use agent_common::{
-    map_names, prog_names, reason, Config, Counter, CtKey4, CtKey6, CtValue, IdentityValue,
-    RuleKey, RuleValue, COUNTER_SLOTS, MODE_AUDIT, MODE_ENFORCE,
+    map_names, prog_names, reason, Config, Counter, CtKey4, CtKey6, CtValue, IdKey4, IdKey6,
+    IdentityValue, RuleKey, RuleValue, COUNTER_SLOTS, MODE_AUDIT, MODE_ENFORCE, SLOT_BITS,
 };
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
@@ -150,6 +150,9 @@ pub struct Datapath {
     ebpf: Ebpf,
     opts: LoadOptions,
     slots: [SlotContents; 2],
+    /// A slot whose write failed midway: its map contents are unknown, so the
+    /// next write clears it first instead of diffing.
+    dirty: [bool; 2],
     config: Config,
     xdp_links: Vec<(String, XdpLinkId)>,
     tc_links: Vec<(String, SchedClassifierLinkId)>,
@@ -165,8 +168,41 @@ pub struct CounterRow {
     pub bytes: u64,
 }
 
-fn ns(d: Duration) -> u64 {
-    d.as_nanos().min(u64::MAX as u128) as u64
+fn to_jiffies(d: Duration, hz: u64) -> u64 {
+    (d.as_secs_f64() * hz as f64).ceil() as u64
+}
+
+/// The kernel's jiffies, read by running the clock program once.
+fn read_jiffies(ebpf: &Ebpf) -> Result<u64> {
+    let clock: &Xdp = program_ref(ebpf, prog_names::CLOCK)?;
+    let frame = [0u8; 64];
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(&frame);
+    clock
+        .test_run(opts)
+        .map_err(|source| DatapathError::Program {
+            name: prog_names::CLOCK,
+            source,
+        })?;
+    let map: Array<&MapData, u64> = typed_map_ref(ebpf, map_names::CLOCK)?;
+    map.get(&0, 0).map_err(map_err(map_names::CLOCK))
+}
+
+/// CONFIG_HZ, measured (as Cilium does): jiffies elapsed over a known
+/// interval, rounded to the nearest value a kernel can be built with.
+fn measure_hz(ebpf: &Ebpf) -> Result<u64> {
+    let (j0, t0) = (read_jiffies(ebpf)?, std::time::Instant::now());
+    std::thread::sleep(Duration::from_millis(60));
+    let (j1, dt) = (read_jiffies(ebpf)?, t0.elapsed().as_secs_f64());
+    let rate = j1.saturating_sub(j0) as f64 / dt;
+    Ok([100u64, 250, 300, 1000]
+        .into_iter()
+        .min_by(|a, b| {
+            (*a as f64 - rate)
+                .abs()
+                .total_cmp(&(*b as f64 - rate).abs())
+        })
+        .unwrap_or(1000))
 }
 
 impl Datapath {
@@ -176,12 +212,11 @@ impl Datapath {
         for n in [map_names::CT4, map_names::CT6] {
             loader.map_max_entries(n, opts.ct_max);
         }
-        for n in map_names::IDS4.iter().chain(&map_names::IDS6) {
-            loader.map_max_entries(n, opts.prefix_max);
+        // Each trie holds two policies (the live one and the previous one).
+        for n in [map_names::IDS4, map_names::IDS6] {
+            loader.map_max_entries(n, opts.prefix_max.saturating_mul(2));
         }
-        for n in map_names::RULES {
-            loader.map_max_entries(n, opts.rule_max);
-        }
+        loader.map_max_entries(map_names::RULES, opts.rule_max.saturating_mul(2));
         loader.map_max_entries(map_names::FRAG4, opts.frag_max);
         loader.map_max_entries(map_names::FRAG6, opts.frag_max);
         let mut ebpf = loader.load(crate::NETPOL_EBPF)?;
@@ -196,6 +231,12 @@ impl Datapath {
             name: prog_names::TC,
             source,
         })?;
+        let clock: &mut Xdp = program_mut(&mut ebpf, prog_names::CLOCK)?;
+        clock.load().map_err(|source| DatapathError::Program {
+            name: prog_names::CLOCK,
+            source,
+        })?;
+        let hz = measure_hz(&ebpf)?;
 
         let t = &opts.timeouts;
         let config = Config {
@@ -206,18 +247,20 @@ impl Datapath {
             active_slot: 0,
             policy_gen: 0,
             _pad0: 0,
-            tcp_syn_timeout_ns: ns(t.tcp_syn),
-            tcp_established_timeout_ns: ns(t.tcp_established),
-            tcp_close_timeout_ns: ns(t.tcp_close),
-            udp_timeout_ns: ns(t.udp),
-            icmp_timeout_ns: ns(t.icmp),
-            other_timeout_ns: ns(t.other),
-            frag_timeout_ns: ns(t.fragment),
+            tcp_syn_timeout: to_jiffies(t.tcp_syn, hz),
+            tcp_established_timeout: to_jiffies(t.tcp_established, hz),
+            tcp_close_timeout: to_jiffies(t.tcp_close, hz),
+            udp_timeout: to_jiffies(t.udp, hz),
+            icmp_timeout: to_jiffies(t.icmp, hz),
+            other_timeout: to_jiffies(t.other, hz),
+            frag_timeout: to_jiffies(t.fragment, hz),
+            refresh_interval: hz,
         };
         let mut dp = Self {
             ebpf,
             opts: opts.clone(),
             slots: Default::default(),
+            dirty: [false; 2],
             config,
             xdp_links: Vec::new(),
             tc_links: Vec::new(),
@@ -236,9 +279,21 @@ impl Datapath {
         self.config
     }
 
+    /// The clock conntrack entries are stamped with.
+    pub fn jiffies(&self) -> Result<u64> {
+        read_jiffies(&self.ebpf)
+    }
+
+    /// Deletes expired conntrack and fragment entries; returns how many.
+    pub fn collect_expired(&mut self) -> Result<usize> {
+        let now = self.jiffies()?;
+        let cfg = self.config;
+        crate::ct_gc::collect(&mut self.ebpf, &cfg, now).map_err(map_err("conntrack"))
+    }
+
     /// Makes `compiled` the live policy: writes the idle slot (only what differs
-    /// from what it held), then flips the active slot and bumps the generation in
-    /// one array write, so no packet sees a mix of two policies.
+    /// from the policy it held before), then flips the active slot and bumps the
+    /// generation in one array write, so no packet sees a mix of two policies.
     pub fn apply(&mut self, compiled: &Compiled) -> Result<u32> {
         let check = |what, needed: usize, capacity: u32, flag| {
             if needed > capacity as usize {
@@ -282,49 +337,67 @@ impl Datapath {
                 .collect(),
         };
         let have = std::mem::take(&mut self.slots[idle]);
+        if std::mem::replace(&mut self.dirty[idle], true) {
+            self.clear_slot(idle as u8)?;
+        }
 
+        let slot = idle as u8;
         {
-            let name = map_names::IDS4[idle];
-            let mut trie: LpmTrie<&mut MapData, [u8; 4], IdentityValue> =
-                typed_map(&mut self.ebpf, name)?;
-            sync(
-                &have.ids4,
-                &want.ids4,
-                |net| Key::new(u32::from(net.prefix_len()), net.network().octets()),
-                &mut trie,
-                name,
-            )?;
+            let mut trie: LpmTrie<&mut MapData, IdKey4, IdentityValue> =
+                typed_map(&mut self.ebpf, map_names::IDS4)?;
+            let key = |net: &Ipv4Net| {
+                let addr = net.network().octets();
+                Key::new(
+                    SLOT_BITS + u32::from(net.prefix_len()),
+                    IdKey4 { slot, addr },
+                )
+            };
+            sync(&have.ids4, &want.ids4, key, &mut trie, map_names::IDS4)?;
         }
         {
-            let name = map_names::IDS6[idle];
-            let mut trie: LpmTrie<&mut MapData, [u8; 16], IdentityValue> =
-                typed_map(&mut self.ebpf, name)?;
-            sync(
-                &have.ids6,
-                &want.ids6,
-                |net| Key::new(u32::from(net.prefix_len()), net.network().octets()),
-                &mut trie,
-                name,
-            )?;
+            let mut trie: LpmTrie<&mut MapData, IdKey6, IdentityValue> =
+                typed_map(&mut self.ebpf, map_names::IDS6)?;
+            let key = |net: &Ipv6Net| {
+                let addr = net.network().octets();
+                Key::new(
+                    SLOT_BITS + u32::from(net.prefix_len()),
+                    IdKey6 { slot, addr },
+                )
+            };
+            sync(&have.ids6, &want.ids6, key, &mut trie, map_names::IDS6)?;
         }
         {
-            let name = map_names::RULES[idle];
             let mut trie: LpmTrie<&mut MapData, RuleKey, RuleValue> =
-                typed_map(&mut self.ebpf, name)?;
-            sync(
-                &have.rules,
-                &want.rules,
-                |(len, key)| Key::new(*len, *key),
-                &mut trie,
-                name,
-            )?;
+                typed_map(&mut self.ebpf, map_names::RULES)?;
+            let key = |(len, k): &(u32, RuleKey)| Key::new(*len, k.in_slot(slot));
+            sync(&have.rules, &want.rules, key, &mut trie, map_names::RULES)?;
         }
         self.slots[idle] = want;
+        self.dirty[idle] = false;
 
         self.config.active_slot = idle as u32;
         self.config.policy_gen = self.config.policy_gen.wrapping_add(1);
         self.write_config()?;
         Ok(self.config.policy_gen)
+    }
+
+    /// Removes every trie entry of `slot` (after a failed write left it unknown).
+    fn clear_slot(&mut self, slot: u8) -> Result<()> {
+        fn clear<K: Pod, V: Pod>(
+            ebpf: &mut Ebpf,
+            name: &str,
+            in_slot: impl Fn(&K) -> bool,
+        ) -> Result<()> {
+            let mut trie: LpmTrie<&mut MapData, K, V> = typed_map(ebpf, name)?;
+            let keys: Vec<Key<K>> = trie.keys().filter_map(|k| k.ok()).collect();
+            for k in keys.iter().filter(|k| in_slot(&k.data())) {
+                trie.remove(k).map_err(map_err(name))?;
+            }
+            Ok(())
+        }
+        clear::<IdKey4, IdentityValue>(&mut self.ebpf, map_names::IDS4, |k| k.slot == slot)?;
+        clear::<IdKey6, IdentityValue>(&mut self.ebpf, map_names::IDS6, |k| k.slot == slot)?;
+        clear::<RuleKey, RuleValue>(&mut self.ebpf, map_names::RULES, |k| k.slot == slot)
     }
 
     /// Attaches XDP to `iface`: native mode first, generic (skb) mode with a

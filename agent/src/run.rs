@@ -7,7 +7,6 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
     cli::RunArgs,
-    ct_gc,
     datapath::{Datapath, LoadOptions, Timeouts},
     hostaddrs, ifaces,
     policy::{self, CompileOptions},
@@ -113,8 +112,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 }
             },
             _ = gc_tick.tick() => {
-                let cfg = dp.config();
-                match ct_gc::collect(dp.ebpf_mut(), &cfg) {
+                match dp.collect_expired() {
                     Ok(0) => {}
                     Ok(n) => info!("conntrack: reclaimed {n} expired entries"),
                     Err(e) => warn!("conntrack sweep: {e}"),

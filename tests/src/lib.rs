@@ -21,3 +21,5 @@ pub use net::{
 };
 pub use netns::Netns;
 pub use privilege::require_root;
+pub mod bench_frames;
+pub mod packet;

@@ -25,6 +25,35 @@ mod prog {
         xdp_action::XDP_TX
     }
 
+    // Reference points for the microbenchmark: what one building block of the
+    // datapath costs alone on this kernel, so its table can say where time goes.
+    use aya_ebpf::{macros::map, maps::LruHashMap};
+
+    /// Same key and value sizes as the IPv4 conntrack map, same default size.
+    #[map]
+    static REF_LRU: LruHashMap<[u8; 16], [u64; 4]> = LruHashMap::with_max_entries(262_144, 0);
+
+    /// One LRU hash lookup (a hit after the first run), then drop.
+    #[xdp]
+    pub fn ref_lru_lookup(ctx: XdpContext) -> u32 {
+        let key = [(ctx.data_end() - ctx.data()) as u8; 16];
+        if REF_LRU.get_ptr_mut(key).is_none() {
+            let _ = REF_LRU.insert(key, [0; 4], 0);
+        }
+        xdp_action::XDP_DROP
+    }
+
+    /// One bpf_ktime_get_coarse_ns() call, then drop.
+    #[xdp]
+    pub fn ref_ktime(_ctx: XdpContext) -> u32 {
+        let t = unsafe { aya_ebpf::helpers::bpf_ktime_get_coarse_ns() };
+        if t == u64::MAX {
+            xdp_action::XDP_PASS
+        } else {
+            xdp_action::XDP_DROP
+        }
+    }
+
     #[panic_handler]
     fn panic(_info: &core::panic::PanicInfo) -> ! {
         loop {}

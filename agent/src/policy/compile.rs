@@ -14,9 +14,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::error::CompileError;
 use super::identity::{self, cidr_group_name, Identities, IdentityInfo};
-use super::model::{
-    check_rule_name, Peer, Policy, PortSpec, Rule, BUILTIN_HOST, BUILTIN_RULE_PREFIX, BUILTIN_WORLD,
-};
+use super::model::{check_rule_name, Peer, Policy, PortSpec, Rule, BUILTIN_HOST, BUILTIN_WORLD};
 use super::ports::blocks;
 
 /// Names of the rules that let the node's own traffic through unless the
@@ -68,8 +66,8 @@ fn peer_ids(
     policy: &Policy,
     rule: &Rule,
     peer: &Peer,
-) -> Result<BTreeSet<u32>, CompileError> {
-    let with = |name: &str| -> BTreeSet<u32> {
+) -> Result<IdSet, CompileError> {
+    let with = |name: &str| -> IdSet {
         ids.infos
             .iter()
             .filter(|i| i.groups.iter().any(|g| g == name))
@@ -187,9 +185,6 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
             &[],
         ));
     }
-    debug_assert!(rules[policy.rules.len()..]
-        .iter()
-        .all(|r| r.name.starts_with(BUILTIN_RULE_PREFIX)));
 
     let mut entries: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
     let mut flags: BTreeMap<u32, u32> = BTreeMap::new();

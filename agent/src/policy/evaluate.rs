@@ -25,18 +25,13 @@ pub fn identity_of(compiled: &Compiled, addr: IpAddr) -> Option<IdentityValue> {
     }
 }
 
-fn key_bytes(k: &RuleKey) -> [u8; 11] {
-    let mut b = [0; 11];
-    b[..4].copy_from_slice(&k.src_id);
-    b[4..8].copy_from_slice(&k.dst_id);
-    b[8] = k.proto;
-    b[9..].copy_from_slice(&k.port);
-    b
+fn key_bytes(k: &RuleKey) -> [u8; 12] {
+    k.to_bytes()
 }
 
 /// Whether the first `bits` bits of `a` and `b` agree, compared as the kernel's
 /// LPM trie does: bytes from the front, bits from the most significant.
-fn prefix_eq(a: &[u8; 11], b: &[u8; 11], bits: u32) -> bool {
+fn prefix_eq(a: &[u8; 12], b: &[u8; 12], bits: u32) -> bool {
     let (whole, rest) = ((bits / 8) as usize, bits % 8);
     if a[..whole] != b[..whole] {
         return false;

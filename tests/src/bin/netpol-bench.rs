@@ -1,0 +1,220 @@
+//! `cargo xtask bench`: the XDP program under BPF_PROG_TEST_RUN on canned
+//! frames, beside a no-op XDP program from the same toolchain, in one run.
+//!
+//! Each scenario alternates no-op and netpol runs (`--rounds` times) and takes
+//! the median of each, so drift on a shared machine hits both sides alike.
+use std::{net::Ipv4Addr, path::PathBuf, time::Instant};
+
+use anyhow::Context as _;
+use aya::{
+    programs::{TestRun, TestRunOptions, Xdp},
+    Ebpf,
+};
+use clap::Parser;
+use netpol_agent::{
+    datapath::{Datapath, LoadOptions},
+    policy::{self, CompileOptions, Group, Policy},
+};
+use netpol_tests::bench_frames as frames;
+
+#[derive(Parser)]
+struct Args {
+    /// Packets per BPF_PROG_TEST_RUN call.
+    #[arg(long, default_value_t = 2_000_000)]
+    repeat: u32,
+    /// Alternating no-op/netpol measurement rounds per scenario (median taken).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Extra CIDR prefixes loaded beside the LOCAL-PLUS policy.
+    #[arg(long, value_delimiter = ',', default_value = "10,1000,100000")]
+    prefixes: Vec<usize>,
+    /// Conntrack entries per family (the agent's --ct-max).
+    #[arg(long, default_value_t = LoadOptions::default().ct_max)]
+    ct_max: u32,
+    /// Where the JSON results go.
+    #[arg(long, default_value = "target/bench/microbench.json")]
+    json: PathBuf,
+}
+
+#[derive(serde::Serialize)]
+struct Row {
+    prefixes: usize,
+    scenario: &'static str,
+    noop_ns: f64,
+    netpol_ns: f64,
+    ratio: f64,
+    verdict: &'static str,
+}
+
+/// `n` distinct /32s in 172.16.0.0/12, from a fixed seed; the first is the
+/// source of the "denied, deep in the trie" scenario.
+fn extra_prefixes(n: usize) -> Vec<ipnet::IpNet> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut seen = std::collections::BTreeSet::new();
+    seen.insert(u32::from(frames::EXTRA_SRC));
+    while seen.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        seen.insert(0xac10_0000 | (x as u32 & 0x000f_ffff));
+    }
+    seen.into_iter()
+        .map(|a| ipnet::IpNet::from(std::net::IpAddr::V4(Ipv4Addr::from(a))))
+        .collect()
+}
+
+fn policy_with(n: usize) -> anyhow::Result<Policy> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus");
+    let mut p = policy::load_dir(&dir)?;
+    let extra = policy::parse_str(
+        "bench.yaml",
+        "rules:\n  - name: bench-extra-to-wallet\n    from: bench-extra\n    to: svc-wallet\n    ports: [9999/tcp]\n",
+    )?;
+    p.groups
+        .push(Group::new("bench-extra", &extra_prefixes(n), &[]));
+    p.rules.extend(extra.rules);
+    Ok(p)
+}
+
+/// Building blocks measured alone, beside the same no-op.
+const REFERENCES: &[&str] = &["ref_lru_lookup", "ref_ktime"];
+
+fn print_row(row: &Row) {
+    println!(
+        "{:>9}  {:<38} {:>9.1} {:>10.1} {:>6.2}x  {}",
+        row.prefixes, row.scenario, row.noop_ns, row.netpol_ns, row.ratio, row.verdict
+    );
+}
+
+fn reference_points(
+    lab: &Ebpf,
+    noop: &Xdp,
+    args: &Args,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<()> {
+    let frame = [0u8; 64];
+    for (name, label) in REFERENCES.iter().zip([
+        "ref: one LRU hash lookup (16B key)",
+        "ref: one ktime_get_coarse_ns call",
+    ]) {
+        let prog: &Xdp = lab.program(name).context(*name)?.try_into()?;
+        let (mut noop_ns, mut ref_ns) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            noop_ns.push(run_xdp(noop, &frame, args.repeat)?.1);
+            ref_ns.push(run_xdp(prog, &frame, args.repeat)?.1);
+        }
+        let (noop_ns, ref_ns) = (median(noop_ns), median(ref_ns));
+        let row = Row {
+            prefixes: 0,
+            scenario: label,
+            noop_ns,
+            netpol_ns: ref_ns,
+            ratio: ref_ns / noop_ns,
+            verdict: "drop",
+        };
+        print_row(&row);
+        rows.push(row);
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn run_xdp(prog: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, f64)> {
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.repeat = repeat;
+    let r = prog.test_run(opts)?;
+    Ok((r.return_value, r.duration.as_nanos() as f64))
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !netpol_tests::require_root() {
+        anyhow::bail!("BPF_PROG_TEST_RUN needs root");
+    }
+    let mut rows = Vec::new();
+    println!(
+        "{:>9}  {:<38} {:>9} {:>10} {:>7}  verdict",
+        "prefixes", "scenario", "noop ns", "netpol ns", "ratio"
+    );
+    let mut lab = Ebpf::load(netpol_agent::LAB_EBPF).context("loading lab-progs")?;
+    let noop: &mut Xdp = lab
+        .program_mut("noop_drop")
+        .context("noop_drop")?
+        .try_into()?;
+    noop.load()?;
+    for name in REFERENCES {
+        let p: &mut Xdp = lab.program_mut(name).context(*name)?.try_into()?;
+        p.load()?;
+    }
+    let noop: &Xdp = lab.program("noop_drop").context("noop_drop")?.try_into()?;
+    reference_points(&lab, noop, &args, &mut rows)?;
+
+    let scenarios = frames::scenarios();
+    for &n in &args.prefixes {
+        let t = Instant::now();
+        let compiled = policy::compile(&policy_with(n)?, &CompileOptions::default())?;
+        let compile_s = t.elapsed().as_secs_f64();
+        let opts = LoadOptions {
+            prefix_max: LoadOptions::default().prefix_max.max(2 * n as u32),
+            ct_max: args.ct_max,
+            ..LoadOptions::default()
+        };
+        let mut dp = Datapath::load(&opts)?;
+        let t = Instant::now();
+        dp.apply(&compiled)?;
+        eprintln!(
+            "# {n} extra prefixes: {} IPv4 prefixes, {} rule entries; compile {compile_s:.3}s, map load {:.3}s",
+            compiled.ids_v4.len(),
+            compiled.rules.len(),
+            t.elapsed().as_secs_f64()
+        );
+        for s in &scenarios {
+            for setup in &s.setup {
+                dp.xdp_test_run(setup, 1)?;
+            }
+            let (mut noop_ns, mut netpol_ns) = (Vec::new(), Vec::new());
+            let mut verdict = 0;
+            for _ in 0..args.rounds {
+                let (_, d) = run_xdp(noop, &s.frame, args.repeat)?;
+                noop_ns.push(d);
+                let (v, d) = dp.xdp_test_run(&s.frame, args.repeat)?;
+                verdict = v;
+                netpol_ns.push(d.as_nanos() as f64);
+            }
+            let expected = if s.pass { 2 } else { 1 };
+            anyhow::ensure!(
+                verdict == expected,
+                "{}: XDP returned {verdict}, expected {expected}",
+                s.name
+            );
+            let (noop_ns, netpol_ns) = (median(noop_ns), median(netpol_ns));
+            let row = Row {
+                prefixes: n,
+                scenario: s.name,
+                noop_ns,
+                netpol_ns,
+                ratio: netpol_ns / noop_ns,
+                verdict: if s.pass { "pass" } else { "drop" },
+            };
+            print_row(&row);
+            rows.push(row);
+        }
+    }
+    if let Some(dir) = args.json.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let meta = serde_json::json!({
+        "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
+        "repeat": args.repeat,
+        "rounds": args.rounds,
+        "results": rows,
+    });
+    std::fs::write(&args.json, serde_json::to_string_pretty(&meta)?)?;
+    eprintln!("# results written to {}", args.json.display());
+    Ok(())
+}
