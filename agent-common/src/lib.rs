@@ -17,6 +17,8 @@ pub mod map_names {
     pub const FRAG6: &str = "FRAG6";
     pub const COUNTERS: &str = "COUNTERS";
     pub const CLOCK: &str = "CLOCK";
+    pub const FLOWCACHE4: &str = "FLOWCACHE4";
+    pub const FLOWCACHE6: &str = "FLOWCACHE6";
 }
 
 /// Program names (the Rust function names in agent-ebpf).
@@ -216,8 +218,10 @@ pub struct RuleValue {
 // ---------------------------------------------------------------------------
 
 /// Conntrack key, normalised so both directions of a flow hit the same entry:
-/// (`addr_a`, `port_a`) is the smaller endpoint compared as bytes.
-#[repr(C)]
+/// (`addr_a`, `port_a`) is the smaller endpoint compared as bytes. Aligned to 8
+/// (its size is a multiple of 8, so no padding) so the datapath can compare and
+/// hash it as whole words.
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey4 {
     pub addr_a: [u8; 4],
@@ -228,7 +232,7 @@ pub struct CtKey4 {
     pub _pad: [u8; 3],
 }
 
-#[repr(C)]
+#[repr(C, align(8))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct CtKey6 {
     pub addr_a: [u8; 16],
@@ -291,6 +295,31 @@ pub struct CtValue {
     pub orig_port: u16,
     pub _pad: u16,
 }
+
+/// One slot of the per-CPU flow cache in front of conntrack: a two-way flow
+/// seen in conntrack recently (within `Config::refresh_interval`) under the live
+/// policy generation. A hit costs an inlined array read instead of a hash-map
+/// call; every miss, expiry or policy change falls back to conntrack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCache4 {
+    pub key: CtKey4,
+    pub valid_until: u64,
+    pub policy_gen: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCache6 {
+    pub key: CtKey6,
+    pub valid_until: u64,
+    pub policy_gen: u32,
+    pub _pad: u32,
+}
+
+/// Slots per CPU in each flow cache (a power of two).
+pub const FLOW_CACHE_SLOTS: u32 = 4096;
 
 // ---------------------------------------------------------------------------
 // Fragments
@@ -417,6 +446,8 @@ mod pod {
     unsafe impl aya::Pod for FragKey6 {}
     unsafe impl aya::Pod for FragValue {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for FlowCache4 {}
+    unsafe impl aya::Pod for FlowCache6 {}
 }
 
 #[cfg(test)]
@@ -439,6 +470,8 @@ mod tests {
         assert_eq!(size_of::<FragKey4>(), 4 + 4 + 2 + 1 + 1);
         assert_eq!(size_of::<FragKey6>(), 16 + 16 + 4 + 1 + 3);
         assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<FlowCache4>(), 16 + 8 + 4 + 4);
+        assert_eq!(size_of::<FlowCache6>(), 40 + 8 + 4 + 4);
     }
 
     #[test]

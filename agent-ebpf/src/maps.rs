@@ -1,8 +1,8 @@
 //! Maps shared by the XDP and TC programs. Sizes here are defaults; the agent
 //! resizes them at load time from its flags.
 use agent_common::{
-    Config, Counter, CtKey4, CtKey6, CtValue, FragKey4, FragKey6, FragValue, IdKey4, IdKey6,
-    IdentityValue, RuleKey, RuleValue, COUNTER_SLOTS,
+    Config, Counter, CtKey4, CtKey6, CtValue, FlowCache4, FlowCache6, FragKey4, FragKey6,
+    FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue, COUNTER_SLOTS, FLOW_CACHE_SLOTS,
 };
 use aya_ebpf::{
     macros::map,
@@ -40,3 +40,9 @@ pub static COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTE
 /// Written by the clock program: the kernel's jiffies, for the agent's sweeper.
 #[map]
 pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
+
+// Per-CPU, so a slot is only ever written by the CPU reading it: no torn entries.
+#[map]
+pub static FLOWCACHE4: PerCpuArray<FlowCache4> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+#[map]
+pub static FLOWCACHE6: PerCpuArray<FlowCache6> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);

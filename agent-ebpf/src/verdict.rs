@@ -2,17 +2,17 @@
 //! key), then identities and the rule trie, then counters.
 use agent_common::{
     ct_timeout, id_flag_dst, id_flag_src, proto_class, reason, Config, CtKey4, CtKey6, CtValue,
-    FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue,
-    CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK,
-    IPPROTO_TCP, MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
+    FlowCache4, FlowCache6, FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey,
+    RuleValue, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN,
+    CT_F_SYNACK, FLOW_CACHE_SLOTS, IPPROTO_TCP, MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
 };
 use aya_ebpf::{
     helpers::bpf_jiffies64,
-    maps::{lpm_trie::Key, LpmTrie, LruHashMap},
+    maps::{lpm_trie::Key, LpmTrie, LruHashMap, PerCpuArray},
 };
 
 use crate::{
-    maps::{CONFIG, COUNTERS, CT4, CT6, FRAG4, FRAG6, IDS4, IDS6, RULES},
+    maps::{CONFIG, COUNTERS, CT4, CT6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, IDS4, IDS6, RULES},
     parse::{
         parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, Track, L3, TCP_ACK, TCP_FIN,
         TCP_RST, TCP_SYN,
@@ -25,7 +25,14 @@ trait Family {
     type CtKey: 'static;
     type FragKey: 'static;
     type IdKey: 'static;
+    type Cache: 'static;
     const BITS: u32;
+    fn cache() -> &'static PerCpuArray<Self::Cache>;
+    /// The flow-cache slot of a conntrack key.
+    fn cache_slot(key: &Self::CtKey) -> u32;
+    /// Whether `c` caches `key`, under generation `gen`, still valid at `now`.
+    fn cache_hit(c: &Self::Cache, key: &Self::CtKey, gen: u32, now: u64) -> bool;
+    fn cache_entry(key: &Self::CtKey, valid_until: u64, gen: u32) -> Self::Cache;
     fn ids() -> &'static LpmTrie<Self::IdKey, IdentityValue>;
     fn id_key(slot: u8, addr: &Self::Addr) -> Self::IdKey;
     fn ct() -> &'static LruHashMap<Self::CtKey, CtValue>;
@@ -51,7 +58,33 @@ impl Family for V4 {
     type CtKey = CtKey4;
     type FragKey = FragKey4;
     type IdKey = IdKey4;
+    type Cache = FlowCache4;
     const BITS: u32 = 32;
+
+    #[inline(always)]
+    fn cache() -> &'static PerCpuArray<FlowCache4> {
+        &FLOWCACHE4
+    }
+    #[inline(always)]
+    fn cache_slot(key: &CtKey4) -> u32 {
+        let w = words::<2, CtKey4>(key);
+        hash_slot(w[0] ^ w[1].rotate_left(29))
+    }
+    #[inline(always)]
+    fn cache_hit(c: &FlowCache4, key: &CtKey4, gen: u32, now: u64) -> bool {
+        words::<2, CtKey4>(&c.key) == words::<2, CtKey4>(key)
+            && c.policy_gen == gen
+            && now < c.valid_until
+    }
+    #[inline(always)]
+    fn cache_entry(key: &CtKey4, valid_until: u64, gen: u32) -> FlowCache4 {
+        FlowCache4 {
+            key: *key,
+            valid_until,
+            policy_gen: gen,
+            _pad: 0,
+        }
+    }
 
     #[inline(always)]
     fn ids() -> &'static LpmTrie<IdKey4, IdentityValue> {
@@ -119,7 +152,33 @@ impl Family for V6 {
     type CtKey = CtKey6;
     type FragKey = FragKey6;
     type IdKey = IdKey6;
+    type Cache = FlowCache6;
     const BITS: u32 = 128;
+
+    #[inline(always)]
+    fn cache() -> &'static PerCpuArray<FlowCache6> {
+        &FLOWCACHE6
+    }
+    #[inline(always)]
+    fn cache_slot(key: &CtKey6) -> u32 {
+        let w = words::<5, CtKey6>(key);
+        hash_slot(w[0] ^ w[1].rotate_left(13) ^ w[2].rotate_left(29) ^ w[3].rotate_left(41) ^ w[4])
+    }
+    #[inline(always)]
+    fn cache_hit(c: &FlowCache6, key: &CtKey6, gen: u32, now: u64) -> bool {
+        words::<5, CtKey6>(&c.key) == words::<5, CtKey6>(key)
+            && c.policy_gen == gen
+            && now < c.valid_until
+    }
+    #[inline(always)]
+    fn cache_entry(key: &CtKey6, valid_until: u64, gen: u32) -> FlowCache6 {
+        FlowCache6 {
+            key: *key,
+            valid_until,
+            policy_gen: gen,
+            _pad: 0,
+        }
+    }
 
     #[inline(always)]
     fn ids() -> &'static LpmTrie<IdKey6, IdentityValue> {
@@ -171,6 +230,21 @@ impl Family for V6 {
             _pad: [0; 3],
         }
     }
+}
+
+/// A conntrack key as 64-bit words, so comparing two is a few loads rather
+/// than a byte loop (and never a call to memcmp, which BPF does not have).
+#[inline(always)]
+fn words<const N: usize, T>(k: &T) -> [u64; N] {
+    const { assert!(N * 8 == core::mem::size_of::<T>() && core::mem::align_of::<T>() == 8) };
+    // SAFETY: T is 8-aligned and exactly N words long (checked above).
+    unsafe { core::ptr::read(k as *const T as *const [u64; N]) }
+}
+
+/// Fibonacci hashing: the top bits of a multiplication spread nearby keys.
+#[inline(always)]
+fn hash_slot(x: u64) -> u32 {
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as u32 & (FLOW_CACHE_SLOTS - 1)
 }
 
 #[inline(always)]
@@ -249,11 +323,23 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
     }
 
     let (key, src_is_b) = F::ct_key(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
+    // Packets that may change a flow's state (FIN, RST, and everything but
+    // plain Lookup) always go to conntrack; the rest may be answered by the cache.
+    let cacheable = l4.track == Track::Lookup && l4.tcp_flags & (TCP_FIN | TCP_RST) == 0;
+    let slot = F::cache_slot(&key);
+    let t = now();
+    if cacheable {
+        if let Some(c) = F::cache().get_ptr(slot) {
+            // SAFETY: this CPU's slot of a per-CPU array.
+            if F::cache_hit(unsafe { &*c }, &key, cfg.policy_gen, t) {
+                return Ok(reason::PASS_ESTABLISHED);
+            }
+        }
+    }
     if l4.track != Track::Open && l4.track != Track::PolicyOnly {
         if let Some(entry) = F::ct().get_ptr_mut(&key) {
             // SAFETY: map value pointer from a successful lookup.
             let e = unsafe { &mut *entry };
-            let t = now();
             let age = t.wrapping_sub(e.last_seen);
             let is_orig = src_is_b == (e.flags & CT_F_ORIG_B != 0);
             // An echo reply travelling the way its request did is not a reply.
@@ -286,6 +372,15 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
                 if changed || age > cfg.refresh_interval {
                     e.last_seen = t;
                 }
+                // Two-way flows only: until a reply is seen, every packet must
+                // reach conntrack to record the reply's state change.
+                if cacheable && f & CT_F_REPLY_SEEN != 0 {
+                    let c = F::cache_entry(&key, t + cfg.refresh_interval, cfg.policy_gen);
+                    if let Some(slot) = F::cache().get_ptr_mut(slot) {
+                        // SAFETY: this CPU's slot of a per-CPU array.
+                        unsafe { *slot = c };
+                    }
+                }
                 return Ok(reason::PASS_ESTABLISHED);
             }
         }
@@ -294,7 +389,6 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
     let rule =
         policy::<F>(cfg, &ip.src, &ip.dst, l4.proto, l4.policy_port).ok_or(reason::DROP_POLICY)?;
     if l4.track == Track::Open || l4.track == Track::Lookup {
-        let t = now();
         let mut flags = if src_is_b { CT_F_ORIG_B } else { 0 };
         if l4.proto == IPPROTO_TCP {
             // A flow picked up mid-stream (agent restart, evicted entry) counts as

@@ -25,6 +25,14 @@ fn frame(p: Packet) -> Vec<u8> {
     f
 }
 
+/// SYN from `client`, SYN-ACK back: a flow conntrack has seen both ways.
+fn handshake(client: &str, server: &str, sport: u16) -> Vec<Vec<u8>> {
+    vec![
+        frame(Packet::ip(client, server).tcp(sport, 8080, TCP_SYN)),
+        frame(Packet::ip(server, client).tcp(8080, sport, TCP_SYN | TCP_ACK)),
+    ]
+}
+
 pub fn scenarios() -> Vec<Scenario> {
     let gw = "10.0.4.10";
     let ledger = "10.0.1.10";
@@ -32,14 +40,20 @@ pub fn scenarios() -> Vec<Scenario> {
     vec![
         Scenario {
             name: "established TCP ACK (IPv4)",
-            setup: vec![frame(Packet::ip(gw, ledger).tcp(40000, 8080, TCP_SYN))],
+            setup: handshake(gw, ledger, 40000),
             frame: frame(Packet::ip(gw, ledger).tcp(40000, 8080, TCP_ACK)),
             pass: true,
         },
         Scenario {
-            name: "reply direction ACK (IPv4)",
-            setup: vec![frame(Packet::ip(gw, ledger).tcp(40001, 8080, TCP_SYN))],
+            name: "established, reply direction (IPv4)",
+            setup: handshake(gw, ledger, 40001),
             frame: frame(Packet::ip(ledger, gw).tcp(8080, 40001, TCP_ACK)),
+            pass: true,
+        },
+        Scenario {
+            name: "half-open flow, no reply yet (IPv4)",
+            setup: vec![frame(Packet::ip(gw, ledger).tcp(40003, 8080, TCP_SYN))],
+            frame: frame(Packet::ip(gw, ledger).tcp(40003, 8080, TCP_ACK)),
             pass: true,
         },
         Scenario {
@@ -64,7 +78,7 @@ pub fn scenarios() -> Vec<Scenario> {
         },
         Scenario {
             name: "established TCP ACK (IPv6)",
-            setup: vec![frame(Packet::ip(gw6, ledger6).tcp(40000, 8080, TCP_SYN))],
+            setup: handshake(gw6, ledger6, 40000),
             frame: frame(Packet::ip(gw6, ledger6).tcp(40000, 8080, TCP_ACK)),
             pass: true,
         },

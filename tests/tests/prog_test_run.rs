@@ -2366,3 +2366,58 @@ fn conntrack_expiry_and_gc() {
         Pass(PASS_ESTABLISHED),
     );
 }
+
+/// The per-CPU flow cache answers two-way flows without conntrack, but must
+/// never hide a state change: RST and FIN always reach conntrack, so a reset
+/// flow expires on the close timeout even while its packets were cached.
+#[test]
+fn flow_cache_defers_state_changes_to_conntrack() {
+    let load = LoadOptions {
+        timeouts: Timeouts {
+            tcp_close: Duration::from_secs(1),
+            ..Timeouts::default()
+        },
+        ..small_maps()
+    };
+    let test = "flow_cache_defers_state_changes_to_conntrack";
+    let Some(b) = Bench::with(test, BASE, &load, &CompileOptions::default()) else {
+        return;
+    };
+    let (web, db) = (V4.web, V4.db);
+    b.xdp(
+        "SYN",
+        &Packet::ip(web, db).tcp(56100, 5432, TCP_SYN),
+        Pass(PASS_POLICY),
+    );
+    b.xdp(
+        "SYN-ACK",
+        &Packet::ip(db, web).tcp(5432, 56100, TCP_SYN | TCP_ACK),
+        Pass(PASS_ESTABLISHED),
+    );
+    // Cached from here on, in both directions.
+    for i in 0..3 {
+        b.xdp(
+            &format!("client ACK {i}"),
+            &Packet::ip(web, db).tcp(56100, 5432, TCP_ACK),
+            Pass(PASS_ESTABLISHED),
+        );
+        b.xdp(
+            &format!("server ACK {i}"),
+            &Packet::ip(db, web).tcp(5432, 56100, TCP_ACK),
+            Pass(PASS_ESTABLISHED),
+        );
+    }
+    b.xdp(
+        "client RST",
+        &Packet::ip(web, db).tcp(56100, 5432, TCP_RST | TCP_ACK),
+        Pass(PASS_ESTABLISHED),
+    );
+    // Past the 1 s close timeout and the cache's 1 s validity: the server's
+    // packet must find the flow gone (the only wait, bounded).
+    std::thread::sleep(Duration::from_millis(1300));
+    b.xdp(
+        "server ACK after the reset flow closed",
+        &Packet::ip(db, web).tcp(5432, 56100, TCP_ACK),
+        Drop(DROP_POLICY),
+    );
+}
