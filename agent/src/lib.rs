@@ -11,6 +11,7 @@ pub mod pin;
 pub mod policy;
 pub mod run;
 pub mod stats;
+pub mod watch;
 
 /// The eBPF object holding the enforcement programs, built by build.rs.
 pub static NETPOL_EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpol"));

@@ -10,6 +10,7 @@ use crate::{
     datapath::{Datapath, LoadOptions, Timeouts},
     hostaddrs, ifaces,
     policy::{self, CompileOptions},
+    watch::DirWatch,
     READY_MARKER,
 };
 
@@ -50,6 +51,27 @@ fn compile_dir(
     Ok(compiled)
 }
 
+/// Reload outcomes, kept for the status and metrics the agent reports.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub ok: u64,
+    pub failed: u64,
+    pub last_error: Option<String>,
+}
+
+fn open_watch(dir: &Path) -> Option<DirWatch> {
+    DirWatch::new(dir)
+        .map_err(|e| warn!("cannot watch {} (SIGHUP still reloads): {e}", dir.display()))
+        .ok()
+}
+
+async fn watched(watch: &mut Option<DirWatch>) -> std::io::Result<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut host = hostaddrs::discover().context("listing the node's addresses")?;
     // Compile before touching the kernel: a bad policy must not half-start.
@@ -86,6 +108,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         selected.join(", ")
     );
 
+    let mut watch = open_watch(&args.policy_dir);
+    let mut reloads = ReloadStats::default();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -99,7 +123,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 info!("SIGHUP: reloading {}", args.policy_dir.display());
                 true
             }
-            _ = host_tick.tick() => match hostaddrs::discover() {
+            r = watched(&mut watch) => {
+                if let Err(e) = r {
+                    warn!("watching {}: {e}", args.policy_dir.display());
+                }
+                // Re-arm: the directory itself may have been replaced.
+                watch = open_watch(&args.policy_dir);
+                info!("{} changed: reloading", args.policy_dir.display());
+                true
+            }
+            _ = host_tick.tick() => {
+                if watch.is_none() {
+                    watch = open_watch(&args.policy_dir);
+                }
+                match hostaddrs::discover() {
                 Ok(now) if now != host => {
                     info!("node addresses changed: {now:?}");
                     host = now;
@@ -110,7 +147,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     warn!("listing the node's addresses: {e}");
                     false
                 }
-            },
+            }},
             _ = gc_tick.tick() => {
                 match dp.collect_expired() {
                     Ok(0) => {}
@@ -122,12 +159,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         if reload {
             // A policy that does not compile leaves the last good one enforced.
-            match compile_dir(&args.policy_dir, &host, args.enforce_host) {
-                Ok(c) => match dp.apply(&c) {
-                    Ok(gen) => info!("policy generation {gen} enforced"),
-                    Err(e) => error!("reload failed, previous policy stays: {e}"),
-                },
-                Err(e) => error!("reload rejected, previous policy stays: {e:#}"),
+            let result = compile_dir(&args.policy_dir, &host, args.enforce_host)
+                .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
+                .and_then(|c| {
+                    dp.apply(&c)
+                        .map_err(|e| format!("reload failed, previous policy stays: {e}"))
+                });
+            match result {
+                Ok(gen) => {
+                    reloads.ok += 1;
+                    reloads.last_error = None;
+                    info!("policy generation {gen} enforced");
+                }
+                Err(e) => {
+                    reloads.failed += 1;
+                    error!("{e} ({} failed reloads so far)", reloads.failed);
+                    reloads.last_error = Some(e);
+                }
             }
         }
     }

@@ -16,8 +16,8 @@ pub use agent::{agent_bin, ensure_bpffs, AgentProcess, READY_MARKER};
 pub use edges::{check, check_all, serve, Edge, Expect, Mode, Servers};
 pub use lab::{Endpoint, Family, Lab};
 pub use net::{
-    exchange, ping, ping_available, tcp_exchange, udp_exchange, EchoServer, ExchangeError, Proto,
-    TcpEcho, UdpEcho, ALLOWED_TIMEOUT, DENIED_TIMEOUT,
+    connect_from, exchange, ping, ping_available, tcp_exchange, udp_exchange, EchoServer,
+    ExchangeError, Proto, TcpEcho, UdpEcho, ALLOWED_TIMEOUT, DENIED_TIMEOUT,
 };
 pub use netns::Netns;
 pub use privilege::require_root;

@@ -195,7 +195,7 @@ pub fn exchange(
 /// std cannot bind a TCP client before connecting, so this does
 /// socket/bind/non-blocking connect/poll by hand. Must run inside the
 /// namespace the socket belongs to.
-fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+pub fn connect_from(src: IpAddr, dst: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
     let domain = match dst {
         SocketAddr::V4(_) => libc::AF_INET,
         SocketAddr::V6(_) => libc::AF_INET6,
