@@ -4,7 +4,7 @@ use std::{
     collections::HashMap as StdHashMap,
     hash::Hash,
     path::{Path, PathBuf},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use agent_common::{
@@ -158,6 +158,18 @@ pub struct Datapath {
     tc_links: Vec<(String, SchedClassifierLinkId)>,
 }
 
+/// What one policy swap did.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyStats {
+    pub generation: u32,
+    /// Trie entries written or removed in the idle slot.
+    pub changes: usize,
+    /// Writing the idle slot.
+    pub write: Duration,
+    /// Making it live (one array update).
+    pub swap: Duration,
+}
+
 /// Counter totals for one (direction, audited, reason) slot, summed over CPUs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CounterRow {
@@ -295,6 +307,11 @@ impl Datapath {
     /// from the policy it held before), then flips the active slot and bumps the
     /// generation in one array write, so no packet sees a mix of two policies.
     pub fn apply(&mut self, compiled: &Compiled) -> Result<u32> {
+        self.apply_timed(compiled).map(|s| s.generation)
+    }
+
+    /// `apply`, reporting what it wrote and how long the write and the swap took.
+    pub fn apply_timed(&mut self, compiled: &Compiled) -> Result<ApplyStats> {
         let check = |what, needed: usize, capacity: u32, flag| {
             if needed > capacity as usize {
                 Err(DatapathError::Capacity {
@@ -336,10 +353,13 @@ impl Datapath {
                 .map(|(len, key, value)| ((*len, *key), *value))
                 .collect(),
         };
-        let have = std::mem::take(&mut self.slots[idle]);
+        let started = Instant::now();
+        let mut have = std::mem::take(&mut self.slots[idle]);
         if std::mem::replace(&mut self.dirty[idle], true) {
             self.clear_slot(idle as u8)?;
+            have = SlotContents::default();
         }
+        let mut changes = 0;
 
         let slot = idle as u8;
         {
@@ -352,7 +372,7 @@ impl Datapath {
                     IdKey4 { slot, addr },
                 )
             };
-            sync(&have.ids4, &want.ids4, key, &mut trie, map_names::IDS4)?;
+            changes += sync(&have.ids4, &want.ids4, key, &mut trie, map_names::IDS4)?;
         }
         {
             let mut trie: LpmTrie<&mut MapData, IdKey6, IdentityValue> =
@@ -364,21 +384,28 @@ impl Datapath {
                     IdKey6 { slot, addr },
                 )
             };
-            sync(&have.ids6, &want.ids6, key, &mut trie, map_names::IDS6)?;
+            changes += sync(&have.ids6, &want.ids6, key, &mut trie, map_names::IDS6)?;
         }
         {
             let mut trie: LpmTrie<&mut MapData, RuleKey, RuleValue> =
                 typed_map(&mut self.ebpf, map_names::RULES)?;
             let key = |(len, k): &(u32, RuleKey)| Key::new(*len, k.in_slot(slot));
-            sync(&have.rules, &want.rules, key, &mut trie, map_names::RULES)?;
+            changes += sync(&have.rules, &want.rules, key, &mut trie, map_names::RULES)?;
         }
         self.slots[idle] = want;
         self.dirty[idle] = false;
+        let write = started.elapsed();
 
+        let swap_started = Instant::now();
         self.config.active_slot = idle as u32;
         self.config.policy_gen = self.config.policy_gen.wrapping_add(1);
         self.write_config()?;
-        Ok(self.config.policy_gen)
+        Ok(ApplyStats {
+            generation: self.config.policy_gen,
+            changes,
+            write,
+            swap: swap_started.elapsed(),
+        })
     }
 
     /// Removes every trie entry of `slot` (after a failed write left it unknown).
@@ -547,21 +574,24 @@ fn sync<N, K, V>(
     key: impl Fn(&N) -> Key<K>,
     trie: &mut LpmTrie<&mut MapData, K, V>,
     name: &str,
-) -> Result<()>
+) -> Result<usize>
 where
     N: Eq + Hash,
     K: Pod,
     V: Pod + PartialEq,
 {
+    let mut changes = 0;
     for n in have.keys().filter(|n| !want.contains_key(*n)) {
         trie.remove(&key(n)).map_err(map_err(name))?;
+        changes += 1;
     }
     for (n, v) in want {
         if have.get(n) != Some(v) {
             trie.insert(&key(n), *v, 0).map_err(map_err(name))?;
+            changes += 1;
         }
     }
-    Ok(())
+    Ok(changes)
 }
 
 fn map_err(name: &str) -> impl Fn(aya::maps::MapError) -> DatapathError + '_ {

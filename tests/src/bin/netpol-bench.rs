@@ -31,6 +31,9 @@ struct Args {
     /// Conntrack entries per family (the agent's --ct-max).
     #[arg(long, default_value_t = LoadOptions::default().ct_max)]
     ct_max: u32,
+    /// Prefix counts for the reload table (compile, map write, swap).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    reload_prefixes: Vec<usize>,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/microbench.json")]
     json: PathBuf,
@@ -73,6 +76,103 @@ fn policy_with(n: usize) -> anyhow::Result<Policy> {
     p.groups
         .push(Group::new("bench-extra", &extra_prefixes(n), &[]));
     p.rules.extend(extra.rules);
+    Ok(p)
+}
+
+#[derive(serde::Serialize)]
+struct ReloadRow {
+    prefixes: usize,
+    compile_ms: f64,
+    first_write_ms: f64,
+    first_changes: usize,
+    reload_compile_ms: f64,
+    reload_write_ms: f64,
+    reload_changes: usize,
+    swap_us: f64,
+    reload_total_ms: f64,
+}
+
+/// What a reload costs: compiling, writing the idle slot (all of it the first
+/// time, only the difference after), and the swap. The second policy moves 1%
+/// of the extra prefixes, as a routine edit would.
+fn reload_table(args: &Args) -> anyhow::Result<Vec<ReloadRow>> {
+    println!(
+        "\n{:>9}  {:>10} {:>12} {:>10} {:>14} {:>12} {:>10} {:>9} {:>13}",
+        "prefixes",
+        "compile",
+        "first write",
+        "entries",
+        "reload compile",
+        "reload write",
+        "changes",
+        "swap",
+        "reload total"
+    );
+    let mut rows = Vec::new();
+    for &n in &args.reload_prefixes {
+        let opts = LoadOptions {
+            prefix_max: LoadOptions::default().prefix_max.max(2 * n as u32),
+            ..LoadOptions::default()
+        };
+        let mut dp = Datapath::load(&opts)?;
+        let t = Instant::now();
+        let first = policy::compile(&policy_with(n)?, &CompileOptions::default())?;
+        let compile = t.elapsed();
+        let a = dp.apply_timed(&first)?;
+        // A second policy (slot 1 was empty: a full write), then the edit that
+        // lands on slot 0 again and is written as a difference.
+        let second = policy_with_moved(n, 0)?;
+        dp.apply_timed(&policy::compile(&second, &CompileOptions::default())?)?;
+        let t = Instant::now();
+        let edited = policy::compile(&policy_with_moved(n, 1)?, &CompileOptions::default())?;
+        let reload_compile = t.elapsed();
+        let b = dp.apply_timed(&edited)?;
+        let ms = |d: std::time::Duration| d.as_secs_f64() * 1e3;
+        let row = ReloadRow {
+            prefixes: n,
+            compile_ms: ms(compile),
+            first_write_ms: ms(a.write),
+            first_changes: a.changes,
+            reload_compile_ms: ms(reload_compile),
+            reload_write_ms: ms(b.write),
+            reload_changes: b.changes,
+            swap_us: b.swap.as_secs_f64() * 1e6,
+            reload_total_ms: ms(reload_compile + b.write + b.swap),
+        };
+        println!(
+            "{:>9}  {:>8.1}ms {:>10.1}ms {:>10} {:>12.1}ms {:>10.1}ms {:>10} {:>7.1}us {:>11.1}ms",
+            row.prefixes,
+            row.compile_ms,
+            row.first_write_ms,
+            row.first_changes,
+            row.reload_compile_ms,
+            row.reload_write_ms,
+            row.reload_changes,
+            row.swap_us,
+            row.reload_total_ms
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// `policy_with(n)`, with 1% of the extra prefixes replaced by others when
+/// `edit` is odd (a routine change between two reloads).
+fn policy_with_moved(n: usize, edit: u32) -> anyhow::Result<Policy> {
+    let mut p = policy_with(n)?;
+    if edit % 2 == 1 {
+        let g = p
+            .groups
+            .iter_mut()
+            .find(|g| g.name == "bench-extra")
+            .context("bench-extra group")?;
+        let moved = (n / 100).max(1);
+        for (i, c) in g.cidrs.iter_mut().rev().take(moved).enumerate() {
+            // 100.64.0.0/10 never overlaps the extra prefixes' 172.16.0.0/12.
+            let a = Ipv4Addr::from(0x6440_0000u32 + i as u32);
+            *c = ipnet::IpNet::from(std::net::IpAddr::V4(a));
+        }
+    }
     Ok(p)
 }
 
@@ -205,6 +305,7 @@ fn main() -> anyhow::Result<()> {
             rows.push(row);
         }
     }
+    let reloads = reload_table(&args)?;
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -213,6 +314,7 @@ fn main() -> anyhow::Result<()> {
         "repeat": args.repeat,
         "rounds": args.rounds,
         "results": rows,
+        "reload": reloads,
     });
     std::fs::write(&args.json, serde_json::to_string_pretty(&meta)?)?;
     eprintln!("# results written to {}", args.json.display());
