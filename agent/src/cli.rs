@@ -1,17 +1,43 @@
-//! Command-line interface of `netpol-agent`.
+//! Command-line interface of `netpol-agent`, and how its outcomes map to exit
+//! codes (kept here, in the library, so they are tested).
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::datapath::Mode;
+use crate::policy::{self, CapacityError, CompileError, LockoutRefused, PolicyErrors};
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netpol-agent";
+pub const DEFAULT_PREFIX_MAX: u32 = 262_144;
+pub const DEFAULT_RULE_MAX: u32 = 1_048_576;
+
+/// Success; for `explain`, the packet is allowed.
+pub const EXIT_OK: u8 = 0;
+/// A runtime error: kernel, interfaces, bpffs, ... (policy files that cannot
+/// be read are reported as `PolicyErrors`, so they exit with 2).
+pub const EXIT_RUNTIME: u8 = 1;
+/// An invalid policy (or one that does not fit the maps, or that `run` refuses
+/// as a lockout), or invalid usage (clap also exits with 2).
+pub const EXIT_INVALID: u8 = 2;
+/// `explain`: the packet is denied.
+pub const EXIT_DENIED: u8 = 3;
+
+pub const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success; for explain: the packet is allowed
+  1  runtime error (kernel, interfaces, bpffs, signals)
+  2  invalid or unreadable policy (each error printed on its own line as
+     FILE:LINE:COLUMN: FIELD: MESSAGE), a policy too big for the maps, a
+     lockout run refuses, or invalid usage
+  3  explain: the packet is denied";
 
 #[derive(Parser, Debug)]
 #[command(
     name = "netpol-agent",
     version,
-    about = "eBPF network policy enforcement agent"
+    about = "eBPF network policy enforcement agent",
+    after_help = EXIT_CODES_HELP
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -21,10 +47,16 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load the programs, enforce the policy directory, keep it in sync.
+    #[command(after_help = EXIT_CODES_HELP)]
     Run(RunArgs),
     /// Validate a policy directory or file and print what it compiles to
     /// (no privileges or kernel needed).
+    #[command(after_help = EXIT_CODES_HELP)]
     Check(CheckArgs),
+    /// Say whether the policy allows a packet opening a flow, every rule that
+    /// allows it, or the rules that nearly did (no privileges or kernel needed).
+    #[command(after_help = EXIT_CODES_HELP)]
+    Explain(ExplainArgs),
     /// Print the verdict counters of a running agent (from its pinned maps).
     Stats(StatsArgs),
 }
@@ -47,6 +79,14 @@ pub struct RunArgs {
     /// (by default the node itself is never cut off).
     #[arg(long)]
     pub enforce_host: bool,
+    /// Enforce a policy without rules (or whose rules allow nothing), which
+    /// denies all workload traffic.
+    #[arg(long)]
+    pub allow_empty_policy: bool,
+    /// With --enforce-host, enforce a policy that allows no traffic at all from
+    /// or to the node's own addresses.
+    #[arg(long)]
+    pub allow_host_lockout: bool,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
@@ -65,10 +105,10 @@ pub struct Limits {
     #[arg(long, default_value_t = 262_144)]
     pub ct_max: u32,
     /// CIDR prefixes per address family.
-    #[arg(long, default_value_t = 262_144)]
+    #[arg(long, default_value_t = DEFAULT_PREFIX_MAX)]
     pub prefix_max: u32,
     /// Compiled rule entries.
-    #[arg(long, default_value_t = 1_048_576)]
+    #[arg(long, default_value_t = DEFAULT_RULE_MAX)]
     pub rule_max: u32,
     /// Fragmented datagrams tracked at once, per address family.
     #[arg(long, default_value_t = 8192)]
@@ -103,7 +143,51 @@ pub struct CheckArgs {
     pub path: PathBuf,
     /// Addresses to treat as the node's own (`host`), comma-separated.
     #[arg(long, value_delimiter = ',')]
-    pub host_addr: Vec<std::net::IpAddr>,
+    pub host_addr: Vec<IpAddr>,
+    /// Compile as `run --enforce-host` would (no built-in host rules).
+    #[arg(long)]
+    pub enforce_host: bool,
+    /// CIDR prefixes per address family the maps will hold (as for run).
+    #[arg(long, default_value_t = DEFAULT_PREFIX_MAX)]
+    pub prefix_max: u32,
+    /// Compiled rule entries the map will hold (as for run).
+    #[arg(long, default_value_t = DEFAULT_RULE_MAX)]
+    pub rule_max: u32,
+}
+
+impl CheckArgs {
+    pub fn limits(&self) -> policy::MapLimits {
+        policy::MapLimits {
+            prefix_max: self.prefix_max,
+            rule_max: self.rule_max,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ExplainArgs {
+    /// The policy directory (or a single policy file).
+    #[arg(long)]
+    pub policy_dir: PathBuf,
+    /// Source address of the packet.
+    pub src: IpAddr,
+    /// Destination address of the packet.
+    pub dst: IpAddr,
+    /// Protocol and destination port: tcp/443 (or 443/tcp), udp/53,
+    /// sctp/3868, icmp/8 (code 0), icmp/3:4, icmpv6/128, or a protocol number
+    /// without ports such as 47.
+    #[arg(value_parser = parse_target_arg)]
+    pub target: (u8, u16),
+    /// Addresses to treat as the node's own (`host`), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub host_addr: Vec<IpAddr>,
+    /// Judge as `run --enforce-host` would (no built-in host rules).
+    #[arg(long)]
+    pub enforce_host: bool,
+}
+
+fn parse_target_arg(text: &str) -> Result<(u8, u16), String> {
+    policy::parse_target(text)
 }
 
 #[derive(Args, Debug)]
@@ -114,4 +198,194 @@ pub struct StatsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// A command used wrongly in a way clap cannot see (e.g. an IPv4 source with
+/// an IPv6 destination); exits with 2.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+/// Whether an error means the input was invalid rather than that something
+/// failed at run time: looks through the whole chain, so context added on the
+/// way up does not change the exit code.
+fn is_invalid(cause: &(dyn std::error::Error + 'static)) -> bool {
+    cause.is::<PolicyErrors>()
+        || cause.is::<CompileError>()
+        || cause.is::<CapacityError>()
+        || cause.is::<LockoutRefused>()
+        || cause.is::<UsageError>()
+}
+
+/// The exit code for a command that failed with `err`.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.chain().any(is_invalid) {
+        EXIT_INVALID
+    } else {
+        EXIT_RUNTIME
+    }
+}
+
+/// What to print on standard error for `err`. Policy errors print one per
+/// line exactly as `file:line:column: field: message`, so editors and CI can
+/// jump to them; the context above them (e.g. which directory was rejected)
+/// comes first.
+pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
+    let Some(errors) = err.chain().find_map(|c| c.downcast_ref::<PolicyErrors>()) else {
+        return vec![format!("netpol-agent: error: {err:#}")];
+    };
+    let context: Vec<String> = err
+        .chain()
+        .take_while(|c| !c.is::<PolicyErrors>())
+        .map(ToString::to_string)
+        .collect();
+    let mut out = Vec::new();
+    if !context.is_empty() {
+        out.push(format!("netpol-agent: error: {}", context.join(": ")));
+    }
+    out.extend(errors.iter().map(ToString::to_string));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+    use clap::CommandFactory as _;
+
+    fn policy_error() -> PolicyErrors {
+        PolicyErrors(vec![
+            policy::PolicyError {
+                file: "policies/aiven.yaml".into(),
+                line: 14,
+                column: 9,
+                field: "rules[2].ports[1]".into(),
+                message: "\"70000/tcp\": port must be 0-65535".into(),
+            },
+            policy::PolicyError::file("policies/b.yaml", "cannot read: denied"),
+        ])
+    }
+
+    #[test]
+    fn invalid_input_exits_2_wherever_it_is_in_the_chain() {
+        let bare = anyhow::Error::from(policy_error());
+        assert_eq!(exit_code(&bare), EXIT_INVALID);
+        let wrapped = Err::<(), _>(policy_error())
+            .context("policy directory policies rejected")
+            .context("starting")
+            .unwrap_err();
+        assert_eq!(exit_code(&wrapped), EXIT_INVALID);
+        let compile = anyhow::Error::from(CompileError::UnknownGroup {
+            rule: "r".into(),
+            group: "g".into(),
+        });
+        assert_eq!(exit_code(&compile), EXIT_INVALID);
+        let lockout = anyhow::Error::from(LockoutRefused(vec!["no rules".into()]));
+        assert_eq!(exit_code(&lockout.context("run")), EXIT_INVALID);
+        let usage = anyhow::Error::from(UsageError("mixed families".into()));
+        assert_eq!(exit_code(&usage), EXIT_INVALID);
+        let capacity = anyhow::Error::from(CapacityError(vec![]));
+        assert_eq!(exit_code(&capacity), EXIT_INVALID);
+    }
+
+    #[test]
+    fn runtime_errors_exit_1() {
+        let io = anyhow::Error::from(std::io::Error::other("no bpffs"));
+        assert_eq!(exit_code(&io.context("pinning maps")), EXIT_RUNTIME);
+        assert_eq!(exit_code(&anyhow::anyhow!("kernel says no")), EXIT_RUNTIME);
+    }
+
+    #[test]
+    fn policy_errors_print_one_per_line() {
+        let bare = anyhow::Error::from(policy_error());
+        assert_eq!(
+            error_lines(&bare),
+            vec![
+                "policies/aiven.yaml:14:9: rules[2].ports[1]: \"70000/tcp\": port must be 0-65535",
+                "policies/b.yaml: cannot read: denied",
+            ]
+        );
+        let wrapped = anyhow::Error::from(policy_error()).context("policy directory p rejected");
+        let lines = error_lines(&wrapped);
+        assert_eq!(lines[0], "netpol-agent: error: policy directory p rejected");
+        assert_eq!(lines.len(), 3);
+        let other = anyhow::anyhow!("boom").context("loading");
+        assert_eq!(
+            error_lines(&other),
+            vec!["netpol-agent: error: loading: boom"]
+        );
+    }
+
+    #[test]
+    fn usage_errors_exit_2_and_help_documents_the_codes() {
+        let err = Cli::try_parse_from(["netpol-agent", "explain", "--policy-dir", "p", "10.0.0.1"])
+            .unwrap_err();
+        assert_eq!(err.exit_code(), i32::from(EXIT_INVALID));
+        let err = Cli::try_parse_from([
+            "netpol-agent",
+            "explain",
+            "--policy-dir",
+            "p",
+            "10.0.0.1",
+            "10.0.0.2",
+            "tcp/70000",
+        ])
+        .unwrap_err();
+        assert_eq!(err.exit_code(), i32::from(EXIT_INVALID));
+        assert!(err.to_string().contains("port must be 0-65535"), "{err}");
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("Exit codes:"), "{help}");
+        let mut cmd = Cli::command();
+        let explain = cmd.find_subcommand_mut("explain").unwrap();
+        let help = explain.render_help().to_string();
+        assert!(help.contains("3  explain: the packet is denied"), "{help}");
+    }
+
+    #[test]
+    fn explain_and_check_parse() {
+        let cli = Cli::try_parse_from([
+            "netpol-agent",
+            "explain",
+            "--policy-dir",
+            "p",
+            "10.0.1.5",
+            "10.0.2.7",
+            "icmp/3:4",
+            "--host-addr",
+            "10.0.0.5,fd00::5",
+        ])
+        .unwrap();
+        let Command::Explain(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(a.target, (1, 0x0304));
+        assert_eq!(a.host_addr.len(), 2);
+        let cli =
+            Cli::try_parse_from(["netpol-agent", "check", "dir", "--rule-max", "10"]).unwrap();
+        let Command::Check(a) = cli.command else {
+            panic!()
+        };
+        assert_eq!(
+            a.limits(),
+            policy::MapLimits {
+                prefix_max: DEFAULT_PREFIX_MAX,
+                rule_max: 10
+            }
+        );
+        let cli = Cli::try_parse_from([
+            "netpol-agent",
+            "run",
+            "--iface",
+            "eth0",
+            "--policy-dir",
+            "p",
+            "--allow-empty-policy",
+        ])
+        .unwrap();
+        let Command::Run(a) = cli.command else {
+            panic!()
+        };
+        assert!(a.allow_empty_policy && !a.allow_host_lockout);
+        assert_eq!(a.limits.prefix_max, DEFAULT_PREFIX_MAX);
+    }
 }

@@ -60,16 +60,6 @@ pub enum DatapathError {
         #[source]
         source: std::io::Error,
     },
-    #[error(
-        "policy does not fit: {what} needs {needed} entries, the map holds {capacity} \
-         (raise --{flag})"
-    )]
-    Capacity {
-        what: &'static str,
-        needed: usize,
-        capacity: u32,
-        flag: &'static str,
-    },
 }
 
 type Result<T> = std::result::Result<T, DatapathError>;
@@ -148,7 +138,6 @@ struct SlotContents {
 
 pub struct Datapath {
     ebpf: Ebpf,
-    opts: LoadOptions,
     slots: [SlotContents; 2],
     /// A slot whose write failed midway: its map contents are unknown, so the
     /// next write clears it first instead of diffing.
@@ -270,7 +259,6 @@ impl Datapath {
         };
         let mut dp = Self {
             ebpf,
-            opts: opts.clone(),
             slots: Default::default(),
             dirty: [false; 2],
             config,
@@ -312,37 +300,9 @@ impl Datapath {
 
     /// `apply`, reporting what it wrote and how long the write and the swap took.
     pub fn apply_timed(&mut self, compiled: &Compiled) -> Result<ApplyStats> {
-        let check = |what, needed: usize, capacity: u32, flag| {
-            if needed > capacity as usize {
-                Err(DatapathError::Capacity {
-                    what,
-                    needed,
-                    capacity,
-                    flag,
-                })
-            } else {
-                Ok(())
-            }
-        };
-        check(
-            "IPv4 prefixes",
-            compiled.ids_v4.len(),
-            self.opts.prefix_max,
-            "prefix-max",
-        )?;
-        check(
-            "IPv6 prefixes",
-            compiled.ids_v6.len(),
-            self.opts.prefix_max,
-            "prefix-max",
-        )?;
-        check(
-            "rule entries",
-            compiled.rules.len(),
-            self.opts.rule_max,
-            "rule-max",
-        )?;
-
+        // Sizes are checked against the map limits by policy::check_capacity
+        // before anything reaches here; an insert that still fails leaves the
+        // slot marked dirty and the live policy untouched.
         let idle = (1 - self.config.active_slot) as usize;
         let want = SlotContents {
             ids4: compiled.ids_v4.iter().copied().collect(),

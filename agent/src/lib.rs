@@ -5,6 +5,7 @@ pub mod check;
 pub mod cli;
 pub mod ct_gc;
 pub mod datapath;
+pub mod explain;
 pub mod hostaddrs;
 pub mod ifaces;
 pub mod pin;

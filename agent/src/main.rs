@@ -1,5 +1,18 @@
+//! `netpol-agent`: the node agent (`run`) and its offline tools (`check`,
+//! `explain`, `stats`).
+//!
+//! Exit codes (also in `--help`; scripts may branch on them):
+//! - 0: success; for `explain`, the packet is allowed.
+//! - 1: a runtime error (kernel, interfaces, bpffs, ...).
+//! - 2: an invalid or unreadable policy (each error printed on its own line as
+//!   `file:line:column: field: message`), a policy too big for the maps, a
+//!   lockout `run` refuses, or invalid usage (clap's own usage errors are 2 too).
+//! - 3: `explain`: the packet is denied.
+//!
+//! The mapping lives in `netpol_agent::cli` (`exit_code`, `error_lines`) so it
+//! is unit-tested; any `PolicyErrors` in an error's chain means 2.
 use clap::Parser as _;
-use netpol_agent::cli::{Cli, Command};
+use netpol_agent::cli::{self, Cli, Command};
 
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
@@ -9,15 +22,25 @@ fn main() -> std::process::ExitCode {
             .enable_all()
             .build()
             .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(netpol_agent::run::run(args))),
-        Command::Check(args) => netpol_agent::check::check(&args),
-        Command::Stats(args) => netpol_agent::stats::stats(&args),
+            .and_then(|rt| rt.block_on(netpol_agent::run::run(args)))
+            .map(|()| cli::EXIT_OK),
+        Command::Check(args) => netpol_agent::check::check(&args).map(|()| cli::EXIT_OK),
+        Command::Explain(args) => netpol_agent::explain::explain(&args).map(|allowed| {
+            if allowed {
+                cli::EXIT_OK
+            } else {
+                cli::EXIT_DENIED
+            }
+        }),
+        Command::Stats(args) => netpol_agent::stats::stats(&args).map(|()| cli::EXIT_OK),
     };
     match result {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(code) => code.into(),
         Err(e) => {
-            eprintln!("netpol-agent: error: {e:#}");
-            std::process::ExitCode::FAILURE
+            for line in cli::error_lines(&e) {
+                eprintln!("{line}");
+            }
+            cli::exit_code(&e).into()
         }
     }
 }

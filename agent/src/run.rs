@@ -34,19 +34,27 @@ fn load_options(args: &RunArgs) -> LoadOptions {
     }
 }
 
-/// Reads and compiles the policy directory; the datapath is not touched.
-fn compile_dir(
-    dir: &Path,
-    host: &[IpAddr],
-    enforce_host: bool,
-) -> anyhow::Result<policy::Compiled> {
-    let policy = policy::load_dir(dir)?;
-    let compiled = policy::compile(
+/// Reads, compiles and vets the policy directory: it must fit the maps and
+/// must not lock the workloads or the node out (unless the flags say so). The
+/// datapath is not touched.
+fn compile_dir(args: &RunArgs, host: &[IpAddr]) -> anyhow::Result<policy::Compiled> {
+    let policy = policy::load_dir(&args.policy_dir)?;
+    let opts = CompileOptions {
+        host_addrs: host.to_vec(),
+        enforce_host: args.enforce_host,
+    };
+    let compiled = policy::compile(&policy, &opts)?;
+    let limits = policy::MapLimits {
+        prefix_max: args.limits.prefix_max,
+        rule_max: args.limits.rule_max,
+    };
+    policy::check_capacity(&compiled, &limits)?;
+    policy::refuse_lockout(
         &policy,
-        &CompileOptions {
-            host_addrs: host.to_vec(),
-            enforce_host,
-        },
+        &compiled,
+        &opts,
+        args.allow_empty_policy,
+        args.allow_host_lockout,
     )?;
     Ok(compiled)
 }
@@ -75,7 +83,7 @@ async fn watched(watch: &mut Option<DirWatch>) -> std::io::Result<()> {
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut host = hostaddrs::discover().context("listing the node's addresses")?;
     // Compile before touching the kernel: a bad policy must not half-start.
-    let compiled = compile_dir(&args.policy_dir, &host, args.enforce_host)
+    let compiled = compile_dir(&args, &host)
         .with_context(|| format!("policy directory {} rejected", args.policy_dir.display()))?;
 
     let available = ifaces::list().context("listing interfaces")?;
@@ -159,7 +167,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         };
         if reload {
             // A policy that does not compile leaves the last good one enforced.
-            let result = compile_dir(&args.policy_dir, &host, args.enforce_host)
+            let result = compile_dir(&args, &host)
                 .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
                 .and_then(|c| {
                     dp.apply(&c)

@@ -6,10 +6,22 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 
 /// Whether `text` is meant as an address or prefix rather than a group name.
-/// A slash or a parseable address decides it, so that a broken prefix gets a
-/// prefix error instead of "unknown group".
+/// A parseable address, or a slash after something address-like, decides it, so
+/// that a broken prefix gets a prefix error instead of "unknown group". A slash
+/// alone does not: groups imported from Kubernetes are named `namespace/name`.
 pub fn looks_like_cidr(text: &str) -> bool {
-    text.contains('/') || text.parse::<IpAddr>().is_ok()
+    if text.parse::<IpAddr>().is_ok() {
+        return true;
+    }
+    let Some((addr, len)) = text.split_once('/') else {
+        return false;
+    };
+    // `10.0.1/24`, `fd00::/300`, `10/8`, `fd00/16`; but not `default/web` or
+    // `123/web` (a namespace of digits).
+    let dotted = addr.contains(['.', ':']);
+    let hex = addr.chars().all(|c| c.is_ascii_hexdigit());
+    let length = len.chars().all(|c| c.is_ascii_digit());
+    dotted || (hex && length)
 }
 
 /// `ADDR/LEN` with no host bits set, or a bare address (a /32 or /128).
@@ -90,5 +102,13 @@ mod tests {
         assert!(looks_like_cidr("::1"));
         assert!(!looks_like_cidr("svc-ledger"));
         assert!(!looks_like_cidr("10.0.1"));
+        assert!(looks_like_cidr("10.0.1/24"));
+        assert!(looks_like_cidr("10/8"));
+        assert!(looks_like_cidr("fd00/16"));
+        assert!(looks_like_cidr("10.0.1.0/"));
+        assert!(looks_like_cidr("/24"));
+        assert!(!looks_like_cidr("default/web"));
+        assert!(!looks_like_cidr("123/web"));
+        assert!(!looks_like_cidr("default/web/ingress[0].from[1]"));
     }
 }

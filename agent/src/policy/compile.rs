@@ -154,6 +154,24 @@ fn rule_pairs(
     }
 }
 
+/// Whether traffic from and to `host` is subject to the policy.
+pub fn enforces_host(policy: &Policy, opts: &CompileOptions) -> bool {
+    opts.enforce_host || policy.enforce_host
+}
+
+/// The rules the compiler adds after the policy's own (ids continue from
+/// theirs): unless the host is enforced, the node's own traffic always passes.
+/// `explain` evaluates them like any other rule.
+pub fn builtin_rules(policy: &Policy, opts: &CompileOptions) -> Vec<Rule> {
+    if enforces_host(policy, opts) {
+        return Vec::new();
+    }
+    vec![
+        Rule::new(HOST_INGRESS_RULE, &[Peer::Any], &[Peer::Host], &[]),
+        Rule::new(HOST_EGRESS_RULE, &[Peer::Host], &[Peer::Any], &[]),
+    ]
+}
+
 pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, CompileError> {
     let ids = identity::build(policy, &opts.host_addrs)?;
     let mut rules: Vec<Rule> = Vec::with_capacity(policy.rules.len() + 2);
@@ -171,20 +189,7 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
         }
         rules.push(r.clone());
     }
-    if !(opts.enforce_host || policy.enforce_host) {
-        rules.push(Rule::new(
-            HOST_INGRESS_RULE,
-            &[Peer::Any],
-            &[Peer::Host],
-            &[],
-        ));
-        rules.push(Rule::new(
-            HOST_EGRESS_RULE,
-            &[Peer::Host],
-            &[Peer::Any],
-            &[],
-        ));
-    }
+    rules.extend(builtin_rules(policy, opts));
 
     let mut entries: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
     let mut flags: BTreeMap<u32, u32> = BTreeMap::new();

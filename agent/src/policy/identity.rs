@@ -62,7 +62,7 @@ fn sources(policy: &Policy, host_addrs: &[IpAddr]) -> Result<Vec<Source>, Compil
         }
         out.push(Source {
             name: g.name.clone(),
-            named: true,
+            named: !g.anonymous,
             cidrs: g.cidrs.clone(),
             except: g.except.clone(),
         });

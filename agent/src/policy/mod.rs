@@ -6,13 +6,21 @@
 //! - `load`: a directory's files, merged into a `Policy`.
 //! - `identity`, `compile`: a `Policy` to map contents.
 //! - `evaluate`: the datapath's lookups over compiled maps, in plain Rust.
+//! - `k8s`: Kubernetes NetworkPolicy documents, read into the same model.
+//! - `explain`: every rule judged on its own against a packet (`explain`).
+//! - `limits`, `lockout`: whether a policy fits the maps, and whether
+//!   enforcing it would cut off the workloads or the node.
 
 mod cidr;
 mod compile;
 mod error;
 mod evaluate;
+mod explain;
 mod identity;
+mod k8s;
+mod limits;
 mod load;
+mod lockout;
 mod model;
 mod parse;
 mod ports;
@@ -22,11 +30,24 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
-pub use compile::{compile, CompileOptions, Compiled, HOST_EGRESS_RULE, HOST_INGRESS_RULE};
+pub use compile::{
+    builtin_rules, compile, enforces_host, CompileOptions, Compiled, HOST_EGRESS_RULE,
+    HOST_INGRESS_RULE,
+};
 pub use error::{CompileError, Origin, PolicyError, PolicyErrors, Pos};
 pub use evaluate::{evaluate, identity_of, lookup_rule};
+pub use explain::{
+    check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
+    RuleCheck, Side,
+};
 pub use identity::IdentityInfo;
+pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNOTATION};
+pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
 pub use load::{load_dir, load_file, merge, policy_files, read_file};
+pub use lockout::{
+    lockout_findings, lockout_problems, refuse_lockout, LockoutKind, LockoutProblem,
+    LockoutRefused, ALLOW_EMPTY_POLICY_FLAG, ALLOW_HOST_LOCKOUT_FLAG,
+};
 pub use model::{
     Group, Peer, Policy, PolicyFile, PortSpec, Rule, RuleOrigin, BUILTIN_ANY, BUILTIN_GROUPS,
     BUILTIN_HOST, BUILTIN_RULE_PREFIX, BUILTIN_WORLD,

@@ -85,6 +85,11 @@ pub struct Group {
     pub cidrs: Vec<IpNet>,
     /// Each inside one of `cidrs`.
     pub except: Vec<IpNet>,
+    /// Made up by the agent for a peer that is not a named set of addresses (an
+    /// `ipBlock` with `except` of a Kubernetes NetworkPolicy). Like a literal CIDR
+    /// in a rule it does not take its addresses out of `world`: importing
+    /// `0.0.0.0/0 except 10.0.0.0/8` must not change what `world` means elsewhere.
+    pub anonymous: bool,
     pub origin: Option<Origin>,
 }
 
@@ -94,6 +99,7 @@ impl Group {
             name: name.to_string(),
             cidrs: cidrs.to_vec(),
             except: except.to_vec(),
+            anonymous: false,
             origin: None,
         }
     }
@@ -129,6 +135,26 @@ impl Rule {
             within: true,
             ..Self::new(name, peers, peers, &[])
         }
+    }
+
+    /// What the rule allows on one line: `from a, b to c ports 80/tcp` (ports
+    /// `any` when it has none), or `within a, b`.
+    pub fn summary(&self) -> String {
+        let list = |items: Vec<String>| items.join(", ");
+        let peers = |p: &[Peer]| list(p.iter().map(Peer::to_string).collect());
+        if self.within {
+            return format!("within {}", peers(&self.from));
+        }
+        let ports = if self.ports.is_empty() {
+            "any".to_string()
+        } else {
+            list(self.ports.iter().map(PortSpec::to_string).collect())
+        };
+        format!(
+            "from {} to {} ports {ports}",
+            peers(&self.from),
+            peers(&self.to)
+        )
     }
 }
 

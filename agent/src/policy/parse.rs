@@ -43,21 +43,21 @@ pub fn parse_str(name: &str, text: &str) -> Result<PolicyFile, PolicyErrors> {
     Ok(cx.out)
 }
 
-struct Ctx<'a> {
+pub(super) struct Ctx<'a> {
     file: &'a str,
     errors: Vec<PolicyError>,
-    out: PolicyFile,
+    pub(super) out: PolicyFile,
 }
 
 /// A mapping entry whose key is a string.
-struct Entry<'n> {
-    key: String,
-    key_node: &'n Node,
-    value: &'n Node,
+pub(super) struct Entry<'n> {
+    pub key: String,
+    pub key_node: &'n Node,
+    pub value: &'n Node,
 }
 
 impl Ctx<'_> {
-    fn origin(&self, pos: Pos, field: &str) -> Origin {
+    pub(super) fn origin(&self, pos: Pos, field: &str) -> Origin {
         Origin {
             file: self.file.to_string(),
             pos,
@@ -65,12 +65,12 @@ impl Ctx<'_> {
         }
     }
 
-    fn err(&mut self, pos: Pos, field: &str, message: impl Into<String>) {
+    pub(super) fn err(&mut self, pos: Pos, field: &str, message: impl Into<String>) {
         let e = PolicyError::at(&self.origin(pos, field), message);
         self.errors.push(e);
     }
 
-    fn expected(&mut self, node: &Node, field: &str, what: &str) {
+    pub(super) fn expected(&mut self, node: &Node, field: &str, what: &str) {
         self.err(
             node.pos,
             field,
@@ -80,7 +80,7 @@ impl Ctx<'_> {
 
     /// The entries of a mapping with string keys, after reporting repeated keys
     /// and (when `allowed` is given) keys outside it. `None` if not a mapping.
-    fn mapping<'n>(
+    pub(super) fn mapping<'n>(
         &mut self,
         node: &'n Node,
         field: &str,
@@ -134,7 +134,12 @@ impl Ctx<'_> {
     }
 
     /// A list, or a single item standing alone; each with its field path.
-    fn items<'n>(&mut self, node: &'n Node, field: &str, what: &str) -> Vec<(String, &'n Node)> {
+    pub(super) fn items<'n>(
+        &mut self,
+        node: &'n Node,
+        field: &str,
+        what: &str,
+    ) -> Vec<(String, &'n Node)> {
         match &node.kind {
             Kind::Seq(items) => items
                 .iter()
@@ -149,7 +154,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn string(&mut self, node: &Node, field: &str, what: &str) -> Option<String> {
+    pub(super) fn string(&mut self, node: &Node, field: &str, what: &str) -> Option<String> {
         match &node.kind {
             Kind::Scalar(s) if !s.is_null() && s.as_bool().is_none() => Some(s.text.clone()),
             _ => {
@@ -164,6 +169,11 @@ impl Ctx<'_> {
             if s.is_null() {
                 return; // an empty document (only comments) is an empty policy
             }
+        }
+        // A document with apiVersion/kind is a Kubernetes object (k8s.rs).
+        if super::k8s::is_object(doc) {
+            self.k8s_object(doc);
+            return;
         }
         let what = "a mapping with groups, rules or settings";
         let Some(entries) = self.mapping(doc, "", Some(TOP_KEYS), what) else {
@@ -259,7 +269,7 @@ impl Ctx<'_> {
         group
     }
 
-    fn cidr_list(&mut self, node: &Node, field: &str) -> Vec<(Pos, String, IpNet)> {
+    pub(super) fn cidr_list(&mut self, node: &Node, field: &str) -> Vec<(Pos, String, IpNet)> {
         if matches!(&node.kind, Kind::Seq(v) if v.is_empty()) {
             return Vec::new();
         }
@@ -432,11 +442,11 @@ impl Ctx<'_> {
     }
 }
 
-fn is_null(node: &Node) -> bool {
+pub(super) fn is_null(node: &Node) -> bool {
     matches!(&node.kind, Kind::Scalar(s) if s.is_null())
 }
 
-fn join(field: &str, key: &str) -> String {
+pub(super) fn join(field: &str, key: &str) -> String {
     if field.is_empty() {
         key.to_string()
     } else {

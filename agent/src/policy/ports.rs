@@ -16,7 +16,7 @@ const NAMED: [(&str, u8); 5] = [
 ];
 
 /// Protocols whose packets carry a destination port the datapath reads.
-fn has_ports(proto: u8) -> bool {
+pub(super) fn has_ports(proto: u8) -> bool {
     matches!(proto, IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP)
 }
 
@@ -24,7 +24,7 @@ fn is_icmp(proto: u8) -> bool {
     matches!(proto, IPPROTO_ICMP | IPPROTO_ICMPV6)
 }
 
-fn proto_name(proto: u8) -> Option<&'static str> {
+pub(super) fn proto_name(proto: u8) -> Option<&'static str> {
     NAMED.iter().find(|(_, p)| *p == proto).map(|(n, _)| *n)
 }
 

@@ -339,11 +339,11 @@ fn port_ranges_become_masked_ports() {
     assert_eq!(
         entries_of(&c),
         vec![
-            (84, TCP, 30000),
-            (82, TCP, 30016),
-            (81, TCP, 30080),
-            (79, TCP, 30208),
-            (77, TCP, 30720)
+            (RULE_PREFIX_FULL - 4, TCP, 30000),
+            (RULE_PREFIX_FULL - 6, TCP, 30016),
+            (RULE_PREFIX_FULL - 7, TCP, 30080),
+            (RULE_PREFIX_FULL - 9, TCP, 30208),
+            (RULE_PREFIX_FULL - 11, TCP, 30720)
         ]
     );
     for (port, ok) in [
@@ -393,7 +393,10 @@ fn icmp_types_and_codes() {
     ]);
     assert_eq!(
         entries_of(&c),
-        vec![(RULE_PREFIX_FULL, ICMP, 0x0304), (80, ICMP, 0x0800)]
+        vec![
+            (RULE_PREFIX_FULL, ICMP, 0x0304),
+            (RULE_PREFIX_FULL - 8, ICMP, 0x0800)
+        ]
     );
     let icmp =
         |ty: u16, code: u16| verdict(&c, "10.0.0.1", "11.0.0.1", ICMP, ty << 8 | code).is_some();

@@ -107,7 +107,11 @@ fn random_policy(rng: &mut Lcg) -> (Policy, Vec<IpAddr>) {
                 except.push(sub_prefix(rng, outer));
             }
         }
-        groups.push(Group::new(&format!("g{i}"), &cidrs, &except));
+        // Anonymous groups (imported ipBlocks) do not count against `world`.
+        groups.push(Group {
+            anonymous: rng.chance(15),
+            ..Group::new(&format!("g{i}"), &cidrs, &except)
+        });
     }
     let names: Vec<String> = groups.iter().map(|g| g.name.clone()).collect();
     let peer = |rng: &mut Lcg| match rng.below(10) {
@@ -161,7 +165,13 @@ fn peer_contains(p: &Policy, host: &[IpAddr], peer: &Peer, a: IpAddr) -> bool {
         Peer::Group(name) => in_group(p, name, a),
         Peer::Cidr(n) => n.contains(&a),
         Peer::Host => host.contains(&a),
-        Peer::World => !host.contains(&a) && !p.groups.iter().any(|g| in_group(p, &g.name, a)),
+        Peer::World => {
+            !host.contains(&a)
+                && !p
+                    .groups
+                    .iter()
+                    .any(|g| !g.anonymous && in_group(p, &g.name, a))
+        }
     }
 }
 
@@ -254,6 +264,26 @@ fn compiled_maps_agree_with_the_definition() {
             let (src, dst, proto, port) = packet(&mut rng, &p, &host);
             let want = allowing_rules(&p, &host, enforce, src, dst, proto, port);
             let got = evaluate(&c, src, dst, proto, port);
+            // `explain` lists every allowing rule: exactly the definition's.
+            let e = explain(
+                &p,
+                &c,
+                &opts,
+                &Packet {
+                    src,
+                    dst,
+                    proto,
+                    port,
+                },
+            );
+            let listed: Vec<u32> = e.allowing.iter().map(|r| r.id).collect();
+            let mut sorted = want.clone();
+            sorted.sort();
+            assert_eq!(
+                listed, sorted,
+                "case {case}: explain of {src} -> {dst} {proto}/{port}\n{p:#?}"
+            );
+            assert!(e.agrees() && e.datapath_rule == got, "case {case}: {e:#?}");
             let ok = match got {
                 None => want.is_empty(),
                 Some(id) => want.contains(&id),

@@ -4,5 +4,6 @@
 
 mod compile;
 mod crosscheck;
+mod k8s;
 mod load;
 mod parse;

@@ -1,0 +1,337 @@
+//! `netpol-agent explain`: whether the policy allows a packet that opens a
+//! flow, with the identities of both ends and every rule that allows it, or
+//! "default deny" and the rules that nearly matched (saying which part failed).
+//! Needs no privileges or kernel: it reads the files as `check` does.
+use std::fmt::Write as _;
+
+use anyhow::Context as _;
+
+use crate::{
+    check,
+    cli::{ExplainArgs, UsageError},
+    policy::{self, CompileOptions, Explanation, Packet, RuleCheck, Side},
+};
+
+/// Rules listed as near misses at most; the rest are counted.
+const MAX_NEAR: usize = 10;
+
+/// Prints the explanation; `Ok(true)` when the packet is allowed.
+pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
+    if args.src.is_ipv4() != args.dst.is_ipv4() {
+        let msg = format!(
+            "{} and {} are of different address families: a packet has one",
+            args.src, args.dst
+        );
+        return Err(UsageError(msg).into());
+    }
+    let policy = check::load(&args.policy_dir)?;
+    let opts = CompileOptions {
+        host_addrs: args.host_addr.clone(),
+        enforce_host: args.enforce_host,
+    };
+    let compiled = policy::compile(&policy, &opts).context("compiling")?;
+    let (proto, port) = args.target;
+    let packet = Packet {
+        src: args.src,
+        dst: args.dst,
+        proto,
+        port,
+    };
+    let e = policy::explain(&policy, &compiled, &opts, &packet);
+    print!("{}", render(&e, &compiled));
+    if !e.agrees() {
+        anyhow::bail!(
+            "bug: the rule-by-rule verdict and the compiled maps disagree (maps: {:?}); please report it with the policy",
+            e.datapath_rule
+        );
+    }
+    Ok(e.allowed())
+}
+
+/// The text `explain` prints.
+pub fn render(e: &Explanation, compiled: &policy::Compiled) -> String {
+    let p = &e.packet;
+    let target = policy::format_target(p.proto, p.port);
+    let mut out = String::new();
+    let verdict = if e.allowed() {
+        "allowed"
+    } else {
+        "denied (default deny)"
+    };
+    let _ = writeln!(out, "{verdict}: {} -> {} {target}", p.src, p.dst);
+    let _ = writeln!(out, "  source       {}", side(&e.src));
+    let _ = writeln!(out, "  destination  {}", side(&e.dst));
+    if e.allowed() {
+        let n = e.allowing.len();
+        let _ = writeln!(out, "allowed by {n} rule{}:", if n == 1 { "" } else { "s" });
+        for r in &e.allowing {
+            out += &rule_line(r);
+        }
+        if let Some(name) = e.datapath_rule.and_then(|id| compiled.rule_name(id)) {
+            let _ = writeln!(
+                out,
+                "the datapath counts the flow under {name} (its most specific entry)"
+            );
+        }
+        return out;
+    }
+    if e.near.is_empty() {
+        out += "no rule allows it, and none matches any of its source, destination or ports\n";
+        return out;
+    }
+    let parts = if e.near[0].score() == 2 {
+        "one part"
+    } else {
+        "two parts"
+    };
+    let _ = writeln!(
+        out,
+        "no rule allows it; nearest rules (failing on {parts}):"
+    );
+    for r in e.near.iter().take(MAX_NEAR) {
+        out += &rule_line(r);
+        for why in r.why(p) {
+            let _ = writeln!(out, "      {why}");
+        }
+    }
+    if e.near.len() > MAX_NEAR {
+        let _ = writeln!(out, "  ... and {} more", e.near.len() - MAX_NEAR);
+    }
+    out
+}
+
+fn side(s: &Side) -> String {
+    match &s.identity {
+        Some(i) => format!("{}: identity {} ({})", s.addr, i.id, i.groups.join(", ")),
+        None => format!("{}: no identity", s.addr),
+    }
+}
+
+fn rule_line(r: &RuleCheck) -> String {
+    let at = match r.rule.origin.as_ref() {
+        Some(o) => format!("  ({})", o.rule),
+        None if r.is_builtin() => {
+            "  (built in: the node's own traffic passes unless --enforce-host)".into()
+        }
+        None => String::new(),
+    };
+    format!("  {}: {}{at}\n", r.rule.name, r.rule.summary())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+    use crate::policy::{Part, Policy};
+
+    const TEXT: &str = "
+groups:
+  ledger: [10.0.1.0/24, \"fd00:0:1::/64\"]
+  wallet: [10.0.2.0/24]
+  aiven:
+    cidrs: [10.1.0.0/16]
+    except: [10.1.3.0/24]
+rules:
+  - name: ledger-to-wallet
+    from: [ledger]
+    to: wallet
+    ports: [50051/tcp]
+  - name: grpc-anywhere
+    from: any
+    to: [10.0.0.0/16]
+    ports: [50000-50100/tcp]
+  - name: to-aiven
+    from: [ledger, wallet]
+    to: aiven
+    ports: [5432/tcp]
+  - name: intra
+    within: [ledger, wallet]
+  - name: ping
+    from: any
+    to: any
+    ports: [icmp/8, icmpv6/128]
+";
+
+    fn setup(host: &[&str]) -> (Policy, policy::Compiled, CompileOptions) {
+        let policy = policy::merge(vec![policy::parse_str("p.yaml", TEXT).unwrap()]).unwrap();
+        let opts = CompileOptions {
+            host_addrs: host.iter().map(|a| a.parse().unwrap()).collect(),
+            enforce_host: false,
+        };
+        let compiled = policy::compile(&policy, &opts).unwrap();
+        (policy, compiled, opts)
+    }
+
+    fn run(src: &str, dst: &str, target: &str) -> (Explanation, String) {
+        let (policy, compiled, opts) = setup(&["10.0.0.5"]);
+        let (proto, port) = policy::parse_target(target).unwrap();
+        let src: IpAddr = src.parse().unwrap();
+        let dst: IpAddr = dst.parse().unwrap();
+        let e = policy::explain(
+            &policy,
+            &compiled,
+            &opts,
+            &Packet {
+                src,
+                dst,
+                proto,
+                port,
+            },
+        );
+        assert!(e.agrees(), "{e:#?}");
+        let text = render(&e, &compiled);
+        (e, text)
+    }
+
+    fn names(rules: &[RuleCheck]) -> Vec<&str> {
+        rules.iter().map(|r| r.rule.name.as_str()).collect()
+    }
+
+    #[test]
+    fn allowed_lists_every_rule() {
+        let (e, text) = run("10.0.1.5", "10.0.2.7", "tcp/50051");
+        assert!(e.allowed());
+        assert_eq!(names(&e.allowing), ["ledger-to-wallet", "grpc-anywhere"]);
+        assert!(
+            text.starts_with("allowed: 10.0.1.5 -> 10.0.2.7 tcp/50051\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  source       10.0.1.5: identity "),
+            "{text}"
+        );
+        assert!(text.contains("(10.0.0.0/16, ledger)"), "{text}");
+        assert!(text.contains("allowed by 2 rules:\n  ledger-to-wallet: from ledger to wallet ports 50051/tcp  (p.yaml:9:5)\n"), "{text}");
+        assert!(
+            text.contains("the datapath counts the flow under ledger-to-wallet"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn within_allows_only_to_the_same_group() {
+        let (e, _) = run("10.0.1.5", "10.0.1.6", "udp/9999");
+        assert_eq!(names(&e.allowing), ["intra"]);
+        let (e, text) = run("10.0.1.5", "10.0.2.6", "udp/9999");
+        assert!(!e.allowed());
+        let intra = e.near.iter().find(|r| r.rule.name == "intra").unwrap();
+        assert_eq!(intra.failed, [Part::Within]);
+        assert!(text.contains("within: source 10.0.1.5 and destination 10.0.2.6 are not in the same one of ledger, wallet"), "{text}");
+    }
+
+    #[test]
+    fn denied_shows_near_misses_and_what_failed() {
+        let (e, text) = run("10.0.1.5", "10.0.2.7", "tcp/80");
+        assert!(!e.allowed());
+        assert!(
+            text.starts_with("denied (default deny): 10.0.1.5 -> 10.0.2.7 tcp/80\n"),
+            "{text}"
+        );
+        // Port misses and the within pair all fail on one part only.
+        assert_eq!(
+            names(&e.near),
+            ["ledger-to-wallet", "grpc-anywhere", "intra", "ping"]
+        );
+        assert!(
+            text.contains("nearest rules (failing on one part):"),
+            "{text}"
+        );
+        assert!(
+            text.contains("      ports: tcp/80 is not among 50051/tcp\n"),
+            "{text}"
+        );
+        assert!(!text.contains("builtin:"), "{text}");
+
+        // The right port, the wrong destination.
+        let (e, text) = run("10.0.1.5", "10.1.3.9", "tcp/5432");
+        assert!(!e.allowed());
+        let miss = e.near.iter().find(|r| r.rule.name == "to-aiven").unwrap();
+        assert_eq!(miss.failed, [Part::To]);
+        assert!(
+            text.contains("      to: destination 10.1.3.9 is in none of aiven\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn icmp_and_families() {
+        let (e, _) = run("192.0.2.1", "10.0.2.7", "icmp/8");
+        assert_eq!(names(&e.allowing), ["ping"]);
+        let (e, text) = run("192.0.2.1", "10.0.2.7", "icmp/3:4");
+        assert!(!e.allowed());
+        assert!(
+            text.contains("ports: icmp/3:4 is not among icmp/8, icmpv6/128"),
+            "{text}"
+        );
+        let (e, _) = run("fd00:0:1::5", "fd00:0:1::6", "icmpv6/128");
+        assert_eq!(names(&e.allowing), ["intra", "ping"]);
+    }
+
+    #[test]
+    fn the_node_passes_by_builtin_rule() {
+        let (e, text) = run("10.0.0.5", "192.0.2.1", "tcp/443");
+        assert_eq!(names(&e.allowing), [policy::HOST_EGRESS_RULE]);
+        assert!(
+            text.contains("built in: the node's own traffic passes"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn nothing_close() {
+        let (policy, compiled, opts) = setup(&[]);
+        let p = Packet {
+            src: "192.0.2.1".parse().unwrap(),
+            dst: "192.0.2.2".parse().unwrap(),
+            proto: 6,
+            port: 1,
+        };
+        let e = policy::explain(&policy, &compiled, &opts, &p);
+        // `ping` (any to any) fails only on the port.
+        assert_eq!(e.near.iter().map(|r| r.score()).max(), Some(2));
+        assert!(render(&e, &compiled).contains("nearest rules (failing on one part)"));
+        let empty = Policy::default();
+        let c = policy::compile(&empty, &opts).unwrap();
+        let e = policy::explain(&empty, &c, &opts, &p);
+        assert!(render(&e, &c).contains("none matches any of"));
+    }
+
+    #[test]
+    fn targets() {
+        let t = |s: &str| policy::parse_target(s);
+        assert_eq!(t("tcp/443"), Ok((6, 443)));
+        assert_eq!(t("443/tcp"), Ok((6, 443)));
+        assert_eq!(t("udp/53"), Ok((17, 53)));
+        assert_eq!(t("sctp/3868"), Ok((132, 3868)));
+        assert_eq!(t("icmp/8"), Ok((1, 0x0800)));
+        assert_eq!(t("icmp/3:4"), Ok((1, 0x0304)));
+        assert_eq!(t("icmpv6/128"), Ok((58, 0x8000)));
+        assert_eq!(t("47"), Ok((47, 0)));
+        assert_eq!(
+            t("tcp").unwrap_err(),
+            "a tcp packet has a destination port: write tcp/PORT"
+        );
+        assert_eq!(
+            t("icmp").unwrap_err(),
+            "an icmp packet has a type: write icmp/TYPE or icmp/TYPE:CODE"
+        );
+        assert_eq!(
+            t("any").unwrap_err(),
+            "a packet has one protocol: write tcp/443, udp/53, icmp/8, ..."
+        );
+        assert_eq!(
+            t("tcp/80-90").unwrap_err(),
+            "a packet has one port, not a range"
+        );
+        assert_eq!(t("tcp/70000").unwrap_err(), "port must be 0-65535");
+        for s in ["tcp/443", "icmp/3:4", "icmpv6/128:0", "47", "udp/0"] {
+            let (proto, port) = t(s).unwrap();
+            assert_eq!(
+                t(&policy::format_target(proto, port)),
+                Ok((proto, port)),
+                "{s}"
+            );
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! Why a packet is allowed or denied, rule by rule.
+//!
+//! The datapath answers with one rule (the most specific trie entry); operators
+//! want every rule that allows a packet, and for a denied one the rules that
+//! nearly did. So each rule is evaluated on its own over the policy model, with
+//! group membership computed from the groups' CIDRs rather than from identities:
+//! being independent of the compiler, it also cross-checks `evaluate`.
+
+use std::net::IpAddr;
+
+use agent_common::{IPPROTO_ICMP, IPPROTO_ICMPV6};
+
+use super::compile::{builtin_rules, CompileOptions, Compiled};
+use super::evaluate::{evaluate, identity_of};
+use super::identity::IdentityInfo;
+use super::model::{Group, Peer, Policy, PortSpec, Rule, BUILTIN_RULE_PREFIX};
+use super::ports;
+
+/// A packet that opens a flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packet {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    /// Destination port; ICMP and ICMPv6: `type << 8 | code`; 0 for protocols
+    /// without ports.
+    pub port: u16,
+}
+
+/// Parses what `explain` takes for a packet's protocol and port: `tcp/443`
+/// (or `443/tcp`), `udp/53`, `sctp/3868`, `icmp/8` (code 0), `icmp/3:4`,
+/// `icmpv6/128`, or a protocol number without ports (`47`). A protocol with
+/// ports needs one: a packet has a single destination port.
+pub fn parse_target(text: &str) -> Result<(u8, u16), String> {
+    // The policy writes PORT/PROTO; PROTO/PORT reads more naturally for a packet.
+    let swapped = match text.split_once('/') {
+        Some((l, r)) if ports::parse(l).is_ok_and(|s| s.proto.is_some_and(ports::has_ports)) => {
+            format!("{r}/{l}")
+        }
+        _ => text.to_string(),
+    };
+    let spec = ports::parse(&swapped)?;
+    let name = |p: u8| ports::proto_name(p).map_or_else(|| p.to_string(), str::to_string);
+    match (spec.proto, spec.range) {
+        (None, _) => Err("a packet has one protocol: write tcp/443, udp/53, icmp/8, ...".into()),
+        (Some(p), None) if ports::has_ports(p) => {
+            let n = name(p);
+            Err(format!(
+                "a {n} packet has a destination port: write {n}/PORT"
+            ))
+        }
+        (Some(p), None) if is_icmp(p) => {
+            let n = name(p);
+            Err(format!(
+                "an {n} packet has a type: write {n}/TYPE or {n}/TYPE:CODE"
+            ))
+        }
+        (Some(p), None) => Ok((p, 0)),
+        (Some(p), Some((lo, hi))) if lo == hi => Ok((p, lo)),
+        // `icmp/8`: every code of the type as a rule, code 0 as a packet.
+        (Some(p), Some((lo, _))) if is_icmp(p) => Ok((p, lo)),
+        (Some(_), Some(_)) => Err("a packet has one port, not a range".into()),
+    }
+}
+
+fn is_icmp(proto: u8) -> bool {
+    matches!(proto, IPPROTO_ICMP | IPPROTO_ICMPV6)
+}
+
+/// `tcp/443`, `icmp/3:4`, `47`: the packet's protocol and port as `parse_target` reads them.
+pub fn format_target(proto: u8, port: u16) -> String {
+    let Some(name) = ports::proto_name(proto) else {
+        return proto.to_string();
+    };
+    if is_icmp(proto) {
+        format!("{name}/{}:{}", port >> 8, port & 0xff)
+    } else if ports::has_ports(proto) {
+        format!("{name}/{port}")
+    } else {
+        name.to_string()
+    }
+}
+
+/// A part of a rule a packet can fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    /// The source is in none of `from`.
+    From,
+    /// The destination is in none of `to`.
+    To,
+    /// The protocol and port are in none of `ports`.
+    Ports,
+    /// `within`: both ends are in its groups, but not in the same one.
+    Within,
+}
+
+/// One rule judged against a packet.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RuleCheck {
+    /// The rule id the compiler gives it (1 + index; built-in rules follow).
+    pub id: u32,
+    pub rule: Rule,
+    /// Empty when the rule allows the packet.
+    pub failed: Vec<Part>,
+}
+
+impl RuleCheck {
+    pub fn allows(&self) -> bool {
+        self.failed.is_empty()
+    }
+
+    /// Parts of from, to and ports the packet satisfies: 2 is a near miss.
+    pub fn score(&self) -> usize {
+        if self.failed == [Part::Within] {
+            return 2;
+        }
+        3 - self.failed.len()
+    }
+
+    pub fn is_builtin(&self) -> bool {
+        self.rule.name.starts_with(BUILTIN_RULE_PREFIX)
+    }
+
+    /// One line per failed part saying what did not match.
+    pub fn why(&self, p: &Packet) -> Vec<String> {
+        let peers = |list: &[Peer]| join(list.iter().map(Peer::to_string));
+        let kw = if self.rule.within { "within" } else { "from" };
+        self.failed
+            .iter()
+            .map(|part| match part {
+                Part::From => format!("{kw}: source {} is in none of {}", p.src, peers(&self.rule.from)),
+                Part::To => {
+                    let kw = if self.rule.within { "within" } else { "to" };
+                    format!("{kw}: destination {} is in none of {}", p.dst, peers(&self.rule.to))
+                }
+                Part::Ports => format!(
+                    "ports: {} is not among {}",
+                    format_target(p.proto, p.port),
+                    join(self.rule.ports.iter().map(PortSpec::to_string))
+                ),
+                Part::Within => format!(
+                    "within: source {} and destination {} are not in the same one of {} (within allows each group only to itself)",
+                    p.src, p.dst, peers(&self.rule.from)
+                ),
+            })
+            .collect()
+    }
+}
+
+fn join(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(", ")
+}
+
+/// Whether `addr` is in the group: inside one of its CIDRs and none of its excepts.
+fn in_group(g: &Group, addr: IpAddr) -> bool {
+    g.cidrs.iter().any(|n| n.contains(&addr)) && !g.except.iter().any(|n| n.contains(&addr))
+}
+
+/// Whether `addr` is one of the addresses `peer` stands for (design.md section 2).
+pub fn in_peer(policy: &Policy, host: &[IpAddr], peer: &Peer, addr: IpAddr) -> bool {
+    match peer {
+        Peer::Any => true,
+        Peer::Host => host.contains(&addr),
+        Peer::Cidr(n) => n.contains(&addr),
+        Peer::Group(name) => policy.group(name).is_some_and(|g| in_group(g, addr)),
+        // In no user group (anonymous ones stand for literal prefixes) and not the node's.
+        Peer::World => {
+            !host.contains(&addr)
+                && !policy
+                    .groups
+                    .iter()
+                    .any(|g| !g.anonymous && in_group(g, addr))
+        }
+    }
+}
+
+fn check_rule(policy: &Policy, host: &[IpAddr], id: u32, rule: &Rule, p: &Packet) -> RuleCheck {
+    let holds = |peer: &Peer, addr| in_peer(policy, host, peer, addr);
+    let src_ok = rule.from.iter().any(|peer| holds(peer, p.src));
+    let dst_ok = rule.to.iter().any(|peer| holds(peer, p.dst));
+    let ports_ok = rule.ports.is_empty() || rule.ports.iter().any(|s| s.matches(p.proto, p.port));
+    let mut failed = Vec::new();
+    if !src_ok {
+        failed.push(Part::From);
+    }
+    if !dst_ok {
+        failed.push(Part::To);
+    }
+    if !ports_ok {
+        failed.push(Part::Ports);
+    }
+    let same_group = || {
+        rule.from
+            .iter()
+            .any(|peer| holds(peer, p.src) && holds(peer, p.dst))
+    };
+    if rule.within && failed.is_empty() && !same_group() {
+        failed.push(Part::Within);
+    }
+    RuleCheck {
+        id,
+        rule: rule.clone(),
+        failed,
+    }
+}
+
+/// Every rule the compiler would enforce (the policy's, then the built-in
+/// ones), judged against `p`, in rule id order.
+pub fn check_rules(policy: &Policy, opts: &CompileOptions, p: &Packet) -> Vec<RuleCheck> {
+    let builtins = builtin_rules(policy, opts);
+    policy
+        .rules
+        .iter()
+        .chain(&builtins)
+        .zip(1u32..)
+        .map(|(rule, id)| check_rule(policy, &opts.host_addrs, id, rule, p))
+        .collect()
+}
+
+/// An identity as the datapath looks it up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Side {
+    pub addr: IpAddr,
+    pub identity: Option<IdentityInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Explanation {
+    pub packet: Packet,
+    pub src: Side,
+    pub dst: Side,
+    /// Every rule that allows the packet, in id order.
+    pub allowing: Vec<RuleCheck>,
+    /// When none does: the policy's rules that failed on the fewest parts
+    /// (one, or two when no rule failed on one only), in id order.
+    pub near: Vec<RuleCheck>,
+    /// The rule the compiled maps decide by (`evaluate`), which the datapath
+    /// counts the flow under.
+    pub datapath_rule: Option<u32>,
+}
+
+impl Explanation {
+    pub fn allowed(&self) -> bool {
+        !self.allowing.is_empty()
+    }
+
+    /// Whether the rule-by-rule verdict and the compiled maps agree: a
+    /// disagreement is a compiler (or explain) bug.
+    pub fn agrees(&self) -> bool {
+        match self.datapath_rule {
+            None => self.allowing.is_empty(),
+            Some(id) => self.allowing.iter().any(|r| r.id == id),
+        }
+    }
+}
+
+/// Explains `p` under `policy` compiled with `opts` into `compiled`.
+pub fn explain(
+    policy: &Policy,
+    compiled: &Compiled,
+    opts: &CompileOptions,
+    p: &Packet,
+) -> Explanation {
+    let checks = check_rules(policy, opts, p);
+    let (allowing, rest): (Vec<RuleCheck>, Vec<RuleCheck>) =
+        checks.into_iter().partition(RuleCheck::allows);
+    // Built-in rules would show up as near misses of every packet.
+    let rest: Vec<RuleCheck> = rest.into_iter().filter(|r| !r.is_builtin()).collect();
+    let best = rest.iter().map(RuleCheck::score).max().unwrap_or(0);
+    let near = if allowing.is_empty() && best >= 1 {
+        rest.into_iter().filter(|r| r.score() == best).collect()
+    } else {
+        Vec::new()
+    };
+    let side = |addr: IpAddr| Side {
+        addr,
+        identity: identity_of(compiled, addr).and_then(|v| compiled.identity(v.id).cloned()),
+    };
+    Explanation {
+        packet: *p,
+        src: side(p.src),
+        dst: side(p.dst),
+        allowing,
+        near,
+        datapath_rule: evaluate(compiled, p.src, p.dst, p.proto, p.port),
+    }
+}
