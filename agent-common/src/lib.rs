@@ -374,7 +374,8 @@ pub mod reason {
     pub const PASS_POLICY: u32 = 1;
     /// ARP and other non-IP frames.
     pub const PASS_NON_IP: u32 = 2;
-    /// IPv6 neighbour discovery (ICMPv6 133-137).
+    /// IPv6 neighbour discovery (ICMPv6 133-137) and multicast listener
+    /// discovery (130-132, 143), which neighbour discovery relies on.
     pub const PASS_NEIGHBOUR_DISCOVERY: u32 = 3;
     /// A later fragment of a datagram whose first fragment passed.
     pub const PASS_FRAGMENT: u32 = 4;

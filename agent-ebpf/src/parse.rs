@@ -255,7 +255,10 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
         no_l4(next)
     } else {
         let l4 = parse_l4(b, off, ip_end, next, true)?;
-        if next == IPPROTO_ICMPV6 && (133..=137).contains(&(l4.policy_port >> 8)) {
+        // Neighbour discovery (133-137) and the multicast listener messages it
+        // relies on (130-132, 143: joining solicited-node groups, which
+        // MLD-snooping switches need to see) are link infrastructure.
+        if next == IPPROTO_ICMPV6 && matches!(l4.policy_port >> 8, 130..=137 | 143) {
             return Ok(Parsed6::NeighbourDiscovery);
         }
         l4

@@ -96,6 +96,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    // Handlers first: a signal sent once the ready marker is out must never hit
+    // the default action (SIGHUP's would kill the agent).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let mut dp = Datapath::load(&load_options(&args)).context(
         "loading the eBPF programs (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
          and Linux >= 6.6 with BTF)",
@@ -118,9 +123,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let mut watch = open_watch(&args.policy_dir);
     let mut reloads = ReloadStats::default();
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let mut host_tick = tokio::time::interval(Duration::from_secs(args.host_refresh_secs.max(1)));
     let mut gc_tick = tokio::time::interval(Duration::from_secs(args.gc_interval_secs.max(1)));
     loop {

@@ -12,6 +12,10 @@ use tokio::io::{unix::AsyncFd, Interest};
 
 pub struct DirWatch {
     fd: AsyncFd<OwnedFd>,
+    /// Events were read and the directory has not settled yet. Kept here, not
+    /// in `changed`'s future, so a caller that abandons the wait (another
+    /// `select!` branch won) resumes it instead of losing the change.
+    pending: bool,
 }
 
 /// How long the directory must stay quiet before one reload covers a burst of
@@ -45,15 +49,24 @@ impl DirWatch {
         // on; nothing else closes or replaces it.
         let fd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(io::Error::from)?;
-        Ok(Self { fd })
+        Ok(Self { fd, pending: false })
     }
 
-    /// Waits for a change, then for the directory to settle.
+    /// Waits for a change, then for the directory to settle. Cancel-safe: a
+    /// change seen before cancellation is reported by the next call.
     pub async fn changed(&mut self) -> io::Result<()> {
-        self.drain_when_ready().await?;
+        if !self.pending {
+            self.drain_when_ready().await?;
+            // No await between the drain and this: cancellation cannot fall
+            // between them.
+            self.pending = true;
+        }
         loop {
             match tokio::time::timeout(SETTLE, self.drain_when_ready()).await {
-                Err(_) => return Ok(()),
+                Err(_) => {
+                    self.pending = false;
+                    return Ok(());
+                }
                 Ok(r) => r?,
             }
         }
@@ -91,5 +104,50 @@ fn drain(fd: RawFd) -> io::Result<usize> {
             return Ok(total);
         }
         total += n as usize;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::{DirWatch, SETTLE};
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("netpol-watch-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[tokio::test]
+    async fn reports_a_rename_over_a_file() {
+        let dir = temp_dir("rename");
+        let mut w = DirWatch::new(&dir).unwrap();
+        std::fs::write(dir.join(".tmp"), "rules: []\n").unwrap();
+        std::fs::rename(dir.join(".tmp"), dir.join("p.yaml")).unwrap();
+        tokio::time::timeout(Duration::from_secs(2), w.changed())
+            .await
+            .expect("a change within 2 s")
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The agent's event loop abandons `changed()` whenever another branch
+    /// wins; a change already read must still be reported by the next call.
+    #[tokio::test]
+    async fn a_change_survives_an_abandoned_wait() {
+        let dir = temp_dir("cancel");
+        let mut w = DirWatch::new(&dir).unwrap();
+        std::fs::write(dir.join("p.yaml"), "rules: []\n").unwrap();
+        // Abandon the wait while it is settling (the event is already read).
+        let abandoned = tokio::time::timeout(SETTLE / 4, w.changed()).await;
+        assert!(abandoned.is_err(), "should still be settling");
+        // No new event: the next call must report the pending change.
+        tokio::time::timeout(SETTLE * 3, w.changed())
+            .await
+            .expect("the change read before the abandoned wait is reported")
+            .unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -850,10 +850,29 @@ fn ipv6_neighbour_discovery_passes() {
         &nd(135, "fe80::1", "ff02::1:ff00:7").ext(Ext::hop_by_hop()),
         Pass(PASS_NEIGHBOUR_DISCOVERY),
     );
-    // Just outside the ND range: ordinary ICMPv6, judged by policy.
+    // Multicast listener discovery: ND relies on it to join solicited-node
+    // groups (MLD-snooping switches forward NS only to members).
+    for (ty, name) in [
+        (130, "MLD query"),
+        (131, "MLD report"),
+        (132, "MLD done"),
+        (143, "MLDv2 report"),
+    ] {
+        b.xdp(
+            name,
+            &nd(ty, "fe80::1", "ff02::16"),
+            Pass(PASS_NEIGHBOUR_DISCOVERY),
+        );
+    }
+    // Just outside those ranges: ordinary ICMPv6, judged by policy.
     b.xdp(
-        "MLD done (132)",
-        &nd(132, "fe80::1", "ff02::2"),
+        "node information query (139)",
+        &nd(139, "fe80::1", "ff02::2"),
+        Drop(DROP_POLICY),
+    );
+    b.xdp(
+        "ICMPv6 type 129 without a request",
+        &nd(129, "fe80::1", "ff02::2"),
         Drop(DROP_POLICY),
     );
     b.xdp(
