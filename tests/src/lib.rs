@@ -23,3 +23,4 @@ pub use netns::Netns;
 pub use privilege::require_root;
 pub mod bench_frames;
 pub mod packet;
+pub mod reference;

@@ -1,0 +1,316 @@
+//! A reference evaluator for the policy contract (design.md section 2), written
+//! from the contract alone in the plainest Rust: no identities, no tries, no
+//! masks shared with the compiler. It answers "would policy allow a packet that
+//! opens a flow" by walking the rules in order, for differential tests against
+//! the compiler and the datapath.
+//!
+//! It reads the policy model (`Policy`, `Group`, `Rule`, `Peer`, `PortSpec`)
+//! but nothing of `netpol_agent::policy`'s compiler or evaluator, and not even
+//! `ipnet`'s containment or `PortSpec::matches`: a bug there must not be shared.
+//!
+//! The contract, as implemented here:
+//! - an address is in a group iff it is inside one of the group's CIDRs and
+//!   inside none of its `except` prefixes;
+//! - `any` is every address; `host` is the node's addresses (each one a /32 or
+//!   /128); `world` is every address that is in no user group and is not a host
+//!   address (literal CIDRs written into rules, and groups the agent makes up
+//!   for them, `Group::anonymous`, do not count against `world`);
+//! - a literal CIDR peer is the addresses inside it;
+//! - a rule allows `from` x `to` on its ports (no ports: everything); a `within`
+//!   rule allows each of its peers to itself on everything;
+//! - a port spec matches by protocol and inclusive range; for ICMP and ICMPv6
+//!   the "port" is `type << 8 | code`; protocols without ports are asked with
+//!   port 0 (a spec with a protocol and no range matches every port of it);
+//! - unless the policy (or the agent's option) enforces the host, two built-in
+//!   rules follow the user's: `builtin:host-ingress` (any -> host) and
+//!   `builtin:host-egress` (host -> any), on everything.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netpol_agent::policy::{Group, Peer, Policy, PortSpec, Rule};
+
+/// Name of the built-in rule letting anything reach the node.
+pub const HOST_INGRESS: &str = "builtin:host-ingress";
+/// Name of the built-in rule letting the node reach anything.
+pub const HOST_EGRESS: &str = "builtin:host-egress";
+
+/// An address as (is IPv6, 128-bit value); IPv4 keeps its 32 bits in the low end.
+fn bits(a: IpAddr) -> (bool, u128) {
+    match a {
+        IpAddr::V4(a) => (false, u128::from(u32::from(a))),
+        IpAddr::V6(a) => (true, u128::from(a)),
+    }
+}
+
+/// Whether `addr` lies inside `net` (same family, first `len` bits equal).
+pub fn inside(net: &IpNet, addr: IpAddr) -> bool {
+    let (net_v6, net_bits) = bits(net.addr());
+    let (addr_v6, addr_bits) = bits(addr);
+    if net_v6 != addr_v6 {
+        return false;
+    }
+    let width: u32 = if net_v6 { 128 } else { 32 };
+    let len = u32::from(net.prefix_len());
+    if len == 0 {
+        return true;
+    }
+    let shift = width - len;
+    (net_bits >> shift) == (addr_bits >> shift)
+}
+
+/// Whether `addr` belongs to `group`: inside a CIDR, inside no except.
+pub fn in_group(group: &Group, addr: IpAddr) -> bool {
+    group.cidrs.iter().any(|n| inside(n, addr)) && !group.except.iter().any(|n| inside(n, addr))
+}
+
+fn is_host(host: &[IpAddr], addr: IpAddr) -> bool {
+    host.contains(&addr)
+}
+
+/// Whether `addr` is in `world`: in no user group and not the node's own.
+/// Groups the agent makes up itself (`anonymous`, for a Kubernetes `ipBlock`)
+/// are no user's named groups: like literal CIDRs, they do not count.
+pub fn in_world(policy: &Policy, host: &[IpAddr], addr: IpAddr) -> bool {
+    let mut named = policy.groups.iter().filter(|g| !g.anonymous);
+    !named.any(|g| in_group(g, addr)) && !is_host(host, addr)
+}
+
+/// Whether `peer` (one side of a rule) stands for `addr`.
+pub fn peer_has(policy: &Policy, host: &[IpAddr], peer: &Peer, addr: IpAddr) -> bool {
+    match peer {
+        Peer::Any => true,
+        Peer::World => in_world(policy, host, addr),
+        Peer::Host => is_host(host, addr),
+        Peer::Cidr(n) => inside(n, addr),
+        // An unknown group is a load error; here it simply holds nothing.
+        Peer::Group(name) => policy
+            .groups
+            .iter()
+            .filter(|g| &g.name == name)
+            .any(|g| in_group(g, addr)),
+    }
+}
+
+/// Whether one port spec allows protocol `proto`, port `port`.
+pub fn spec_allows(spec: &PortSpec, proto: u8, port: u16) -> bool {
+    match spec.proto {
+        None => true,
+        Some(p) if p != proto => false,
+        Some(_) => match spec.range {
+            None => true,
+            Some((lo, hi)) => lo <= port && port <= hi,
+        },
+    }
+}
+
+/// Whether `rule` allows the packet.
+pub fn rule_allows(
+    policy: &Policy,
+    host: &[IpAddr],
+    rule: &Rule,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    port: u16,
+) -> bool {
+    let has = |peer: &Peer, addr| peer_has(policy, host, peer, addr);
+    if rule.within {
+        // Each group to itself, on every port.
+        return rule.from.iter().any(|p| has(p, src) && has(p, dst));
+    }
+    let ports_ok = rule.ports.is_empty() || rule.ports.iter().any(|s| spec_allows(s, proto, port));
+    ports_ok && rule.from.iter().any(|p| has(p, src)) && rule.to.iter().any(|p| has(p, dst))
+}
+
+/// The built-in rules the agent adds after the user's, if any.
+pub fn builtin_rules(policy: &Policy, enforce_host: bool) -> Vec<Rule> {
+    if enforce_host || policy.enforce_host {
+        return Vec::new();
+    }
+    vec![
+        Rule::new(HOST_INGRESS, &[Peer::Any], &[Peer::Host], &[]),
+        Rule::new(HOST_EGRESS, &[Peer::Host], &[Peer::Any], &[]),
+    ]
+}
+
+/// Every rule (user rules in policy order, then the built-ins) that allows a
+/// packet opening a flow from `src` to `dst` with protocol `proto` and
+/// destination port `port` (ICMP: `type << 8 | code`; no ports: 0).
+pub fn allowing_rules(
+    policy: &Policy,
+    host: &[IpAddr],
+    enforce_host: bool,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    port: u16,
+) -> Vec<String> {
+    let builtins = builtin_rules(policy, enforce_host);
+    policy
+        .rules
+        .iter()
+        .chain(&builtins)
+        .filter(|r| rule_allows(policy, host, r, src, dst, proto, port))
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+/// The first rule, in policy order (user rules before the built-ins), that
+/// allows the packet; `None` when policy drops it.
+pub fn verdict(
+    policy: &Policy,
+    host: &[IpAddr],
+    enforce_host: bool,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    port: u16,
+) -> Option<String> {
+    let builtins = builtin_rules(policy, enforce_host);
+    policy
+        .rules
+        .iter()
+        .chain(&builtins)
+        .find(|r| rule_allows(policy, host, r, src, dst, proto, port))
+        .map(|r| r.name.clone())
+}
+
+/// Whether a packet is link infrastructure that passes whatever the policy:
+/// IPv6 neighbour discovery (ICMPv6 133-137, design.md section 2) and the
+/// multicast listener discovery it relies on (130-132, 143; README). ARP, the
+/// other such case, is not an IP packet. `port` is ICMPv6 `type << 8 | code`.
+pub fn infrastructure(src: IpAddr, proto: u8, port: u16) -> bool {
+    src.is_ipv6() && proto == 58 && matches!(port >> 8, 130..=137 | 143)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().unwrap()
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            groups: vec![
+                Group::new("web", &[net("10.0.1.0/24"), net("fd00:1::/64")], &[]),
+                Group::new(
+                    "aiven",
+                    &[net("10.1.0.0/16")],
+                    &[net("10.1.3.0/24"), net("10.1.0.7/32")],
+                ),
+            ],
+            rules: vec![
+                Rule::new(
+                    "web-to-aiven",
+                    &[Peer::Group("web".into())],
+                    &[Peer::Group("aiven".into())],
+                    &[PortSpec::port(6, 5432), PortSpec::range(1, 0x0800, 0x08ff)],
+                ),
+                Rule::new(
+                    "world-to-literal",
+                    &[Peer::World],
+                    &[Peer::Cidr(net("10.9.0.0/16"))],
+                    &[PortSpec::proto(17)],
+                ),
+                Rule::within("intra", &[Peer::Group("web".into())]),
+            ],
+            enforce_host: false,
+        }
+    }
+
+    #[test]
+    fn containment() {
+        assert!(inside(&net("0.0.0.0/0"), ip("255.255.255.255")));
+        assert!(!inside(&net("0.0.0.0/0"), ip("::1")));
+        assert!(inside(&net("::/0"), ip("fd00::1")));
+        assert!(inside(&net("10.0.1.0/24"), ip("10.0.1.255")));
+        assert!(!inside(&net("10.0.1.0/24"), ip("10.0.2.0")));
+        assert!(inside(&net("10.0.1.7/32"), ip("10.0.1.7")));
+        assert!(!inside(&net("10.0.1.7/32"), ip("10.0.1.6")));
+        assert!(inside(&net("fd00:1::/64"), ip("fd00:1::ffff:1")));
+        assert!(!inside(&net("fd00:1::/64"), ip("fd00:2::1")));
+        assert!(inside(&net("fd00::1/128"), ip("fd00::1")));
+        assert!(!inside(&net("10.0.0.0/8"), ip("::ffff:10.0.0.1")));
+    }
+
+    #[test]
+    fn groups_excepts_world_host() {
+        let p = policy();
+        let aiven = p.group("aiven").unwrap();
+        assert!(in_group(aiven, ip("10.1.0.6")));
+        assert!(!in_group(aiven, ip("10.1.0.7")));
+        assert!(!in_group(aiven, ip("10.1.3.1")));
+        let host = [ip("10.0.1.1"), ip("192.168.0.1")];
+        assert!(!in_world(&p, &host, ip("10.0.1.5")));
+        assert!(!in_world(&p, &host, ip("192.168.0.1")));
+        assert!(in_world(&p, &host, ip("192.168.0.2")));
+        // Carved out of its only group: world again.
+        assert!(in_world(&p, &host, ip("10.1.3.1")));
+        // A literal CIDR of a rule does not take addresses out of world.
+        assert!(in_world(&p, &host, ip("10.9.0.1")));
+        // Nor does a group the agent made up.
+        let mut p = p;
+        p.groups.push(Group {
+            anonymous: true,
+            ..Group::new("import", &[net("10.9.0.0/16")], &[])
+        });
+        assert!(in_world(&p, &host, ip("10.9.0.1")));
+        assert!(peer_has(
+            &p,
+            &host,
+            &Peer::Group("import".into()),
+            ip("10.9.0.1")
+        ));
+    }
+
+    #[test]
+    fn rules_in_order_then_builtins() {
+        let p = policy();
+        let host = [ip("10.0.1.1")];
+        let v = |s, d, proto, port, enforce| verdict(&p, &host, enforce, ip(s), ip(d), proto, port);
+        assert_eq!(
+            v("10.0.1.5", "10.1.0.6", 6, 5432, false).as_deref(),
+            Some("web-to-aiven")
+        );
+        assert_eq!(v("10.0.1.5", "10.1.0.6", 6, 5433, false), None);
+        assert_eq!(v("10.0.1.5", "10.1.0.7", 6, 5432, false), None);
+        assert_eq!(
+            v("10.0.1.5", "10.1.0.6", 1, 0x0803, false).as_deref(),
+            Some("web-to-aiven")
+        );
+        assert_eq!(v("10.0.1.5", "10.1.0.6", 1, 0x0900, false), None);
+        assert_eq!(
+            v("8.8.8.8", "10.9.1.1", 17, 53, false).as_deref(),
+            Some("world-to-literal")
+        );
+        assert_eq!(v("10.0.1.9", "10.9.1.1", 17, 53, false), None);
+        assert_eq!(
+            v("10.0.1.9", "10.0.1.3", 132, 1, false).as_deref(),
+            Some("intra")
+        );
+        assert_eq!(
+            v("10.0.1.9", "10.0.1.1", 132, 1, false).as_deref(),
+            Some("intra")
+        );
+        assert_eq!(
+            v("8.8.8.8", "10.0.1.1", 47, 0, false).as_deref(),
+            Some(HOST_INGRESS)
+        );
+        assert_eq!(
+            v("10.0.1.1", "8.8.8.8", 47, 0, false).as_deref(),
+            Some(HOST_EGRESS)
+        );
+        assert_eq!(v("10.0.1.1", "8.8.8.8", 47, 0, true), None);
+        assert_eq!(
+            allowing_rules(&p, &host, false, ip("10.0.1.1"), ip("10.0.1.2"), 6, 80),
+            vec!["intra".to_string(), HOST_EGRESS.to_string()]
+        );
+    }
+}
