@@ -37,14 +37,9 @@ trait Family {
     fn id_key(slot: u8, addr: &Self::Addr) -> Self::IdKey;
     fn ct() -> &'static LruHashMap<Self::CtKey, CtValue>;
     fn frag() -> &'static LruHashMap<Self::FragKey, FragValue>;
-    /// Orders the endpoints; returns the key and whether `src` is endpoint B.
-    fn ct_key(
-        src: &Self::Addr,
-        dst: &Self::Addr,
-        sp: u16,
-        dp: u16,
-        proto: u8,
-    ) -> (Self::CtKey, bool);
+    /// Whether address `a` sorts after `b` (compared as big-endian bytes).
+    fn addr_gt(a: &Self::Addr, b: &Self::Addr) -> Option<bool>;
+    fn make_ct_key(a: &Self::Addr, b: &Self::Addr, pa: u16, pb: u16, proto: u8) -> Self::CtKey;
     /// (A, B) addresses of a key.
     fn ct_addrs(key: &Self::CtKey) -> (Self::Addr, Self::Addr);
     fn frag_key(src: &Self::Addr, dst: &Self::Addr, id: u32, proto: u8) -> Self::FragKey;
@@ -103,24 +98,20 @@ impl Family for V4 {
         &FRAG4
     }
     #[inline(always)]
-    fn ct_key(src: &[u8; 4], dst: &[u8; 4], sp: u16, dp: u16, proto: u8) -> (CtKey4, bool) {
-        let s = u32::from_be_bytes(*src);
-        let d = u32::from_be_bytes(*dst);
-        let src_is_b = s > d || (s == d && sp > dp);
-        let (a, b, pa, pb) = if src_is_b {
-            (dst, src, dp, sp)
-        } else {
-            (src, dst, sp, dp)
-        };
-        let key = CtKey4 {
+    fn addr_gt(a: &[u8; 4], b: &[u8; 4]) -> Option<bool> {
+        let (a, b) = (u32::from_be_bytes(*a), u32::from_be_bytes(*b));
+        (a != b).then_some(a > b)
+    }
+    #[inline(always)]
+    fn make_ct_key(a: &[u8; 4], b: &[u8; 4], pa: u16, pb: u16, proto: u8) -> CtKey4 {
+        CtKey4 {
             addr_a: *a,
             addr_b: *b,
             port_a: pa.to_be_bytes(),
             port_b: pb.to_be_bytes(),
             proto,
             _pad: [0; 3],
-        };
-        (key, src_is_b)
+        }
     }
     #[inline(always)]
     fn ct_addrs(key: &CtKey4) -> ([u8; 4], [u8; 4]) {
@@ -197,24 +188,20 @@ impl Family for V6 {
         &FRAG6
     }
     #[inline(always)]
-    fn ct_key(src: &[u8; 16], dst: &[u8; 16], sp: u16, dp: u16, proto: u8) -> (CtKey6, bool) {
-        let s = v6_words(src);
-        let d = v6_words(dst);
-        let src_is_b = s > d || (s == d && sp > dp);
-        let (a, b, pa, pb) = if src_is_b {
-            (dst, src, dp, sp)
-        } else {
-            (src, dst, sp, dp)
-        };
-        let key = CtKey6 {
+    fn addr_gt(a: &[u8; 16], b: &[u8; 16]) -> Option<bool> {
+        let (a, b) = (v6_words(a), v6_words(b));
+        (a != b).then_some(a > b)
+    }
+    #[inline(always)]
+    fn make_ct_key(a: &[u8; 16], b: &[u8; 16], pa: u16, pb: u16, proto: u8) -> CtKey6 {
+        CtKey6 {
             addr_a: *a,
             addr_b: *b,
             port_a: pa.to_be_bytes(),
             port_b: pb.to_be_bytes(),
             proto,
             _pad: [0; 3],
-        };
-        (key, src_is_b)
+        }
     }
     #[inline(always)]
     fn ct_addrs(key: &CtKey6) -> ([u8; 16], [u8; 16]) {
@@ -230,6 +217,25 @@ impl Family for V6 {
             _pad: [0; 3],
         }
     }
+}
+
+/// The direction-normalised conntrack key of a packet, and whether its source
+/// is endpoint B (the larger one), so both directions share one entry.
+#[inline(always)]
+fn ct_key<F: Family>(
+    src: &F::Addr,
+    dst: &F::Addr,
+    sp: u16,
+    dp: u16,
+    proto: u8,
+) -> (F::CtKey, bool) {
+    let src_is_b = F::addr_gt(src, dst).unwrap_or(sp > dp);
+    let key = if src_is_b {
+        F::make_ct_key(dst, src, dp, sp, proto)
+    } else {
+        F::make_ct_key(src, dst, sp, dp, proto)
+    };
+    (key, src_is_b)
 }
 
 /// A conntrack key as 64-bit words, so comparing two is a few loads rather
@@ -322,7 +328,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
         };
     }
 
-    let (key, src_is_b) = F::ct_key(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
+    let (key, src_is_b) = ct_key::<F>(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
     // Packets that may change a flow's state (FIN, RST, and everything but
     // plain Lookup) always go to conntrack; the rest may be answered by the cache.
     let cacheable = l4.track == Track::Lookup && l4.tcp_flags & (TCP_FIN | TCP_RST) == 0;
