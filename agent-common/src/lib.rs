@@ -43,7 +43,8 @@ pub struct Config {
     /// `MODE_ENFORCE` or `MODE_AUDIT`.
     pub mode: u32,
     /// Which of the two policies held in the identity and rule tries is live:
-    /// every trie key starts with its slot byte.
+    /// every trie key starts with its slot byte. Always `policy_gen & 1`: the
+    /// datapath derives it from the generation, so one read gives both.
     pub active_slot: u32,
     /// Bumped on every policy swap; conntrack entries checked under an older
     /// generation are re-checked once against the live policy.

@@ -21,8 +21,10 @@ mod prog {
 
     use crate::{parse::Bounds, verdict::judge};
 
-    /// Bytes TC needs in the linear area to read every header we parse.
-    const TC_PULL_LEN: usize = 128;
+    /// Bytes TC needs in the linear area to read every header we parse: up to
+    /// two VLAN tags, IPv6 extension headers up to parse.rs's 512-byte bound,
+    /// and the transport header.
+    const TC_PULL_LEN: usize = 576;
 
     #[xdp]
     pub fn netpol_xdp(ctx: XdpContext) -> u32 {

@@ -229,6 +229,9 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
                 let id = be32(e, 4);
                 off += 8;
                 if offset_flags & 0xfff8 != 0 {
+                    if off > ip_end {
+                        return Err(BAD);
+                    }
                     frag = Frag::Later(id);
                     done = true;
                     break;

@@ -261,14 +261,15 @@ fn now() -> u64 {
 /// Looks a (src, dst, proto, port) question up in the live policy.
 #[inline(always)]
 fn policy<F: Family>(
-    cfg: &Config,
+    gen: u32,
     src: &F::Addr,
     dst: &F::Addr,
     proto: u8,
     port: u16,
 ) -> Option<RuleValue> {
     let ids = F::ids();
-    let slot = cfg.active_slot as u8;
+    // The live slot is the generation's parity (agent-common's Config docs).
+    let slot = (gen & 1) as u8;
     let bits = SLOT_BITS + F::BITS;
     let class = proto_class(proto);
     let s = ids.get(Key::new(bits, F::id_key(slot, src)))?;
@@ -318,10 +319,15 @@ fn ct_flags_after(flags: u32, is_orig: bool, proto: u8, tcp_flags: u8) -> u32 {
 #[inline(always)]
 fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
     let l4 = &ip.l4;
+    // One read of the generation for the whole packet: the slot it looks up and
+    // the generation it stamps must be the same policy, even if a swap lands
+    // while the packet is being judged.
+    // SAFETY: a field of the CONFIG map value, read once.
+    let gen = unsafe { core::ptr::read_volatile(&cfg.policy_gen) };
     if let Frag::Later(id) = ip.frag {
         let key = F::frag_key(&ip.src, &ip.dst, id, ip.frag_proto);
         return match F::frag().get_ptr(&key) {
-            Some(v) if now().wrapping_sub(unsafe { (*v).seen }) < cfg.frag_timeout => {
+            Some(v) if now().saturating_sub(unsafe { (*v).seen }) < cfg.frag_timeout => {
                 Ok(reason::PASS_FRAGMENT)
             }
             _ => Err(reason::DROP_FRAGMENT),
@@ -337,7 +343,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
     if cacheable {
         if let Some(c) = F::cache().get_ptr(slot) {
             // SAFETY: this CPU's slot of a per-CPU array.
-            if F::cache_hit(unsafe { &*c }, &key, cfg.policy_gen, t) {
+            if F::cache_hit(unsafe { &*c }, &key, gen, t) {
                 return Ok(reason::PASS_ESTABLISHED);
             }
         }
@@ -346,13 +352,15 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
         if let Some(entry) = F::ct().get_ptr_mut(&key) {
             // SAFETY: map value pointer from a successful lookup.
             let e = unsafe { &mut *entry };
-            let age = t.wrapping_sub(e.last_seen);
+            // Saturating: another CPU may have stamped the entry after this one read
+            // the clock.
+            let age = t.saturating_sub(e.last_seen);
             let is_orig = src_is_b == (e.flags & CT_F_ORIG_B != 0);
             // An echo reply travelling the way its request did is not a reply.
             let usable = !(is_orig && l4.track == Track::Reply);
             if usable && age < ct_timeout(cfg, l4.proto, e.flags) {
                 let f = ct_flags_after(e.flags, is_orig, l4.proto, l4.tcp_flags);
-                if e.policy_gen != cfg.policy_gen {
+                if e.policy_gen != gen {
                     // Policy changed since this flow was checked: ask the live
                     // policy the flow's original question once (revocation).
                     let (a, b) = F::ct_addrs(&key);
@@ -361,11 +369,11 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
                     } else {
                         (a, b)
                     };
-                    let Some(rule) = policy::<F>(cfg, &osrc, &odst, l4.proto, e.orig_port) else {
+                    let Some(rule) = policy::<F>(gen, &osrc, &odst, l4.proto, e.orig_port) else {
                         let _ = F::ct().remove(&key);
                         return Err(reason::DROP_REVOKED);
                     };
-                    e.policy_gen = cfg.policy_gen;
+                    e.policy_gen = gen;
                     e.rule_id = rule.rule_id;
                     e.flags = f;
                     e.last_seen = t;
@@ -381,7 +389,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
                 // Two-way flows only: until a reply is seen, every packet must
                 // reach conntrack to record the reply's state change.
                 if cacheable && f & CT_F_REPLY_SEEN != 0 {
-                    let c = F::cache_entry(&key, t + cfg.refresh_interval, cfg.policy_gen);
+                    let c = F::cache_entry(&key, t + cfg.refresh_interval, gen);
                     if let Some(slot) = F::cache().get_ptr_mut(slot) {
                         // SAFETY: this CPU's slot of a per-CPU array.
                         unsafe { *slot = c };
@@ -393,7 +401,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
     }
 
     let rule =
-        policy::<F>(cfg, &ip.src, &ip.dst, l4.proto, l4.policy_port).ok_or(reason::DROP_POLICY)?;
+        policy::<F>(gen, &ip.src, &ip.dst, l4.proto, l4.policy_port).ok_or(reason::DROP_POLICY)?;
     if l4.track == Track::Open || l4.track == Track::Lookup {
         let mut flags = if src_is_b { CT_F_ORIG_B } else { 0 };
         if l4.proto == IPPROTO_TCP {
@@ -408,7 +416,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
         let value = CtValue {
             created: t,
             last_seen: t,
-            policy_gen: cfg.policy_gen,
+            policy_gen: gen,
             rule_id: rule.rule_id,
             flags,
             orig_port: l4.policy_port,

@@ -115,25 +115,28 @@ pub struct Limits {
     pub frag_max: u32,
 }
 
+/// Conntrack timeouts. A live flow's last_seen is refreshed about once a second
+/// (and not at all while the flow cache answers it, up to one more second), so
+/// anything shorter than 3 s would expire flows that are still talking.
 #[derive(Args, Debug, Clone)]
 pub struct TimeoutArgs {
     /// TCP flow idle timeout before the handshake completes, in seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, value_parser = min_timeout(), default_value_t = 60)]
     pub ct_tcp_syn_secs: u64,
     /// Established TCP flow idle timeout, in seconds.
-    #[arg(long, default_value_t = 21_600)]
+    #[arg(long, value_parser = min_timeout(), default_value_t = 21_600)]
     pub ct_tcp_established_secs: u64,
     /// TCP flow timeout after FIN in both directions or RST, in seconds.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = min_timeout(), default_value_t = 10)]
     pub ct_tcp_close_secs: u64,
     /// UDP and SCTP flow idle timeout, in seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, value_parser = min_timeout(), default_value_t = 60)]
     pub ct_udp_secs: u64,
     /// ICMP echo idle timeout, in seconds.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, value_parser = min_timeout(), default_value_t = 30)]
     pub ct_icmp_secs: u64,
     /// Idle timeout for other protocols, in seconds.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, value_parser = min_timeout(), default_value_t = 60)]
     pub ct_other_secs: u64,
 }
 
@@ -245,6 +248,13 @@ pub fn error_lines(err: &anyhow::Error) -> Vec<String> {
     }
     out.extend(errors.iter().map(ToString::to_string));
     out
+}
+
+/// The shortest conntrack timeout accepted, in seconds (see `TimeoutArgs`).
+pub const MIN_TIMEOUT_SECS: u64 = 3;
+
+fn min_timeout() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(MIN_TIMEOUT_SECS..)
 }
 
 #[cfg(test)]

@@ -32,7 +32,17 @@ fn sweep<K: Pod, V: Pod>(
         .filter(|(k, v)| expired(k, v))
         .map(|(k, _)| k)
         .collect();
-    dead.iter().filter(|k| map.remove(k).is_ok()).count()
+    // Listing a big map takes a while; a flow re-created or resumed since it
+    // was listed must not be deleted, so each entry is read again first. (A
+    // packet can still land between this read and the delete: the window is
+    // one syscall, not the whole sweep.)
+    let mut removed = 0;
+    for k in &dead {
+        if map.get(k, 0).is_ok_and(|v| expired(k, &v)) && map.remove(k).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// Deletes entries idle longer than their timeout at `now` (jiffies); returns

@@ -169,6 +169,11 @@ pub struct CounterRow {
     pub bytes: u64,
 }
 
+fn write_config(ebpf: &mut Ebpf, config: &Config) -> Result<()> {
+    let mut cfg: Array<&mut MapData, Config> = typed_map(ebpf, map_names::CONFIG)?;
+    cfg.set(0, *config, 0).map_err(map_err(map_names::CONFIG))
+}
+
 fn to_jiffies(d: Duration, hz: u64) -> u64 {
     (d.as_secs_f64() * hz as f64).ceil() as u64
 }
@@ -265,14 +270,8 @@ impl Datapath {
             xdp_links: Vec::new(),
             tc_links: Vec::new(),
         };
-        dp.write_config()?;
+        write_config(&mut dp.ebpf, &dp.config)?;
         Ok(dp)
-    }
-
-    fn write_config(&mut self) -> Result<()> {
-        let mut cfg: Array<&mut MapData, Config> = typed_map(&mut self.ebpf, map_names::CONFIG)?;
-        cfg.set(0, self.config, 0)
-            .map_err(map_err(map_names::CONFIG))
     }
 
     pub fn config(&self) -> Config {
@@ -357,9 +356,16 @@ impl Datapath {
         let write = started.elapsed();
 
         let swap_started = Instant::now();
-        self.config.active_slot = idle as u32;
-        self.config.policy_gen = self.config.policy_gen.wrapping_add(1);
-        self.write_config()?;
+        let next = Config {
+            active_slot: idle as u32,
+            policy_gen: self.config.policy_gen.wrapping_add(1),
+            ..self.config
+        };
+        debug_assert_eq!(next.active_slot, next.policy_gen & 1);
+        // Only a config the kernel accepted becomes ours: after a failed write
+        // the next apply must still see the live slot as live.
+        write_config(&mut self.ebpf, &next)?;
+        self.config = next;
         Ok(ApplyStats {
             generation: self.config.policy_gen,
             changes,

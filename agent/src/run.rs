@@ -121,6 +121,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         selected.join(", ")
     );
 
+    let mut applied_host = host.clone();
     let mut watch = open_watch(&args.policy_dir);
     let mut reloads = ReloadStats::default();
     let mut host_tick = tokio::time::interval(Duration::from_secs(args.host_refresh_secs.max(1)));
@@ -147,17 +148,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     watch = open_watch(&args.policy_dir);
                 }
                 match hostaddrs::discover() {
-                Ok(now) if now != host => {
-                    info!("node addresses changed: {now:?}");
-                    host = now;
-                    true
+                    Ok(now) if now != host => {
+                        info!("node addresses changed: {now:?}");
+                        host = now;
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!("listing the node's addresses: {e}"),
                 }
-                Ok(_) => false,
-                Err(e) => {
-                    warn!("listing the node's addresses: {e}");
-                    false
-                }
-            }},
+                // Until a policy with the current addresses is live, retry:
+                // a failed reload must not leave `host` stale for good.
+                host != applied_host
+            },
             _ = gc_tick.tick() => {
                 match dp.collect_expired() {
                     Ok(0) => {}
@@ -177,6 +178,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 });
             match result {
                 Ok(gen) => {
+                    applied_host.clone_from(&host);
                     reloads.ok += 1;
                     reloads.last_error = None;
                     info!("policy generation {gen} enforced");
