@@ -301,23 +301,19 @@ pub struct CtValue {
 /// seen in conntrack recently (within `Config::refresh_interval`) under the live
 /// policy generation. A hit costs an inlined array read instead of a hash-map
 /// call; every miss, expiry or policy change falls back to conntrack.
+/// `K` is a conntrack key (8-aligned, a multiple of 8 bytes), so the slot has
+/// no implicit padding.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowCache4 {
-    pub key: CtKey4,
+pub struct FlowCache<K> {
+    pub key: K,
     pub valid_until: u64,
     pub policy_gen: u32,
     pub _pad: u32,
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct FlowCache6 {
-    pub key: CtKey6,
-    pub valid_until: u64,
-    pub policy_gen: u32,
-    pub _pad: u32,
-}
+pub type FlowCache4 = FlowCache<CtKey4>;
+pub type FlowCache6 = FlowCache<CtKey6>;
 
 /// Slots per CPU in each flow cache (a power of two).
 pub const FLOW_CACHE_SLOTS: u32 = 4096;

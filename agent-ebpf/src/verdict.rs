@@ -2,9 +2,9 @@
 //! key), then identities and the rule trie, then counters.
 use agent_common::{
     ct_timeout, id_flag_dst, id_flag_src, proto_class, reason, Config, CtKey4, CtKey6, CtValue,
-    FlowCache4, FlowCache6, FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey,
-    RuleValue, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN,
-    CT_F_SYNACK, FLOW_CACHE_SLOTS, IPPROTO_TCP, MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
+    FlowCache, FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue,
+    CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK,
+    FLOW_CACHE_SLOTS, IPPROTO_TCP, MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
 };
 use aya_ebpf::{
     helpers::bpf_jiffies64,
@@ -25,14 +25,12 @@ trait Family {
     type CtKey: 'static;
     type FragKey: 'static;
     type IdKey: 'static;
-    type Cache: 'static;
     const BITS: u32;
-    fn cache() -> &'static PerCpuArray<Self::Cache>;
+    fn cache() -> &'static PerCpuArray<FlowCache<Self::CtKey>>;
     /// The flow-cache slot of a conntrack key.
     fn cache_slot(key: &Self::CtKey) -> u32;
-    /// Whether `c` caches `key`, under generation `gen`, still valid at `now`.
-    fn cache_hit(c: &Self::Cache, key: &Self::CtKey, gen: u32, now: u64) -> bool;
-    fn cache_entry(key: &Self::CtKey, valid_until: u64, gen: u32) -> Self::Cache;
+    /// Key equality as whole words (no memcmp in BPF).
+    fn key_eq(a: &Self::CtKey, b: &Self::CtKey) -> bool;
     fn ids() -> &'static LpmTrie<Self::IdKey, IdentityValue>;
     fn id_key(slot: u8, addr: &Self::Addr) -> Self::IdKey;
     fn ct() -> &'static LruHashMap<Self::CtKey, CtValue>;
@@ -53,11 +51,10 @@ impl Family for V4 {
     type CtKey = CtKey4;
     type FragKey = FragKey4;
     type IdKey = IdKey4;
-    type Cache = FlowCache4;
     const BITS: u32 = 32;
 
     #[inline(always)]
-    fn cache() -> &'static PerCpuArray<FlowCache4> {
+    fn cache() -> &'static PerCpuArray<FlowCache<CtKey4>> {
         &FLOWCACHE4
     }
     #[inline(always)]
@@ -66,19 +63,8 @@ impl Family for V4 {
         hash_slot(w[0] ^ w[1].rotate_left(29))
     }
     #[inline(always)]
-    fn cache_hit(c: &FlowCache4, key: &CtKey4, gen: u32, now: u64) -> bool {
-        words::<2, CtKey4>(&c.key) == words::<2, CtKey4>(key)
-            && c.policy_gen == gen
-            && now < c.valid_until
-    }
-    #[inline(always)]
-    fn cache_entry(key: &CtKey4, valid_until: u64, gen: u32) -> FlowCache4 {
-        FlowCache4 {
-            key: *key,
-            valid_until,
-            policy_gen: gen,
-            _pad: 0,
-        }
+    fn key_eq(a: &CtKey4, b: &CtKey4) -> bool {
+        words::<2, CtKey4>(a) == words::<2, CtKey4>(b)
     }
 
     #[inline(always)]
@@ -143,11 +129,10 @@ impl Family for V6 {
     type CtKey = CtKey6;
     type FragKey = FragKey6;
     type IdKey = IdKey6;
-    type Cache = FlowCache6;
     const BITS: u32 = 128;
 
     #[inline(always)]
-    fn cache() -> &'static PerCpuArray<FlowCache6> {
+    fn cache() -> &'static PerCpuArray<FlowCache<CtKey6>> {
         &FLOWCACHE6
     }
     #[inline(always)]
@@ -156,19 +141,8 @@ impl Family for V6 {
         hash_slot(w[0] ^ w[1].rotate_left(13) ^ w[2].rotate_left(29) ^ w[3].rotate_left(41) ^ w[4])
     }
     #[inline(always)]
-    fn cache_hit(c: &FlowCache6, key: &CtKey6, gen: u32, now: u64) -> bool {
-        words::<5, CtKey6>(&c.key) == words::<5, CtKey6>(key)
-            && c.policy_gen == gen
-            && now < c.valid_until
-    }
-    #[inline(always)]
-    fn cache_entry(key: &CtKey6, valid_until: u64, gen: u32) -> FlowCache6 {
-        FlowCache6 {
-            key: *key,
-            valid_until,
-            policy_gen: gen,
-            _pad: 0,
-        }
+    fn key_eq(a: &CtKey6, b: &CtKey6) -> bool {
+        words::<5, CtKey6>(a) == words::<5, CtKey6>(b)
     }
 
     #[inline(always)]
@@ -245,6 +219,12 @@ fn words<const N: usize, T>(k: &T) -> [u64; N] {
     const { assert!(N * 8 == core::mem::size_of::<T>() && core::mem::align_of::<T>() == 8) };
     // SAFETY: T is 8-aligned and exactly N words long (checked above).
     unsafe { core::ptr::read(k as *const T as *const [u64; N]) }
+}
+
+/// Whether `c` caches `key`, under generation `gen`, still valid at `now`.
+#[inline(always)]
+fn cache_hit<F: Family>(c: &FlowCache<F::CtKey>, key: &F::CtKey, gen: u32, now: u64) -> bool {
+    F::key_eq(&c.key, key) && c.policy_gen == gen && now < c.valid_until
 }
 
 /// Fibonacci hashing: the top bits of a multiplication spread nearby keys.
@@ -343,7 +323,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
     if cacheable {
         if let Some(c) = F::cache().get_ptr(slot) {
             // SAFETY: this CPU's slot of a per-CPU array.
-            if F::cache_hit(unsafe { &*c }, &key, gen, t) {
+            if cache_hit::<F>(unsafe { &*c }, &key, gen, t) {
                 return Ok(reason::PASS_ESTABLISHED);
             }
         }
@@ -389,7 +369,12 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>) -> Result<u32, u32> {
                 // Two-way flows only: until a reply is seen, every packet must
                 // reach conntrack to record the reply's state change.
                 if cacheable && f & CT_F_REPLY_SEEN != 0 {
-                    let c = F::cache_entry(&key, t + cfg.refresh_interval, gen);
+                    let c = FlowCache {
+                        key,
+                        valid_until: t + cfg.refresh_interval,
+                        policy_gen: gen,
+                        _pad: 0,
+                    };
                     if let Some(slot) = F::cache().get_ptr_mut(slot) {
                         // SAFETY: this CPU's slot of a per-CPU array.
                         unsafe { *slot = c };

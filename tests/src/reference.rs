@@ -167,13 +167,9 @@ pub fn verdict(
     proto: u8,
     port: u16,
 ) -> Option<String> {
-    let builtins = builtin_rules(policy, enforce_host);
-    policy
-        .rules
-        .iter()
-        .chain(&builtins)
-        .find(|r| rule_allows(policy, host, r, src, dst, proto, port))
-        .map(|r| r.name.clone())
+    allowing_rules(policy, host, enforce_host, src, dst, proto, port)
+        .into_iter()
+        .next()
 }
 
 /// Whether a packet is link infrastructure that passes whatever the policy:
