@@ -23,7 +23,21 @@ const PACKAGES: &[&str] = &[
     "procps",
     "bpftool",
     "iputils-ping",
+    // Peers of the traffic benchmark (issue 6).
+    "nftables",
+    "xdp-tools",
+    // promtool, which checks the /metrics output in the tests.
+    "prometheus",
+    // `ruby -c Vagrantfile`, and a Python for the manifest validator.
+    "ruby",
+    "python3",
+    "python3-venv",
 ];
+
+/// Python tools the tests drive, installed into their own venv (Debian's
+/// Python refuses system-wide pip installs).
+pub const TOOLS_VENV: &str = "/opt/netpol-agent-dev/venv";
+const PIP_TOOLS: &[&str] = &["kubernetes-validate==1.37.0"];
 
 fn output(cmd: &mut Command) -> Option<String> {
     cmd.output()
@@ -115,6 +129,8 @@ pub fn setup() -> anyhow::Result<()> {
         .context("installing bpf-linker")?;
     }
 
+    install_python_tools()?;
+
     if !bpffs_mounted() && is_root() {
         std::fs::create_dir_all("/sys/fs/bpf")?;
         run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
@@ -123,4 +139,31 @@ pub fn setup() -> anyhow::Result<()> {
         "xtask: setup complete (eBPF toolchain: {BPF_TOOLCHAIN}, bpf-linker {BPF_LINKER_VERSION})"
     );
     Ok(())
+}
+
+/// kubernetes-validate (offline Kubernetes schemas) in TOOLS_VENV.
+fn install_python_tools() -> anyhow::Result<()> {
+    let venv = Path::new(TOOLS_VENV);
+    let pip = venv.join("bin/pip");
+    let have = output(Command::new(&pip).args(["freeze", "--all"])).unwrap_or_default();
+    let missing: Vec<&str> = PIP_TOOLS
+        .iter()
+        .copied()
+        .filter(|t| !have.lines().any(|l| l.eq_ignore_ascii_case(t)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Python tools {missing:?}: run `cargo xtask setup` as root");
+    }
+    if !pip.exists() {
+        // Debian's interpreter, not whatever python3 is first on PATH.
+        run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(venv))
+            .context("creating the tools venv")?;
+    }
+    run(Command::new(&pip)
+        .args(["install", "-q", "--disable-pip-version-check"])
+        .args(&missing))
+    .context("installing Python tools")
 }
