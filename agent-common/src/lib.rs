@@ -21,6 +21,12 @@ pub mod map_names {
     pub const FLOWCACHE6: &str = "FLOWCACHE6";
 }
 
+/// Version of the pinned map layout: the shared types below and what their
+/// fields mean. Bump it whenever either changes, even when the sizes do not:
+/// an agent never adopts maps pinned under another version (it builds fresh
+/// ones beside them), so old state is never misread.
+pub const LAYOUT_VERSION: u32 = 1;
+
 /// Program names (the Rust function names in agent-ebpf).
 pub mod prog_names {
     pub const XDP: &str = "netpol_xdp";

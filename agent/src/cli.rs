@@ -59,6 +59,16 @@ pub enum Command {
     Explain(ExplainArgs),
     /// Print the verdict counters of a running agent (from its pinned maps).
     Stats(StatsArgs),
+    /// Remove every program, link and map the agent pinned: enforcement stops
+    /// (stop the agent first; SIGTERM alone leaves enforcement in place).
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct UninstallArgs {
+    /// Pin directory of the agent to remove.
+    #[arg(long, default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
 }
 
 #[derive(Args, Debug)]

@@ -14,15 +14,22 @@ use agent_common::{
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
     programs::{
-        tc::SchedClassifierLinkId, xdp::XdpLinkId, ProgramError, SchedClassifier, TcAttachType,
-        TestRun, TestRunOptions, Xdp, XdpMode,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::SchedClassifierLink,
+        xdp::XdpLink,
+        ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader, Pod,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
-use log::warn;
+use log::{info, warn};
 
-use crate::policy::Compiled;
+use crate::{
+    adopt::{self, Plan, Repin, Shape},
+    linkinfo,
+    pin::{LinkKind, PinLayout},
+    policy::Compiled,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {
@@ -59,6 +66,24 @@ pub enum DatapathError {
         path: PathBuf,
         #[source]
         source: std::io::Error,
+    },
+    #[error("link of {iface}: {source}")]
+    Link {
+        iface: String,
+        #[source]
+        source: LinkError,
+    },
+    #[error("interface {iface}: {source}")]
+    Iface {
+        iface: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("carrying {name} over to its resized map: {source}")]
+    Migrate {
+        name: String,
+        #[source]
+        source: aya::maps::MapError,
     },
 }
 
@@ -136,6 +161,41 @@ struct SlotContents {
     rules: StdHashMap<(u32, RuleKey), RuleValue>,
 }
 
+/// The two links enforcing one interface. Dropping them closes our handles
+/// only: pinned links stay attached until their pins are removed.
+struct IfaceLinks {
+    ifindex: u32,
+    xdp_mode: XdpMode,
+    xdp: (FdLink, Option<PathBuf>),
+    tc: (FdLink, Option<PathBuf>),
+    adopted: bool,
+}
+
+/// One enforced interface, as reported to the operator.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Attachment {
+    pub iface: String,
+    pub ifindex: u32,
+    /// `driver` (native) or `generic` (skb) XDP.
+    pub xdp_mode: &'static str,
+    /// The links were pinned by an earlier agent and now run this one's
+    /// programs (a link update, no detach).
+    pub adopted: bool,
+}
+
+/// What start-up found pinned and did with it.
+#[derive(Debug, Default)]
+pub struct Adoption {
+    pub adopted: Vec<String>,
+    pub created: Vec<String>,
+    pub resized: Vec<String>,
+    pub rebuilt: Vec<String>,
+    /// Map directories of another layout version, removed by `commit_pins`.
+    pub foreign: Vec<PathBuf>,
+    /// The policy generation an earlier agent left live.
+    pub previous_generation: Option<u32>,
+}
+
 pub struct Datapath {
     ebpf: Ebpf,
     slots: [SlotContents; 2],
@@ -143,8 +203,11 @@ pub struct Datapath {
     /// next write clears it first instead of diffing.
     dirty: [bool; 2],
     config: Config,
-    xdp_links: Vec<(String, XdpLinkId)>,
-    tc_links: Vec<(String, SchedClassifierLinkId)>,
+    links: std::collections::BTreeMap<String, IfaceLinks>,
+    pins: Option<PinLayout>,
+    /// Maps created beside a pinned one they replace; re-pinned by `commit_pins`.
+    repins: Vec<Repin>,
+    foreign: Vec<PathBuf>,
 }
 
 /// What one policy swap did.
@@ -212,21 +275,103 @@ fn measure_hz(ebpf: &Ebpf) -> Result<u64> {
 }
 
 impl Datapath {
-    /// Loads the programs and maps into the kernel without attaching anything.
+    /// Loads the programs and maps into the kernel without attaching or
+    /// pinning anything (tests and benchmarks).
     pub fn load(opts: &LoadOptions) -> Result<Self> {
-        let mut loader = EbpfLoader::new();
-        for n in [map_names::CT4, map_names::CT6] {
-            loader.map_max_entries(n, opts.ct_max);
-        }
-        // Each trie holds two policies (the live one and the previous one).
-        for n in [map_names::IDS4, map_names::IDS6] {
-            loader.map_max_entries(n, opts.prefix_max.saturating_mul(2));
-        }
-        loader.map_max_entries(map_names::RULES, opts.rule_max.saturating_mul(2));
-        loader.map_max_entries(map_names::FRAG4, opts.frag_max);
-        loader.map_max_entries(map_names::FRAG6, opts.frag_max);
-        let mut ebpf = loader.load(crate::NETPOL_EBPF)?;
+        let ebpf = sized_loader(opts).load(crate::NETPOL_EBPF)?;
+        Self::finish_load(ebpf, opts, None, Vec::new(), Vec::new(), None)
+    }
 
+    /// Loads the programs, reusing every map an earlier agent pinned under
+    /// `pins` that has exactly this build's shape (conntrack, counters and
+    /// the live policy carry over), and pins the rest. Nothing is attached:
+    /// `attach` adopts pinned links, then `commit_pins` finishes the switch.
+    pub fn load_pinned(opts: &LoadOptions, pins: &PinLayout) -> Result<(Self, Adoption)> {
+        pins.create().map_err(|source| DatapathError::PinDir {
+            path: pins.root().to_owned(),
+            source,
+        })?;
+        // What this build creates, learnt from a throw-away load (maps only:
+        // programs are verified later, by `load` on the real one).
+        let wanted: Vec<(String, Option<Shape>)> = {
+            let probe = sized_loader(opts).load(crate::NETPOL_EBPF)?;
+            probe
+                .maps()
+                .map(|(n, m)| (n.to_owned(), Shape::of_map(m)))
+                .collect()
+        };
+        let mut report = Adoption {
+            foreign: pins.foreign_map_dirs(),
+            ..Adoption::default()
+        };
+        let mut plans = Vec::new();
+        for (name, want) in &wanted {
+            let path = pins.map(name);
+            let plan = match want {
+                Some(want) => adopt::plan(*want, Shape::of_pin(&path), path.exists()),
+                None => Plan::Rebuild,
+            };
+            match &plan {
+                Plan::Create => report.created.push(name.clone()),
+                Plan::Adopt => report.adopted.push(name.clone()),
+                Plan::Resize { from, to } => {
+                    info!("map {name}: capacity {from} -> {to}, carrying entries over");
+                    report.resized.push(name.clone());
+                }
+                Plan::Rebuild => {
+                    warn!("map {name}: pinned with another layout; starting it empty");
+                    report.rebuilt.push(name.clone());
+                }
+            }
+            plans.push((name.as_str(), path, plan));
+        }
+        let mut loader = sized_loader(opts);
+        let mut repins = Vec::new();
+        for (name, path, plan) in &plans {
+            match plan {
+                Plan::Create | Plan::Adopt => {
+                    loader.map_pin_path(name, path.as_path());
+                }
+                Plan::Resize { .. } | Plan::Rebuild => repins.push(Repin {
+                    name: (*name).to_owned(),
+                    path: path.clone(),
+                }),
+            }
+        }
+        let mut ebpf = loader.load(crate::NETPOL_EBPF)?;
+        for (name, path, plan) in &plans {
+            if matches!(plan, Plan::Resize { .. }) {
+                carry_over(&mut ebpf, name, path)?;
+            }
+        }
+        let previous = if report.adopted.iter().any(|n| n == map_names::CONFIG) {
+            let cfg: Array<&MapData, Config> = typed_map_ref(&ebpf, map_names::CONFIG)?;
+            let c = cfg.get(&0, 0).map_err(map_err(map_names::CONFIG))?;
+            // A zero generation is a map no agent finished writing.
+            (c.policy_gen != 0).then_some(c)
+        } else {
+            None
+        };
+        report.previous_generation = previous.map(|c| c.policy_gen);
+        let dp = Self::finish_load(
+            ebpf,
+            opts,
+            Some(pins.clone()),
+            repins,
+            report.foreign.clone(),
+            previous,
+        )?;
+        Ok((dp, report))
+    }
+
+    fn finish_load(
+        mut ebpf: Ebpf,
+        opts: &LoadOptions,
+        pins: Option<PinLayout>,
+        repins: Vec<Repin>,
+        foreign: Vec<PathBuf>,
+        previous: Option<Config>,
+    ) -> Result<Self> {
         let xdp: &mut Xdp = program_mut(&mut ebpf, prog_names::XDP)?;
         xdp.load().map_err(|source| DatapathError::Program {
             name: prog_names::XDP,
@@ -244,14 +389,29 @@ impl Datapath {
         })?;
         let hz = measure_hz(&ebpf)?;
 
+        if let Some(pins) = &pins {
+            for name in [prog_names::XDP, prog_names::TC, prog_names::CLOCK] {
+                let path = pins.prog(name);
+                let _ = std::fs::remove_file(&path);
+                let prog = ebpf.program_mut(name).ok_or(DatapathError::Program {
+                    name,
+                    source: ProgramError::NotLoaded,
+                })?;
+                prog.pin(&path)
+                    .map_err(|source| DatapathError::Pin { path, source })?;
+            }
+        }
+
         let t = &opts.timeouts;
         let config = Config {
             mode: match opts.mode {
                 Mode::Enforce => MODE_ENFORCE,
                 Mode::Audit => MODE_AUDIT,
             },
-            active_slot: 0,
-            policy_gen: 0,
+            // An adopted policy stays live (and its slot untouched) until the
+            // first apply swaps in the new one.
+            active_slot: previous.map_or(0, |c| c.active_slot),
+            policy_gen: previous.map_or(0, |c| c.policy_gen),
             _pad0: 0,
             tcp_syn_timeout: to_jiffies(t.tcp_syn, hz),
             tcp_established_timeout: to_jiffies(t.tcp_established, hz),
@@ -265,10 +425,14 @@ impl Datapath {
         let mut dp = Self {
             ebpf,
             slots: Default::default(),
-            dirty: [false; 2],
+            // Adopted tries hold whatever an earlier agent wrote: unknown
+            // contents, cleared before their first write.
+            dirty: [pins.is_some(); 2],
             config,
-            xdp_links: Vec::new(),
-            tc_links: Vec::new(),
+            links: Default::default(),
+            pins,
+            repins,
+            foreign,
         };
         write_config(&mut dp.ebpf, &dp.config)?;
         Ok(dp)
@@ -393,43 +557,176 @@ impl Datapath {
         clear::<RuleKey, RuleValue>(&mut self.ebpf, map_names::RULES, |k| k.slot == slot)
     }
 
-    /// Attaches XDP to `iface`: native mode first, generic (skb) mode with a
-    /// warning when the driver refuses native XDP.
-    pub fn attach_xdp(&mut self, iface: &str) -> Result<XdpMode> {
+    /// Enforces on `iface`: XDP on ingress, TCX on egress. A link an earlier
+    /// agent pinned for this same interface is adopted and switched to this
+    /// agent's programs atomically (bpf_link_update: no packet goes
+    /// unenforced); otherwise new links are attached (native XDP first,
+    /// generic with a warning when the driver refuses) and pinned.
+    pub fn attach(&mut self, iface: &str) -> Result<Attachment> {
+        let ifindex = ifindex(iface)?;
+        if let Some(l) = self.links.get(iface) {
+            if l.ifindex == ifindex {
+                return Ok(attachment(iface, l));
+            }
+            // Same name, new interface: the old links died with the old one.
+            self.detach(iface);
+        }
+        let pins = self.pins.clone();
+        let attach_err = |source| DatapathError::Attach {
+            iface: iface.to_owned(),
+            source,
+        };
+        let link_err = |source| DatapathError::Link {
+            iface: iface.to_owned(),
+            source,
+        };
+
+        let pinned_xdp = pins.as_ref().and_then(|p| p.xdp_link(iface));
         let xdp: &mut Xdp = program_mut(&mut self.ebpf, prog_names::XDP)?;
-        let (link, mode) = match xdp.attach(iface, XdpMode::Driver) {
-            Ok(link) => (link, XdpMode::Driver),
-            Err(native) => {
+        let (xdp_link, xdp_mode, xdp_adopted) =
+            match adoptable(pinned_xdp, linkinfo::LINK_TYPE_XDP, ifindex) {
+                Some((kind, link)) => {
+                    let link = XdpLink::try_from(link).map_err(link_err)?;
+                    let id = xdp.attach_to_link(link).map_err(attach_err)?;
+                    let link = FdLink::try_from(xdp.take_link(id).map_err(attach_err)?)
+                        .map_err(link_err)?;
+                    let mode = if kind == LinkKind::XdpDriver {
+                        XdpMode::Driver
+                    } else {
+                        XdpMode::Skb
+                    };
+                    (link, mode, true)
+                }
+                None => {
+                    let (id, mode) = match xdp.attach(iface, XdpMode::Driver) {
+                        Ok(id) => (id, XdpMode::Driver),
+                        Err(native) => {
+                            let id = xdp.attach(iface, XdpMode::Skb).map_err(attach_err)?;
+                            warn!(
+                                "{iface}: native XDP refused ({native}); using generic XDP (slower)"
+                            );
+                            (id, XdpMode::Skb)
+                        }
+                    };
+                    let link = FdLink::try_from(xdp.take_link(id).map_err(attach_err)?)
+                        .map_err(link_err)?;
+                    (link, mode, false)
+                }
+            };
+        let xdp_kind = if xdp_mode == XdpMode::Driver {
+            LinkKind::XdpDriver
+        } else {
+            LinkKind::XdpGeneric
+        };
+        let xdp_pin = pins.as_ref().map(|p| p.link(iface, xdp_kind));
+        let xdp_link = keep_pinned(xdp_link, xdp_pin.as_deref(), xdp_adopted)?;
+
+        let pinned_tc = pins
+            .as_ref()
+            .map(|p| (LinkKind::Tc, p.link(iface, LinkKind::Tc)));
+        let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, prog_names::TC)?;
+        let (tc_link, tc_adopted) = match adoptable(
+            pinned_tc.filter(|(_, p)| p.exists()),
+            linkinfo::LINK_TYPE_TCX,
+            ifindex,
+        ) {
+            Some((_, link)) => {
+                let link = SchedClassifierLink::try_from(link).map_err(link_err)?;
+                let id = tc.attach_to_link(link).map_err(attach_err)?;
                 let link =
-                    xdp.attach(iface, XdpMode::Skb)
-                        .map_err(|source| DatapathError::Attach {
-                            iface: iface.to_owned(),
-                            source,
-                        })?;
-                warn!("{iface}: native XDP refused ({native}); using generic XDP (slower)");
-                (link, XdpMode::Skb)
+                    FdLink::try_from(tc.take_link(id).map_err(attach_err)?).map_err(link_err)?;
+                (link, true)
+            }
+            None => {
+                let id = tc.attach(iface, TcAttachType::Egress).map_err(attach_err)?;
+                // TCX links are fd-based; the netlink fallback of older
+                // kernels could not be pinned.
+                let link =
+                    FdLink::try_from(tc.take_link(id).map_err(attach_err)?).map_err(link_err)?;
+                (link, false)
             }
         };
-        self.xdp_links.push((iface.to_owned(), link));
-        Ok(mode)
+        let tc_pin = pins.as_ref().map(|p| p.link(iface, LinkKind::Tc));
+        let tc_link = keep_pinned(tc_link, tc_pin.as_deref(), tc_adopted)?;
+
+        let links = IfaceLinks {
+            ifindex,
+            xdp_mode,
+            xdp: (xdp_link, xdp_pin),
+            tc: (tc_link, tc_pin),
+            adopted: xdp_adopted && tc_adopted,
+        };
+        let a = attachment(iface, &links);
+        self.links.insert(iface.to_owned(), links);
+        Ok(a)
     }
 
-    /// Attaches the TC program to `iface` egress (TCX on kernels >= 6.6).
-    pub fn attach_tc(&mut self, iface: &str) -> Result<()> {
-        let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, prog_names::TC)?;
-        let link =
-            tc.attach(iface, TcAttachType::Egress)
-                .map_err(|source| DatapathError::Attach {
-                    iface: iface.to_owned(),
-                    source,
-                })?;
-        self.tc_links.push((iface.to_owned(), link));
+    /// Stops enforcing on `iface` (or forgets an interface that is gone):
+    /// removes its pins and drops its links.
+    pub fn detach(&mut self, iface: &str) -> bool {
+        let Some(l) = self.links.remove(iface) else {
+            return false;
+        };
+        for pin in [l.xdp.1, l.tc.1].into_iter().flatten() {
+            if let Err(e) = std::fs::remove_file(&pin) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!("removing {}: {e}", pin.display());
+                }
+            }
+        }
+        true
+    }
+
+    /// Pinned links of interfaces this agent does not enforce (any more):
+    /// gone, or no longer matched by --iface. Removing their pins detaches
+    /// them.
+    pub fn stale_pinned_links(&self) -> Vec<(String, PathBuf)> {
+        let Some(pins) = &self.pins else {
+            return Vec::new();
+        };
+        pins.links()
+            .into_iter()
+            .filter(|(iface, _, _)| !self.links.contains_key(iface))
+            .map(|(iface, _, path)| (iface, path))
+            .collect()
+    }
+
+    /// Finishes a start-up on pinned state, once every link runs this
+    /// agent's programs: maps that were resized or rebuilt take over their
+    /// pins, and map directories of another layout version go.
+    pub fn commit_pins(&mut self) -> Result<()> {
+        for r in std::mem::take(&mut self.repins) {
+            let _ = std::fs::remove_file(&r.path);
+            let map = self
+                .ebpf
+                .map(&r.name)
+                .ok_or_else(|| DatapathError::MissingMap(r.name.clone()))?;
+            map.pin(&r.path).map_err(|source| DatapathError::Pin {
+                path: r.path.clone(),
+                source,
+            })?;
+        }
+        for dir in std::mem::take(&mut self.foreign) {
+            info!("removing maps of another layout version: {}", dir.display());
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                warn!("removing {}: {e}", dir.display());
+            }
+        }
         Ok(())
     }
 
-    /// Interfaces with both programs attached.
+    /// Interfaces being enforced.
     pub fn attached(&self) -> Vec<String> {
-        self.xdp_links.iter().map(|(i, _)| i.clone()).collect()
+        self.links.keys().cloned().collect()
+    }
+
+    pub fn attachments(&self) -> Vec<Attachment> {
+        self.links.iter().map(|(i, l)| attachment(i, l)).collect()
+    }
+
+    /// Ifindex an interface had when it was attached.
+    pub fn attached_ifindex(&self, iface: &str) -> Option<u32> {
+        self.links.get(iface).map(|l| l.ifindex)
     }
 
     /// Runs the XDP program once on `frame` (BPF_PROG_TEST_RUN); returns the action.
@@ -477,23 +774,124 @@ impl Datapath {
         Ok((v4.keys().count(), v6.keys().count()))
     }
 
-    /// Pins every map under `dir` so `netpol-agent stats` and other tools can read them.
-    pub fn pin_maps(&mut self, dir: &Path) -> Result<()> {
-        std::fs::create_dir_all(dir).map_err(|source| DatapathError::PinDir {
-            path: dir.to_owned(),
-            source,
-        })?;
-        for (name, map) in self.ebpf.maps_mut() {
-            let path = dir.join(name);
-            let _ = std::fs::remove_file(&path);
-            map.pin(&path)
-                .map_err(|source| DatapathError::Pin { path, source })?;
-        }
-        Ok(())
-    }
-
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+}
+
+fn sized_loader<'a>(opts: &LoadOptions) -> EbpfLoader<'a> {
+    let mut loader = EbpfLoader::new();
+    for n in [map_names::CT4, map_names::CT6] {
+        loader.map_max_entries(n, opts.ct_max);
+    }
+    // Each trie holds two policies (the live one and the previous one).
+    for n in [map_names::IDS4, map_names::IDS6] {
+        loader.map_max_entries(n, opts.prefix_max.saturating_mul(2));
+    }
+    loader.map_max_entries(map_names::RULES, opts.rule_max.saturating_mul(2));
+    loader.map_max_entries(map_names::FRAG4, opts.frag_max);
+    loader.map_max_entries(map_names::FRAG6, opts.frag_max);
+    loader
+}
+
+/// Copies a resized map's entries from its old pin. Only conntrack is worth
+/// it: policy tries are rewritten by the first apply, and the rest is
+/// short-lived or fixed-size.
+fn carry_over(ebpf: &mut Ebpf, name: &str, old: &Path) -> Result<()> {
+    fn copy<K: Pod, V: Pod>(ebpf: &mut Ebpf, name: &str, old: &Path) -> Result<()> {
+        let migrate = |source| DatapathError::Migrate {
+            name: name.to_owned(),
+            source,
+        };
+        let old = MapData::from_pin(old).map_err(migrate)?;
+        let old: HashMap<MapData, K, V> =
+            HashMap::try_from(aya::maps::Map::LruHashMap(old)).map_err(migrate)?;
+        let mut new: HashMap<&mut MapData, K, V> = typed_map(ebpf, name)?;
+        let mut n = 0usize;
+        for entry in old.iter().filter_map(|e| e.ok()) {
+            // Shrinking: the LRU evicts what no longer fits.
+            new.insert(entry.0, entry.1, 0).map_err(migrate)?;
+            n += 1;
+        }
+        info!("map {name}: carried {n} entries over");
+        Ok(())
+    }
+    match name {
+        map_names::CT4 => copy::<CtKey4, CtValue>(ebpf, name, old),
+        map_names::CT6 => copy::<CtKey6, CtValue>(ebpf, name, old),
+        _ => Ok(()),
+    }
+}
+
+fn ifindex(iface: &str) -> Result<u32> {
+    let err = |source| DatapathError::Iface {
+        iface: iface.to_owned(),
+        source,
+    };
+    let c = std::ffi::CString::new(iface)
+        .map_err(|e| err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+    // SAFETY: valid C string.
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => Err(err(std::io::Error::last_os_error())),
+        i => Ok(i),
+    }
+}
+
+/// The pinned link at `pinned`, if it is of `link_type` and still attached to
+/// the interface with `ifindex`. Any other pin there is stale (its interface
+/// went away, or was re-created) and is removed.
+fn adoptable(
+    pinned: Option<(LinkKind, PathBuf)>,
+    link_type: u32,
+    ifindex: u32,
+) -> Option<(LinkKind, FdLink)> {
+    let (kind, path) = pinned?;
+    match linkinfo::pinned_link_info(&path) {
+        Ok(i) if i.link_type == link_type && i.ifindex == ifindex => {
+            match PinnedLink::from_pin(&path) {
+                Ok(p) => Some((kind, FdLink::from(p))),
+                Err(e) => {
+                    warn!("{}: cannot open: {e}", path.display());
+                    None
+                }
+            }
+        }
+        other => {
+            info!(
+                "{}: stale link ({other:?}); attaching afresh",
+                path.display()
+            );
+            let _ = std::fs::remove_file(&path);
+            None
+        }
+    }
+}
+
+/// Pins a new link (an adopted one already is); returns our handle to it.
+fn keep_pinned(link: FdLink, pin: Option<&Path>, adopted: bool) -> Result<FdLink> {
+    match pin {
+        Some(path) if !adopted => {
+            let _ = std::fs::remove_file(path);
+            let pinned = link.pin(path).map_err(|source| DatapathError::Pin {
+                path: path.to_owned(),
+                source,
+            })?;
+            Ok(FdLink::from(pinned))
+        }
+        _ => Ok(link),
+    }
+}
+
+fn attachment(iface: &str, l: &IfaceLinks) -> Attachment {
+    Attachment {
+        iface: iface.to_owned(),
+        ifindex: l.ifindex,
+        xdp_mode: if l.xdp_mode == XdpMode::Driver {
+            "driver"
+        } else {
+            "generic"
+        },
+        adopted: l.adopted,
     }
 }
 

@@ -1,6 +1,7 @@
 //! netpol-agent: loads the XDP/TC enforcement programs, compiles policy files
 //! into their maps and reports what they decided.
 
+pub mod adopt;
 pub mod check;
 pub mod cli;
 pub mod ct_gc;
@@ -8,10 +9,13 @@ pub mod datapath;
 pub mod explain;
 pub mod hostaddrs;
 pub mod ifaces;
+pub mod linkinfo;
+pub mod linkwatch;
 pub mod pin;
 pub mod policy;
 pub mod run;
 pub mod stats;
+pub mod uninstall;
 pub mod watch;
 
 /// The eBPF object holding the enforcement programs, built by build.rs.

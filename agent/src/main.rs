@@ -1,5 +1,5 @@
 //! `netpol-agent`: the node agent (`run`) and its offline tools (`check`,
-//! `explain`, `stats`).
+//! `explain`, `stats`, `uninstall`).
 //!
 //! Exit codes (also in `--help`; scripts may branch on them):
 //! - 0: success; for `explain`, the packet is allowed.
@@ -33,6 +33,9 @@ fn main() -> std::process::ExitCode {
             }
         }),
         Command::Stats(args) => netpol_agent::stats::stats(&args).map(|()| cli::EXIT_OK),
+        Command::Uninstall(args) => {
+            netpol_agent::uninstall::uninstall(&args).map(|()| cli::EXIT_OK)
+        }
     };
     match result {
         Ok(code) => code.into(),

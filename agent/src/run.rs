@@ -9,6 +9,8 @@ use crate::{
     cli::RunArgs,
     datapath::{Datapath, LoadOptions, Timeouts},
     hostaddrs, ifaces,
+    linkwatch::LinkWatch,
+    pin::PinLayout,
     policy::{self, CompileOptions},
     watch::DirWatch,
     READY_MARKER,
@@ -80,19 +82,82 @@ async fn watched(watch: &mut Option<DirWatch>) -> std::io::Result<()> {
     }
 }
 
+fn has_glob(pattern: &str) -> bool {
+    pattern.contains(['*', '?', '['])
+}
+
+/// Brings the attachments in line with --iface and the interfaces present
+/// now: attaches to new matches (adopting pinned links), forgets interfaces
+/// that went away or were re-created, and unpins links of interfaces no
+/// longer matched. With `strict`, the first attach error is returned;
+/// otherwise it is logged and retried at the next event.
+fn reconcile(dp: &mut Datapath, patterns: &[String], strict: bool) -> anyhow::Result<Vec<String>> {
+    let available = ifaces::list().context("listing interfaces")?;
+    let selected = ifaces::select(patterns, &available).context("bad --iface pattern")?;
+    for iface in dp.attached() {
+        if !selected.contains(&iface) {
+            dp.detach(&iface);
+            info!("{iface}: gone or no longer matched by --iface; forgotten");
+        }
+    }
+    for iface in &selected {
+        let before = dp.attached_ifindex(iface);
+        match dp.attach(iface) {
+            Ok(a) if before != Some(a.ifindex) => info!(
+                "{iface}: XDP ({}) ingress and TC egress {}",
+                a.xdp_mode,
+                if a.adopted {
+                    "adopted from pinned links and switched to this agent's programs"
+                } else {
+                    "attached"
+                }
+            ),
+            Ok(_) => {}
+            Err(e) if strict => return Err(e).with_context(|| format!("enforcing on {iface}")),
+            Err(e) => error!("{iface}: not enforced yet, will retry: {e}"),
+        }
+    }
+    for (iface, path) in dp.stale_pinned_links() {
+        if !selected.contains(&iface) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => info!("{iface}: no longer matched; removed {}", path.display()),
+                Err(e) => warn!("removing {}: {e}", path.display()),
+            }
+        }
+    }
+    Ok(selected)
+}
+
+async fn link_event(watch: &mut Option<LinkWatch>) -> std::io::Result<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut host = hostaddrs::discover().context("listing the node's addresses")?;
     // Compile before touching the kernel: a bad policy must not half-start.
     let compiled = compile_dir(&args, &host)
         .with_context(|| format!("policy directory {} rejected", args.policy_dir.display()))?;
 
+    // Subscribed before the first listing, so no interface slips in between.
+    let mut links = LinkWatch::new()
+        .map_err(|e| warn!("no link events ({e}); re-checking interfaces every few seconds"))
+        .ok();
     let available = ifaces::list().context("listing interfaces")?;
     let selected = ifaces::select(&args.ifaces, &available).context("bad --iface pattern")?;
     if selected.is_empty() {
-        bail!(
-            "no interface matches --iface {:?} (interfaces here: {})",
-            args.ifaces,
-            available.join(", ")
+        if !args.ifaces.iter().any(|p| has_glob(p)) {
+            bail!(
+                "no interface matches --iface {:?} (interfaces here: {})",
+                args.ifaces,
+                available.join(", ")
+            );
+        }
+        warn!(
+            "no interface matches --iface {:?} yet; waiting for one to appear",
+            args.ifaces
         );
     }
 
@@ -101,19 +166,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
-    let mut dp = Datapath::load(&load_options(&args)).context(
-        "loading the eBPF programs (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
-         and Linux >= 6.6 with BTF)",
-    )?;
-    let gen = dp.apply(&compiled).context("writing the policy maps")?;
-    for iface in &selected {
-        let mode = dp.attach_xdp(iface)?;
-        dp.attach_tc(iface)?;
-        info!("{iface}: XDP ({mode:?}) ingress and TC egress attached");
-    }
     crate::pin::ensure_bpffs().context("mounting bpffs")?;
-    dp.pin_maps(&args.pin_path)
-        .context("pinning maps (is /sys/fs/bpf a bpffs mount?)")?;
+    let pins = PinLayout::new(&args.pin_path);
+    let (mut dp, adoption) = Datapath::load_pinned(&load_options(&args), &pins).context(
+        "loading the eBPF programs (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
+         Linux >= 6.6 with BTF, and bpffs at /sys/fs/bpf)",
+    )?;
+    if let Some(g) = adoption.previous_generation {
+        info!(
+            "adopted pinned state under {} (policy generation {g}): maps kept {:?}, \
+             resized {:?}, rebuilt {:?}",
+            pins.root().display(),
+            adoption.adopted,
+            adoption.resized,
+            adoption.rebuilt
+        );
+    }
+    // The new policy goes live before the links switch programs, so the
+    // first packet the new programs see is judged by it.
+    let gen = dp.apply(&compiled).context("writing the policy maps")?;
+    let selected = reconcile(&mut dp, &args.ifaces, true)?;
+    dp.commit_pins().context("pinning the maps")?;
     info!(
         "{READY_MARKER} policy generation {gen} ({} identities, {} rule entries) on {}",
         compiled.identities.len(),
@@ -143,9 +216,23 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 info!("{} changed: reloading", args.policy_dir.display());
                 true
             }
+            r = link_event(&mut links) => {
+                if let Err(e) = r {
+                    warn!("link events: {e}; re-checking interfaces every few seconds");
+                    links = None;
+                }
+                if let Err(e) = reconcile(&mut dp, &args.ifaces, false) {
+                    warn!("{e:#}");
+                }
+                false
+            }
             _ = host_tick.tick() => {
                 if watch.is_none() {
                     watch = open_watch(&args.policy_dir);
+                }
+                // A safety net for lost link events.
+                if let Err(e) = reconcile(&mut dp, &args.ifaces, false) {
+                    warn!("{e:#}");
                 }
                 match hostaddrs::discover() {
                     Ok(now) if now != host => {
@@ -191,10 +278,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    info!("shutting down: detaching from {}", dp.attached().join(", "));
-    drop(dp);
-    if let Err(e) = std::fs::remove_dir_all(&args.pin_path) {
-        warn!("removing {}: {e}", args.pin_path.display());
-    }
+    // Enforcement outlives the agent: the pinned links keep the programs on
+    // every interface (a node must not open up while its agent restarts).
+    info!(
+        "exiting; enforcement stays on {} (pinned under {}); \
+         `netpol-agent uninstall --pin-path {}` removes it",
+        dp.attached().join(", "),
+        args.pin_path.display(),
+        args.pin_path.display()
+    );
     Ok(())
 }

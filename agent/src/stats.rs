@@ -7,7 +7,7 @@ use aya::maps::{Map, MapData, PerCpuArray};
 use crate::{cli::StatsArgs, datapath::read_counters};
 
 pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
-    let path = args.pin_path.join(map_names::COUNTERS);
+    let path = crate::pin::PinLayout::new(&args.pin_path).map(map_names::COUNTERS);
     let data = MapData::from_pin(&path).with_context(|| {
         format!(
             "opening {} (is the agent running with --pin-path {}?)",

@@ -43,6 +43,9 @@ pub struct AgentProcess {
     child: Child,
     log: Arc<Log>,
     pin_path: PathBuf,
+    /// Leave the pins (and so the enforcement) behind on drop, for a test
+    /// that restarts the agent on them.
+    keep_pins: bool,
     // Keeps the node namespace alive until the agent is gone, whatever order
     // the test drops things in.
     _node: Arc<Netns>,
@@ -53,9 +56,27 @@ impl AgentProcess {
     /// node interface, and waits for its ready marker. Panics with the
     /// captured log if it exits first or is not ready within 20 s.
     pub fn spawn(lab: &Lab, policy_dir: &Path, extra_args: &[&str]) -> AgentProcess {
+        let ifaces: Vec<&str> = lab.node_ifaces.iter().map(String::as_str).collect();
+        Self::spawn_custom(lab, policy_dir, &ifaces, None, extra_args)
+    }
+
+    /// A fresh pin directory for one test's agents.
+    pub fn new_pin_path() -> PathBuf {
+        PathBuf::from(BPFFS).join(format!("netpol-test-{}", unique_suffix()))
+    }
+
+    /// `spawn` with the `--iface` patterns given, and on `pin_path` (a fresh
+    /// one when None) so a test can restart an agent on what another pinned.
+    pub fn spawn_custom(
+        lab: &Lab,
+        policy_dir: &Path,
+        ifaces: &[&str],
+        pin_path: Option<&Path>,
+        extra_args: &[&str],
+    ) -> AgentProcess {
         ensure_bpffs();
         let bin = agent_bin();
-        let pin_path = PathBuf::from(BPFFS).join(format!("netpol-test-{}", unique_suffix()));
+        let pin_path = pin_path.map_or_else(Self::new_pin_path, Path::to_path_buf);
         let mut cmd = Command::new("nsenter");
         // nsenter execs the agent (no fork for a net namespace), so the pid
         // we signal is the agent's own. The mount namespace stays the root
@@ -64,7 +85,7 @@ impl AgentProcess {
             .arg("--")
             .arg(&bin)
             .arg("run");
-        for iface in &lab.node_ifaces {
+        for iface in ifaces {
             cmd.args(["--iface", iface]);
         }
         cmd.arg("--policy-dir")
@@ -94,6 +115,7 @@ impl AgentProcess {
             child,
             log,
             pin_path,
+            keep_pins: false,
             _node: lab.node.clone(),
         };
         // On panic, `agent` drops here and the process is stopped.
@@ -162,6 +184,29 @@ impl AgentProcess {
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
+
+    /// Sends `signal` and waits (bounded) for the agent to exit; its pins
+    /// stay (the caller owns their cleanup from here).
+    pub fn stop_keeping_pins(&mut self, signal: libc::c_int) -> std::process::ExitStatus {
+        self.keep_pins = true;
+        // SAFETY: signalling our own child, which has not been reaped.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        let deadline = Instant::now() + TERM_GRACE;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                self.wait_streams_closed(Duration::from_secs(1));
+                return status;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "netpol-agent did not exit on signal {signal}:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 fn spawn_reader<R: Read + Send + 'static>(stream: R, tag: &'static str, log: Arc<Log>) {
@@ -197,7 +242,7 @@ impl Drop for AgentProcess {
             }
         }
         self.wait_streams_closed(Duration::from_secs(1));
-        if self.pin_path.exists() {
+        if !self.keep_pins && self.pin_path.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.pin_path) {
                 eprintln!("warning: cannot remove {}: {e}", self.pin_path.display());
             }

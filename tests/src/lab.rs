@@ -202,6 +202,38 @@ impl Lab {
             .unwrap_or_else(|| panic!("no pod {name:?} in the lab"))
     }
 
+    /// Plugs a new pod into the running lab (as a CNI would): its namespace,
+    /// a host veth `host_if` in the node, addresses and routes.
+    pub fn add_pod(&mut self, name: &'static str, host_if: &str, v4: &str, v6: &str) {
+        let label: String = name.chars().filter(|c| c.is_alphanumeric()).collect();
+        let pod = Arc::new(Netns::new(&label));
+        quiet_defaults(&pod);
+        wire_pod(&self.node, &pod, host_if, v4, v6);
+        self.node_ifaces.push(host_if.to_string());
+        self.endpoints.insert(
+            name,
+            Endpoint {
+                name,
+                ns: pod.clone(),
+                v4: v4.parse().unwrap(),
+                v6: Some(v6.parse().unwrap()),
+            },
+        );
+        self.pods.insert(name, pod);
+    }
+
+    /// Deletes a pod: its veth (both ends), then its namespace.
+    pub fn remove_pod(&mut self, name: &str, host_if: &str) {
+        self.node.ip(&["link", "del", host_if]);
+        self.node_ifaces.retain(|i| i != host_if);
+        self.endpoints.remove(name);
+        let pod = self
+            .pods
+            .remove(name)
+            .unwrap_or_else(|| panic!("no pod {name:?} in the lab"));
+        drop(pod);
+    }
+
     /// Node, remote and every pod namespace.
     pub fn namespaces(&self) -> Vec<&Arc<Netns>> {
         let mut all = vec![&self.node, &self.remote];

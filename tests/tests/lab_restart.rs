@@ -1,0 +1,320 @@
+//! The agent's lifecycle on a node: enforcement outlives the process (kill -9
+//! and SIGTERM leave it in place), a restarted agent adopts the pinned links
+//! and maps (conntrack and counters carry over, even into a resized map) and
+//! switches the links to its own programs without a gap, `uninstall` takes
+//! everything away, and pod interfaces that come and go are followed live.
+use std::{
+    io::{Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant},
+};
+
+use netpol_agent::linkinfo;
+use netpol_tests::{
+    agent_bin, check, check_all, connect_from, require_root, serve, AgentProcess, Edge, Family::V4,
+    Lab, Mode, Proto::Tcp, ALLOWED_TIMEOUT, DENIED_TIMEOUT,
+};
+
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/localplus");
+
+/// Removes a pin directory the agents left behind, whatever happens.
+struct PinsGuard(PathBuf);
+
+impl Drop for PinsGuard {
+    fn drop(&mut self) {
+        if self.0.exists() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn ping_pong(stream: &mut TcpStream, n: u64) -> std::io::Result<()> {
+    let msg = format!("ping {n}\n");
+    stream.write_all(msg.as_bytes())?;
+    let mut got = vec![0u8; msg.len()];
+    stream.read_exact(&mut got)?;
+    if got != msg.as_bytes() {
+        return Err(std::io::Error::other("echo mismatch"));
+    }
+    Ok(())
+}
+
+/// Keeps one established flow busy (a round trip every 20 ms) until dropped,
+/// recording every round trip that failed.
+struct SteadyTraffic {
+    stop: Arc<AtomicBool>,
+    stats: Arc<Mutex<(u64, Vec<String>)>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SteadyTraffic {
+    fn start(mut stream: TcpStream) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(Mutex::new((0u64, Vec::new())));
+        let (s, st) = (stop.clone(), stats.clone());
+        // Bounded: stops when asked, and after 120 s whatever happens.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let thread = std::thread::spawn(move || {
+            let mut n = 0;
+            while !s.load(Ordering::Relaxed) && Instant::now() < deadline {
+                n += 1;
+                match ping_pong(&mut stream, n) {
+                    Ok(()) => st.lock().unwrap().0 += 1,
+                    Err(e) => {
+                        st.lock().unwrap().1.push(format!("round trip {n}: {e}"));
+                        return;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        Self {
+            stop,
+            stats,
+            thread: Some(thread),
+        }
+    }
+
+    /// Round trips so far; panics if any failed.
+    fn ok_so_far(&self, when: &str) -> u64 {
+        let (ok, errs) = &*self.stats.lock().unwrap();
+        assert!(
+            errs.is_empty(),
+            "the established flow broke {when}: {errs:?}"
+        );
+        *ok
+    }
+
+    /// Waits until `more` further round trips succeeded (bounded).
+    fn advance(&self, more: u64, when: &str) {
+        let target = self.ok_so_far(when) + more;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.ok_so_far(when) < target {
+            assert!(
+                Instant::now() < deadline,
+                "the established flow stalled {when}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for SteadyTraffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Packets the agent's counters say passed (from its pinned maps).
+fn passed(pins: &Path) -> u64 {
+    let out = std::process::Command::new(agent_bin())
+        .args(["stats", "--json", "--pin-path"])
+        .arg(pins)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "stats: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    rows.iter()
+        .filter(|r| r["verdict"] == "pass")
+        .map(|r| r["packets"].as_u64().unwrap())
+        .sum()
+}
+
+fn assert_denied(lab: &Lab, edge: &Edge, when: &str) {
+    let r = check(lab, edge, DENIED_TIMEOUT);
+    assert!(
+        r.as_ref().is_err_and(|e| e.is_timeout()),
+        "{edge} must stay denied {when}, got {r:?}"
+    );
+}
+
+fn wait_until(what: &str, within: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+#[test]
+fn enforcement_survives_kill_restart_upgrade_and_goes_with_uninstall() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::localplus();
+    let pins = AgentProcess::new_pin_path();
+    let _guard = PinsGuard(pins.clone());
+    let ifaces: Vec<&str> = lab.node_ifaces.iter().map(String::as_str).collect();
+    let mut first = AgentProcess::spawn_custom(&lab, Path::new(EXAMPLE), &ifaces, Some(&pins), &[]);
+
+    let allowed = Edge::allow("gateway", "ledger-a", V4, Tcp, 8080);
+    let denied = Edge::deny("world", "ledger-a", V4, Tcp, 8080);
+    let allowed_new = Edge::allow("gateway", "wallet", V4, Tcp, 8080);
+    let _servers = serve(&lab, &[allowed, allowed_new]);
+    let (gw, ledger) = (lab.ep("gateway"), lab.ep("ledger-a"));
+    let (src, dst) = (gw.ip(V4), ledger.sock(V4, 8080));
+    let stream = gw
+        .ns
+        .run_in(move || connect_from(src, dst, ALLOWED_TIMEOUT))
+        .unwrap_or_else(|e| panic!("gateway -> ledger-a:8080: {e}\n{}", first.log()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .unwrap();
+    let traffic = SteadyTraffic::start(stream);
+    traffic.advance(5, "with the first agent");
+    assert_denied(&lab, &denied, "with the first agent");
+
+    let xdp_pin = pins.join("links/lxcledgera:xdp-drv");
+    let before = linkinfo::pinned_link_info(&xdp_pin)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{}", xdp_pin.display(), first.log()));
+    let passed_before = passed(&pins);
+
+    // kill -9: no chance to clean up, nothing may open.
+    first.stop_keeping_pins(libc::SIGKILL);
+    traffic.advance(10, "while no agent runs");
+    assert_denied(&lab, &denied, "while no agent runs");
+    check(&lab, &allowed_new, ALLOWED_TIMEOUT)
+        .unwrap_or_else(|e| panic!("a new allowed flow must open while no agent runs: {e}"));
+
+    // The next agent comes up with a bigger conntrack map: it adopts the
+    // links (switching them to its programs) and carries conntrack over.
+    let mut second = AgentProcess::spawn_custom(
+        &lab,
+        Path::new(EXAMPLE),
+        &ifaces,
+        Some(&pins),
+        &["--ct-max", "131072"],
+    );
+    let log = second.log();
+    assert!(log.contains("adopted pinned state"), "{log}");
+    assert!(log.contains("map CT4: carried"), "{log}");
+    assert!(log.contains("adopted from pinned links"), "{log}");
+    let after = linkinfo::pinned_link_info(&xdp_pin).unwrap();
+    assert_eq!(
+        after.id, before.id,
+        "the link must be updated, not replaced"
+    );
+    assert_ne!(
+        after.prog_id, before.prog_id,
+        "the link must run the new agent's program"
+    );
+    traffic.advance(10, "across the upgrade");
+    assert_denied(&lab, &denied, "after the restart");
+    let passed_after = passed(&pins);
+    assert!(
+        passed_after > passed_before,
+        "counters must carry on from {passed_before}, got {passed_after}"
+    );
+
+    // SIGTERM is a restart, not an uninstall.
+    let status = second.stop_keeping_pins(libc::SIGTERM);
+    assert!(status.success(), "{status}\n{}", second.log());
+    traffic.advance(5, "after SIGTERM");
+    assert_denied(&lab, &denied, "after SIGTERM");
+
+    // An agent of another layout version finds maps it must not read: it
+    // builds its own beside them, switches the links, then removes the old.
+    let current = pins.join(format!("maps-v{}", agent_common::LAYOUT_VERSION));
+    let older = pins.join("maps-v0");
+    std::fs::rename(&current, &older).unwrap();
+    let mut third = AgentProcess::spawn_custom(&lab, Path::new(EXAMPLE), &ifaces, Some(&pins), &[]);
+    assert!(current.is_dir() && !older.exists(), "{}", third.log());
+    assert!(
+        third.log().contains("maps of another layout version"),
+        "{}",
+        third.log()
+    );
+    // Conntrack starts empty; the flow's next packet from the gateway is
+    // allowed by policy and re-creates its entry.
+    traffic.advance(5, "across a layout change");
+    assert_denied(&lab, &denied, "after a layout change");
+    let status = third.stop_keeping_pins(libc::SIGTERM);
+    assert!(status.success(), "{status}\n{}", third.log());
+
+    let out = std::process::Command::new(agent_bin())
+        .args(["uninstall", "--pin-path"])
+        .arg(&pins)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "uninstall: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("removed {} links", 2 * ifaces.len())),
+        "{text}"
+    );
+    assert!(!pins.exists(), "uninstall must remove {}", pins.display());
+    wait_until("the XDP link to go", Duration::from_secs(3), || {
+        !linkinfo::link_exists(before.id)
+    });
+    check(
+        &lab,
+        &Edge::allow("world", "ledger-a", V4, Tcp, 8080),
+        ALLOWED_TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("after uninstall nothing is enforced any more: {e}"));
+    traffic.ok_so_far("after uninstall");
+}
+
+#[test]
+fn pod_interfaces_are_followed_live() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::localplus();
+    // Only pod interfaces: whatever a new pod's traffic meets is its own veth.
+    let agent = AgentProcess::spawn_custom(&lab, Path::new(EXAMPLE), &["lxc*"], None, &[]);
+    let pins = agent.pin_path().to_owned();
+
+    lab.add_pod("newpod", "lxcnewpod", "10.0.3.20", "fd00:0:3::20");
+    let (xdp, tc) = (
+        pins.join("links/lxcnewpod:xdp-drv"),
+        pins.join("links/lxcnewpod:tc"),
+    );
+    wait_until(
+        "the agent to attach to lxcnewpod",
+        Duration::from_secs(5),
+        || xdp.exists() && tc.exists(),
+    );
+    let edges = [
+        Edge::allow("gateway", "newpod", V4, Tcp, 8080),
+        Edge::deny("newpod", "world", V4, Tcp, 8080),
+        Edge::deny("world", "newpod", V4, Tcp, 8080),
+    ];
+    let servers = serve(&lab, &edges);
+    let wrong = check_all(&lab, &edges, Mode::Enforced);
+    assert!(wrong.is_empty(), "{wrong:#?}\n{}", agent.log());
+
+    drop(servers);
+    lab.remove_pod("newpod", "lxcnewpod");
+    wait_until(
+        "the agent to forget lxcnewpod",
+        Duration::from_secs(5),
+        || !xdp.exists() && !tc.exists(),
+    );
+    assert!(
+        agent.log().contains("lxcnewpod: gone or no longer matched"),
+        "{}",
+        agent.log()
+    );
+    // The rest of the node is still enforced.
+    let rest = [Edge::deny("world", "ledger-a", V4, Tcp, 8080)];
+    let _servers = serve(&lab, &[Edge::allow("gateway", "ledger-a", V4, Tcp, 8080)]);
+    let wrong = check_all(&lab, &rest, Mode::Enforced);
+    assert!(wrong.is_empty(), "{wrong:#?}\n{}", agent.log());
+}
