@@ -204,11 +204,20 @@ impl Lab {
 
     /// Plugs a new pod into the running lab (as a CNI would): its namespace,
     /// a host veth `host_if` in the node, addresses and routes.
-    pub fn add_pod(&mut self, name: &'static str, host_if: &str, v4: &str, v6: &str) {
+    /// `mtu` sets both ends (a jumbo MTU makes veth refuse native XDP, as
+    /// ENA does above 3498).
+    pub fn add_pod(
+        &mut self,
+        name: &'static str,
+        host_if: &str,
+        v4: &str,
+        v6: &str,
+        mtu: Option<u32>,
+    ) {
         let label: String = name.chars().filter(|c| c.is_alphanumeric()).collect();
         let pod = Arc::new(Netns::new(&label));
         quiet_defaults(&pod);
-        wire_pod(&self.node, &pod, host_if, v4, v6);
+        wire_pod_mtu(&self.node, &pod, host_if, v4, v6, mtu);
         self.node_ifaces.push(host_if.to_string());
         self.endpoints.insert(
             name,
@@ -258,18 +267,18 @@ fn quiet_defaults(ns: &Netns) {
 /// Creates the pod's veth with both ends born in their namespaces (nothing
 /// passes through the root namespace), then applies Calico-style routing.
 fn wire_pod(node: &Netns, pod: &Netns, host_if: &str, v4: &str, v6: &str) {
-    node.ip(&[
-        "link",
-        "add",
-        host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        pod.name(),
-    ]);
+    wire_pod_mtu(node, pod, host_if, v4, v6, None)
+}
+
+fn wire_pod_mtu(node: &Netns, pod: &Netns, host_if: &str, v4: &str, v6: &str, mtu: Option<u32>) {
+    let mtu = mtu.map(|m| m.to_string());
+    let mtu_args: Vec<&str> = mtu.iter().flat_map(|m| ["mtu", m.as_str()]).collect();
+    let mut add = vec!["link", "add", host_if];
+    add.extend(&mtu_args);
+    add.extend(["type", "veth", "peer", "name", "eth0"]);
+    add.extend(&mtu_args);
+    add.extend(["netns", pod.name()]);
+    node.ip(&add);
     // The host veth has no IPv4 address: it answers ARP for 169.254.1.1 (and
     // anything else routed elsewhere) by proxy. proxy_delay=0 makes the reply
     // immediate instead of queued for up to 0.8 s, as Calico configures it.

@@ -281,20 +281,40 @@ fn pod_interfaces_are_followed_live() {
     let agent = AgentProcess::spawn_custom(&lab, Path::new(EXAMPLE), &["lxc*"], None, &[]);
     let pins = agent.pin_path().to_owned();
 
-    lab.add_pod("newpod", "lxcnewpod", "10.0.3.20", "fd00:0:3::20");
+    lab.add_pod("newpod", "lxcnewpod", "10.0.3.20", "fd00:0:3::20", None);
+    // veth refuses native XDP above a page-sized MTU: generic mode it is.
+    lab.add_pod(
+        "jumbopod",
+        "lxcjumbo",
+        "10.0.3.21",
+        "fd00:0:3::21",
+        Some(9000),
+    );
     let (xdp, tc) = (
         pins.join("links/lxcnewpod:xdp-drv"),
         pins.join("links/lxcnewpod:tc"),
     );
+    let (jumbo_xdp, jumbo_tc) = (
+        pins.join("links/lxcjumbo:xdp-skb"),
+        pins.join("links/lxcjumbo:tc"),
+    );
     wait_until(
-        "the agent to attach to lxcnewpod",
+        "the agent to attach to the new pods",
         Duration::from_secs(5),
-        || xdp.exists() && tc.exists(),
+        || xdp.exists() && tc.exists() && jumbo_xdp.exists() && jumbo_tc.exists(),
+    );
+    assert!(
+        agent.log().contains("lxcjumbo: native XDP refused"),
+        "{}",
+        agent.log()
     );
     let edges = [
         Edge::allow("gateway", "newpod", V4, Tcp, 8080),
         Edge::deny("newpod", "world", V4, Tcp, 8080),
         Edge::deny("world", "newpod", V4, Tcp, 8080),
+        Edge::allow("gateway", "jumbopod", V4, Tcp, 8080),
+        Edge::deny("jumbopod", "world", V4, Tcp, 8080),
+        Edge::deny("world", "jumbopod", V4, Tcp, 8080),
     ];
     let servers = serve(&lab, &edges);
     let wrong = check_all(&lab, &edges, Mode::Enforced);
