@@ -9,6 +9,7 @@ pub mod datapath;
 pub mod explain;
 pub mod hostaddrs;
 pub mod ifaces;
+pub mod instance;
 pub mod linkinfo;
 pub mod linkwatch;
 pub mod pin;

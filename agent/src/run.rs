@@ -166,6 +166,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
+    let _instance = tokio::select! {
+        g = crate::instance::acquire(&args.pin_path) => g.context("taking the pin directory")?,
+        _ = term.recv() => return Ok(()),
+        _ = int.recv() => return Ok(()),
+    };
     crate::pin::ensure_bpffs().context("mounting bpffs")?;
     let pins = PinLayout::new(&args.pin_path);
     let (mut dp, adoption) = Datapath::load_pinned(&load_options(&args), &pins).context(

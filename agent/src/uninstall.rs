@@ -4,6 +4,13 @@ use anyhow::{bail, Context as _};
 use crate::{cli::UninstallArgs, pin};
 
 pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
+    if crate::instance::running(&args.pin_path) {
+        bail!(
+            "a netpol-agent is running on {}: stop it first (stopping it leaves \
+             enforcement in place; uninstall then removes it)",
+            args.pin_path.display()
+        );
+    }
     let layout = pin::PinLayout::new(&args.pin_path);
     if !layout.root().exists() {
         println!(

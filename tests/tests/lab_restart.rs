@@ -382,3 +382,52 @@ fn runs_with_bpf_net_admin_and_perfmon_only() {
     let wrong = check_all(&lab, &edges, Mode::Enforced);
     assert!(wrong.is_empty(), "{wrong:#?}\n{}", agent.log());
 }
+
+/// Two agents on one pin directory would interleave their policy swaps: a
+/// second one (a DaemonSet surge pod) waits until the first has exited.
+#[test]
+fn a_second_agent_waits_for_the_first() {
+    if !require_root() {
+        return;
+    }
+    let lab = Arc::new(Lab::localplus());
+    let pins = AgentProcess::new_pin_path();
+    let _guard = PinsGuard(pins.clone());
+    let ifaces: Vec<String> = lab.node_ifaces.clone();
+    let mut first = AgentProcess::spawn_custom(
+        &lab,
+        Path::new(EXAMPLE),
+        &as_strs(&ifaces),
+        Some(&pins),
+        &[],
+    );
+    let (lab2, pins2) = (lab.clone(), pins.clone());
+    let second = std::thread::spawn(move || {
+        let agent = AgentProcess::spawn_custom(
+            &lab2,
+            Path::new(EXAMPLE),
+            &as_strs(&ifaces),
+            Some(&pins2),
+            &[],
+        );
+        (agent, Instant::now())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(!second.is_finished(), "the second agent must wait");
+    first.stop_keeping_pins(libc::SIGTERM);
+    let stopped = Instant::now();
+    let (second, ready) = second.join().expect("second agent");
+    assert!(
+        ready >= stopped,
+        "the second agent was ready before the first exited"
+    );
+    assert!(
+        second.log().contains("another netpol-agent is running"),
+        "{}",
+        second.log()
+    );
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
