@@ -1,17 +1,26 @@
 //! netpol-agent: loads the XDP/TC enforcement programs, compiles policy files
 //! into their maps and reports what they decided.
 
+pub mod aggregates;
 pub mod check;
 pub mod cli;
+pub mod counting;
 pub mod ct_gc;
 pub mod datapath;
+pub mod events;
 pub mod explain;
+pub mod flows;
 pub mod hostaddrs;
+pub mod http;
 pub mod ifaces;
+pub mod metrics;
+pub mod monitor;
 pub mod pin;
+pub mod pinned;
 pub mod policy;
 pub mod run;
 pub mod stats;
+pub mod status;
 pub mod watch;
 
 /// The eBPF object holding the enforcement programs, built by build.rs.

@@ -33,6 +33,8 @@ fn main() -> std::process::ExitCode {
             }
         }),
         Command::Stats(args) => netpol_agent::stats::stats(&args).map(|()| cli::EXIT_OK),
+        Command::Flows(args) => netpol_agent::stats::flows(&args).map(|()| cli::EXIT_OK),
+        Command::Monitor(args) => netpol_agent::monitor::monitor(&args).map(|()| cli::EXIT_OK),
     };
     match result {
         Ok(code) => code.into(),

@@ -9,7 +9,9 @@ use crate::{
     cli::RunArgs,
     datapath::{Datapath, LoadOptions, Timeouts},
     hostaddrs, ifaces,
+    pinned::Pinned,
     policy::{self, CompileOptions},
+    status::AgentState,
     watch::DirWatch,
     READY_MARKER,
 };
@@ -31,6 +33,7 @@ fn load_options(args: &RunArgs) -> LoadOptions {
         prefix_max: args.limits.prefix_max,
         rule_max: args.limits.rule_max,
         frag_max: args.limits.frag_max,
+        counting: args.counting.options(),
     }
 }
 
@@ -80,6 +83,39 @@ async fn watched(watch: &mut Option<DirWatch>) -> std::io::Result<()> {
     }
 }
 
+/// Publishes the rule names, starts the HTTP endpoint and the event reader;
+/// the returned state is what they report (the main loop keeps it current).
+async fn start_observability(
+    args: &RunArgs,
+    compiled: &policy::Compiled,
+    gen: u32,
+    attached: Vec<crate::status::Attached>,
+) -> anyhow::Result<std::sync::Arc<AgentState>> {
+    let mode = match args.mode {
+        crate::datapath::Mode::Enforce => "enforce",
+        crate::datapath::Mode::Audit => "audit",
+    };
+    let state = std::sync::Arc::new(AgentState::new(
+        Pinned::new(&args.pin_path),
+        mode,
+        args.counting.metrics_top_flows as usize,
+    ));
+    state.set_rules(compiled).context("publishing rule names")?;
+    state.update(|s| {
+        s.ready = true;
+        s.policy_generation = gen;
+        s.attached = attached;
+    });
+    crate::http::serve(args.counting.listen, state.clone()).await?;
+    let events = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::events::consume(events).await {
+            warn!("verdict events stopped: {e:#}");
+        }
+    });
+    Ok(state)
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut host = hostaddrs::discover().context("listing the node's addresses")?;
     // Compile before touching the kernel: a bad policy must not half-start.
@@ -106,14 +142,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
          and Linux >= 6.6 with BTF)",
     )?;
     let gen = dp.apply(&compiled).context("writing the policy maps")?;
+    let mut attached = Vec::new();
     for iface in &selected {
         let mode = dp.attach_xdp(iface)?;
         dp.attach_tc(iface)?;
         info!("{iface}: XDP ({mode:?}) ingress and TC egress attached");
+        attached.push(crate::status::Attached {
+            interface: iface.clone(),
+            xdp_mode: format!("{mode:?}").to_lowercase(),
+        });
     }
     crate::pin::ensure_bpffs().context("mounting bpffs")?;
     dp.pin_maps(&args.pin_path)
         .context("pinning maps (is /sys/fs/bpf a bpffs mount?)")?;
+    let obs = start_observability(&args, &compiled, gen, attached).await?;
     info!(
         "{READY_MARKER} policy generation {gen} ({} identities, {} rule entries) on {}",
         compiled.identities.len(),
@@ -174,14 +216,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
                 .and_then(|c| {
                     dp.apply(&c)
+                        .map(|gen| (gen, c))
                         .map_err(|e| format!("reload failed, previous policy stays: {e}"))
                 });
             match result {
-                Ok(gen) => {
+                Ok((gen, compiled)) => {
                     applied_host.clone_from(&host);
                     reloads.ok += 1;
                     reloads.last_error = None;
                     info!("policy generation {gen} enforced");
+                    if let Err(e) = obs.set_rules(&compiled) {
+                        warn!("publishing rule names: {e:#}");
+                    }
                 }
                 Err(e) => {
                     reloads.failed += 1;
@@ -189,6 +235,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     reloads.last_error = Some(e);
                 }
             }
+            obs.update(|s| {
+                s.policy_generation = dp.config().policy_gen;
+                s.reloads_succeeded = reloads.ok;
+                s.reloads_failed = reloads.failed;
+                s.last_reload_error.clone_from(&reloads.last_error);
+            });
         }
     }
     info!("shutting down: detaching from {}", dp.attached().join(", "));
