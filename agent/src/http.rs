@@ -63,14 +63,7 @@ async fn blocking<T: Send + 'static>(
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> Response {
     match blocking(move || crate::metrics::render(&state)).await {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(r) => r,
     }
 }

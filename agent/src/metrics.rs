@@ -1,12 +1,10 @@
 //! `/metrics`: the aggregates, map fill, events and the agent's own state in
-//! the Prometheus exposition format, encoded by `prometheus-client`. Label
-//! sets are bounded: rules, reasons, directions, interfaces, maps; per-flow
-//! series only for the `--metrics-top-flows` busiest flows (hard cap 100).
-use prometheus_client::{
-    encoding::text::encode,
-    metrics::{counter::Counter, family::Family, gauge::Gauge},
-    registry::Registry,
-};
+//! the Prometheus text exposition format, encoded by the `prometheus` crate
+//! (its text encoder writes HELP and TYPE on the `_total` names, which
+//! `promtool check metrics` requires). Label sets are bounded: rules,
+//! reasons, directions, interfaces, maps; per-flow series only for the
+//! `--metrics-top-flows` busiest flows (hard cap 100).
+use prometheus::{Encoder as _, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
 use crate::{
     aggregates::{read_bookkeeping, read_rows},
@@ -17,144 +15,146 @@ use crate::{
 /// The most per-flow series `/metrics` will ever carry.
 pub const TOP_FLOWS_MAX: usize = 100;
 
-type Labels = Vec<(String, String)>;
+/// Builds metric families in a registry of one scrape.
+struct Scrape {
+    reg: Registry,
+}
 
-fn labels(pairs: &[(&str, &str)]) -> Labels {
-    pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect()
+impl Scrape {
+    fn counter(&self, name: &str, help: &str, labels: &[&str]) -> anyhow::Result<IntCounterVec> {
+        let c = IntCounterVec::new(Opts::new(format!("netpol_agent_{name}"), help), labels)?;
+        self.reg.register(Box::new(c.clone()))?;
+        Ok(c)
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> anyhow::Result<IntGaugeVec> {
+        let g = IntGaugeVec::new(Opts::new(format!("netpol_agent_{name}"), help), labels)?;
+        self.reg.register(Box::new(g.clone()))?;
+        Ok(g)
+    }
+
+    fn gauge(&self, name: &str, help: &str, value: i64) -> anyhow::Result<()> {
+        let g = IntGauge::new(format!("netpol_agent_{name}"), help)?;
+        g.set(value);
+        self.reg.register(Box::new(g))?;
+        Ok(())
+    }
 }
 
 /// Reads the maps and encodes one scrape.
 pub fn render(state: &AgentState) -> anyhow::Result<String> {
-    let mut reg = Registry::with_prefix("netpol_agent");
+    let s = Scrape {
+        reg: Registry::new(),
+    };
     let rules = state.rules();
     let status = state.status();
 
-    let packets = Family::<Labels, Counter>::default();
-    let bytes = Family::<Labels, Counter>::default();
-    reg.register(
-        "packets",
+    let series = ["direction", "verdict", "reason", "rule"];
+    let packets = s.counter(
+        "packets_total",
         "Packets judged, by hook direction, verdict (pass, drop, audit = passed but would be dropped), reason and the rule credited with a pass",
-        packets.clone(),
-    );
-    reg.register(
-        "bytes",
+        &series,
+    )?;
+    let bytes = s.counter(
+        "bytes_total",
         "Bytes of the packets in netpol_agent_packets_total",
-        bytes.clone(),
-    );
+        &series,
+    )?;
     for r in read_rows(&state.pinned, &rules)? {
-        let l = labels(&[
-            ("direction", r.direction),
-            ("verdict", r.verdict),
-            ("reason", r.reason),
-            ("rule", &r.rule),
-        ]);
-        packets.get_or_create(&l).inc_by(r.packets);
-        bytes.get_or_create(&l).inc_by(r.bytes);
+        let l = [r.direction, r.verdict, r.reason, r.rule.as_str()];
+        packets.with_label_values(&l).inc_by(r.packets);
+        bytes.with_label_values(&l).inc_by(r.bytes);
     }
 
-    let gen = Gauge::<i64>::default();
-    gen.set(i64::from(status.policy_generation));
-    reg.register("policy_generation", "Generation of the live policy", gen);
-    let reloads = Family::<Labels, Counter>::default();
-    reg.register(
-        "policy_reloads",
+    s.gauge(
+        "policy_generation",
+        "Generation of the live policy",
+        i64::from(status.policy_generation),
+    )?;
+    let reloads = s.counter(
+        "policy_reloads_total",
         "Policy reloads by result",
-        reloads.clone(),
-    );
+        &["result"],
+    )?;
     reloads
-        .get_or_create(&labels(&[("result", "success")]))
+        .with_label_values(&["success"])
         .inc_by(status.reloads_succeeded);
     reloads
-        .get_or_create(&labels(&[("result", "failure")]))
+        .with_label_values(&["failure"])
         .inc_by(status.reloads_failed);
-    let ready = Gauge::<i64>::default();
-    ready.set(i64::from(status.ready));
-    reg.register(
+    s.gauge(
         "ready",
         "1 once programs are attached and a policy is live",
-        ready,
-    );
-    let last_err = Gauge::<i64>::default();
-    last_err.set(i64::from(status.last_reload_error.is_some()));
-    reg.register(
+        i64::from(status.ready),
+    )?;
+    s.gauge(
         "last_reload_failed",
-        "1 when the last reload was rejected (see /status)",
-        last_err,
-    );
+        "1 when the last reload was rejected (the error is in /status)",
+        i64::from(status.last_reload_error.is_some()),
+    )?;
 
-    let attached = Family::<Labels, Gauge>::default();
-    reg.register(
+    let attached = s.gauges(
         "programs_attached",
         "Programs attached, by interface and program",
-        attached.clone(),
-    );
+        &["interface", "program"],
+    )?;
     for a in &status.attached {
         for prog in ["xdp", "tc"] {
-            attached
-                .get_or_create(&labels(&[("interface", &a.interface), ("program", prog)]))
-                .set(1);
+            attached.with_label_values(&[&a.interface, prog]).set(1);
         }
     }
 
     let book = read_bookkeeping(&state.pinned)?;
-    let entries = Family::<Labels, Gauge>::default();
-    let capacity = Family::<Labels, Gauge>::default();
-    let created = Family::<Labels, Counter>::default();
-    let evicted = Family::<Labels, Counter>::default();
-    reg.register(
+    let entries = s.gauges(
         "map_entries",
         "Entries in a bounded map (conntrack, denied_flows)",
-        entries.clone(),
-    );
-    reg.register(
-        "map_capacity",
-        "Capacity of a bounded map",
-        capacity.clone(),
-    );
-    reg.register(
-        "map_created",
+        &["map"],
+    )?;
+    let capacity = s.gauges("map_capacity", "Capacity of a bounded map", &["map"])?;
+    let created = s.counter(
+        "map_created_total",
         "Entries the datapath created in a bounded map",
-        created.clone(),
-    );
-    reg.register(
-        "map_evictions",
+        &["map"],
+    )?;
+    let evicted = s.counter(
+        "map_evictions_total",
         "LRU evictions: entries created and gone without a deletion",
-        evicted.clone(),
-    );
+        &["map"],
+    )?;
     for m in &book.maps {
-        let l = labels(&[("map", m.map)]);
-        entries.get_or_create(&l).set(m.entries as i64);
-        capacity.get_or_create(&l).set(m.capacity as i64);
-        created.get_or_create(&l).inc_by(m.created);
-        evicted.get_or_create(&l).inc_by(m.evicted);
+        entries.with_label_values(&[m.map]).set(m.entries as i64);
+        capacity.with_label_values(&[m.map]).set(m.capacity as i64);
+        created.with_label_values(&[m.map]).inc_by(m.created);
+        evicted.with_label_values(&[m.map]).inc_by(m.evicted);
     }
-    let events = Family::<Labels, Counter>::default();
-    reg.register(
-        "events",
+    let events = s.counter(
+        "events_total",
         "Verdict events by outcome (sent, rate_limited by the per-CPU token bucket, ring_full)",
-        events.clone(),
-    );
+        &["outcome"],
+    )?;
     for (outcome, n) in [
         ("sent", book.events_sent),
         ("rate_limited", book.events_rate_limited),
         ("ring_full", book.events_ring_full),
     ] {
-        events
-            .get_or_create(&labels(&[("outcome", outcome)]))
-            .inc_by(n);
+        events.with_label_values(&[outcome]).inc_by(n);
     }
 
     let top = state.top_flows.min(TOP_FLOWS_MAX);
     if top > 0 {
-        let flow_packets = Family::<Labels, Gauge>::default();
-        reg.register(
+        let flow_packets = s.gauges(
             "top_flow_packets",
             "Packets of the busiest flows (at most --metrics-top-flows series)",
-            flow_packets.clone(),
-        );
+            &[
+                "src",
+                "dst",
+                "proto",
+                "sport",
+                "dport",
+                "direction",
+                "verdict",
+            ],
+        )?;
         let filter = FlowFilter {
             limit: Some(top),
             ..FlowFilter::default()
@@ -166,20 +166,21 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
                 f.sport.to_string(),
                 f.dport.to_string(),
             );
-            let l = labels(&[
-                ("src", &src),
-                ("dst", &dst),
-                ("proto", &f.proto),
-                ("sport", &sport),
-                ("dport", &dport),
-                ("direction", f.direction),
-                ("verdict", f.verdict),
-            ]);
-            flow_packets.get_or_create(&l).set(f.packets as i64);
+            flow_packets
+                .with_label_values(&[
+                    src.as_str(),
+                    &dst,
+                    &f.proto,
+                    &sport,
+                    &dport,
+                    f.direction,
+                    f.verdict,
+                ])
+                .set(f.packets as i64);
         }
     }
 
-    let mut out = String::new();
-    encode(&mut out, &reg)?;
-    Ok(out)
+    let mut out = Vec::new();
+    TextEncoder::new().encode(&s.reg.gather(), &mut out)?;
+    Ok(String::from_utf8(out)?)
 }
