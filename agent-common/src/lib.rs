@@ -19,13 +19,20 @@ pub mod map_names {
     pub const CLOCK: &str = "CLOCK";
     pub const FLOWCACHE4: &str = "FLOWCACHE4";
     pub const FLOWCACHE6: &str = "FLOWCACHE6";
+    pub const DENIED4: &str = "DENIED4";
+    pub const DENIED6: &str = "DENIED6";
+    pub const RULE_COUNTERS: &str = "RULE_COUNTERS";
+    pub const STATS: &str = "STATS";
+    pub const EVENTS: &str = "EVENTS";
+    pub const EVENT_BUCKET: &str = "EVENT_BUCKET";
+    pub const RULE_NAMES: &str = "RULE_NAMES";
 }
 
 /// Version of the pinned map layout: the shared types below and what their
 /// fields mean. Bump it whenever either changes, even when the sizes do not:
 /// an agent never adopts maps pinned under another version (it builds fresh
 /// ones beside them), so old state is never misread.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Program names (the Rust function names in agent-ebpf).
 pub mod prog_names {
@@ -42,6 +49,13 @@ pub mod prog_names {
 pub const MODE_ENFORCE: u32 = 0;
 pub const MODE_AUDIT: u32 = 1;
 
+/// `Config::flags`: keep per-flow packet and byte counters (conntrack entries,
+/// flow-cache deltas, the denied-flow maps). Aggregates are always kept.
+pub const CFG_F_FLOW_COUNTERS: u32 = 1 << 0;
+/// `Config::flags`: also send an event for every new allowed flow (denied new
+/// flows always send one, within the rate limit).
+pub const CFG_F_EVENTS_ALLOWED: u32 = 1 << 1;
+
 /// Single-entry array read once per packet.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,7 +69,8 @@ pub struct Config {
     /// Bumped on every policy swap; conntrack entries checked under an older
     /// generation are re-checked once against the live policy.
     pub policy_gen: u32,
-    pub _pad0: u32,
+    /// `CFG_F_*`.
+    pub flags: u32,
     /// Conntrack idle timeouts, in jiffies: the datapath reads the clock with
     /// bpf_jiffies64(), which the verifier inlines into one load, where a
     /// ktime helper call costs as much as a quarter of the established path.
@@ -70,6 +85,12 @@ pub struct Config {
     /// A busy flow's last_seen is rewritten at most this often (one second), so
     /// it does not bounce its cache line between CPUs on every packet.
     pub refresh_interval: u64,
+    /// Verdict events each CPU may send per second (token bucket refill), and
+    /// the bucket's depth. 0 turns events off.
+    pub event_rate: u64,
+    pub event_burst: u64,
+    /// CONFIG_HZ as measured by the agent, to turn jiffies into seconds.
+    pub hz: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -116,6 +137,13 @@ pub const fn id_flag_src(class: u32) -> u32 {
 pub const fn id_flag_dst(class: u32) -> u32 {
     1 << (8 + class)
 }
+
+/// `IdentityValue::flags` bit: the identity belongs to an audit-only group, so
+/// a packet from or to it that the policy denies passes and counts as audit.
+pub const ID_FLAG_AUDIT: u32 = 1 << 16;
+/// `IdentityValue::flags` bit set on every identity when any group is audit-only:
+/// only then does a fast-path deny look the destination up to see its flag.
+pub const ID_FLAG_ANY_AUDIT: u32 = 1 << 17;
 
 /// Identity trie key: the policy slot, then the address. The slot is the
 /// first byte so one lookup sees one policy; prefix lengths count its 8 bits.
@@ -209,7 +237,9 @@ impl RuleKey {
     }
 }
 
-/// `RuleValue::flags` bit reserved for audit-only rules (observability issue).
+/// `RuleValue::flags` bit: the entry is allowed only by an audit-only rule.
+/// The datapath passes it like any rule; readers report its traffic with
+/// verdict `audit` (the rule id tells them, see `RuleName::flags`).
 pub const RULE_FLAG_AUDIT: u32 = 1;
 
 #[repr(C)]
@@ -301,6 +331,17 @@ pub struct CtValue {
     /// host order, so a re-check after a policy change asks the same question.
     pub orig_port: u16,
     pub _pad: u16,
+    /// Per-flow packets and bytes, indexed by `flow_counter_index`. Packets
+    /// answered by the flow cache reach these when the cache slot is flushed
+    /// (see `FlowCache::counters`).
+    pub counters: [Counter; 4],
+}
+
+/// Per-flow counter slot: hook direction (`DIR_*`) and whether the packet went
+/// from endpoint B to endpoint A of the normalised key.
+#[inline(always)]
+pub const fn flow_counter_index(dir: u32, from_b: bool) -> usize {
+    (dir as usize & 1) * 2 + from_b as usize
 }
 
 /// One slot of the per-CPU flow cache in front of conntrack: a two-way flow
@@ -315,7 +356,13 @@ pub struct FlowCache<K> {
     pub key: K,
     pub valid_until: u64,
     pub policy_gen: u32,
-    pub _pad: u32,
+    /// The rule the conntrack entry carries, for the per-rule counters.
+    pub rule_id: u32,
+    /// Packets and bytes of `key` answered from this slot and not yet added
+    /// to its conntrack entry (`flow_counter_index`). They are flushed when
+    /// the flow next goes to conntrack (about once a second, FIN/RST) or when
+    /// another flow takes the slot; readers add pending deltas themselves.
+    pub counters: [Counter; 4],
 }
 
 pub type FlowCache4 = FlowCache<CtKey4>;
@@ -367,6 +414,132 @@ pub struct FragValue {
 pub struct Counter {
     pub packets: u64,
     pub bytes: u64,
+}
+
+/// A denied (or audited would-deny) flow in the bounded `DENIED4`/`DENIED6`
+/// LRU maps, keyed by the normalised conntrack key.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeniedValue {
+    /// In jiffies.
+    pub first_seen: u64,
+    pub last_seen: u64,
+    /// Reason of the first packet (`reason::*`).
+    pub reason: u32,
+    /// `DENIED_F_*`.
+    pub flags: u32,
+    /// `flow_counter_index`.
+    pub counters: [Counter; 4],
+}
+
+/// `DeniedValue::flags`: the first packet came from endpoint B.
+pub const DENIED_F_ORIG_B: u32 = 1 << 0;
+/// `DeniedValue::flags`: the flow passed because of audit (mode or group).
+pub const DENIED_F_AUDIT: u32 = 1 << 1;
+
+/// Per-CPU `STATS` slots: map fill bookkeeping and event accounting.
+pub mod stat {
+    /// Conntrack entries created (not counting a SYN replacing a live entry).
+    pub const CT4_CREATED: u32 = 0;
+    pub const CT6_CREATED: u32 = 1;
+    /// Conntrack entries the datapath deleted (revoked flows).
+    pub const CT_REMOVED: u32 = 2;
+    /// Denied-flow entries created (the maps are only ever evicted from).
+    pub const DENIED4_CREATED: u32 = 3;
+    pub const DENIED6_CREATED: u32 = 4;
+    /// Verdict events written to the ring buffer.
+    pub const EVENTS_SENT: u32 = 5;
+    /// Events the per-CPU token bucket refused.
+    pub const EVENTS_RATE_LIMITED: u32 = 6;
+    /// Events lost because the ring buffer was full.
+    pub const EVENTS_RING_FULL: u32 = 7;
+    /// Conntrack entries the agent's sweeper deleted (written by the agent).
+    pub const CT_GC_REMOVED: u32 = 8;
+    pub const COUNT: u32 = 9;
+}
+
+/// Per-CPU token bucket limiting verdict events.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TokenBucket {
+    /// Tokens scaled by `hz`, so a refill of `elapsed_jiffies * rate` is exact.
+    pub tokens: u64,
+    /// Jiffies of the last refill.
+    pub last: u64,
+}
+
+pub const EVENT_VERDICT_PASS: u8 = 0;
+pub const EVENT_VERDICT_DROP: u8 = 1;
+pub const EVENT_VERDICT_AUDIT: u8 = 2;
+
+/// One new flow's verdict, sent through the `EVENTS` ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VerdictEvent {
+    /// IPv4 addresses use the first 4 bytes.
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    /// Host order; ICMP: `type << 8 | code` in `dport`.
+    pub sport: u16,
+    pub dport: u16,
+    pub rule_id: u32,
+    pub reason: u32,
+    /// Frame length of the packet.
+    pub len: u32,
+    /// 4 or 6.
+    pub family: u8,
+    pub proto: u8,
+    /// `DIR_*`.
+    pub dir: u8,
+    /// `EVENT_VERDICT_*`.
+    pub verdict: u8,
+    pub _pad: u32,
+}
+
+/// Bytes of a rule name in `RULE_NAMES` (longer names are cut, NUL-padded).
+pub const RULE_NAME_LEN: usize = 120;
+
+/// A rule's name and flags, as the agent publishes them for readers of the
+/// pinned maps (the datapath never reads this).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RuleName {
+    /// `RULE_FLAG_AUDIT` for an audit-only rule.
+    pub flags: u32,
+    pub _pad: u32,
+    pub name: [u8; RULE_NAME_LEN],
+}
+
+impl Default for RuleName {
+    fn default() -> Self {
+        Self {
+            flags: 0,
+            _pad: 0,
+            name: [0; RULE_NAME_LEN],
+        }
+    }
+}
+
+/// Per-rule counters: per rule id, `RULE_COUNTER_STRIDE` slots of (direction,
+/// rule reason).
+pub const RULE_COUNTER_STRIDE: u32 = 8;
+/// Reasons a rule is credited with, in `rule_counter_index` order.
+pub const RULE_REASONS: [u32; 3] = [
+    reason::PASS_ESTABLISHED,
+    reason::PASS_POLICY,
+    reason::PASS_RECHECKED,
+];
+
+/// Slot of a pass by `rule_id`; `None` for a reason no rule is credited with.
+#[inline(always)]
+pub const fn rule_counter_index(rule_id: u32, dir: u32, why: u32) -> Option<u32> {
+    let kind = match why {
+        reason::PASS_ESTABLISHED => 0,
+        reason::PASS_POLICY => 1,
+        reason::PASS_RECHECKED => 2,
+        _ => return None,
+    };
+    Some(rule_id * RULE_COUNTER_STRIDE + (dir & 1) * 4 + kind)
 }
 
 /// Why a packet got its verdict. Values below `FIRST_DROP_REASON` pass.
@@ -452,6 +625,10 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for FlowCache4 {}
     unsafe impl aya::Pod for FlowCache6 {}
+    unsafe impl aya::Pod for DeniedValue {}
+    unsafe impl aya::Pod for TokenBucket {}
+    unsafe impl aya::Pod for VerdictEvent {}
+    unsafe impl aya::Pod for RuleName {}
 }
 
 #[cfg(test)]
@@ -462,7 +639,7 @@ mod tests {
     // Sizes equal the sum of the fields: no implicit padding anywhere.
     #[test]
     fn no_implicit_padding() {
-        assert_eq!(size_of::<Config>(), 4 * 4 + 8 * 8);
+        assert_eq!(size_of::<Config>(), 4 * 4 + 8 * 11);
         assert_eq!(size_of::<IdentityValue>(), 8);
         assert_eq!(size_of::<RuleKey>(), 1 + 4 + 4 + 1 + 2);
         assert_eq!(size_of::<IdKey4>(), 1 + 4);
@@ -470,12 +647,19 @@ mod tests {
         assert_eq!(size_of::<RuleValue>(), 8);
         assert_eq!(size_of::<CtKey4>(), 4 + 4 + 2 + 2 + 1 + 3);
         assert_eq!(size_of::<CtKey6>(), 16 + 16 + 2 + 2 + 1 + 3);
-        assert_eq!(size_of::<CtValue>(), 8 + 8 + 4 + 4 + 4 + 2 + 2);
+        assert_eq!(size_of::<CtValue>(), 8 + 8 + 4 + 4 + 4 + 2 + 2 + 64);
+        assert_eq!(size_of::<DeniedValue>(), 8 + 8 + 4 + 4 + 64);
+        assert_eq!(size_of::<TokenBucket>(), 16);
+        assert_eq!(
+            size_of::<VerdictEvent>(),
+            16 + 16 + 2 + 2 + 4 + 4 + 4 + 4 + 4
+        );
+        assert_eq!(size_of::<RuleName>(), 8 + RULE_NAME_LEN);
         assert_eq!(size_of::<FragKey4>(), 4 + 4 + 2 + 1 + 1);
         assert_eq!(size_of::<FragKey6>(), 16 + 16 + 4 + 1 + 3);
         assert_eq!(size_of::<Counter>(), 16);
-        assert_eq!(size_of::<FlowCache4>(), 16 + 8 + 4 + 4);
-        assert_eq!(size_of::<FlowCache6>(), 40 + 8 + 4 + 4);
+        assert_eq!(size_of::<FlowCache4>(), 16 + 8 + 4 + 4 + 64);
+        assert_eq!(size_of::<FlowCache6>(), 40 + 8 + 4 + 4 + 64);
     }
 
     #[test]

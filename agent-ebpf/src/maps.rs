@@ -1,13 +1,18 @@
 //! Maps shared by the XDP and TC programs. Sizes here are defaults; the agent
 //! resizes them at load time from its flags.
 use agent_common::{
-    Config, Counter, CtKey4, CtKey6, CtValue, FlowCache4, FlowCache6, FragKey4, FragKey6,
-    FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue, COUNTER_SLOTS, FLOW_CACHE_SLOTS,
+    stat, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache4, FlowCache6, FragKey4,
+    FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleName, RuleValue, TokenBucket,
+    COUNTER_SLOTS, FLOW_CACHE_SLOTS, RULE_COUNTER_STRIDE,
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
+
+/// Per-CPU LRU lists: under a flood of new denied flows each CPU evicts from
+/// its own list instead of contending for one lock.
+const BPF_F_NO_COMMON_LRU: u32 = 2;
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -46,3 +51,32 @@ pub static CLOCK: Array<u64> = Array::with_max_entries(1, 0);
 pub static FLOWCACHE4: PerCpuArray<FlowCache4> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
 #[map]
 pub static FLOWCACHE6: PerCpuArray<FlowCache6> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+
+/// Denied and audited flows, bounded (LRU): a flood evicts old entries.
+#[map]
+pub static DENIED4: LruHashMap<CtKey4, DeniedValue> =
+    LruHashMap::with_max_entries(16384, BPF_F_NO_COMMON_LRU);
+#[map]
+pub static DENIED6: LruHashMap<CtKey6, DeniedValue> =
+    LruHashMap::with_max_entries(16384, BPF_F_NO_COMMON_LRU);
+
+/// Packets and bytes passed per rule id (`rule_counter_index`); never evicted.
+#[map]
+pub static RULE_COUNTERS: PerCpuArray<Counter> =
+    PerCpuArray::with_max_entries(4096 * RULE_COUNTER_STRIDE, 0);
+
+/// `agent_common::stat` slots.
+#[map]
+pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 0);
+
+/// Verdict events of new flows, for `netpol-agent monitor`.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
+
+#[map]
+pub static EVENT_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
+
+/// Rule names by id, written by the agent for readers of the pinned maps; the
+/// datapath never reads it.
+#[map]
+pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(4096, 0);

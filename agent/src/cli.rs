@@ -57,8 +57,15 @@ pub enum Command {
     /// allows it, or the rules that nearly did (no privileges or kernel needed).
     #[command(after_help = EXIT_CODES_HELP)]
     Explain(ExplainArgs),
-    /// Print the verdict counters of a running agent (from its pinned maps).
+    /// Print the verdict counters of a running agent by direction, verdict,
+    /// reason and rule, and its map fill (from its pinned maps).
     Stats(StatsArgs),
+    /// Print the per-flow verdict counters of a running agent (from its
+    /// pinned maps), busiest first.
+    Flows(FlowsArgs),
+    /// Follow a running agent's verdict events (new denied flows, and new
+    /// allowed flows with --allowed), one line each.
+    Monitor(crate::monitor::MonitorArgs),
     /// Remove every program, link and map the agent pinned: enforcement stops
     /// (stop the agent first; SIGTERM alone leaves enforcement in place).
     Uninstall(UninstallArgs),
@@ -107,6 +114,8 @@ pub struct RunArgs {
     /// Seconds between sweeps of expired conntrack entries.
     #[arg(long, default_value_t = 30)]
     pub gc_interval_secs: u64,
+    #[command(flatten)]
+    pub counting: crate::counting::CountingArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -211,6 +220,21 @@ pub struct StatsArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FlowsArgs {
+    /// Pin directory of the running agent.
+    #[arg(long, default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Print again every this many seconds until interrupted.
+    #[arg(long)]
+    pub watch: Option<u64>,
+    #[command(flatten)]
+    pub filter: crate::flows::FlowFilter,
 }
 
 /// A command used wrongly in a way clap cannot see (e.g. an IPv4 source with

@@ -60,6 +60,10 @@ pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config, now: u64) -> Result<usize, ay
         let mut m: HashMap<_, CtKey6, CtValue> = HashMap::try_from(m)?;
         removed += sweep(&mut m, |k, v| ct_expired(k, v));
     }
+    // Readers tell sweeper deletions from LRU evictions by this count.
+    if let Err(e) = crate::aggregates::note_gc_removed(ebpf, removed) {
+        log::warn!("recording conntrack sweeper deletions: {e:#}");
+    }
     let frag_expired = |v: &FragValue| now.saturating_sub(v.seen) >= cfg.frag_timeout;
     if let Some(m) = ebpf.map_mut(map_names::FRAG4) {
         let mut m: HashMap<_, FragKey4, FragValue> = HashMap::try_from(m)?;

@@ -137,6 +137,8 @@ pub struct LoadOptions {
     pub rule_max: u32,
     /// Pending first fragments tracked (per family).
     pub frag_max: u32,
+    /// Per-flow counters and verdict events.
+    pub counting: crate::counting::CountingOptions,
 }
 
 impl Default for LoadOptions {
@@ -148,6 +150,7 @@ impl Default for LoadOptions {
             prefix_max: 262_144,
             rule_max: 1_048_576,
             frag_max: 8192,
+            counting: Default::default(),
         }
     }
 }
@@ -412,7 +415,7 @@ impl Datapath {
             // first apply swaps in the new one.
             active_slot: previous.map_or(0, |c| c.active_slot),
             policy_gen: previous.map_or(0, |c| c.policy_gen),
-            _pad0: 0,
+            flags: opts.counting.config_flags(),
             tcp_syn_timeout: to_jiffies(t.tcp_syn, hz),
             tcp_established_timeout: to_jiffies(t.tcp_established, hz),
             tcp_close_timeout: to_jiffies(t.tcp_close, hz),
@@ -421,6 +424,9 @@ impl Datapath {
             other_timeout: to_jiffies(t.other, hz),
             frag_timeout: to_jiffies(t.fragment, hz),
             refresh_interval: hz,
+            event_rate: opts.counting.event_rate.into(),
+            event_burst: opts.counting.event_burst.into(),
+            hz,
         };
         let mut dp = Self {
             ebpf,
@@ -764,7 +770,19 @@ impl Datapath {
             .ok_or_else(|| DatapathError::MissingMap(map_names::COUNTERS.into()))?;
         let counters: PerCpuArray<&MapData, Counter> =
             PerCpuArray::try_from(map).map_err(map_err(map_names::COUNTERS))?;
-        read_counters(&counters)
+        let mut rows = read_counters(&counters)?;
+        // Passes by a rule are counted per rule: fold them back by reason.
+        let max_rule = self
+            .slots
+            .iter()
+            .flat_map(|s| s.rules.values().map(|v| v.rule_id))
+            .max()
+            .unwrap_or(0);
+        let by_rule: PerCpuArray<&MapData, Counter> =
+            typed_map_ref(&self.ebpf, map_names::RULE_COUNTERS)?;
+        crate::aggregates::fold_rule_counters(&mut rows, &by_rule, max_rule)
+            .map_err(map_err(map_names::RULE_COUNTERS))?;
+        Ok(rows)
     }
 
     /// Live conntrack entries (IPv4, IPv6).
@@ -791,6 +809,9 @@ fn sized_loader<'a>(opts: &LoadOptions) -> EbpfLoader<'a> {
     loader.map_max_entries(map_names::RULES, opts.rule_max.saturating_mul(2));
     loader.map_max_entries(map_names::FRAG4, opts.frag_max);
     loader.map_max_entries(map_names::FRAG6, opts.frag_max);
+    for n in [map_names::DENIED4, map_names::DENIED6] {
+        loader.map_max_entries(n, opts.counting.denied_flow_max);
+    }
     loader
 }
 

@@ -2,20 +2,29 @@
 //! into their maps and reports what they decided.
 
 pub mod adopt;
+pub mod aggregates;
 pub mod check;
 pub mod cli;
+pub mod counting;
 pub mod ct_gc;
 pub mod datapath;
+pub mod events;
 pub mod explain;
+pub mod flows;
 pub mod hostaddrs;
+pub mod http;
 pub mod ifaces;
 pub mod instance;
 pub mod linkinfo;
 pub mod linkwatch;
+pub mod metrics;
+pub mod monitor;
 pub mod pin;
+pub mod pinned;
 pub mod policy;
 pub mod run;
 pub mod stats;
+pub mod status;
 pub mod uninstall;
 pub mod watch;
 

@@ -36,6 +36,8 @@ fn main() -> std::process::ExitCode {
         Command::Uninstall(args) => {
             netpol_agent::uninstall::uninstall(&args).map(|()| cli::EXIT_OK)
         }
+        Command::Flows(args) => netpol_agent::stats::flows(&args).map(|()| cli::EXIT_OK),
+        Command::Monitor(args) => netpol_agent::monitor::monitor(&args).map(|()| cli::EXIT_OK),
     };
     match result {
         Ok(code) => code.into(),

@@ -11,7 +11,9 @@ use crate::{
     hostaddrs, ifaces,
     linkwatch::LinkWatch,
     pin::PinLayout,
+    pinned::Pinned,
     policy::{self, CompileOptions},
+    status::AgentState,
     watch::DirWatch,
     READY_MARKER,
 };
@@ -33,6 +35,7 @@ fn load_options(args: &RunArgs) -> LoadOptions {
         prefix_max: args.limits.prefix_max,
         rule_max: args.limits.rule_max,
         frag_max: args.limits.frag_max,
+        counting: args.counting.options(),
     }
 }
 
@@ -128,11 +131,55 @@ fn reconcile(dp: &mut Datapath, patterns: &[String], strict: bool) -> anyhow::Re
     Ok(selected)
 }
 
+/// The interfaces enforced now, for /status and the metrics.
+fn attached_status(dp: &Datapath) -> Vec<crate::status::Attached> {
+    dp.attachments()
+        .into_iter()
+        .map(|a| crate::status::Attached {
+            interface: a.iface,
+            xdp_mode: a.xdp_mode.to_owned(),
+        })
+        .collect()
+}
+
 async fn link_event(watch: &mut Option<LinkWatch>) -> std::io::Result<()> {
     match watch {
         Some(w) => w.changed().await,
         None => std::future::pending().await,
     }
+}
+
+/// Publishes the rule names, starts the HTTP endpoint and the event reader;
+/// the returned state is what they report (the main loop keeps it current).
+async fn start_observability(
+    args: &RunArgs,
+    compiled: &policy::Compiled,
+    gen: u32,
+    attached: Vec<crate::status::Attached>,
+) -> anyhow::Result<std::sync::Arc<AgentState>> {
+    let mode = match args.mode {
+        crate::datapath::Mode::Enforce => "enforce",
+        crate::datapath::Mode::Audit => "audit",
+    };
+    let state = std::sync::Arc::new(AgentState::new(
+        Pinned::new(&args.pin_path),
+        mode,
+        args.counting.metrics_top_flows as usize,
+    ));
+    state.set_rules(compiled).context("publishing rule names")?;
+    state.update(|s| {
+        s.ready = true;
+        s.policy_generation = gen;
+        s.attached = attached;
+    });
+    crate::http::serve(args.counting.listen, state.clone()).await?;
+    let events = state.clone();
+    tokio::spawn(async move {
+        if let Err(e) = crate::events::consume(events).await {
+            warn!("verdict events stopped: {e:#}");
+        }
+    });
+    Ok(state)
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -192,6 +239,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let gen = dp.apply(&compiled).context("writing the policy maps")?;
     let selected = reconcile(&mut dp, &args.ifaces, true)?;
     dp.commit_pins().context("pinning the maps")?;
+    let obs = start_observability(&args, &compiled, gen, attached_status(&dp)).await?;
     info!(
         "{READY_MARKER} policy generation {gen} ({} identities, {} rule entries) on {}",
         compiled.identities.len(),
@@ -229,6 +277,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if let Err(e) = reconcile(&mut dp, &args.ifaces, false) {
                     warn!("{e:#}");
                 }
+                let now = attached_status(&dp);
+                obs.update(|s| s.attached = now);
                 false
             }
             _ = host_tick.tick() => {
@@ -239,6 +289,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 if let Err(e) = reconcile(&mut dp, &args.ifaces, false) {
                     warn!("{e:#}");
                 }
+                let now = attached_status(&dp);
+                obs.update(|s| s.attached = now);
                 match hostaddrs::discover() {
                     Ok(now) if now != host => {
                         info!("node addresses changed: {now:?}");
@@ -266,14 +318,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
                 .and_then(|c| {
                     dp.apply(&c)
+                        .map(|gen| (gen, c))
                         .map_err(|e| format!("reload failed, previous policy stays: {e}"))
                 });
             match result {
-                Ok(gen) => {
+                Ok((gen, compiled)) => {
                     applied_host.clone_from(&host);
                     reloads.ok += 1;
                     reloads.last_error = None;
                     info!("policy generation {gen} enforced");
+                    if let Err(e) = obs.set_rules(&compiled) {
+                        warn!("publishing rule names: {e:#}");
+                    }
                 }
                 Err(e) => {
                     reloads.failed += 1;
@@ -281,6 +337,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     reloads.last_error = Some(e);
                 }
             }
+            obs.update(|s| {
+                s.policy_generation = dp.config().policy_gen;
+                s.reloads_succeeded = reloads.ok;
+                s.reloads_failed = reloads.failed;
+                s.last_reload_error.clone_from(&reloads.last_error);
+            });
         }
     }
     // Enforcement outlives the agent: the pinned links keep the programs on

@@ -10,6 +10,7 @@ pub mod edges;
 pub mod lab;
 pub mod net;
 pub mod netns;
+pub mod observe;
 pub mod privilege;
 
 pub use agent::{agent_bin, ensure_bpffs, AgentProcess, READY_MARKER};

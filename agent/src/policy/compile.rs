@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use agent_common::{
-    id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue, PROTO_CLASSES,
-    RULE_PREFIX_IDS, RULE_PREFIX_PROTO,
+    id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue, ID_FLAG_ANY_AUDIT,
+    ID_FLAG_AUDIT, PROTO_CLASSES, RULE_FLAG_AUDIT, RULE_PREFIX_IDS, RULE_PREFIX_PROTO,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
 
@@ -43,6 +43,8 @@ pub struct Compiled {
     pub identities: Vec<IdentityInfo>,
     /// Index = rule id; index 0 is "" (never a rule).
     pub rule_names: Vec<String>,
+    /// Index = rule id: the rule is audit-only (`audit: true`).
+    pub rule_audit: Vec<bool>,
 }
 
 impl Compiled {
@@ -216,28 +218,67 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
                 for &s in &srcs {
                     for &d in &dsts {
                         let key = RuleKey::new(s, d, proto, port);
-                        // Rules are visited in id order: the first one stays.
-                        entries.entry((key, prefix)).or_insert(rule_id);
+                        // Rules are visited in id order: the first one stays,
+                        // except that an enforcing rule takes an entry from an
+                        // audit-only one (audit marks only what it alone allows).
+                        let slot = entries.entry((key, prefix)).or_insert(rule_id);
+                        if rules[*slot as usize - 1].audit && !rule.audit {
+                            *slot = rule_id;
+                        }
                     }
                 }
             }
         }
     }
 
+    // Identities of audit-only groups: a denial from or to them passes.
+    let audit_groups: BTreeSet<&str> = policy
+        .groups
+        .iter()
+        .filter(|g| g.audit)
+        .map(|g| g.name.as_str())
+        .collect();
+    let any_audit = if audit_groups.is_empty() {
+        0
+    } else {
+        ID_FLAG_ANY_AUDIT
+    };
+    let audited: BTreeSet<u32> = ids
+        .infos
+        .iter()
+        .filter(|i| i.groups.iter().any(|g| audit_groups.contains(g.as_str())))
+        .map(|i| i.id)
+        .collect();
     let value = |id: u32| IdentityValue {
         id,
-        flags: flags.get(&id).copied().unwrap_or(0),
+        flags: flags.get(&id).copied().unwrap_or(0)
+            | any_audit
+            | if audited.contains(&id) {
+                ID_FLAG_AUDIT
+            } else {
+                0
+            },
     };
     let mut rule_names = vec![String::new()];
+    let mut rule_audit = vec![false];
+    rule_audit.extend(rules.iter().map(|r| r.audit));
     rule_names.extend(rules.into_iter().map(|r| r.name));
     Ok(Compiled {
         ids_v4: ids.v4.iter().map(|&(n, id)| (n, value(id))).collect(),
         ids_v6: ids.v6.iter().map(|&(n, id)| (n, value(id))).collect(),
         rules: entries
             .into_iter()
-            .map(|((key, prefix), rule_id)| (prefix, key, RuleValue { rule_id, flags: 0 }))
+            .map(|((key, prefix), rule_id)| {
+                let flags = if rule_audit[rule_id as usize] {
+                    RULE_FLAG_AUDIT
+                } else {
+                    0
+                };
+                (prefix, key, RuleValue { rule_id, flags })
+            })
             .collect(),
         identities: ids.infos,
         rule_names,
+        rule_audit,
     })
 }

@@ -90,6 +90,9 @@ pub struct Group {
     /// in a rule it does not take its addresses out of `world`: importing
     /// `0.0.0.0/0 except 10.0.0.0/8` must not change what `world` means elsewhere.
     pub anonymous: bool,
+    /// `audit: true`: traffic from or to the group's addresses that the policy
+    /// denies passes and is counted as would-deny (verdict `audit`).
+    pub audit: bool,
     pub origin: Option<Origin>,
 }
 
@@ -100,6 +103,7 @@ impl Group {
             cidrs: cidrs.to_vec(),
             except: except.to_vec(),
             anonymous: false,
+            audit: false,
             origin: None,
         }
     }
@@ -115,6 +119,9 @@ pub struct Rule {
     /// `within: [a, b]`: `from` and `to` both hold `[a, b]`, and the rule allows
     /// a -> a and b -> b (not a -> b), on every port.
     pub within: bool,
+    /// `audit: true`: the rule allows its traffic, but what it alone allows is
+    /// reported with verdict `audit` (it would be denied without the rule).
+    pub audit: bool,
     pub origin: Option<RuleOrigin>,
 }
 
@@ -126,6 +133,7 @@ impl Rule {
             to: to.to_vec(),
             ports: ports.to_vec(),
             within: false,
+            audit: false,
             origin: None,
         }
     }

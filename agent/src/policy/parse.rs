@@ -15,8 +15,8 @@ use super::suggest::did_you_mean;
 use super::yaml::{self, Kind, Node};
 
 const TOP_KEYS: &[&str] = &["groups", "rules", "settings"];
-const GROUP_KEYS: &[&str] = &["cidrs", "except"];
-const RULE_KEYS: &[&str] = &["name", "from", "to", "ports", "within"];
+const GROUP_KEYS: &[&str] = &["cidrs", "except", "audit"];
+const RULE_KEYS: &[&str] = &["name", "from", "to", "ports", "within", "audit"];
 const SETTINGS_KEYS: &[&str] = &["enforce-host"];
 
 /// Parses the text of one policy file; `name` is what errors call the file.
@@ -242,6 +242,9 @@ impl Ctx<'_> {
                     self.err(node.pos, field, "missing \"cidrs\"");
                     return group;
                 };
+                if let Some(n) = get("audit") {
+                    group.audit = self.flag(n, &join(field, "audit"));
+                }
                 (
                     self.cidr_list(cidrs, &join(field, "cidrs")),
                     get("except")
@@ -298,6 +301,17 @@ impl Ctx<'_> {
             let field = format!("rules[{i}]");
             if let Some(rule) = self.rule(item, &field) {
                 self.out.rules.push(rule);
+            }
+        }
+    }
+
+    /// A `true`/`false` value; an error (and false) for anything else.
+    fn flag(&mut self, node: &Node, field: &str) -> bool {
+        match &node.kind {
+            Kind::Scalar(s) if s.as_bool().is_some() => s.as_bool() == Some(true),
+            _ => {
+                self.expected(node, field, "true or false");
+                false
             }
         }
     }
@@ -363,6 +377,9 @@ impl Ctx<'_> {
                 rule.ports = ports;
                 ok &= good;
             }
+        }
+        if let Some(e) = get("audit") {
+            rule.audit = self.flag(e.value, &join(field, "audit"));
         }
         rule.origin = Some(origin);
         ok.then_some(rule)

@@ -1,0 +1,89 @@
+//! What the agent reports about itself: shared between the main loop (which
+//! writes it) and the HTTP endpoint (which reads it).
+use std::sync::{Mutex, RwLock};
+
+use tokio::sync::broadcast;
+
+use crate::{aggregates::RuleInfo, events::EventRecord, pinned::Pinned};
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Attached {
+    pub interface: String,
+    /// XDP attach mode (`driver` or `generic`); TC is always TCX egress.
+    pub xdp_mode: String,
+}
+
+/// The `/status` document.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Status {
+    /// `enforce` or `audit`.
+    pub mode: String,
+    /// Programs attached and a policy live.
+    pub ready: bool,
+    /// Generation of the live policy (0 before the first one).
+    pub policy_generation: u32,
+    pub reloads_succeeded: u64,
+    pub reloads_failed: u64,
+    /// Error of the last reload, cleared by the next good one.
+    pub last_reload_error: Option<String>,
+    pub attached: Vec<Attached>,
+}
+
+pub struct AgentState {
+    pub pinned: Pinned,
+    pub status: Mutex<Status>,
+    /// Names of the live policy's rules, by id.
+    pub rules: RwLock<Vec<RuleInfo>>,
+    /// Verdict events from the ring buffer, fanned out to `/events` clients.
+    pub events: broadcast::Sender<EventRecord>,
+    /// Per-flow series `/metrics` may add (the busiest flows); 0 for none.
+    pub top_flows: usize,
+}
+
+impl AgentState {
+    pub fn new(pinned: Pinned, mode: &str, top_flows: usize) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Self {
+            pinned,
+            status: Mutex::new(Status {
+                mode: mode.to_owned(),
+                ..Status::default()
+            }),
+            rules: RwLock::new(Vec::new()),
+            events,
+            top_flows,
+        }
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn update(&self, f: impl FnOnce(&mut Status)) {
+        f(&mut self.status.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    pub fn rules(&self) -> Vec<RuleInfo> {
+        self.rules.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Publishes the live policy's rule names (to the pinned map for the CLI
+    /// and here for events).
+    pub fn set_rules(&self, compiled: &crate::policy::Compiled) -> anyhow::Result<()> {
+        crate::aggregates::publish_rule_names(&self.pinned, compiled)?;
+        let rules = compiled
+            .rule_names
+            .iter()
+            .zip(compiled.rule_audit.iter())
+            .map(|(n, a)| RuleInfo {
+                name: n.clone(),
+                audit: *a,
+            })
+            .collect();
+        *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
+        Ok(())
+    }
+}

@@ -1,0 +1,482 @@
+//! Observability in the lab with the real agent: exact per-flow and aggregate
+//! counts read back from /metrics, /flows, `flows` and `stats`; promtool on
+//! /metrics; health and status; a flood of more denied flows than the flow
+//! map holds; audit mode and audit-only groups; `monitor` events.
+
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use netpol_tests::observe::{cli_json, http_get, http_ok, metric_sum, promtool_check, ENDPOINT};
+use netpol_tests::Family::V4;
+use netpol_tests::{
+    agent_bin, require_root, tcp_exchange, AgentProcess, Lab, Netns, TcpEcho, UdpEcho,
+    ALLOWED_TIMEOUT,
+};
+
+fn localplus() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus")
+}
+
+/// Ethernet + IPv4 + UDP headers in front of a payload.
+const UDP_FRAME_OVERHEAD: u64 = 14 + 20 + 8;
+
+/// Sends `n` datagrams of `len` bytes from `src` to `dst`, each waiting for
+/// its echo: exactly n requests and n replies cross the node.
+fn udp_echoes(ns: &Netns, src: IpAddr, dst: SocketAddr, n: usize, len: usize) {
+    let sock = ns
+        .run_in(|| UdpSocket::bind(SocketAddr::new(src, 0)))
+        .unwrap();
+    sock.connect(dst).unwrap();
+    sock.set_read_timeout(Some(ALLOWED_TIMEOUT)).unwrap();
+    let payload = vec![0x5a; len];
+    let mut buf = vec![0u8; len + 16];
+    for i in 0..n {
+        sock.send(&payload).unwrap();
+        let got = sock
+            .recv(&mut buf)
+            .unwrap_or_else(|e| panic!("echo {i} of {n} from {dst}: {e}"));
+        assert_eq!(got, len);
+    }
+}
+
+/// Sends one datagram of `len` bytes from `src` to each of `dsts` (no answer
+/// expected: the agent drops them).
+fn udp_send(ns: &Netns, src: IpAddr, dsts: &[SocketAddr], len: usize) {
+    let sock = ns
+        .run_in(|| UdpSocket::bind(SocketAddr::new(src, 0)))
+        .unwrap();
+    let payload = vec![0xa5; len];
+    for d in dsts {
+        sock.send_to(&payload, d).unwrap();
+    }
+}
+
+/// Ingress policy-denied packets without a rule, from /metrics.
+fn denied_ingress(node: &Netns) -> u64 {
+    let m = http_ok(node, "/metrics");
+    metric_sum(
+        &m,
+        "netpol_agent_packets_total",
+        &[
+            ("direction", "ingress"),
+            ("verdict", "drop"),
+            ("reason", "policy-denied"),
+        ],
+    )
+}
+
+/// Waits (bounded) until no denied packet has been counted for 1.5 s: a fresh
+/// lab's interfaces send MLD reports for a moment, which the policy drops.
+fn settle(node: &Netns) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = denied_ingress(node);
+    let mut since = Instant::now();
+    while Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+        let now = denied_ingress(node);
+        if now != last {
+            (last, since) = (now, Instant::now());
+        } else if since.elapsed() >= Duration::from_millis(1500) {
+            return last;
+        }
+    }
+    panic!("denied counters never settled (last {last})");
+}
+
+fn flow_records<'a>(
+    flows: &'a serde_json::Value,
+    src: &str,
+    dst: &str,
+) -> Vec<&'a serde_json::Value> {
+    flows
+        .as_array()
+        .expect("flows is a JSON array")
+        .iter()
+        .filter(|f| f["src"] == src && f["dst"] == dst)
+        .collect()
+}
+
+/// (direction, packets, bytes) of every record of the src -> dst flow.
+fn by_direction(flows: &serde_json::Value, src: &str, dst: &str) -> Vec<(String, u64, u64)> {
+    let mut v: Vec<_> = flow_records(flows, src, dst)
+        .into_iter()
+        .map(|f| {
+            (
+                f["direction"].as_str().unwrap().to_owned(),
+                f["packets"].as_u64().unwrap(),
+                f["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn exact_counts_from_metrics_flows_and_stats() {
+    if !require_root() {
+        return;
+    }
+    const N: u64 = 25;
+    const M: u64 = 7;
+    const ALLOWED_LEN: usize = 100;
+    const DENIED_LEN: usize = 50;
+    let lab = Lab::localplus();
+    let agent = AgentProcess::spawn(&lab, &localplus(), &[]);
+
+    // Health, readiness and status before any traffic.
+    assert_eq!(http_ok(&lab.node, "/healthz").trim(), "ok");
+    assert_eq!(http_ok(&lab.node, "/readyz").trim(), "ready");
+    let status: serde_json::Value = serde_json::from_str(&http_ok(&lab.node, "/status")).unwrap();
+    assert_eq!(status["mode"], "enforce", "{status}");
+    assert_eq!(status["policy_generation"], 1, "{status}");
+    assert_eq!(status["last_reload_error"], serde_json::Value::Null);
+    let attached: Vec<&str> = status["attached"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["interface"].as_str().unwrap())
+        .collect();
+    assert!(attached.contains(&"uplink0"), "{status}");
+    let before_denied = settle(&lab.node);
+
+    // N echoes ledger-a -> ledger-b (intra-namespace), M datagrams world ->
+    // ledger-a:8080/udp (no rule).
+    let a = lab.ep("ledger-a");
+    let b = lab.ep("ledger-b");
+    let world = lab.ep("world");
+    let _echo = UdpEcho::spawn(&b.ns, b.sock(V4, 7777));
+    udp_echoes(&a.ns, a.ip(V4), b.sock(V4, 7777), N as usize, ALLOWED_LEN);
+    let denied_dst = a.sock(V4, 8080);
+    udp_send(
+        &world.ns,
+        world.ip(V4),
+        &vec![denied_dst; M as usize],
+        DENIED_LEN,
+    );
+    std::thread::sleep(Duration::from_millis(300));
+
+    let allowed_frame = UDP_FRAME_OVERHEAD + ALLOWED_LEN as u64;
+    let denied_frame = UDP_FRAME_OVERHEAD + DENIED_LEN as u64;
+    let (sa, sb, sw) = (a.v4.to_string(), b.v4.to_string(), world.v4.to_string());
+    // Each request is judged leaving ledger-a (XDP on its veth) and entering
+    // ledger-b (TC on its veth); each reply the other way round.
+    let both = |n: u64, bytes: u64| {
+        vec![
+            ("egress".to_owned(), n, n * bytes),
+            ("ingress".to_owned(), n, n * bytes),
+        ]
+    };
+    let check_flows = |flows: &serde_json::Value, source: &str| {
+        assert_eq!(
+            by_direction(flows, &sa, &sb),
+            both(N, allowed_frame),
+            "{source}: requests ledger-a -> ledger-b"
+        );
+        assert_eq!(
+            by_direction(flows, &sb, &sa),
+            both(N, allowed_frame),
+            "{source}: replies ledger-b -> ledger-a"
+        );
+        for f in flow_records(flows, &sa, &sb) {
+            assert_eq!(f["verdict"], "pass", "{source}: {f}");
+            assert_eq!(f["rule"], "intra-namespace", "{source}: {f}");
+            assert_eq!(f["reply"], false, "{source}: {f}");
+            assert_eq!(f["proto"], "udp", "{source}: {f}");
+            assert_eq!(f["dport"], 7777, "{source}: {f}");
+        }
+        assert_eq!(
+            by_direction(flows, &sw, &sa),
+            vec![("ingress".to_owned(), M, M * denied_frame)],
+            "{source}: denied world -> ledger-a"
+        );
+        let d = flow_records(flows, &sw, &sa)[0];
+        assert_eq!(d["verdict"], "drop", "{source}: {d}");
+        assert_eq!(d["reason"], "policy-denied", "{source}: {d}");
+        assert!(d["first_seen_secs_ago"].as_f64().unwrap() < 60.0, "{d}");
+    };
+    let cli_flows = cli_json(&agent, &["flows", "--json"]);
+    check_flows(&cli_flows, "netpol-agent flows --json");
+    let http_flows: serde_json::Value =
+        serde_json::from_str(&http_ok(&lab.node, "/flows")).unwrap();
+    check_flows(&http_flows, "/flows");
+
+    // Filters, sort and limit.
+    let q = format!("/flows?verdict=drop&cidr={sw}/32&port=8080&proto=udp&direction=ingress");
+    let only: serde_json::Value = serde_json::from_str(&http_ok(&lab.node, &q)).unwrap();
+    assert_eq!(only.as_array().unwrap().len(), 1, "{q}: {only}");
+    let top: serde_json::Value =
+        serde_json::from_str(&http_ok(&lab.node, "/flows?limit=1&sort=bytes")).unwrap();
+    assert_eq!(top[0]["bytes"], N * allowed_frame, "{top}");
+    let (status, body) = http_get(&lab.node, "/flows?verdict=allow");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("verdict"), "{body}");
+
+    // Aggregates from /metrics: the rule's passes and the new drops.
+    let metrics = http_ok(&lab.node, "/metrics");
+    for dir in ["ingress", "egress"] {
+        let rule = [("direction", dir), ("rule", "intra-namespace")];
+        assert_eq!(
+            metric_sum(&metrics, "netpol_agent_packets_total", &rule),
+            2 * N,
+            "{dir} packets of intra-namespace:\n{metrics}"
+        );
+        assert_eq!(
+            metric_sum(&metrics, "netpol_agent_bytes_total", &rule),
+            2 * N * allowed_frame,
+            "{dir} bytes of intra-namespace"
+        );
+    }
+    let denied = [
+        ("direction", "ingress"),
+        ("verdict", "drop"),
+        ("reason", "policy-denied"),
+    ];
+    assert_eq!(
+        metric_sum(&metrics, "netpol_agent_packets_total", &denied) - before_denied,
+        M,
+        "denied packets:\n{metrics}"
+    );
+    assert_eq!(
+        metric_sum(&metrics, "netpol_agent_policy_generation", &[]),
+        1
+    );
+    assert_eq!(
+        metric_sum(
+            &metrics,
+            "netpol_agent_programs_attached",
+            &[("interface", "uplink0")]
+        ),
+        2
+    );
+    let (ok, out) = promtool_check(&metrics);
+    assert!(ok, "promtool check metrics failed:\n{out}\n{metrics}");
+
+    // The same aggregates from `stats --json`.
+    let stats = cli_json(&agent, &["stats", "--json"]);
+    let rows = stats.as_array().unwrap();
+    let sum = |f: &dyn Fn(&serde_json::Value) -> bool, k: &str| -> u64 {
+        rows.iter()
+            .filter(|r| f(r))
+            .map(|r| r[k].as_u64().unwrap())
+            .sum()
+    };
+    let rule_in =
+        |r: &serde_json::Value| r["rule"] == "intra-namespace" && r["direction"] == "ingress";
+    assert_eq!(sum(&rule_in, "packets"), 2 * N, "{stats}");
+    assert_eq!(sum(&rule_in, "bytes"), 2 * N * allowed_frame, "{stats}");
+    let drop_in = |r: &serde_json::Value| {
+        r["verdict"] == "drop" && r["reason"] == "policy-denied" && r["direction"] == "ingress"
+    };
+    assert_eq!(sum(&drop_in, "packets") - before_denied, M, "{stats}");
+    drop(agent);
+}
+
+#[test]
+fn flood_of_denied_flows_keeps_aggregates_exact_and_map_bounded() {
+    if !require_root() {
+        return;
+    }
+    const FLOWS: u16 = 1500;
+    const MAP: u32 = 128;
+    let lab = Lab::localplus();
+    let map = MAP.to_string();
+    let _agent = AgentProcess::spawn(&lab, &localplus(), &["--denied-flow-max", &map]);
+    let before = settle(&lab.node);
+    let world = lab.ep("world");
+    let target = lab.ep("ledger-a");
+    let dsts: Vec<SocketAddr> = (0..FLOWS).map(|i| target.sock(V4, 20000 + i)).collect();
+    udp_send(&world.ns, world.ip(V4), &dsts, 20);
+    std::thread::sleep(Duration::from_millis(300));
+
+    let m = http_ok(&lab.node, "/metrics");
+    let denied = metric_sum(
+        &m,
+        "netpol_agent_packets_total",
+        &[
+            ("direction", "ingress"),
+            ("verdict", "drop"),
+            ("reason", "policy-denied"),
+        ],
+    );
+    assert_eq!(
+        denied - before,
+        u64::from(FLOWS),
+        "every packet counted:\n{m}"
+    );
+    let flows = [("map", "denied_flows")];
+    let entries = metric_sum(&m, "netpol_agent_map_entries", &flows);
+    let capacity = metric_sum(&m, "netpol_agent_map_capacity", &flows);
+    let created = metric_sum(&m, "netpol_agent_map_created_total", &flows);
+    let evicted = metric_sum(&m, "netpol_agent_map_evictions_total", &flows);
+    assert_eq!(capacity, 2 * u64::from(MAP), "IPv4 + IPv6 maps:\n{m}");
+    assert!(
+        entries <= capacity,
+        "{entries} entries > capacity {capacity}"
+    );
+    assert!(
+        created >= u64::from(FLOWS),
+        "each new flow creates an entry: {created}"
+    );
+    assert_eq!(created - evicted, entries, "evictions = created - live");
+    assert!(evicted >= u64::from(FLOWS) - u64::from(MAP), "{evicted}");
+    let (ok, out) = promtool_check(&m);
+    assert!(ok, "promtool:\n{out}");
+}
+
+/// A policy directory: the LOCAL-PLUS example plus `extra` as one more file.
+struct PolicyDir(PathBuf);
+
+impl PolicyDir {
+    fn new(extra: &str) -> PolicyDir {
+        let dir = std::env::temp_dir().join(format!(
+            "netpol-obs-{}",
+            netpol_tests::netns::unique_suffix()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in std::fs::read_dir(localplus()).unwrap() {
+            let f = f.unwrap().path();
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+        std::fs::write(dir.join("zz-audit.yaml"), extra).unwrap();
+        PolicyDir(dir)
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for PolicyDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn audit_packets(agent: &AgentProcess) -> u64 {
+    cli_json(agent, &["stats", "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["verdict"] == "audit" && r["reason"] == "policy-denied")
+        .map(|r| r["packets"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn audit_mode_lets_a_denied_edge_connect_and_counts_it() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::localplus();
+    let agent = AgentProcess::spawn(&lab, &localplus(), &["--mode", "audit"]);
+    let status: serde_json::Value = serde_json::from_str(&http_ok(&lab.node, "/status")).unwrap();
+    assert_eq!(status["mode"], "audit");
+    let world = lab.ep("world");
+    let a = lab.ep("ledger-a");
+    let _srv = TcpEcho::spawn(&a.ns, a.sock(V4, 8080));
+    tcp_exchange(&world.ns, world.ip(V4), a.sock(V4, 8080), ALLOWED_TIMEOUT)
+        .unwrap_or_else(|e| panic!("audit mode must let world -> ledger-a:8080 through: {e}"));
+    assert!(audit_packets(&agent) > 0, "would-deny packets are counted");
+    let flows = cli_json(&agent, &["flows", "--json", "--verdict", "audit"]);
+    let recs = flow_records(&flows, &world.v4.to_string(), &a.v4.to_string());
+    assert!(!recs.is_empty(), "the flow is marked audit: {flows}");
+    assert!(
+        recs.iter().all(|r| r["reason"] == "policy-denied"),
+        "{flows}"
+    );
+    let m = http_ok(&lab.node, "/metrics");
+    assert!(
+        metric_sum(
+            &m,
+            "netpol_agent_packets_total",
+            &[("verdict", "audit"), ("reason", "policy-denied")]
+        ) > 0,
+        "{m}"
+    );
+}
+
+#[test]
+fn audit_only_group_passes_only_its_own_denied_traffic() {
+    if !require_root() {
+        return;
+    }
+    // The remote "world" address becomes an audit-only group: its denied
+    // traffic passes (and counts as audit); other denied edges stay dropped.
+    let dir = PolicyDir::new(
+        "groups:\n  internet-canary:\n    cidrs: [203.0.113.0/24]\n    audit: true\n",
+    );
+    let lab = Lab::localplus();
+    let agent = AgentProcess::spawn(&lab, dir.path(), &[]);
+    let world = lab.ep("world");
+    let a = lab.ep("ledger-a");
+    let wallet = lab.ep("wallet");
+    let _srv = TcpEcho::spawn(&a.ns, a.sock(V4, 8080));
+    tcp_exchange(&world.ns, world.ip(V4), a.sock(V4, 8080), ALLOWED_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the audit-only group's denied edge must connect: {e}"));
+    assert!(audit_packets(&agent) > 0);
+    // wallet -> ledger-a:8080 is still enforced.
+    let denied = tcp_exchange(&wallet.ns, wallet.ip(V4), a.sock(V4, 8080), ALLOWED_TIMEOUT);
+    assert!(denied.is_err(), "wallet -> ledger-a:8080 must stay denied");
+    let flows = cli_json(&agent, &["flows", "--json"]);
+    let w = flow_records(&flows, &wallet.v4.to_string(), &a.v4.to_string());
+    assert!(
+        !w.is_empty() && w.iter().all(|r| r["verdict"] == "drop"),
+        "{flows}"
+    );
+}
+
+#[test]
+fn monitor_prints_denied_new_flows() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::localplus();
+    let _agent = AgentProcess::spawn(&lab, &localplus(), &[]);
+    // The lab's own start-up drops (MLD reports) must not be the event seen.
+    settle(&lab.node);
+    let mut mon = Command::new("nsenter")
+        .arg(format!("--net={}", lab.node.path().display()))
+        .arg("--")
+        .arg(agent_bin())
+        .args(["monitor", "--json", "--count", "1", "--endpoint", ENDPOINT])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start monitor");
+    // Keep opening new denied flows until monitor has printed one (bounded).
+    let world = lab.ep("world");
+    let a = lab.ep("ledger-a");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut port = 30000;
+    while mon.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = mon.kill();
+            let out = mon.wait_with_output().unwrap();
+            panic!(
+                "monitor printed nothing in 15 s: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        udp_send(&world.ns, world.ip(V4), &[a.sock(V4, port)], 10);
+        port += 1;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = mon.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    let ev: serde_json::Value = serde_json::from_str(line.trim())
+        .unwrap_or_else(|e| panic!("monitor --json line {line:?}: {e}"));
+    assert_eq!(ev["verdict"], "drop", "{ev}");
+    assert_eq!(ev["direction"], "ingress", "{ev}");
+    assert_eq!(ev["reason"], "policy-denied", "{ev}");
+    assert_eq!(ev["src"], world.v4.to_string(), "{ev}");
+    assert_eq!(ev["dst"], a.v4.to_string(), "{ev}");
+    assert_eq!(ev["proto"], "udp", "{ev}");
+}
