@@ -844,9 +844,22 @@ fn vagrantfile_and_e2e_scripts_parse() {
     assert!(scripts >= 1, "tests/e2e/kind.sh exists");
 }
 
-/// The agent started the way the DaemonSet starts it, as far as privileges
-/// go: uid 0 holding only the given capabilities, no_new_privs. Stopped and
-/// its pins removed on drop.
+/// The agent started the way the DaemonSet's securityContext starts it: uid 0
+/// holding only the given capabilities, no_new_privs, and (as a container
+/// runtime does for `readOnlyRootFilesystem`) in a private mount namespace
+/// where `/`, `/sys` and `/proc/sys` are read-only and only the bpffs mount
+/// at /sys/fs/bpf is writable. Stopped and its pins removed on drop.
+/// Remounts what a container sees read-only (its own mount namespace only:
+/// a bind remount does not touch the submounts, so bpffs stays writable),
+/// then execs the rest of the command line: unshare, sh, nsenter and setpriv
+/// all exec, so the child's pid is the agent's.
+const READ_ONLY_ROOT: &str = "set -e
+mount -o remount,bind,ro /
+mount -o remount,bind,ro /sys
+mount --bind /proc/sys /proc/sys
+mount -o remount,bind,ro /proc/sys
+exec \"$@\"";
+
 struct CappedAgent {
     child: Child,
     log: Arc<Mutex<Vec<String>>>,
@@ -861,8 +874,12 @@ impl CappedAgent {
             .join(",");
         let pin_path =
             PathBuf::from("/sys/fs/bpf").join(format!("netpol-caps-{}", unique_suffix()));
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", lab.node.path().display()))
+        let mut cmd = Command::new("unshare");
+        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(READ_ONLY_ROOT)
+            .arg("sh")
+            .arg("nsenter")
+            .arg(format!("--net={}", lab.node.path().display()))
             .args(["--", "setpriv", "--no-new-privs"])
             .arg(format!("--inh-caps={set}"))
             .arg(format!("--bounding-set={set}"))
@@ -920,6 +937,19 @@ impl CappedAgent {
         }
     }
 
+    /// Whether `target` is mounted read-only in the agent's mount namespace.
+    fn read_only(&self, target: &str) -> bool {
+        let info = read(Path::new(&format!("/proc/{}/mountinfo", self.child.id())));
+        // Fields: id parent major:minor root mount-point options ...
+        let opts = info
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .rfind(|f| f.len() > 5 && f[4] == target)
+            .unwrap_or_else(|| panic!("{target} is not a mount point of the agent"))[5]
+            .to_owned();
+        opts.split(',').any(|o| o == "ro")
+    }
+
     /// The agent's effective capability mask, from /proc.
     fn effective_caps(&self) -> u64 {
         let status = read(Path::new(&format!("/proc/{}/status", self.child.id())));
@@ -950,10 +980,10 @@ impl Drop for CappedAgent {
     }
 }
 
-/// Measured, not assumed: with exactly the DaemonSet's capabilities the agent
-/// attaches and enforces the ConfigMap's policy; without any one of them it
-/// cannot start. CAP_SYS_ADMIN is not among them: bpffs is mounted by the
-/// node, not the agent.
+/// Measured, not assumed: with exactly the DaemonSet's capabilities (and a
+/// read-only root file system) the agent attaches and enforces the
+/// ConfigMap's policy; without any one of them it cannot start. CAP_SYS_ADMIN
+/// is not among them: bpffs is mounted by the node, not the agent.
 #[test]
 fn daemonset_capabilities_are_sufficient_and_each_is_needed() {
     if !require_root() || !require_python() {
@@ -996,6 +1026,18 @@ fn daemonset_capabilities_are_sufficient_and_each_is_needed() {
             want,
             "the agent ran with other capabilities than {caps:?}"
         );
+        for (target, ro) in [
+            ("/", true),
+            ("/sys", true),
+            ("/proc/sys", true),
+            ("/sys/fs/bpf", false),
+        ] {
+            assert_eq!(
+                agent.read_only(target),
+                ro,
+                "{target} read-only in the agent's view"
+            );
+        }
         let failures = check_all(&lab, &edges, Mode::Enforced);
         assert!(
             failures.is_empty(),
