@@ -74,19 +74,6 @@ impl AgentProcess {
         pin_path: Option<&Path>,
         extra_args: &[&str],
     ) -> AgentProcess {
-        Self::spawn_wrapped(lab, policy_dir, ifaces, pin_path, extra_args, &[])
-    }
-
-    /// `spawn`, with the agent started through `wrapper` (e.g. `setpriv`
-    /// dropping capabilities), which must exec the command after its args.
-    pub fn spawn_wrapped(
-        lab: &Lab,
-        policy_dir: &Path,
-        ifaces: &[&str],
-        pin_path: Option<&Path>,
-        extra_args: &[&str],
-        wrapper: &[&str],
-    ) -> AgentProcess {
         ensure_bpffs();
         let bin = agent_bin();
         let pin_path = pin_path.map_or_else(Self::new_pin_path, Path::to_path_buf);
@@ -96,7 +83,6 @@ impl AgentProcess {
         // one, so the agent sees the real bpffs.
         cmd.arg(format!("--net={}", lab.node.path().display()))
             .arg("--")
-            .args(wrapper)
             .arg(&bin)
             .arg("run");
         for iface in ifaces {

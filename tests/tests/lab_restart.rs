@@ -339,50 +339,6 @@ fn pod_interfaces_are_followed_live() {
     assert!(wrong.is_empty(), "{wrong:#?}\n{}", agent.log());
 }
 
-/// The DaemonSet grants CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON only: the
-/// agent must load, attach, pin and enforce with exactly those (bpffs is
-/// mounted by the node, not by the agent).
-#[test]
-fn runs_with_bpf_net_admin_and_perfmon_only() {
-    if !require_root() {
-        return;
-    }
-    let lab = Lab::localplus();
-    let ifaces: Vec<&str> = lab.node_ifaces.iter().map(String::as_str).collect();
-    let agent = AgentProcess::spawn_wrapped(
-        &lab,
-        Path::new(EXAMPLE),
-        &ifaces,
-        None,
-        &[],
-        &[
-            "setpriv",
-            "--bounding-set",
-            "-all,+bpf,+net_admin,+perfmon",
-            "--inh-caps",
-            "-all",
-            "--",
-        ],
-    );
-    let status = std::fs::read_to_string(format!("/proc/{}/status", agent.pid())).unwrap();
-    let eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
-        .unwrap();
-    const NET_ADMIN: u64 = 1 << 12;
-    const PERFMON: u64 = 1 << 38;
-    const BPF: u64 = 1 << 39;
-    assert_eq!(eff, NET_ADMIN | PERFMON | BPF, "{status}");
-    let edges = [
-        Edge::allow("gateway", "ledger-a", V4, Tcp, 8080),
-        Edge::deny("world", "ledger-a", V4, Tcp, 8080),
-    ];
-    let _servers = serve(&lab, &edges);
-    let wrong = check_all(&lab, &edges, Mode::Enforced);
-    assert!(wrong.is_empty(), "{wrong:#?}\n{}", agent.log());
-}
-
 /// Two agents on one pin directory would interleave their policy swaps: a
 /// second one (a DaemonSet surge pod) waits until the first has exited.
 #[test]

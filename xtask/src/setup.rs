@@ -131,7 +131,9 @@ pub fn setup() -> anyhow::Result<()> {
 
     install_python_tools()?;
 
-    if !bpffs_mounted() && is_root() {
+    // Image builds (Dockerfile) cannot mount and never run the agent there.
+    let skip_mount = std::env::var_os("NETPOL_SETUP_NO_BPFFS").is_some();
+    if !bpffs_mounted() && is_root() && !skip_mount {
         std::fs::create_dir_all("/sys/fs/bpf")?;
         run(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"]))?;
     }
