@@ -159,8 +159,10 @@ fn install_python_tools() -> anyhow::Result<()> {
     }
     if !pip.exists() {
         // Debian's interpreter, not whatever python3 is first on PATH.
-        run(Command::new("/usr/bin/python3").args(["-m", "venv"]).arg(venv))
-            .context("creating the tools venv")?;
+        run(Command::new("/usr/bin/python3")
+            .args(["-m", "venv"])
+            .arg(venv))
+        .context("creating the tools venv")?;
     }
     run(Command::new(&pip)
         .args(["install", "-q", "--disable-pip-version-check"])
