@@ -480,3 +480,60 @@ fn monitor_prints_denied_new_flows() {
     assert_eq!(ev["dst"], a.v4.to_string(), "{ev}");
     assert_eq!(ev["proto"], "udp", "{ev}");
 }
+
+#[test]
+fn audit_only_rule_allows_and_reports_what_it_alone_allows() {
+    if !require_root() {
+        return;
+    }
+    // A broad legacy rule on probation: world may reach ledger-a on any TCP
+    // port, but that traffic is reported as audit (it has no other rule).
+    let dir = PolicyDir::new(
+        "rules:\n  - name: legacy-world-in\n    from: world\n    to: [10.0.1.0/24]\n    ports: [tcp]\n    audit: true\n",
+    );
+    let lab = Lab::localplus();
+    let agent = AgentProcess::spawn(&lab, dir.path(), &[]);
+    let world = lab.ep("world");
+    let a = lab.ep("ledger-a");
+    let _srv = TcpEcho::spawn(&a.ns, a.sock(V4, 8080));
+    tcp_exchange(&world.ns, world.ip(V4), a.sock(V4, 8080), ALLOWED_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the audit-only rule still allows: {e}"));
+    let rows = cli_json(&agent, &["stats", "--json"]);
+    let legacy: Vec<_> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rule"] == "legacy-world-in")
+        .collect();
+    assert!(!legacy.is_empty(), "{rows}");
+    assert!(legacy.iter().all(|r| r["verdict"] == "audit"), "{rows}");
+    let flows = cli_json(&agent, &["flows", "--json"]);
+    let recs = flow_records(&flows, &world.v4.to_string(), &a.v4.to_string());
+    assert!(
+        !recs.is_empty()
+            && recs
+                .iter()
+                .all(|r| r["verdict"] == "audit" && r["rule"] == "legacy-world-in"),
+        "{flows}"
+    );
+    // Traffic an enforcing rule allows is credited to that rule, not audited.
+    let gw = lab.ep("gateway");
+    tcp_exchange(&gw.ns, gw.ip(V4), a.sock(V4, 8080), ALLOWED_TIMEOUT).unwrap();
+    let m = http_ok(&lab.node, "/metrics");
+    assert!(
+        metric_sum(
+            &m,
+            "netpol_agent_packets_total",
+            &[("rule", "gateway-to-services"), ("verdict", "pass")]
+        ) > 0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "netpol_agent_packets_total",
+            &[("rule", "gateway-to-services"), ("verdict", "audit")]
+        ),
+        0
+    );
+}
