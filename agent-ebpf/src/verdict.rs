@@ -469,7 +469,7 @@ fn deny<F: Family>(
             }
             // NOEXIST: two CPUs racing on a new flow create it once; the
             // loser's packet is still in the aggregates.
-            if F::denied().insert(key, &v, BPF_NOEXIST).is_ok() {
+            if F::denied().insert(key, v, BPF_NOEXIST).is_ok() {
                 bump_stat(F::DENIED_CREATED);
                 let verdict = if audit {
                     EVENT_VERDICT_AUDIT
@@ -694,7 +694,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
         }
         // Create-only first, so creations (for fill and eviction figures) are
         // counted once; a SYN reusing a live flow's ports then replaces it.
-        if F::ct().insert(&key, &value, BPF_NOEXIST).is_ok() {
+        if F::ct().insert(&key, value, BPF_NOEXIST).is_ok() {
             bump_stat(F::CT_CREATED);
             if cfg.flags & CFG_F_EVENTS_ALLOWED != 0 {
                 let ev = event::<F>(
@@ -707,7 +707,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
                 send_event(cfg, t, ev);
             }
         } else {
-            let _ = F::ct().insert(&key, &value, 0);
+            let _ = F::ct().insert(&key, value, 0);
         }
     }
     Ok((reason::PASS_POLICY, rule.rule_id))

@@ -206,9 +206,8 @@ pub fn read_bookkeeping(pinned: &Pinned) -> anyhow::Result<Bookkeeping> {
         .lru::<CtKey6, DeniedValue>(map_names::DENIED6)?
         .keys()
         .count() as u64;
-    // Deletions are not per family: split them over the families in
-    // proportion to nothing, i.e. take them out of the sum and report the
-    // conntrack evictions of both families on the IPv4+IPv6 total.
+    // Deletions are counted for both families together, so conntrack fill
+    // and evictions are reported for IPv4 and IPv6 together too.
     let ct_deleted = s[stat::CT_REMOVED as usize] + s[stat::CT_GC_REMOVED as usize];
     let ct_created = s[stat::CT4_CREATED as usize] + s[stat::CT6_CREATED as usize];
     let ct_evicted = ct_created.saturating_sub(ct4 + ct6 + ct_deleted);

@@ -355,7 +355,7 @@ impl FlowFilter {
             SortBy::Packets => (f.packets, f.bytes),
             SortBy::Bytes => (f.bytes, f.packets),
         };
-        flows.sort_by(|a, b| key(b).cmp(&key(a)));
+        flows.sort_by_key(|f| std::cmp::Reverse(key(f)));
         if let Some(n) = self.limit {
             flows.truncate(n);
         }

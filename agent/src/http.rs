@@ -110,20 +110,16 @@ async fn status(State(state): State<Arc<AgentState>>) -> Response {
 async fn events(State(state): State<Arc<AgentState>>) -> Response {
     let rx = state.events.subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    let mut line = serde_json::to_string(&ev).unwrap_or_default();
-                    line.push('\n');
-                    return Some((Ok::<_, std::convert::Infallible>(line), rx));
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    let line = format!("{{\"lagged\":{n}}}\n");
-                    return Some((Ok(line), rx));
-                }
-                Err(broadcast::error::RecvError::Closed) => return None,
+        let line = match rx.recv().await {
+            Ok(ev) => {
+                let mut line = serde_json::to_string(&ev).unwrap_or_default();
+                line.push('\n');
+                line
             }
-        }
+            Err(broadcast::error::RecvError::Lagged(n)) => format!("{{\"lagged\":{n}}}\n"),
+            Err(broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<_, std::convert::Infallible>(line), rx))
     });
     (
         [(header::CONTENT_TYPE, "application/x-ndjson")],

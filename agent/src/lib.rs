@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod pin;
 pub mod pinned;
 pub mod policy;
+pub mod rule_ids;
 pub mod run;
 pub mod stats;
 pub mod status;

@@ -185,8 +185,11 @@ async fn start_observability(
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut host = hostaddrs::discover().context("listing the node's addresses")?;
     // Compile before touching the kernel: a bad policy must not half-start.
-    let compiled = compile_dir(&args, &host)
+    let mut compiled = compile_dir(&args, &host)
         .with_context(|| format!("policy directory {} rejected", args.policy_dir.display()))?;
+    // Per-rule counters are kept by rule id: ids must follow names, not positions.
+    let mut rule_ids = crate::rule_ids::StableRuleIds::default();
+    rule_ids.renumber(&mut compiled);
 
     // Subscribed before the first listing, so no interface slips in between.
     let mut links = LinkWatch::new()
@@ -316,7 +319,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             // A policy that does not compile leaves the last good one enforced.
             let result = compile_dir(&args, &host)
                 .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
-                .and_then(|c| {
+                .and_then(|mut c| {
+                    rule_ids.renumber(&mut c);
                     dp.apply(&c)
                         .map(|gen| (gen, c))
                         .map_err(|e| format!("reload failed, previous policy stays: {e}"))

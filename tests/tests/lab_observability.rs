@@ -480,3 +480,122 @@ fn monitor_prints_denied_new_flows() {
     assert_eq!(ev["dst"], a.v4.to_string(), "{ev}");
     assert_eq!(ev["proto"], "udp", "{ev}");
 }
+
+#[test]
+fn audit_only_rule_allows_and_reports_what_it_alone_allows() {
+    if !require_root() {
+        return;
+    }
+    // A broad legacy rule on probation: world may reach ledger-a on any TCP
+    // port, but that traffic is reported as audit (it has no other rule).
+    let dir = PolicyDir::new(
+        "rules:\n  - name: legacy-world-in\n    from: world\n    to: [10.0.1.0/24]\n    ports: [tcp]\n    audit: true\n",
+    );
+    let lab = Lab::localplus();
+    let agent = AgentProcess::spawn(&lab, dir.path(), &[]);
+    let world = lab.ep("world");
+    let a = lab.ep("ledger-a");
+    let _srv = TcpEcho::spawn(&a.ns, a.sock(V4, 8080));
+    tcp_exchange(&world.ns, world.ip(V4), a.sock(V4, 8080), ALLOWED_TIMEOUT)
+        .unwrap_or_else(|e| panic!("the audit-only rule still allows: {e}"));
+    let rows = cli_json(&agent, &["stats", "--json"]);
+    let legacy: Vec<_> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rule"] == "legacy-world-in")
+        .collect();
+    assert!(!legacy.is_empty(), "{rows}");
+    assert!(legacy.iter().all(|r| r["verdict"] == "audit"), "{rows}");
+    let flows = cli_json(&agent, &["flows", "--json"]);
+    let recs = flow_records(&flows, &world.v4.to_string(), &a.v4.to_string());
+    assert!(
+        !recs.is_empty()
+            && recs
+                .iter()
+                .all(|r| r["verdict"] == "audit" && r["rule"] == "legacy-world-in"),
+        "{flows}"
+    );
+    // Traffic an enforcing rule allows is credited to that rule, not audited.
+    let gw = lab.ep("gateway");
+    tcp_exchange(&gw.ns, gw.ip(V4), a.sock(V4, 8080), ALLOWED_TIMEOUT).unwrap();
+    let m = http_ok(&lab.node, "/metrics");
+    assert!(
+        metric_sum(
+            &m,
+            "netpol_agent_packets_total",
+            &[("rule", "gateway-to-services"), ("verdict", "pass")]
+        ) > 0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "netpol_agent_packets_total",
+            &[("rule", "gateway-to-services"), ("verdict", "audit")]
+        ),
+        0
+    );
+}
+
+/// Polls /status until the live policy generation is `gen` (bounded).
+fn wait_generation(node: &Netns, gen: u64) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let s: serde_json::Value = serde_json::from_str(&http_ok(node, "/status")).unwrap();
+        if s["policy_generation"] == gen {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no generation {gen}: {s}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn per_rule_counters_follow_rule_names_across_a_reordering_reload() {
+    if !require_root() {
+        return;
+    }
+    const N: u64 = 5;
+    const M: u64 = 3;
+    let dir = PolicyDir::new("# nothing yet\n");
+    let lab = Lab::localplus();
+    let _agent = AgentProcess::spawn(&lab, dir.path(), &[]);
+    let a = lab.ep("ledger-a");
+    let b = lab.ep("ledger-b");
+    let _echo = UdpEcho::spawn(&b.ns, b.sock(V4, 7777));
+    udp_echoes(&a.ns, a.ip(V4), b.sock(V4, 7777), N as usize, 10);
+    let intra = |m: &str| {
+        metric_sum(
+            m,
+            "netpol_agent_packets_total",
+            &[("direction", "ingress"), ("rule", "intra-namespace")],
+        )
+    };
+    assert_eq!(intra(&http_ok(&lab.node, "/metrics")), 2 * N);
+
+    // A file that sorts first puts a new rule in front of all others: every
+    // rule's position (the compiler's id) moves by one.
+    std::fs::write(
+        dir.path().join("00-first.yaml"),
+        "rules:\n  - name: aaa-new-first\n    from: [10.0.9.0/24]\n    to: [10.0.9.0/24]\n",
+    )
+    .unwrap();
+    wait_generation(&lab.node, 2);
+    udp_echoes(&a.ns, a.ip(V4), b.sock(V4, 7777), M as usize, 10);
+    let m = http_ok(&lab.node, "/metrics");
+    assert_eq!(
+        intra(&m),
+        2 * (N + M),
+        "counts stay with the rule's name:\n{m}"
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "netpol_agent_packets_total",
+            &[("rule", "aaa-new-first")]
+        ),
+        0,
+        "the new rule inherits nobody's counts"
+    );
+}

@@ -12,6 +12,7 @@ use aya::{
 };
 use clap::Parser;
 use netpol_agent::{
+    counting::CountingOptions,
     datapath::{Datapath, LoadOptions},
     policy::{self, CompileOptions, Group, Policy},
 };
@@ -34,6 +35,9 @@ struct Args {
     /// Prefix counts for the reload table (compile, map write, swap).
     #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
     reload_prefixes: Vec<usize>,
+    /// Extra prefixes for the counters on/off table.
+    #[arg(long, default_value_t = 1000)]
+    counters_prefixes: usize,
     /// Where the JSON results go.
     #[arg(long, default_value = "target/bench/microbench.json")]
     json: PathBuf,
@@ -177,6 +181,74 @@ fn policy_with_moved(n: usize, edit: u32) -> anyhow::Result<Policy> {
 }
 
 /// Building blocks measured alone, beside the same no-op.
+#[derive(serde::Serialize)]
+struct CountersRow {
+    scenario: &'static str,
+    noop_ns: f64,
+    off_ns: f64,
+    on_ns: f64,
+    /// Median of the per-round differences (on - off), in ns per packet.
+    delta_ns: f64,
+}
+
+/// The cost of per-flow counting: the same scenarios on two datapaths, one
+/// with flow counters on (the default) and one with them off (`run
+/// --no-flow-counters`), measured alternately with the no-op in one run.
+fn counters_table(args: &Args, noop: &Xdp) -> anyhow::Result<Vec<CountersRow>> {
+    let n = args.counters_prefixes;
+    let compiled = policy::compile(&policy_with(n)?, &CompileOptions::default())?;
+    let load = |on: bool| -> anyhow::Result<Datapath> {
+        let opts = LoadOptions {
+            prefix_max: LoadOptions::default().prefix_max.max(2 * n as u32),
+            ct_max: args.ct_max,
+            counting: CountingOptions {
+                flow_counters: on,
+                ..CountingOptions::default()
+            },
+            ..LoadOptions::default()
+        };
+        let mut dp = Datapath::load(&opts)?;
+        dp.apply(&compiled)?;
+        Ok(dp)
+    };
+    let (on, off) = (load(true)?, load(false)?);
+    println!(
+        "\ncounters on/off, {n} extra prefixes\n{:<38} {:>9} {:>9} {:>9} {:>9}",
+        "scenario", "noop ns", "off ns", "on ns", "on-off"
+    );
+    let mut rows = Vec::new();
+    for s in frames::scenarios() {
+        for dp in [&on, &off] {
+            for setup in &s.setup {
+                dp.xdp_test_run(setup, 1)?;
+            }
+        }
+        let (mut noop_ns, mut off_ns, mut on_ns, mut delta) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            noop_ns.push(run_xdp(noop, &s.frame, args.repeat)?.1);
+            let o = off.xdp_test_run(&s.frame, args.repeat)?.1.as_nanos() as f64;
+            let c = on.xdp_test_run(&s.frame, args.repeat)?.1.as_nanos() as f64;
+            off_ns.push(o);
+            on_ns.push(c);
+            delta.push(c - o);
+        }
+        let row = CountersRow {
+            scenario: s.name,
+            noop_ns: median(noop_ns),
+            off_ns: median(off_ns),
+            on_ns: median(on_ns),
+            delta_ns: median(delta),
+        };
+        println!(
+            "{:<38} {:>9.1} {:>9.1} {:>9.1} {:>+9.1}",
+            row.scenario, row.noop_ns, row.off_ns, row.on_ns, row.delta_ns
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 const REFERENCES: &[&str] = &["ref_lru_lookup", "ref_ktime"];
 
 fn print_row(row: &Row) {
@@ -311,6 +383,7 @@ fn main() -> anyhow::Result<()> {
             rows.push(row);
         }
     }
+    let counters = counters_table(&args, noop)?;
     let reloads = reload_table(&args)?;
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;
@@ -321,6 +394,7 @@ fn main() -> anyhow::Result<()> {
         "rounds": args.rounds,
         "results": rows,
         "reload": reloads,
+        "counters_on_off": counters,
     });
     std::fs::write(&args.json, serde_json::to_string_pretty(&meta)?)?;
     eprintln!("# results written to {}", args.json.display());

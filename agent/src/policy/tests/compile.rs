@@ -626,3 +626,70 @@ fn hand_built_policies_are_checked() {
         Err(CompileError::BadRule { .. })
     ));
 }
+
+#[test]
+fn audit_only_groups_flag_their_identities() {
+    let mut canary = group("canary", &["10.9.0.0/16"], &[]);
+    canary.audit = true;
+    let p = policy(
+        vec![group("a", &["10.0.1.0/24"], &[]), canary],
+        vec![Rule::new(
+            "r",
+            &[g("a")],
+            &[g("a")],
+            &[PortSpec::port(TCP, 80)],
+        )],
+    );
+    let c = compiled(&p);
+    let flags = |addr: &str| {
+        let id = identity_of(&c, ip(addr)).unwrap();
+        id.flags
+    };
+    let audit = agent_common::ID_FLAG_AUDIT;
+    let any = agent_common::ID_FLAG_ANY_AUDIT;
+    assert_eq!(flags("10.9.1.1") & (audit | any), audit | any);
+    // Every identity knows some group is audit-only; only canary's is one.
+    assert_eq!(flags("10.0.1.1") & (audit | any), any);
+    assert_eq!(flags("192.0.2.1") & (audit | any), any);
+    // Without audit groups, neither flag.
+    let plain = compiled(&policy(vec![group("a", &["10.0.1.0/24"], &[])], vec![]));
+    let id = identity_of(&plain, ip("10.0.1.1")).unwrap();
+    assert_eq!(id.flags & (audit | any), 0);
+}
+
+#[test]
+fn an_enforcing_rule_takes_entries_from_an_audit_only_rule() {
+    let mut legacy = Rule::new("legacy-any", &[Peer::Any], &[g("a")], &[]);
+    legacy.audit = true;
+    let p = policy(
+        vec![
+            group("a", &["10.0.1.0/24"], &[]),
+            group("b", &["10.0.2.0/24"], &[]),
+        ],
+        vec![
+            legacy,
+            Rule::new("b-to-a", &[g("b")], &[g("a")], &[PortSpec::port(TCP, 80)]),
+        ],
+    );
+    let c = compiled(&p);
+    // Ids: 0 is never a rule, then the file's rules, then the built-in host rules.
+    assert_eq!(c.rule_audit[..3], [false, true, false]);
+    assert!(c.rule_audit[3..].iter().all(|a| !a));
+    // What only the audit rule allows stays credited to it (and flagged)...
+    assert_eq!(
+        verdict(&c, "10.0.2.5", "10.0.1.5", TCP, 81),
+        Some("legacy-any")
+    );
+    // ...what an enforcing rule also allows is credited to that rule.
+    assert_eq!(verdict(&c, "10.0.2.5", "10.0.1.5", TCP, 80), Some("b-to-a"));
+    let audit_entries = c
+        .rules
+        .iter()
+        .filter(|(_, _, v)| v.flags & agent_common::RULE_FLAG_AUDIT != 0)
+        .count();
+    assert!(audit_entries > 0);
+    assert!(c
+        .rules
+        .iter()
+        .all(|(_, _, v)| (v.flags & agent_common::RULE_FLAG_AUDIT != 0) == (v.rule_id == 1)));
+}

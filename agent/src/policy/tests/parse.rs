@@ -240,8 +240,8 @@ rules:
     let expected = [
         "p.yaml:1:1: grups: unknown key \"grups\"; did you mean \"groups\"? (expected groups, rules, settings)",
         "p.yaml:4:3: settings.enforce-hosts: unknown key \"enforce-hosts\"; did you mean \"enforce-host\"? (expected enforce-host)",
-        "p.yaml:8:5: groups.b.excpt: unknown key \"excpt\"; did you mean \"except\"? (expected cidrs, except)",
-        "p.yaml:13:5: rules[0].prots: unknown key \"prots\"; did you mean \"ports\"? (expected name, from, to, ports, within)",
+        "p.yaml:8:5: groups.b.excpt: unknown key \"excpt\"; did you mean \"except\"? (expected cidrs, except, audit)",
+        "p.yaml:13:5: rules[0].prots: unknown key \"prots\"; did you mean \"ports\"? (expected name, from, to, ports, within, audit)",
     ];
     assert_eq!(errors(text), expected.join("\n"));
 }
@@ -416,4 +416,40 @@ rules:
     assert_eq!(f.groups[1].cidrs, vec![net("10.0.0.0/8")]);
     assert_eq!(f.rules[0].to, f.rules[0].from);
     assert_eq!(f.rules[1].name, "s");
+}
+
+#[test]
+fn audit_keys_on_groups_and_rules() {
+    let f = ok("groups:
+  canary:
+    cidrs: [10.9.0.0/16]
+    audit: true
+  plain:
+    cidrs: [10.8.0.0/16]
+    audit: false
+rules:
+  - name: legacy
+    from: any
+    to: canary
+    audit: true
+  - name: intra
+    within: [plain]
+    audit: true
+  - name: enforced
+    from: any
+    to: plain
+");
+    assert!(f.groups[0].audit && !f.groups[1].audit);
+    assert!(f.rules[0].audit && f.rules[1].audit && !f.rules[2].audit);
+    let e = errors(
+        "groups:
+  canary:
+    cidrs: [10.9.0.0/16]
+    audit: yes please
+",
+    );
+    assert_eq!(
+        e,
+        "p.yaml:4:12: groups.canary.audit: expected true or false, found a string"
+    );
 }

@@ -1,0 +1,225 @@
+//! Per-flow counters of the datapath under BPF_PROG_TEST_RUN: packets answered
+//! by the per-CPU flow cache are pending there until the flow next reaches
+//! conntrack, which flushes them into the entry; readers (`flows`) see the
+//! same exact totals before and after; denied flows land in their own map;
+//! with counting off only the aggregates move.
+
+use std::path::PathBuf;
+
+use agent_common::{map_names, CtKey4, CtValue, DeniedValue};
+use netpol_agent::aggregates::RuleInfo;
+use netpol_agent::counting::CountingOptions;
+use netpol_agent::datapath::{Datapath, LoadOptions};
+use netpol_agent::flows::{read_flows, FlowRecord};
+use netpol_agent::pin::PinLayout;
+use netpol_agent::pinned::Pinned;
+use netpol_agent::policy::{compile, merge, parse_str, CompileOptions};
+use netpol_tests::netns::unique_suffix;
+use netpol_tests::packet::{Packet, TCP_ACK, TCP_FIN, TCP_SYN};
+use netpol_tests::{ensure_bpffs, require_root};
+
+const POLICY: &str = "
+groups:
+  web: [10.0.1.0/24]
+  db: [10.0.2.0/24]
+rules:
+  - name: web-to-db
+    from: web
+    to: db
+    ports: [5432/tcp]
+";
+
+const XDP_PASS: u32 = 2;
+const XDP_DROP: u32 = 1;
+
+/// A loaded datapath with its maps pinned in a directory of its own, removed
+/// on drop.
+struct PinnedDatapath {
+    dp: Datapath,
+    dir: PathBuf,
+    rules: Vec<RuleInfo>,
+}
+
+impl Drop for PinnedDatapath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn load(flow_counters: bool) -> PinnedDatapath {
+    ensure_bpffs();
+    let dir = PathBuf::from("/sys/fs/bpf").join(format!("netpol-test-flows-{}", unique_suffix()));
+    let opts = LoadOptions {
+        ct_max: 4096,
+        prefix_max: 1024,
+        rule_max: 16384,
+        frag_max: 1024,
+        counting: CountingOptions {
+            flow_counters,
+            ..CountingOptions::default()
+        },
+        ..LoadOptions::default()
+    };
+    // Pinned as the agent pins them, so the readers see what they see there.
+    let (mut dp, _) = Datapath::load_pinned(&opts, &PinLayout::new(&dir))
+        .unwrap_or_else(|e| panic!("loading the datapath: {:#}", anyhow::Error::from(e)));
+    let file = parse_str("p.yaml", POLICY).unwrap();
+    let compiled = compile(&merge(vec![file]).unwrap(), &CompileOptions::default()).unwrap();
+    dp.apply(&compiled).unwrap();
+    let rules = compiled
+        .rule_names
+        .iter()
+        .map(|n| RuleInfo {
+            name: n.clone(),
+            audit: false,
+        })
+        .collect();
+    PinnedDatapath { dp, dir, rules }
+}
+
+fn flows(p: &PinnedDatapath) -> Vec<FlowRecord> {
+    read_flows(&Pinned::new(&p.dir), &p.rules).unwrap()
+}
+
+fn find<'a>(f: &'a [FlowRecord], src: &str, dst: &str, dir: &str) -> Option<&'a FlowRecord> {
+    f.iter()
+        .find(|r| r.src.to_string() == src && r.dst.to_string() == dst && r.direction == dir)
+}
+
+/// Packets and bytes held by the conntrack entries themselves (no pending
+/// flow-cache deltas).
+fn ct_totals(p: &PinnedDatapath) -> (u64, u64) {
+    let ct = Pinned::new(&p.dir)
+        .lru::<CtKey4, CtValue>(map_names::CT4)
+        .unwrap();
+    ct.iter()
+        .filter_map(Result::ok)
+        .flat_map(|(_, v)| v.counters)
+        .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes))
+}
+
+/// Keeps this thread on one CPU, so every test run uses the same per-CPU
+/// flow-cache slot.
+fn pin_to_one_cpu() {
+    // SAFETY: a zeroed cpu_set_t with one bit set, for the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(
+            rc,
+            0,
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+#[test]
+fn cached_packets_are_counted_exactly_before_and_after_the_flush() {
+    if !require_root() {
+        return;
+    }
+    pin_to_one_cpu();
+    let p = load(true);
+    let syn = Packet::ip("10.0.1.5", "10.0.2.7")
+        .tcp(40000, 5432, TCP_SYN)
+        .build();
+    let synack = Packet::ip("10.0.2.7", "10.0.1.5")
+        .tcp(5432, 40000, TCP_SYN | TCP_ACK)
+        .build();
+    let ack = Packet::ip("10.0.1.5", "10.0.2.7")
+        .tcp(40000, 5432, TCP_ACK)
+        .payload(&[7; 100])
+        .build();
+    let fin = Packet::ip("10.0.1.5", "10.0.2.7")
+        .tcp(40000, 5432, TCP_FIN | TCP_ACK)
+        .build();
+    const K: u64 = 1000;
+    assert_eq!(p.dp.xdp_test_run(&syn, 1).unwrap().0, XDP_PASS);
+    assert_eq!(p.dp.xdp_test_run(&synack, 1).unwrap().0, XDP_PASS);
+    // The SYN-ACK (the first reply) filled the cache: all K ACKs are answered
+    // by it and wait there as deltas.
+    assert_eq!(p.dp.xdp_test_run(&ack, K as u32).unwrap().0, XDP_PASS);
+    let (syn_b, ack_b, fin_b) = (syn.len() as u64, ack.len() as u64, fin.len() as u64);
+
+    let f = flows(&p);
+    let fwd = find(&f, "10.0.1.5", "10.0.2.7", "ingress").expect("forward record");
+    assert_eq!(
+        (fwd.packets, fwd.bytes),
+        (1 + K, syn_b + K * ack_b),
+        "SYN + K ACKs, pending deltas included: {fwd:?}"
+    );
+    assert_eq!(fwd.rule.as_deref(), Some("web-to-db"));
+    assert_eq!(fwd.verdict, "pass");
+    assert!(!fwd.reply);
+    let rev = find(&f, "10.0.2.7", "10.0.1.5", "ingress").expect("reply record");
+    assert_eq!((rev.packets, rev.reply), (1, true));
+    let (in_ct, _) = ct_totals(&p);
+    assert_eq!(
+        in_ct, 2,
+        "cache hits must not touch conntrack until a flush: SYN and SYN-ACK only"
+    );
+
+    // FIN always reaches conntrack: it flushes this CPU's pending deltas.
+    assert_eq!(p.dp.xdp_test_run(&fin, 1).unwrap().0, XDP_PASS);
+    let f = flows(&p);
+    let fwd = find(&f, "10.0.1.5", "10.0.2.7", "ingress").unwrap();
+    assert_eq!(
+        (fwd.packets, fwd.bytes),
+        (2 + K, syn_b + K * ack_b + fin_b),
+        "after the flush: {fwd:?}"
+    );
+    let all: u64 = f.iter().map(|r| r.packets).sum();
+    assert_eq!(all, 3 + K, "SYN, SYN-ACK, K ACKs, FIN: {f:?}");
+    // The pending deltas moved into the entry: none left behind or doubled.
+    assert_eq!(ct_totals(&p), (3 + K, 2 * syn_b + K * ack_b + fin_b));
+}
+
+#[test]
+fn denied_flows_are_recorded_and_counting_off_keeps_only_aggregates() {
+    if !require_root() {
+        return;
+    }
+    let bad = Packet::ip("10.9.0.1", "10.0.2.7")
+        .tcp(41000, 5432, TCP_SYN)
+        .build();
+    let ok = Packet::ip("10.0.1.5", "10.0.2.7")
+        .tcp(40001, 5432, TCP_SYN)
+        .build();
+    for on in [true, false] {
+        let p = load(on);
+        assert_eq!(p.dp.xdp_test_run(&bad, 3).unwrap().0, XDP_DROP);
+        assert_eq!(p.dp.tc_test_run(&ok).unwrap(), -1);
+        let f = flows(&p);
+        let denied = Pinned::new(&p.dir)
+            .lru::<CtKey4, DeniedValue>(map_names::DENIED4)
+            .unwrap()
+            .keys()
+            .count();
+        let rows = p.dp.counters().unwrap();
+        let drops: u64 = rows
+            .iter()
+            .filter(|r| r.verdict == "drop" && r.reason == "policy-denied")
+            .map(|r| r.packets)
+            .sum();
+        assert_eq!(
+            drops, 3,
+            "aggregates count every packet (counters on: {on})"
+        );
+        if on {
+            let d = find(&f, "10.9.0.1", "10.0.2.7", "ingress").expect("denied record");
+            assert_eq!(
+                (d.verdict, d.reason, d.packets),
+                ("drop", Some("policy-denied"), 3)
+            );
+            assert_eq!(d.bytes, 3 * bad.len() as u64);
+            let e = find(&f, "10.0.1.5", "10.0.2.7", "egress").expect("TC egress record");
+            assert_eq!(e.packets, 1);
+            assert_eq!(denied, 1);
+        } else {
+            assert!(f.is_empty(), "no per-flow counts with counting off: {f:?}");
+            assert_eq!(denied, 0);
+        }
+    }
+}
