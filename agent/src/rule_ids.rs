@@ -26,6 +26,20 @@ impl Default for StableRuleIds {
 }
 
 impl StableRuleIds {
+    /// Ids an earlier agent gave (its published rule names, by id), so a
+    /// restarted agent credits the per-rule counters it adopted to the same
+    /// rules even if the policy was reordered meanwhile.
+    pub fn seeded(names: &[crate::aggregates::RuleInfo]) -> Self {
+        let mut ids = Self::default();
+        for (id, r) in names.iter().enumerate().skip(1) {
+            if !r.name.is_empty() {
+                ids.known.insert(r.name.clone(), (id as u32, r.audit));
+                ids.next = ids.next.max(id as u32 + 1);
+            }
+        }
+        ids
+    }
+
     /// Rewrites the rule ids of `c` (trie values, names, audit flags) to the
     /// stable ones. `c.rule_names` then lists every rule seen so far by id,
     /// removed ones included.
@@ -60,6 +74,30 @@ impl StableRuleIds {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregates::RuleInfo;
+
+    #[test]
+    fn seeded_ids_follow_the_names_an_earlier_agent_published() {
+        let earlier = [
+            RuleInfo::default(),
+            RuleInfo {
+                name: "b-to-a".into(),
+                audit: false,
+            },
+            RuleInfo {
+                name: "a-to-b".into(),
+                audit: false,
+            },
+        ];
+        let mut ids = StableRuleIds::seeded(&earlier);
+        let mut c = compiled(A_THEN_B);
+        ids.renumber(&mut c);
+        assert_eq!(id_of(&c, "b-to-a"), 1);
+        assert_eq!(id_of(&c, "a-to-b"), 2);
+        let mut c = compiled(B_ONLY);
+        ids.renumber(&mut c);
+        assert_eq!(id_of(&c, "new-rule"), 3);
+    }
     use crate::policy::{compile, merge, parse_str, CompileOptions};
 
     fn compiled(yaml: &str) -> Compiled {

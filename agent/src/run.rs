@@ -187,9 +187,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Compile before touching the kernel: a bad policy must not half-start.
     let mut compiled = compile_dir(&args, &host)
         .with_context(|| format!("policy directory {} rejected", args.policy_dir.display()))?;
-    // Per-rule counters are kept by rule id: ids must follow names, not positions.
-    let mut rule_ids = crate::rule_ids::StableRuleIds::default();
-    rule_ids.renumber(&mut compiled);
 
     // Subscribed before the first listing, so no interface slips in between.
     let mut links = LinkWatch::new()
@@ -237,6 +234,25 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             adoption.rebuilt
         );
     }
+    // Per-rule counters are kept by rule id: ids must follow names, not
+    // positions, including the ids an earlier agent gave (its counters were
+    // adopted with the maps).
+    let mut rule_ids = if adoption
+        .adopted
+        .iter()
+        .any(|m| m == agent_common::map_names::RULE_NAMES)
+    {
+        match crate::aggregates::rule_names(&crate::pinned::Pinned::new(&args.pin_path)) {
+            Ok(names) => crate::rule_ids::StableRuleIds::seeded(&names),
+            Err(e) => {
+                warn!("reading the rule ids an earlier agent gave: {e:#}; numbering afresh");
+                crate::rule_ids::StableRuleIds::default()
+            }
+        }
+    } else {
+        crate::rule_ids::StableRuleIds::default()
+    };
+    rule_ids.renumber(&mut compiled);
     // The new policy goes live before the links switch programs, so the
     // first packet the new programs see is judged by it.
     let gen = dp.apply(&compiled).context("writing the policy maps")?;

@@ -22,6 +22,15 @@ use netpol_tests::{
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/localplus");
 
+/// Removes a scratch directory, whatever happens.
+struct DirGuard(PathBuf);
+
+impl Drop for DirGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// Removes a pin directory the agents left behind, whatever happens.
 struct PinsGuard(PathBuf);
 
@@ -132,6 +141,38 @@ fn passed(pins: &Path) -> u64 {
         .sum()
 }
 
+/// Packets passed per rule name (from the agent's pinned maps).
+fn per_rule(pins: &Path) -> std::collections::BTreeMap<String, u64> {
+    let out = std::process::Command::new(agent_bin())
+        .args(["stats", "--json", "--pin-path"])
+        .arg(pins)
+        .output()
+        .unwrap();
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let mut by = std::collections::BTreeMap::new();
+    for r in rows.iter().filter(|r| r["verdict"] == "pass") {
+        if let Some(rule) = r["rule"].as_str().filter(|s| !s.is_empty()) {
+            *by.entry(rule.to_owned()).or_default() += r["packets"].as_u64().unwrap();
+        }
+    }
+    by
+}
+
+/// The example policy with its files loaded in reverse order, so every rule
+/// gets another position (and, numbered afresh, another id).
+fn reordered_example(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(EXAMPLE)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for (i, f) in files.iter().rev().enumerate() {
+        let name = f.file_name().unwrap().to_string_lossy();
+        std::fs::copy(f, dir.join(format!("{i}-{name}"))).unwrap();
+    }
+}
+
 fn assert_denied(lab: &Lab, edge: &Edge, when: &str) {
     let r = check(lab, edge, DENIED_TIMEOUT);
     assert!(
@@ -180,6 +221,12 @@ fn enforcement_survives_kill_restart_upgrade_and_goes_with_uninstall() {
     let before = linkinfo::pinned_link_info(&xdp_pin)
         .unwrap_or_else(|e| panic!("{}: {e}\n{}", xdp_pin.display(), first.log()));
     let passed_before = passed(&pins);
+    let rules_before = per_rule(&pins);
+    assert!(
+        !rules_before.is_empty(),
+        "no per-rule counts\n{}",
+        first.log()
+    );
 
     // kill -9: no chance to clean up, nothing may open.
     first.stop_keeping_pins(libc::SIGKILL);
@@ -188,11 +235,15 @@ fn enforcement_survives_kill_restart_upgrade_and_goes_with_uninstall() {
     check(&lab, &allowed_new, ALLOWED_TIMEOUT)
         .unwrap_or_else(|e| panic!("a new allowed flow must open while no agent runs: {e}"));
 
-    // The next agent comes up with a bigger conntrack map: it adopts the
-    // links (switching them to its programs) and carries conntrack over.
+    // The next agent comes up with a bigger conntrack map and the same rules
+    // in another order: it adopts the links (switching them to its
+    // programs), carries conntrack over, and keeps each rule's id.
+    let reordered = std::env::temp_dir().join(format!("netpol-reordered-{}", std::process::id()));
+    let _reordered_guard = DirGuard(reordered.clone());
+    reordered_example(&reordered);
     let mut second = AgentProcess::spawn_custom(
         &lab,
-        Path::new(EXAMPLE),
+        &reordered,
         &ifaces,
         Some(&pins),
         &["--ct-max", "131072"],
@@ -217,6 +268,21 @@ fn enforcement_survives_kill_restart_upgrade_and_goes_with_uninstall() {
         passed_after > passed_before,
         "counters must carry on from {passed_before}, got {passed_after}"
     );
+    let rules_after = per_rule(&pins);
+    // All allowed traffic here is gateway -> services: counts credited to
+    // any other rule would mean ids moved under the adopted counters.
+    assert_eq!(
+        rules_after.keys().collect::<Vec<_>>(),
+        rules_before.keys().collect::<Vec<_>>(),
+        "{rules_before:?} -> {rules_after:?}"
+    );
+    for (rule, before) in &rules_before {
+        let after = rules_after.get(rule).copied().unwrap_or(0);
+        assert!(
+            after >= *before,
+            "rule {rule}: {before} packets before the restart, {after} after\n{rules_after:?}"
+        );
+    }
 
     // SIGTERM is a restart, not an uninstall.
     let status = second.stop_keeping_pins(libc::SIGTERM);
