@@ -15,7 +15,7 @@ use clap::Parser;
 use netpol_tests::traffic::{
     agent::{extra_prefixes, PolicyDir},
     chart::{self, Panel},
-    frames::{handshake, Template, Templates, FLOWS},
+    frames::{Template, Templates, FLOWS},
     measure::{clock_ticks_per_sec, thread_cpu_ticks, CpuTimes},
     nft::NftPolicy,
     topo::{DUT_IF, SINK_IF},
@@ -246,23 +246,8 @@ struct Bench<'a> {
 }
 
 impl Bench<'_> {
-    /// Opens the FLOWS established flows (IPv4 and IPv6): SYNs from gen, then
-    /// SYN-ACKs from the pod side, which the dut forwards out of the interface
-    /// under test, so every stateful peer has seen both directions.
-    fn handshake(&mut self) -> anyhow::Result<()> {
-        let (syns, synacks) = handshake(self.lab.dut_mac, self.lab.fwd_mac);
-        let (lab, gen) = (self.lab, &mut self.gen);
-        for (syn, synack) in syns.iter().zip(&synacks) {
-            lab.gen
-                .run_in(|| gen.send(std::slice::from_ref(syn), lab.gen_ifindex, FLOWS))?;
-            lab.pod
-                .run_in(|| gen.send(std::slice::from_ref(synack), lab.sink_ifindex, FLOWS))?;
-        }
-        Ok(())
-    }
-
     fn measure(&mut self, peer: Peer, active: &Active, sc: &Scenario) -> anyhow::Result<Row> {
-        self.handshake()?;
+        self.lab.open_flows(&mut self.gen)?;
         let limits = SendLimits {
             max_packets: self.args.max_packets,
             max_time: Duration::from_secs_f64(self.args.warmup + self.args.window + 10.0),

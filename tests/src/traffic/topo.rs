@@ -2,6 +2,8 @@
 use std::process::Command;
 use std::sync::Arc;
 
+use super::frames::{handshake, FLOWS};
+use super::gen::{GenError, Generator};
 use crate::netns::{run_checked, Netns};
 
 /// Sender side of the pair into the device under test (in `gen`).
@@ -64,6 +66,10 @@ impl TrafficLab {
             dut.name(),
         ]);
         for (ns, ifname) in [(&gen, GEN_IF), (&pod, SINK_IF)] {
+            // The peers need no addresses; without IPv6 they send no
+            // neighbour discovery or MLD, so every frame the device under
+            // test receives is one the generator sent.
+            ns.sysctl(&format!("net.ipv6.conf.{ifname}.disable_ipv6"), "1");
             ns.ip(&["link", "set", ifname, "up"]);
         }
         for key in [
@@ -212,6 +218,39 @@ impl TrafficLab {
             gen_ifindex,
             sink_ifindex,
         }
+    }
+}
+
+impl TrafficLab {
+    /// Opens the `frames::FLOWS` established flows of the ACK templates (IPv4
+    /// and IPv6): SYNs from gen, then SYN-ACKs from the pod side, which the
+    /// dut forwards out of the interface under test, so a stateful peer sees
+    /// both directions.
+    pub fn open_flows(&self, gen: &mut Generator) -> Result<(), GenError> {
+        let (syns, synacks) = handshake(self.dut_mac, self.fwd_mac);
+        for (syn, synack) in syns.iter().zip(&synacks) {
+            self.gen
+                .run_in(|| gen.send(std::slice::from_ref(syn), self.gen_ifindex, FLOWS))?;
+            self.pod
+                .run_in(|| gen.send(std::slice::from_ref(synack), self.sink_ifindex, FLOWS))?;
+        }
+        Ok(())
+    }
+
+    /// IPv4 datagrams the dut has forwarded (/proc/net/snmp in its namespace).
+    pub fn forwarded_v4(&self) -> u64 {
+        let out = self.dut.exec(&["cat", "/proc/net/snmp"]);
+        let text = String::from_utf8_lossy(&out.stdout);
+        let mut ip = text.lines().filter(|l| l.starts_with("Ip:"));
+        let (Some(names), Some(values)) = (ip.next(), ip.next()) else {
+            panic!("no Ip: lines in /proc/net/snmp of {}", self.dut.name());
+        };
+        names
+            .split_whitespace()
+            .zip(values.split_whitespace())
+            .find(|(n, _)| *n == "ForwDatagrams")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or_else(|| panic!("no Ip ForwDatagrams in /proc/net/snmp: {text}"))
     }
 }
 
