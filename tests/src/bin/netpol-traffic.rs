@@ -16,7 +16,9 @@ use netpol_tests::traffic::{
     agent::{extra_prefixes, PolicyDir},
     chart::{self, Panel},
     frames::{Template, Templates, FLOWS},
-    measure::{clock_ticks_per_sec, thread_cpu_ticks, CpuTimes},
+    measure::{
+        clock_ticks_per_sec, prog_run_stats, thread_cpu_ticks, xdp_prog_id, BpfStats, CpuTimes,
+    },
     nft::NftPolicy,
     topo::{DUT_IF, SINK_IF},
     xdp_filter::XdpFilter,
@@ -43,6 +45,11 @@ struct Args {
     /// Only these peers (drop, pass, none, netpol, nftables, xdp-filter).
     #[arg(long, value_delimiter = ',')]
     peers: Vec<String>,
+    /// Also measure the XDP program's own run time per packet
+    /// (kernel.bpf_stats_enabled, machine-wide, on during the run; it slows
+    /// every program a little, so keep it out of runs whose pps you report).
+    #[arg(long)]
+    prog_stats: bool,
     #[arg(long, default_value = "target/bench/traffic.json")]
     json: PathBuf,
     #[arg(long, default_value = "target/bench/traffic.png")]
@@ -215,6 +222,8 @@ struct Sample {
     own: Option<(u64, u64)>,
     cpu: CpuTimes,
     sender_ticks: u64,
+    /// (run_time_ns, run_cnt) of the XDP program on the interface under test.
+    prog: Option<(u64, u64)>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -236,6 +245,38 @@ struct Row {
     machine_busy: f64,
     machine_softirq: f64,
     sent: u64,
+    /// With --prog-stats: the XDP program's own run time per packet.
+    prog_ns_per_packet: Option<f64>,
+    /// Measurements averaged into this row.
+    runs: u32,
+}
+
+/// One row per (scenario, peer, prefixes): repeated measurements averaged.
+fn merge(raw: &[Row]) -> Vec<Row> {
+    let mut out: Vec<Row> = Vec::new();
+    for r in raw {
+        let same = out
+            .iter_mut()
+            .find(|o| o.scenario == r.scenario && o.peer == r.peer && o.prefixes == r.prefixes);
+        let Some(o) = same else {
+            out.push(r.clone());
+            continue;
+        };
+        let k = o.runs as f64;
+        let avg = |a: f64, b: f64| (a * k + b) / (k + 1.0);
+        let avg_opt = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| avg(a, b));
+        o.seen_pps = avg(o.seen_pps, r.seen_pps);
+        o.forwarded_pps = avg(o.forwarded_pps, r.forwarded_pps);
+        o.own_pass_pps = avg_opt(o.own_pass_pps, r.own_pass_pps);
+        o.own_drop_pps = avg_opt(o.own_drop_pps, r.own_drop_pps);
+        o.cpu_ns_per_packet = avg(o.cpu_ns_per_packet, r.cpu_ns_per_packet);
+        o.machine_busy = avg(o.machine_busy, r.machine_busy);
+        o.machine_softirq = avg(o.machine_softirq, r.machine_softirq);
+        o.prog_ns_per_packet = avg_opt(o.prog_ns_per_packet, r.prog_ns_per_packet);
+        o.sent += r.sent;
+        o.runs += 1;
+    }
+    out
 }
 
 struct Bench<'a> {
@@ -297,6 +338,13 @@ impl Bench<'_> {
             machine_busy: (b.cpu.busy - a.cpu.busy) as f64 / tot,
             machine_softirq: (b.cpu.softirq - a.cpu.softirq) as f64 / tot,
             sent: report.total,
+            runs: 1,
+            prog_ns_per_packet: match (a.prog, b.prog) {
+                (Some(x), Some(y)) if y.1 > x.1 && self.args.prog_stats => {
+                    Some((y.0 - x.0) as f64 / (y.1 - x.1) as f64)
+                }
+                _ => None,
+            },
         })
     }
 
@@ -313,6 +361,7 @@ impl Bench<'_> {
             own: active.own()?,
             cpu: CpuTimes::now(),
             sender_ticks: thread_cpu_ticks(tid),
+            prog: xdp_prog_id(&lab.dut, DUT_IF).and_then(prog_run_stats),
         })
     }
 }
@@ -339,7 +388,7 @@ fn table(rows: &[Row], scs: &[(&'static str, &'static str, bool)]) -> String {
         let limit_key = if drops { "drop" } else { "pass" };
         let limit = find(rows, key, limit_key, None).map(|r| r.seen_pps);
         md.push_str(&format!(
-            "\n**{name}** (limit: {limit_key}-only XDP)\n\n| peer | extra prefixes | Mpps seen | x limit | x nftables | x xdp-filter | x no filter | passed Mpps (own) | dropped Mpps (own) | forwarded Mpps | CPU ns/pkt |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            "\n**{name}** (limit: {limit_key}-only XDP)\n\n| peer | extra prefixes | Mpps seen | x limit | x nftables | x xdp-filter | x no filter | passed Mpps (own) | dropped Mpps (own) | forwarded Mpps | CPU ns/pkt | XDP prog ns/pkt |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         ));
         for r in rows.iter().filter(|r| r.scenario == key) {
             let ratio = |other: Option<&Row>| {
@@ -368,7 +417,7 @@ fn table(rows: &[Row], scs: &[(&'static str, &'static str, bool)]) -> String {
                 .map(|l| format!("{:.2}x", r.seen_pps / l))
                 .unwrap_or_else(|| "–".into());
             md.push_str(&format!(
-                "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0} |\n",
+                "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {} |\n",
                 match r.peer {
                     "drop" => "XDP drop-only (limit)",
                     "pass" => "XDP pass-only (limit)",
@@ -390,11 +439,71 @@ fn table(rows: &[Row], scs: &[(&'static str, &'static str, bool)]) -> String {
                 fmt_opt(r.own_pass_pps),
                 fmt_opt(r.own_drop_pps),
                 r.forwarded_pps / 1e6,
-                r.cpu_ns_per_packet
+                r.cpu_ns_per_packet,
+                r.prog_ns_per_packet
+                    .map(|n| format!("{n:.0}"))
+                    .unwrap_or_else(|| "–".into())
             ));
         }
     }
     md
+}
+
+/// Issue 6's targets, judged from this run's ratios.
+fn targets(rows: &[Row], prefixes: &[usize]) -> String {
+    let seen = |sc: &str, peer: &str, p: Option<usize>| find(rows, sc, peer, p).map(|r| r.seen_pps);
+    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
+    let mut out = String::from("\n**Targets (issue 6), from the ratios of this run**\n\n");
+    let top = prefixes.iter().copied().max();
+    if let (Some(n), Some(lim)) = (top, seen("denied-syn", "drop", None)) {
+        if let Some(np) = seen("denied-syn", "netpol", Some(n)) {
+            let r = np / lim;
+            out.push_str(&format!(
+                "- denied flood at {n} prefixes >= 0.7x the drop-only limit: {r:.2}x, {}\n",
+                verdict(r >= 0.7)
+            ));
+            if let Some(nft) = seen("denied-syn", "nftables", Some(n)) {
+                let r = np / nft;
+                out.push_str(&format!(
+                    "- denied flood at {n} prefixes >= 5x nftables: {r:.2}x, {}\n",
+                    verdict(r >= 5.0)
+                ));
+            }
+        }
+    }
+    if let Some(lim) = seen("established", "pass", None) {
+        let worst = prefixes
+            .iter()
+            .filter_map(|&p| seen("established", "netpol", Some(p)).map(|v| (p, v / lim)))
+            .min_by(|a, b| a.1.total_cmp(&b.1));
+        if let Some((p, r)) = worst {
+            out.push_str(&format!(
+                "- established >= 0.8x the pass-only limit: worst {r:.2}x (at {p} prefixes), {}\n",
+                verdict(r >= 0.8)
+            ));
+        }
+    }
+    // "Flat from 10 to 100,000 prefixes": every measured prefix count here
+    // (0 = the LOCAL-PLUS policy alone, about 30 prefixes per family).
+    for sc in ["denied-syn", "established", "new-flows", "mix"] {
+        let v: Vec<f64> = prefixes
+            .iter()
+            .filter_map(|&p| seen(sc, "netpol", Some(p)))
+            .collect();
+        if v.len() < 2 {
+            continue;
+        }
+        let (lo, hi) = v
+            .iter()
+            .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
+        let spread = 1.0 - lo / hi;
+        out.push_str(&format!(
+            "- {sc}: flat within 15% across prefix counts: lowest {:.0}% below highest, {}\n",
+            spread * 100.0,
+            verdict(spread <= 0.15)
+        ));
+    }
+    out
 }
 
 fn main() -> anyhow::Result<()> {
@@ -406,9 +515,17 @@ fn main() -> anyhow::Result<()> {
     peers.extend(args.prefixes.iter().map(|&n| Peer::Netpol(n)));
     peers.extend(args.prefixes.iter().map(|&n| Peer::Nft(n)));
     peers.push(Peer::XdpFilter);
+    // The limits again at the end: the load of a shared machine drifts, and
+    // the table shows the mean of both.
+    peers.extend([Peer::Drop, Peer::Pass, Peer::None]);
     if !args.peers.is_empty() {
         peers.retain(|p| args.peers.iter().any(|k| k == p.key()));
     }
+    let _stats = if args.prog_stats {
+        Some(BpfStats::enable().context("enabling kernel.bpf_stats_enabled")?)
+    } else {
+        None
+    };
     let lab = TrafficLab::new();
     let templates = Templates::new(lab.dut_mac);
     let scs = scenarios(&templates, args.chunk);
@@ -457,8 +574,11 @@ fn main() -> anyhow::Result<()> {
         }
         drop(active);
     }
+    let raw = rows;
+    let rows = merge(&raw);
     let sc_meta: Vec<_> = scs.iter().map(|s| (s.key, s.name, s.drops)).collect();
-    let md = table(&rows, &sc_meta);
+    let mut md = table(&rows, &sc_meta);
+    md.push_str(&targets(&rows, &args.prefixes));
     println!("{md}");
     for n in &notes {
         println!("note: {n}");
@@ -516,6 +636,7 @@ fn main() -> anyhow::Result<()> {
         "flows": FLOWS,
         "notes": notes,
         "results": rows,
+        "raw": raw,
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
     std::fs::write(&args.json, serde_json::to_string_pretty(&meta)?)?;

@@ -97,3 +97,47 @@ pub fn clock_ticks_per_sec() -> f64 {
         100.0
     }
 }
+
+/// `kernel.bpf_stats_enabled` switched on for as long as the guard lives (it
+/// is machine-wide and costs two clock reads per program run, so only for
+/// runs that ask where the time goes), then restored.
+pub struct BpfStats {
+    prev: String,
+}
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    pub fn enable() -> std::io::Result<BpfStats> {
+        let prev = std::fs::read_to_string(BPF_STATS)?.trim().to_string();
+        std::fs::write(BPF_STATS, "1")?;
+        Ok(BpfStats { prev })
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.prev);
+    }
+}
+
+/// The XDP program attached to `ifname` (for a libxdp dispatcher, the
+/// dispatcher), from netlink.
+pub fn xdp_prog_id(ns: &Netns, ifname: &str) -> Option<u64> {
+    let out = ns.ip(&["-j", "link", "show", "dev", ifname]);
+    let v: serde_json::Value = serde_json::from_str(&out).ok()?;
+    v[0]["xdp"]["prog"]["id"].as_u64()
+}
+
+/// (run_time_ns, run_cnt) of a program; both stay 0 unless BpfStats is on.
+pub fn prog_run_stats(id: u64) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("bpftool")
+        .args(["-j", "prog", "show", "id", &id.to_string()])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some((
+        v["run_time_ns"].as_u64().unwrap_or(0),
+        v["run_cnt"].as_u64().unwrap_or(0),
+    ))
+}
