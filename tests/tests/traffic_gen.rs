@@ -1,6 +1,8 @@
 //! The traffic generator of `cargo xtask bench --traffic`, short and bounded:
 //! 10,000 live frames through the lab, counted exactly by the receivers. No
-//! timing is asserted; this keeps the generator and the lab working.
+//! timing is asserted; this keeps the generator and the lab working. Sends are
+//! paced to the veth ring so a loaded machine cannot drop frames at the
+//! sender (the benchmark does not pace: it measures what arrives).
 use std::path::Path;
 use std::time::Duration;
 
@@ -33,8 +35,9 @@ fn every_generated_frame_reaches_a_counting_drop_program() {
         t.established_ack6,
         t.denied_syn6,
     ];
+    let seen = || rx.count().unwrap();
     lab.gen
-        .run_in(|| gen.send(&mix, lab.gen_ifindex, FRAMES))
+        .run_in(|| gen.send_paced(&mix, lab.gen_ifindex, FRAMES, &seen))
         .unwrap();
     assert_eq!(
         rx.count().unwrap(),
@@ -100,9 +103,17 @@ fn netpol_agent_counts_every_generated_frame() {
     lab.open_flows(&mut gen).unwrap();
 
     // A flood of SYNs from random sources with no rule: every one dropped.
+    let seen = || LinkStats::rx_packets(&lab.dut, DUT_IF);
     let v0 = agent.verdicts().unwrap();
     lab.gen
-        .run_in(|| gen.send(std::slice::from_ref(&t.denied_syn), lab.gen_ifindex, FRAMES))
+        .run_in(|| {
+            gen.send_paced(
+                std::slice::from_ref(&t.denied_syn),
+                lab.gen_ifindex,
+                FRAMES,
+                &seen,
+            )
+        })
         .unwrap();
     let v1 = agent.verdicts().unwrap();
     assert_eq!(

@@ -382,13 +382,18 @@ fn find<'r>(
 }
 
 /// The table, as Markdown (also printed).
-fn table(rows: &[Row], scs: &[(&'static str, &'static str, bool)]) -> String {
+fn table(rows: &[Row], scs: &[(&'static str, &'static str, bool)], prog_stats: bool) -> String {
+    let (prog_head, prog_align) = if prog_stats {
+        (" XDP prog ns/pkt |", "---:|")
+    } else {
+        ("", "")
+    };
     let mut md = String::new();
     for &(key, name, drops) in scs {
         let limit_key = if drops { "drop" } else { "pass" };
         let limit = find(rows, key, limit_key, None).map(|r| r.seen_pps);
         md.push_str(&format!(
-            "\n**{name}** (limit: {limit_key}-only XDP)\n\n| peer | extra prefixes | Mpps seen | x limit | x nftables | x xdp-filter | x no filter | passed Mpps (own) | dropped Mpps (own) | forwarded Mpps | CPU ns/pkt | XDP prog ns/pkt |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n"
+            "\n**{name}** (limit: {limit_key}-only XDP)\n\n| peer | extra prefixes | Mpps seen | x limit | x nftables | x xdp-filter | x no filter | passed Mpps (own) | dropped Mpps (own) | forwarded Mpps | CPU ns/pkt |{prog_head}\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|{prog_align}\n"
         ));
         for r in rows.iter().filter(|r| r.scenario == key) {
             let ratio = |other: Option<&Row>| {
@@ -417,7 +422,7 @@ fn table(rows: &[Row], scs: &[(&'static str, &'static str, bool)]) -> String {
                 .map(|l| format!("{:.2}x", r.seen_pps / l))
                 .unwrap_or_else(|| "–".into());
             md.push_str(&format!(
-                "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0} | {} |\n",
+                "| {} | {} | {:.2} | {} | {} | {} | {} | {} | {} | {:.2} | {:.0} |{}\n",
                 match r.peer {
                     "drop" => "XDP drop-only (limit)",
                     "pass" => "XDP pass-only (limit)",
@@ -440,9 +445,13 @@ fn table(rows: &[Row], scs: &[(&'static str, &'static str, bool)]) -> String {
                 fmt_opt(r.own_drop_pps),
                 r.forwarded_pps / 1e6,
                 r.cpu_ns_per_packet,
-                r.prog_ns_per_packet
-                    .map(|n| format!("{n:.0}"))
-                    .unwrap_or_else(|| "–".into())
+                if prog_stats {
+                    r.prog_ns_per_packet
+                        .map(|n| format!(" {n:.0} |"))
+                        .unwrap_or_else(|| " – |".into())
+                } else {
+                    String::new()
+                }
             ));
         }
     }
@@ -577,7 +586,7 @@ fn main() -> anyhow::Result<()> {
     let raw = rows;
     let rows = merge(&raw);
     let sc_meta: Vec<_> = scs.iter().map(|s| (s.key, s.name, s.drops)).collect();
-    let mut md = table(&rows, &sc_meta);
+    let mut md = table(&rows, &sc_meta, args.prog_stats);
     md.push_str(&targets(&rows, &args.prefixes));
     println!("{md}");
     for n in &notes {

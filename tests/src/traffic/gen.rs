@@ -17,6 +17,8 @@ use super::frames::Template;
 /// Frames per batch of the live-frames loop (the kernel's default is 64; the
 /// veth ring holds 256).
 pub const BATCH: u32 = 64;
+/// Frames a veth's XDP receive ring holds (VETH_RING_SIZE in the kernel).
+pub const VETH_RING: u32 = 256;
 /// lab_gen restores this many 8-byte words of the template in every frame.
 const TPL_WORDS: usize = 10;
 /// Templates lab_gen can mix in one run.
@@ -130,6 +132,33 @@ impl Generator {
             source,
         })?;
         Ok(r.duration)
+    }
+
+    /// Like `send`, but never more than VETH_RING frames ahead of the receiver:
+    /// sends in runs of VETH_RING and waits (up to a second each) until
+    /// `received` (a counter of the receiving interface) has grown by what was
+    /// sent. Frames XDP_TX'd into a veth whose ring is full are dropped, which
+    /// happens when the receiver's NAPI is deferred on a loaded machine; paced
+    /// sends lose none, so tests can count exactly. Returns how many arrived.
+    pub fn send_paced(
+        &mut self,
+        templates: &[Template],
+        ifindex: u32,
+        count: u32,
+        received: &dyn Fn() -> u64,
+    ) -> Result<u64, GenError> {
+        let start = received();
+        let mut sent: u64 = 0;
+        while sent < count as u64 {
+            let n = (count as u64 - sent).min(VETH_RING as u64) as u32;
+            self.send(templates, ifindex, n)?;
+            sent += n as u64;
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while received().saturating_sub(start) < sent && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        Ok(received().saturating_sub(start))
     }
 
     fn set<V: aya::Pod>(

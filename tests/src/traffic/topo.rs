@@ -228,11 +228,21 @@ impl TrafficLab {
     /// both directions.
     pub fn open_flows(&self, gen: &mut Generator) -> Result<(), GenError> {
         let (syns, synacks) = handshake(self.dut_mac, self.fwd_mac);
+        // Paced, so no handshake frame is lost to a full veth ring.
+        let at_dut = || link_packets(&self.dut, DUT_IF).0;
+        let at_fwd = || link_packets(&self.dut, FWD_IF).0;
         for (syn, synack) in syns.iter().zip(&synacks) {
-            self.gen
-                .run_in(|| gen.send(std::slice::from_ref(syn), self.gen_ifindex, FLOWS))?;
-            self.pod
-                .run_in(|| gen.send(std::slice::from_ref(synack), self.sink_ifindex, FLOWS))?;
+            self.gen.run_in(|| {
+                gen.send_paced(std::slice::from_ref(syn), self.gen_ifindex, FLOWS, &at_dut)
+            })?;
+            self.pod.run_in(|| {
+                gen.send_paced(
+                    std::slice::from_ref(synack),
+                    self.sink_ifindex,
+                    FLOWS,
+                    &at_fwd,
+                )
+            })?;
         }
         Ok(())
     }
