@@ -137,10 +137,9 @@ mod prog {
     }
 
     /// Sender for BPF_PROG_TEST_RUN live-frames mode, like `lab_tx`, that first
-    /// rewrites the source address and port of the IPv4/IPv6 TCP or UDP frame
-    /// it is given (fixing the checksums), so each frame can open a new flow.
-    /// Live frames are recycled without being reset, so the rewrite reads what
-    /// is in the frame now, not the template.
+    /// writes the headers of one of the GEN_TPL templates over the frame, then
+    /// varies its source address and port (fixing the checksums), so each
+    /// frame of an IPv4/IPv6 TCP or UDP template can open a new flow.
     #[xdp]
     pub fn lab_gen(ctx: XdpContext) -> u32 {
         let _ = try_gen(&ctx);
@@ -193,7 +192,8 @@ mod prog {
         } else {
             return None;
         };
-        // SAFETY: proto < l4 + 20 <= end, checked above.
+        // SAFETY: the protocol byte lies within the first 54 bytes, checked
+        // above.
         let proto = unsafe { *(proto as *const u8) };
         let l4_csum = match proto {
             6 => l4 + 16,
