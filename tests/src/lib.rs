@@ -21,6 +21,7 @@ pub use net::{
     ExchangeError, Proto, TcpEcho, UdpEcho, ALLOWED_TIMEOUT, DENIED_TIMEOUT,
 };
 pub use netns::Netns;
+pub mod traffic;
 pub use privilege::require_root;
 pub mod bench_frames;
 pub mod packet;

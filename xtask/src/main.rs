@@ -1,4 +1,4 @@
-//! Developer workflows: `cargo xtask setup | build | lint | test | demo | bench`.
+//! Developer workflows: `cargo xtask setup | build | lint | test | demo | bench [--traffic]`.
 //!
 //! xtask depends on nothing that needs the eBPF toolchain, so it builds on a
 //! fresh machine and can install that toolchain itself.
@@ -38,8 +38,13 @@ enum Cmd {
     },
     /// Build a lab, enforce the LOCAL-PLUS policy, show allowed and denied traffic.
     Demo,
-    /// BPF_PROG_TEST_RUN microbenchmark against a no-op XDP program.
+    /// BPF_PROG_TEST_RUN microbenchmark against a no-op XDP program; with
+    /// --traffic, the pktgen-style traffic benchmark against nftables,
+    /// xdp-filter and the XDP limits (a few minutes; writes
+    /// target/bench/traffic.{json,md,png}).
     Bench {
+        #[arg(long)]
+        traffic: bool,
         /// Extra arguments for the bench binary (after --).
         #[arg(last = true)]
         extra: Vec<String>,
@@ -132,18 +137,17 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["build", "-p", "netpol-agent"]))?;
             run(cargo().args(["run", "-p", "netpol-tests", "--bin", "netpol-demo"]))
         }
-        Cmd::Bench { extra } => {
+        Cmd::Bench { traffic, extra } => {
             setup::setup()?;
+            let bin = if traffic {
+                // The traffic benchmark drives the real agent binary.
+                run(cargo().args(["build", "--release", "-p", "netpol-agent"]))?;
+                "netpol-traffic"
+            } else {
+                "netpol-bench"
+            };
             run(cargo()
-                .args([
-                    "run",
-                    "--release",
-                    "-p",
-                    "netpol-tests",
-                    "--bin",
-                    "netpol-bench",
-                    "--",
-                ])
+                .args(["run", "--release", "-p", "netpol-tests", "--bin", bin, "--"])
                 .args(extra))
         }
     }

@@ -26,6 +26,10 @@ const PACKAGES: &[&str] = &[
     // Peers of the traffic benchmark (issue 6).
     "nftables",
     "xdp-tools",
+    // ethtool turns on GRO (veth NAPI) so the unfiltered peers receive
+    // live frames without an XDP program; the chart font.
+    "ethtool",
+    "fonts-dejavu-core",
     // promtool, which checks the /metrics output in the tests.
     "prometheus",
     // `ruby -c Vagrantfile`, and a Python for the manifest validator.

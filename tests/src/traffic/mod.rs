@@ -1,0 +1,27 @@
+//! Pktgen-style traffic through a lab (issue 6): frames built once from
+//! templates, pushed out of a veth in the kernel with BPF_PROG_TEST_RUN in XDP
+//! live-frames mode, received by the program under test on the peer veth.
+//!
+//! ```text
+//!  gen ns  tg0 ══ tr0  dut ns (forwarding)  tp0 ══ tp1  pod ns
+//!  lab_gen ──►   program under test ──► route ──►  count_drop (sink)
+//! ```
+//!
+//! Everything lives in namespaces this module creates (design.md section 5):
+//! nothing is attached to a real interface and every send is bounded in
+//! packets and time.
+
+pub mod agent;
+pub mod chart;
+pub mod frames;
+pub mod gen;
+pub mod measure;
+pub mod nft;
+pub mod topo;
+pub mod xdp_filter;
+
+pub use agent::NetpolAgent;
+pub use frames::{Template, FLOWS};
+pub use gen::{Generator, SendLimits, SendReport};
+pub use measure::{CountingProg, LinkStats};
+pub use topo::TrafficLab;
