@@ -26,6 +26,8 @@ pub mod map_names {
     pub const EVENTS: &str = "EVENTS";
     pub const EVENT_BUCKET: &str = "EVENT_BUCKET";
     pub const RULE_NAMES: &str = "RULE_NAMES";
+    pub const HOSTS4: &str = "HOSTS4";
+    pub const HOSTS6: &str = "HOSTS6";
 }
 
 /// Version of the pinned map layout: the shared types below and what their
@@ -55,6 +57,16 @@ pub const CFG_F_FLOW_COUNTERS: u32 = 1 << 0;
 /// `Config::flags`: also send an event for every new allowed flow (denied new
 /// flows always send one, within the rate limit).
 pub const CFG_F_EVENTS_ALLOWED: u32 = 1 << 1;
+/// `Config::flags`: the policy in slot 0 has exact IPv4 host prefixes (/32),
+/// held in `HOSTS4` rather than the trie; `<< 1` is the same for slot 1. The
+/// datapath probes the hash only when the live slot's bit is set. A slot's
+/// bit is written (in its own config update) before the swap that makes the
+/// slot live, so a reader that sees the new slot also sees its bit.
+pub const CFG_F_HOSTS4: u32 = 1 << 2;
+/// As `CFG_F_HOSTS4`, for IPv6 host prefixes (/128) in `HOSTS6`.
+pub const CFG_F_HOSTS6: u32 = 1 << 4;
+/// Every per-slot host bit.
+pub const CFG_F_HOSTS_ALL: u32 = (0b11 * CFG_F_HOSTS4) | (0b11 * CFG_F_HOSTS6);
 
 /// Single-entry array read once per packet.
 #[repr(C)]

@@ -7,12 +7,13 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Per-CPU LRU lists: under a flood of new denied flows each CPU evicts from
 /// its own list instead of contending for one lock.
 const BPF_F_NO_COMMON_LRU: u32 = 2;
+const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -28,6 +29,17 @@ pub static IDS4: LpmTrie<IdKey4, IdentityValue> = LpmTrie::with_max_entries(6553
 pub static IDS6: LpmTrie<IdKey6, IdentityValue> = LpmTrie::with_max_entries(65536, 0);
 #[map]
 pub static RULES: LpmTrie<RuleKey, RuleValue> = LpmTrie::with_max_entries(65536, 0);
+
+/// Host prefixes (/32, /128) of both slots, by (slot, address): one hash
+/// probe instead of deepening the trie every other address walks (a trie with
+/// 100k host routes is deep exactly where a flood's random sources land).
+/// Filled by the agent only, so not preallocated.
+#[map]
+pub static HOSTS4: HashMap<IdKey4, IdentityValue> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+#[map]
+pub static HOSTS6: HashMap<IdKey6, IdentityValue> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
 #[map]
 pub static CT4: LruHashMap<CtKey4, CtValue> = LruHashMap::with_max_entries(65536, 0);

@@ -4,20 +4,20 @@ use agent_common::{
     ct_timeout, flow_counter_index, id_flag_dst, id_flag_src, proto_class, reason,
     rule_counter_index, stat, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache,
     FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue, VerdictEvent,
-    CFG_F_EVENTS_ALLOWED, CFG_F_FLOW_COUNTERS, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B,
-    CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK, DENIED_F_AUDIT, DENIED_F_ORIG_B,
-    EVENT_VERDICT_AUDIT, EVENT_VERDICT_DROP, EVENT_VERDICT_PASS, FLOW_CACHE_SLOTS,
+    CFG_F_EVENTS_ALLOWED, CFG_F_FLOW_COUNTERS, CFG_F_HOSTS4, CFG_F_HOSTS6, CT_F_FIN_ORIG,
+    CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK, DENIED_F_AUDIT,
+    DENIED_F_ORIG_B, EVENT_VERDICT_AUDIT, EVENT_VERDICT_DROP, EVENT_VERDICT_PASS, FLOW_CACHE_SLOTS,
     ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT, IPPROTO_TCP, MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
 };
 use aya_ebpf::{
     helpers::bpf_jiffies64,
-    maps::{lpm_trie::Key, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 
 use crate::{
     maps::{
         CONFIG, COUNTERS, CT4, CT6, DENIED4, DENIED6, EVENTS, EVENT_BUCKET, FLOWCACHE4, FLOWCACHE6,
-        FRAG4, FRAG6, IDS4, IDS6, RULES, RULE_COUNTERS, STATS,
+        FRAG4, FRAG6, HOSTS4, HOSTS6, IDS4, IDS6, RULES, RULE_COUNTERS, STATS,
     },
     parse::{
         parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, Track, L3, TCP_ACK, TCP_FIN,
@@ -38,6 +38,9 @@ trait Family {
     /// Key equality as whole words (no memcmp in BPF).
     fn key_eq(a: &Self::CtKey, b: &Self::CtKey) -> bool;
     fn ids() -> &'static LpmTrie<Self::IdKey, IdentityValue>;
+    fn hosts() -> &'static HashMap<Self::IdKey, IdentityValue>;
+    /// `Config::flags` bit of slot 0's host prefixes (slot 1's is `<< 1`).
+    const HOSTS_FLAG: u32;
     fn id_key(slot: u8, addr: &Self::Addr) -> Self::IdKey;
     fn ct() -> &'static LruHashMap<Self::CtKey, CtValue>;
     fn frag() -> &'static LruHashMap<Self::FragKey, FragValue>;
@@ -98,6 +101,11 @@ impl Family for V4 {
     fn ids() -> &'static LpmTrie<IdKey4, IdentityValue> {
         &IDS4
     }
+    #[inline(always)]
+    fn hosts() -> &'static HashMap<IdKey4, IdentityValue> {
+        &HOSTS4
+    }
+    const HOSTS_FLAG: u32 = CFG_F_HOSTS4;
     #[inline(always)]
     fn id_key(slot: u8, addr: &[u8; 4]) -> IdKey4 {
         IdKey4 { slot, addr: *addr }
@@ -189,6 +197,11 @@ impl Family for V6 {
         &IDS6
     }
     #[inline(always)]
+    fn hosts() -> &'static HashMap<IdKey6, IdentityValue> {
+        &HOSTS6
+    }
+    const HOSTS_FLAG: u32 = CFG_F_HOSTS6;
+    #[inline(always)]
     fn id_key(slot: u8, addr: &[u8; 16]) -> IdKey6 {
         IdKey6 { slot, addr: *addr }
     }
@@ -277,34 +290,50 @@ fn now() -> u64 {
     unsafe { bpf_jiffies64() }
 }
 
+/// The identity of `addr` in policy slot `slot`: its host prefix if it has
+/// one (a hash probe, only when the slot has any), else the longest prefix in
+/// the trie, which holds every shorter prefix. The split is exact: a host
+/// prefix is the longest possible match.
+#[inline(always)]
+fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityValue> {
+    let key = F::id_key(slot, addr);
+    if flags & (F::HOSTS_FLAG << slot) != 0 {
+        // SAFETY: the value is copied out at once; the agent only replaces
+        // entries of the idle slot.
+        if let Some(v) = unsafe { F::hosts().get(&key) } {
+            return Some(*v);
+        }
+    }
+    F::ids().get(Key::new(SLOT_BITS + F::BITS, key)).copied()
+}
+
 /// Looks a (src, dst, proto, port) question up in the live policy. A denial
 /// says whether either side belongs to an audit-only group (then it passes).
 #[inline(always)]
 fn policy<F: Family>(
     gen: u32,
+    flags: u32,
     src: &F::Addr,
     dst: &F::Addr,
     proto: u8,
     port: u16,
 ) -> Result<RuleValue, bool> {
-    let ids = F::ids();
     // The live slot is the generation's parity (agent-common's Config docs).
     let slot = (gen & 1) as u8;
-    let bits = SLOT_BITS + F::BITS;
     let class = proto_class(proto);
-    let s = ids.get(Key::new(bits, F::id_key(slot, src))).ok_or(false)?;
+    let s = identity::<F>(flags, slot, src).ok_or(false)?;
     // Identities with no rule for this protocol are denied without further lookups:
-    // a SYN flood from addresses that may not talk TCP costs one trie walk
+    // a SYN flood from addresses that may not talk TCP costs one identity lookup
     // (unless some group is audit-only: then the destination's flag matters).
     if s.flags & id_flag_src(class) == 0 {
         if s.flags & ID_FLAG_ANY_AUDIT == 0 {
             return Err(false);
         }
-        let d = ids.get(Key::new(bits, F::id_key(slot, dst)));
+        let d = identity::<F>(flags, slot, dst);
         let dflags = d.map_or(0, |d| d.flags);
         return Err((s.flags | dflags) & ID_FLAG_AUDIT != 0);
     }
-    let Some(d) = ids.get(Key::new(bits, F::id_key(slot, dst))) else {
+    let Some(d) = identity::<F>(flags, slot, dst) else {
         return Err(s.flags & ID_FLAG_AUDIT != 0);
     };
     let audit = (s.flags | d.flags) & ID_FLAG_AUDIT != 0;
@@ -520,6 +549,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
     // while the packet is being judged.
     // SAFETY: a field of the CONFIG map value, read once.
     let gen = unsafe { core::ptr::read_volatile(&cfg.policy_gen) };
+    let flags = cfg.flags;
     if let Frag::Later(id) = ip.frag {
         let key = F::frag_key(&ip.src, &ip.dst, id, ip.frag_proto);
         return match F::frag().get_ptr(&key) {
@@ -586,7 +616,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
                     } else {
                         (a, b)
                     };
-                    let rule = match policy::<F>(gen, &osrc, &odst, l4.proto, e.orig_port) {
+                    let rule = match policy::<F>(gen, flags, &osrc, &odst, l4.proto, e.orig_port) {
                         Ok(rule) => rule,
                         Err(audit) => {
                             let _ = F::ct().remove(&key);
@@ -657,7 +687,7 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
         }
     }
 
-    let rule = match policy::<F>(gen, &ip.src, &ip.dst, l4.proto, l4.policy_port) {
+    let rule = match policy::<F>(gen, flags, &ip.src, &ip.dst, l4.proto, l4.policy_port) {
         Ok(rule) => rule,
         Err(audit) => {
             return deny::<F>(cfg, &key, src_is_b, ip, pkt, reason::DROP_POLICY, audit, t)

@@ -9,7 +9,8 @@ use std::{
 
 use agent_common::{
     map_names, prog_names, reason, Config, Counter, CtKey4, CtKey6, CtValue, IdKey4, IdKey6,
-    IdentityValue, RuleKey, RuleValue, COUNTER_SLOTS, MODE_AUDIT, MODE_ENFORCE, SLOT_BITS,
+    IdentityValue, RuleKey, RuleValue, CFG_F_HOSTS4, CFG_F_HOSTS6, CFG_F_HOSTS_ALL, COUNTER_SLOTS,
+    MODE_AUDIT, MODE_ENFORCE, SLOT_BITS,
 };
 use aya::{
     maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData, PerCpuArray},
@@ -415,7 +416,8 @@ impl Datapath {
             // first apply swaps in the new one.
             active_slot: previous.map_or(0, |c| c.active_slot),
             policy_gen: previous.map_or(0, |c| c.policy_gen),
-            flags: opts.counting.config_flags(),
+            // The live slot's host bits stay with the policy they describe.
+            flags: opts.counting.config_flags() | previous.map_or(0, |c| c.flags & CFG_F_HOSTS_ALL),
             tcp_syn_timeout: to_jiffies(t.tcp_syn, hz),
             tcp_established_timeout: to_jiffies(t.tcp_established, hz),
             tcp_close_timeout: to_jiffies(t.tcp_close, hz),
@@ -491,6 +493,9 @@ impl Datapath {
         let mut changes = 0;
 
         let slot = idle as u8;
+        // Host prefixes go to the hash, every shorter one to the trie.
+        let host4 = |n: &Ipv4Net| n.prefix_len() == 32;
+        let host6 = |n: &Ipv6Net| n.prefix_len() == 128;
         {
             let mut trie: LpmTrie<&mut MapData, IdKey4, IdentityValue> =
                 typed_map(&mut self.ebpf, map_names::IDS4)?;
@@ -501,7 +506,31 @@ impl Datapath {
                     IdKey4 { slot, addr },
                 )
             };
-            changes += sync(&have.ids4, &want.ids4, key, &mut trie, map_names::IDS4)?;
+            let keep = |n: &Ipv4Net| !host4(n);
+            changes += sync(
+                &have.ids4,
+                &want.ids4,
+                keep,
+                key,
+                &mut trie,
+                map_names::IDS4,
+            )?;
+        }
+        {
+            let mut hosts: HashMap<&mut MapData, IdKey4, IdentityValue> =
+                typed_map(&mut self.ebpf, map_names::HOSTS4)?;
+            let key = |net: &Ipv4Net| IdKey4 {
+                slot,
+                addr: net.network().octets(),
+            };
+            changes += sync(
+                &have.ids4,
+                &want.ids4,
+                host4,
+                key,
+                &mut hosts,
+                map_names::HOSTS4,
+            )?;
         }
         {
             let mut trie: LpmTrie<&mut MapData, IdKey6, IdentityValue> =
@@ -513,13 +542,65 @@ impl Datapath {
                     IdKey6 { slot, addr },
                 )
             };
-            changes += sync(&have.ids6, &want.ids6, key, &mut trie, map_names::IDS6)?;
+            let keep = |n: &Ipv6Net| !host6(n);
+            changes += sync(
+                &have.ids6,
+                &want.ids6,
+                keep,
+                key,
+                &mut trie,
+                map_names::IDS6,
+            )?;
+        }
+        {
+            let mut hosts: HashMap<&mut MapData, IdKey6, IdentityValue> =
+                typed_map(&mut self.ebpf, map_names::HOSTS6)?;
+            let key = |net: &Ipv6Net| IdKey6 {
+                slot,
+                addr: net.network().octets(),
+            };
+            changes += sync(
+                &have.ids6,
+                &want.ids6,
+                host6,
+                key,
+                &mut hosts,
+                map_names::HOSTS6,
+            )?;
         }
         {
             let mut trie: LpmTrie<&mut MapData, RuleKey, RuleValue> =
                 typed_map(&mut self.ebpf, map_names::RULES)?;
             let key = |(len, k): &(u32, RuleKey)| Key::new(*len, k.in_slot(slot));
-            changes += sync(&have.rules, &want.rules, key, &mut trie, map_names::RULES)?;
+            changes += sync(
+                &have.rules,
+                &want.rules,
+                |_| true,
+                key,
+                &mut trie,
+                map_names::RULES,
+            )?;
+        }
+        // The idle slot's host bits go live in a config update of their own,
+        // before the swap: a packet that sees the new slot sees its bits.
+        let idle_bits = (CFG_F_HOSTS4 | CFG_F_HOSTS6) << idle;
+        let bits = if want.ids4.keys().any(host4) {
+            CFG_F_HOSTS4 << idle
+        } else {
+            0
+        } | if want.ids6.keys().any(host6) {
+            CFG_F_HOSTS6 << idle
+        } else {
+            0
+        };
+        let flags = (self.config.flags & !idle_bits) | bits;
+        if flags != self.config.flags {
+            let pre = Config {
+                flags,
+                ..self.config
+            };
+            write_config(&mut self.ebpf, &pre)?;
+            self.config = pre;
         }
         self.slots[idle] = want;
         self.dirty[idle] = false;
@@ -544,7 +625,8 @@ impl Datapath {
         })
     }
 
-    /// Removes every trie entry of `slot` (after a failed write left it unknown).
+    /// Removes every trie and host entry of `slot` (after a failed write left
+    /// it unknown).
     fn clear_slot(&mut self, slot: u8) -> Result<()> {
         fn clear<K: Pod, V: Pod>(
             ebpf: &mut Ebpf,
@@ -558,8 +640,22 @@ impl Datapath {
             }
             Ok(())
         }
+        fn clear_hash<K: Pod, V: Pod>(
+            ebpf: &mut Ebpf,
+            name: &str,
+            in_slot: impl Fn(&K) -> bool,
+        ) -> Result<()> {
+            let mut hash: HashMap<&mut MapData, K, V> = typed_map(ebpf, name)?;
+            let keys: Vec<K> = hash.keys().filter_map(|k| k.ok()).collect();
+            for k in keys.iter().filter(|k| in_slot(k)) {
+                hash.remove(k).map_err(map_err(name))?;
+            }
+            Ok(())
+        }
         clear::<IdKey4, IdentityValue>(&mut self.ebpf, map_names::IDS4, |k| k.slot == slot)?;
         clear::<IdKey6, IdentityValue>(&mut self.ebpf, map_names::IDS6, |k| k.slot == slot)?;
+        clear_hash::<IdKey4, IdentityValue>(&mut self.ebpf, map_names::HOSTS4, |k| k.slot == slot)?;
+        clear_hash::<IdKey6, IdentityValue>(&mut self.ebpf, map_names::HOSTS6, |k| k.slot == slot)?;
         clear::<RuleKey, RuleValue>(&mut self.ebpf, map_names::RULES, |k| k.slot == slot)
     }
 
@@ -803,7 +899,12 @@ fn sized_loader<'a>(opts: &LoadOptions) -> EbpfLoader<'a> {
         loader.map_max_entries(n, opts.ct_max);
     }
     // Each trie holds two policies (the live one and the previous one).
-    for n in [map_names::IDS4, map_names::IDS6] {
+    for n in [
+        map_names::IDS4,
+        map_names::IDS6,
+        map_names::HOSTS4,
+        map_names::HOSTS6,
+    ] {
         loader.map_max_entries(n, opts.prefix_max.saturating_mul(2));
     }
     loader.map_max_entries(map_names::RULES, opts.rule_max.saturating_mul(2));
@@ -951,28 +1052,53 @@ pub fn read_counters<T: std::borrow::Borrow<MapData>>(
     Ok(rows)
 }
 
-/// Brings a trie from `have` to `want`: removes what is gone, writes what is new
-/// or changed.
+/// A map a policy slot is written into: the identity and rule tries, and the
+/// host-prefix hashes.
+trait SlotMap<K, V> {
+    fn put(&mut self, key: &K, value: &V) -> std::result::Result<(), aya::maps::MapError>;
+    fn del(&mut self, key: &K) -> std::result::Result<(), aya::maps::MapError>;
+}
+
+impl<K: Pod, V: Pod> SlotMap<Key<K>, V> for LpmTrie<&mut MapData, K, V> {
+    fn put(&mut self, key: &Key<K>, value: &V) -> std::result::Result<(), aya::maps::MapError> {
+        self.insert(key, value, 0)
+    }
+    fn del(&mut self, key: &Key<K>) -> std::result::Result<(), aya::maps::MapError> {
+        self.remove(key)
+    }
+}
+
+impl<K: Pod, V: Pod> SlotMap<K, V> for HashMap<&mut MapData, K, V> {
+    fn put(&mut self, key: &K, value: &V) -> std::result::Result<(), aya::maps::MapError> {
+        self.insert(key, value, 0)
+    }
+    fn del(&mut self, key: &K) -> std::result::Result<(), aya::maps::MapError> {
+        self.remove(key)
+    }
+}
+
+/// Brings the entries of `map` that `keep` selects from `have` to `want`:
+/// removes what is gone, writes what is new or changed.
 fn sync<N, K, V>(
     have: &StdHashMap<N, V>,
     want: &StdHashMap<N, V>,
-    key: impl Fn(&N) -> Key<K>,
-    trie: &mut LpmTrie<&mut MapData, K, V>,
+    keep: impl Fn(&N) -> bool,
+    key: impl Fn(&N) -> K,
+    map: &mut impl SlotMap<K, V>,
     name: &str,
 ) -> Result<usize>
 where
     N: Eq + Hash,
-    K: Pod,
-    V: Pod + PartialEq,
+    V: PartialEq,
 {
     let mut changes = 0;
-    for n in have.keys().filter(|n| !want.contains_key(*n)) {
-        trie.remove(&key(n)).map_err(map_err(name))?;
+    for n in have.keys().filter(|n| keep(n) && !want.contains_key(*n)) {
+        map.del(&key(n)).map_err(map_err(name))?;
         changes += 1;
     }
-    for (n, v) in want {
+    for (n, v) in want.iter().filter(|(n, _)| keep(n)) {
         if have.get(n) != Some(v) {
-            trie.insert(&key(n), *v, 0).map_err(map_err(name))?;
+            map.put(&key(n), v).map_err(map_err(name))?;
             changes += 1;
         }
     }
