@@ -24,7 +24,7 @@ pub mod map_names {
     pub const RULE_COUNTERS: &str = "RULE_COUNTERS";
     pub const STATS: &str = "STATS";
     pub const EVENTS: &str = "EVENTS";
-    pub const EVENT_BUCKET: &str = "EVENT_BUCKET";
+    pub const BUCKETS: &str = "BUCKETS";
     pub const RULE_NAMES: &str = "RULE_NAMES";
     pub const HOSTS4: &str = "HOSTS4";
     pub const HOSTS6: &str = "HOSTS6";
@@ -103,6 +103,13 @@ pub struct Config {
     pub event_burst: u64,
     /// CONFIG_HZ as measured by the agent, to turn jiffies into seconds.
     pub hz: u64,
+    /// New denied-flow records each CPU may create per second, and the
+    /// bucket's depth (0: no limit). Under a flood of new flows every record
+    /// would evict another within milliseconds, at the price of an LRU insert
+    /// and eviction per packet; past the limit the packet is still counted in
+    /// the aggregates (and on its flow, if that flow is already recorded).
+    pub record_rate: u64,
+    pub record_burst: u64,
 }
 
 // ---------------------------------------------------------------------------
@@ -467,10 +474,17 @@ pub mod stat {
     pub const EVENTS_RING_FULL: u32 = 7;
     /// Conntrack entries the agent's sweeper deleted (written by the agent).
     pub const CT_GC_REMOVED: u32 = 8;
-    pub const COUNT: u32 = 9;
+    /// New denied flows not recorded because the record rate was exceeded.
+    pub const DENIED_NOT_RECORDED: u32 = 9;
+    pub const COUNT: u32 = 10;
 }
 
-/// Per-CPU token bucket limiting verdict events.
+/// `BUCKETS` slot limiting verdict events.
+pub const BUCKET_EVENTS: u32 = 0;
+/// `BUCKETS` slot limiting new denied-flow records.
+pub const BUCKET_RECORDS: u32 = 1;
+
+/// Per-CPU token bucket limiting verdict events or denied-flow records.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenBucket {

@@ -86,7 +86,7 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 #[map]
-pub static EVENT_BUCKET: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(1, 0);
+pub static BUCKETS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(2, 0);
 
 /// Rule names by id, written by the agent for readers of the pinned maps; the
 /// datapath never reads it.

@@ -4,10 +4,11 @@ use agent_common::{
     ct_timeout, flow_counter_index, id_flag_dst, id_flag_src, proto_class, reason,
     rule_counter_index, stat, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache,
     FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue, VerdictEvent,
-    CFG_F_EVENTS_ALLOWED, CFG_F_FLOW_COUNTERS, CFG_F_HOSTS4, CFG_F_HOSTS6, CT_F_FIN_ORIG,
-    CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK, DENIED_F_AUDIT,
-    DENIED_F_ORIG_B, EVENT_VERDICT_AUDIT, EVENT_VERDICT_DROP, EVENT_VERDICT_PASS, FLOW_CACHE_SLOTS,
-    ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT, IPPROTO_TCP, MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
+    BUCKET_EVENTS, BUCKET_RECORDS, CFG_F_EVENTS_ALLOWED, CFG_F_FLOW_COUNTERS, CFG_F_HOSTS4,
+    CFG_F_HOSTS6, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN,
+    CT_F_SYNACK, DENIED_F_AUDIT, DENIED_F_ORIG_B, EVENT_VERDICT_AUDIT, EVENT_VERDICT_DROP,
+    EVENT_VERDICT_PASS, FLOW_CACHE_SLOTS, ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT, IPPROTO_TCP,
+    MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
 };
 use aya_ebpf::{
     helpers::bpf_jiffies64,
@@ -16,7 +17,7 @@ use aya_ebpf::{
 
 use crate::{
     maps::{
-        CONFIG, COUNTERS, CT4, CT6, DENIED4, DENIED6, EVENTS, EVENT_BUCKET, FLOWCACHE4, FLOWCACHE6,
+        BUCKETS, CONFIG, COUNTERS, CT4, CT6, DENIED4, DENIED6, EVENTS, FLOWCACHE4, FLOWCACHE6,
         FRAG4, FRAG6, HOSTS4, HOSTS6, IDS4, IDS6, RULES, RULE_COUNTERS, STATS,
     },
     parse::{
@@ -396,6 +397,30 @@ fn bump_stat(idx: u32) {
     }
 }
 
+/// Takes a token from this CPU's bucket `idx` (`rate` per second, at most
+/// `burst` saved up); false when it is empty.
+#[inline(always)]
+fn take_token(idx: u32, rate: u64, burst: u64, hz: u64, t: u64) -> bool {
+    let Some(b) = BUCKETS.get_ptr_mut(idx) else {
+        return false;
+    };
+    // SAFETY: this CPU's bucket.
+    let b = unsafe { &mut *b };
+    // Tokens are scaled by hz: one token costs hz, a jiffy refills `rate`.
+    // Rate and burst come from u32 flags and hz is at most 1000, so nothing
+    // below overflows (and no 128-bit multiply, which BPF lacks, is needed).
+    let cap = burst.wrapping_mul(hz);
+    let elapsed = t.saturating_sub(b.last).min(cap / rate + 1);
+    let tokens = (b.tokens + elapsed.wrapping_mul(rate)).min(cap);
+    b.last = t;
+    if tokens < hz {
+        b.tokens = tokens;
+        return false;
+    }
+    b.tokens = tokens - hz;
+    true
+}
+
 /// Sends a verdict event unless this CPU's token bucket is empty or the ring
 /// is full; both losses are counted.
 #[inline(always)]
@@ -403,24 +428,10 @@ fn send_event(cfg: &Config, t: u64, ev: VerdictEvent) {
     if cfg.event_rate == 0 {
         return;
     }
-    let Some(b) = EVENT_BUCKET.get_ptr_mut(0) else {
-        return;
-    };
-    // SAFETY: this CPU's bucket.
-    let b = unsafe { &mut *b };
-    // Tokens are scaled by hz: one event costs hz, a jiffy refills `rate`.
-    // Rate and burst come from u32 flags and hz is at most 1000, so nothing
-    // below overflows (and no 128-bit multiply, which BPF lacks, is needed).
-    let cap = cfg.event_burst.wrapping_mul(cfg.hz);
-    let elapsed = t.saturating_sub(b.last).min(cap / cfg.event_rate + 1);
-    let tokens = (b.tokens + elapsed.wrapping_mul(cfg.event_rate)).min(cap);
-    b.last = t;
-    if tokens < cfg.hz {
-        b.tokens = tokens;
+    if !take_token(BUCKET_EVENTS, cfg.event_rate, cfg.event_burst, cfg.hz, t) {
         bump_stat(stat::EVENTS_RATE_LIMITED);
         return;
     }
-    b.tokens = tokens - cfg.hz;
     match EVENTS.reserve::<VerdictEvent>(0) {
         Some(mut e) => {
             e.write(ev);
@@ -481,6 +492,12 @@ fn deny<F: Family>(
             if v.last_seen != t {
                 v.last_seen = t;
             }
+        } else if cfg.record_rate != 0
+            && !take_token(BUCKET_RECORDS, cfg.record_rate, cfg.record_burst, cfg.hz, t)
+        {
+            // A flood of new flows: the aggregates count it, the denied-flow
+            // map is not churned by it.
+            bump_stat(stat::DENIED_NOT_RECORDED);
         } else {
             let mut v = DeniedValue {
                 first_seen: t,

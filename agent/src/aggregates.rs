@@ -177,6 +177,8 @@ pub struct Bookkeeping {
     pub events_sent: u64,
     pub events_rate_limited: u64,
     pub events_ring_full: u64,
+    /// New denied flows counted but not recorded (record rate exceeded).
+    pub denied_not_recorded: u64,
 }
 
 pub fn read_stats(pinned: &Pinned) -> anyhow::Result<[u64; stat::COUNT as usize]> {
@@ -234,6 +236,7 @@ pub fn read_bookkeeping(pinned: &Pinned) -> anyhow::Result<Bookkeeping> {
         events_sent: s[stat::EVENTS_SENT as usize],
         events_rate_limited: s[stat::EVENTS_RATE_LIMITED as usize],
         events_ring_full: s[stat::EVENTS_RING_FULL as usize],
+        denied_not_recorded: s[stat::DENIED_NOT_RECORDED as usize],
     })
 }
 

@@ -15,6 +15,10 @@ pub struct CountingOptions {
     pub event_burst: u32,
     /// Send events for new allowed flows too, not only denied ones.
     pub events_allowed: bool,
+    /// New denied-flow records each CPU may create per second (0: no limit).
+    pub denied_flow_rate: u32,
+    /// Records a CPU may create at once above the rate.
+    pub denied_flow_burst: u32,
 }
 
 impl Default for CountingOptions {
@@ -25,9 +29,18 @@ impl Default for CountingOptions {
             event_rate: 100,
             event_burst: 200,
             events_allowed: false,
+            denied_flow_rate: DEFAULT_DENIED_FLOW_RATE,
+            denied_flow_burst: DEFAULT_DENIED_FLOW_BURST,
         }
     }
 }
+
+/// A flood of new denied flows would churn the whole denied-flow map every
+/// few milliseconds (an LRU insert and eviction per packet, several times the
+/// cost of the verdict itself); recording at most this many new flows per
+/// second per CPU keeps the map readable and the flood cheap.
+pub const DEFAULT_DENIED_FLOW_RATE: u32 = 5_000;
+pub const DEFAULT_DENIED_FLOW_BURST: u32 = 10_000;
 
 impl CountingOptions {
     /// The `Config::flags` bits these options set.
@@ -84,6 +97,14 @@ pub struct CountingArgs {
     /// Also send events for new allowed flows (`monitor --allowed` shows them).
     #[arg(long)]
     pub events_allowed: bool,
+    /// New denied flows each CPU may record per second (0: every one). Past
+    /// it, a flood is still counted in the aggregates (and on flows already
+    /// recorded) without churning the denied-flow map.
+    #[arg(long, default_value_t = DEFAULT_DENIED_FLOW_RATE)]
+    pub denied_flow_rate: u32,
+    /// New denied flows a CPU may record at once above the rate.
+    #[arg(long, default_value_t = DEFAULT_DENIED_FLOW_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub denied_flow_burst: u32,
     /// Add per-flow series for the N busiest flows to /metrics (at most 100).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
     pub metrics_top_flows: u64,
@@ -97,6 +118,8 @@ impl CountingArgs {
             event_rate: self.event_rate,
             event_burst: self.event_burst,
             events_allowed: self.events_allowed,
+            denied_flow_rate: self.denied_flow_rate,
+            denied_flow_burst: self.denied_flow_burst,
         }
     }
 }

@@ -429,6 +429,8 @@ impl Datapath {
             event_rate: opts.counting.event_rate.into(),
             event_burst: opts.counting.event_burst.into(),
             hz,
+            record_rate: opts.counting.denied_flow_rate.into(),
+            record_burst: opts.counting.denied_flow_burst.into(),
         };
         let mut dp = Self {
             ebpf,

@@ -139,6 +139,13 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
     ] {
         events.with_label_values(&[outcome]).inc_by(n);
     }
+    s.counter(
+        "denied_flows_not_recorded_total",
+        "New denied flows counted in the aggregates but not recorded per flow (--denied-flow-rate exceeded)",
+        &[],
+    )?
+    .with_label_values::<&str>(&[])
+    .inc_by(book.denied_not_recorded);
 
     let top = state.top_flows.min(TOP_FLOWS_MAX);
     if top > 0 {

@@ -45,6 +45,10 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         "events: {} sent, {} rate-limited, {} lost to a full ring",
         book.events_sent, book.events_rate_limited, book.events_ring_full
     );
+    println!(
+        "denied flows not recorded (--denied-flow-rate): {}",
+        book.denied_not_recorded
+    );
     Ok(())
 }
 

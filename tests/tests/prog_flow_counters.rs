@@ -47,6 +47,13 @@ impl Drop for PinnedDatapath {
 }
 
 fn load(flow_counters: bool) -> PinnedDatapath {
+    load_with(CountingOptions {
+        flow_counters,
+        ..CountingOptions::default()
+    })
+}
+
+fn load_with(counting: CountingOptions) -> PinnedDatapath {
     ensure_bpffs();
     let dir = PathBuf::from("/sys/fs/bpf").join(format!("netpol-test-flows-{}", unique_suffix()));
     let opts = LoadOptions {
@@ -54,10 +61,7 @@ fn load(flow_counters: bool) -> PinnedDatapath {
         prefix_max: 1024,
         rule_max: 16384,
         frag_max: 1024,
-        counting: CountingOptions {
-            flow_counters,
-            ..CountingOptions::default()
-        },
+        counting,
         ..LoadOptions::default()
     };
     // Pinned as the agent pins them, so the readers see what they see there.
@@ -222,4 +226,59 @@ fn denied_flows_are_recorded_and_counting_off_keeps_only_aggregates() {
             assert_eq!(denied, 0);
         }
     }
+}
+
+/// Under a flood of new denied flows only `--denied-flow-burst` (then
+/// `--denied-flow-rate` a second) get a record; every packet is still in the
+/// aggregates, and a recorded flow keeps counting.
+#[test]
+fn new_denied_flow_records_are_rate_limited_and_aggregates_stay_exact() {
+    if !require_root() {
+        return;
+    }
+    pin_to_one_cpu();
+    // One record a second, three at once: the ten SYNs below take well under
+    // the second a fourth token needs.
+    let p = load_with(CountingOptions {
+        denied_flow_rate: 1,
+        denied_flow_burst: 3,
+        ..CountingOptions::default()
+    });
+    let syn = |sport: u16| {
+        Packet::ip("10.9.0.1", "10.0.2.7")
+            .tcp(sport, 5432, TCP_SYN)
+            .build()
+    };
+    for sport in 42000..42010 {
+        assert_eq!(p.dp.xdp_test_run(&syn(sport), 1).unwrap().0, XDP_DROP);
+    }
+    // The first flow was recorded: its later packets count on it.
+    assert_eq!(p.dp.xdp_test_run(&syn(42000), 5).unwrap().0, XDP_DROP);
+
+    let pinned = Pinned::new(&p.dir);
+    let recorded: Vec<DeniedValue> = pinned
+        .lru::<CtKey4, DeniedValue>(map_names::DENIED4)
+        .unwrap()
+        .iter()
+        .map(|e| e.unwrap().1)
+        .collect();
+    assert_eq!(recorded.len(), 3, "the burst, no more: {recorded:?}");
+    let packets: Vec<u64> = recorded
+        .iter()
+        .map(|v| v.counters.iter().map(|c| c.packets).sum())
+        .collect();
+    assert!(
+        packets.contains(&6),
+        "first flow: 1 + 5 packets, {packets:?}"
+    );
+    let book = netpol_agent::aggregates::read_bookkeeping(&pinned).unwrap();
+    assert_eq!(book.denied_not_recorded, 7);
+    let dropped: u64 =
+        p.dp.counters()
+            .unwrap()
+            .iter()
+            .filter(|r| r.reason == "policy-denied")
+            .map(|r| r.packets)
+            .sum();
+    assert_eq!(dropped, 15, "every packet in the aggregates");
 }
