@@ -105,9 +105,9 @@ pub struct Config {
     pub hz: u64,
     /// New denied-flow records each CPU may create per second, and the
     /// bucket's depth (0: no limit). Under a flood of new flows every record
-    /// would evict another within milliseconds, at the price of an LRU insert
-    /// and eviction per packet; past the limit the packet is still counted in
-    /// the aggregates (and on its flow, if that flow is already recorded).
+    /// would evict another within milliseconds, at the price of a cold lookup,
+    /// an LRU insert and an eviction per packet; while the bucket is empty,
+    /// denied packets are counted in the aggregates only.
     pub record_rate: u64,
     pub record_burst: u64,
 }
@@ -474,7 +474,9 @@ pub mod stat {
     pub const EVENTS_RING_FULL: u32 = 7;
     /// Conntrack entries the agent's sweeper deleted (written by the agent).
     pub const CT_GC_REMOVED: u32 = 8;
-    /// New denied flows not recorded because the record rate was exceeded.
+    /// Denied packets counted in the aggregates only, because new denied
+    /// flows were arriving faster than `record_rate` (per-flow denied
+    /// counting pauses while that lasts).
     pub const DENIED_NOT_RECORDED: u32 = 9;
     pub const COUNT: u32 = 10;
 }

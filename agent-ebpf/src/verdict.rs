@@ -3,12 +3,12 @@
 use agent_common::{
     ct_timeout, flow_counter_index, id_flag_dst, id_flag_src, proto_class, reason,
     rule_counter_index, stat, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache,
-    FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue, VerdictEvent,
-    BUCKET_EVENTS, BUCKET_RECORDS, CFG_F_EVENTS_ALLOWED, CFG_F_FLOW_COUNTERS, CFG_F_HOSTS4,
-    CFG_F_HOSTS6, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN,
-    CT_F_SYNACK, DENIED_F_AUDIT, DENIED_F_ORIG_B, EVENT_VERDICT_AUDIT, EVENT_VERDICT_DROP,
-    EVENT_VERDICT_PASS, FLOW_CACHE_SLOTS, ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT, IPPROTO_TCP,
-    MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
+    FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue, TokenBucket,
+    VerdictEvent, BUCKET_EVENTS, BUCKET_RECORDS, CFG_F_EVENTS_ALLOWED, CFG_F_FLOW_COUNTERS,
+    CFG_F_HOSTS4, CFG_F_HOSTS6, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN,
+    CT_F_RST, CT_F_SYN, CT_F_SYNACK, DENIED_F_AUDIT, DENIED_F_ORIG_B, EVENT_VERDICT_AUDIT,
+    EVENT_VERDICT_DROP, EVENT_VERDICT_PASS, FLOW_CACHE_SLOTS, ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT,
+    IPPROTO_TCP, MODE_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
 };
 use aya_ebpf::{
     helpers::bpf_jiffies64,
@@ -397,13 +397,11 @@ fn bump_stat(idx: u32) {
     }
 }
 
-/// Takes a token from this CPU's bucket `idx` (`rate` per second, at most
-/// `burst` saved up); false when it is empty.
+/// This CPU's bucket `idx` (`rate` per second, at most `burst` saved up),
+/// refilled up to now.
 #[inline(always)]
-fn take_token(idx: u32, rate: u64, burst: u64, hz: u64, t: u64) -> bool {
-    let Some(b) = BUCKETS.get_ptr_mut(idx) else {
-        return false;
-    };
+fn refilled(idx: u32, rate: u64, burst: u64, hz: u64, t: u64) -> Option<&'static mut TokenBucket> {
+    let b = BUCKETS.get_ptr_mut(idx)?;
     // SAFETY: this CPU's bucket.
     let b = unsafe { &mut *b };
     // Tokens are scaled by hz: one token costs hz, a jiffy refills `rate`.
@@ -411,14 +409,21 @@ fn take_token(idx: u32, rate: u64, burst: u64, hz: u64, t: u64) -> bool {
     // below overflows (and no 128-bit multiply, which BPF lacks, is needed).
     let cap = burst.wrapping_mul(hz);
     let elapsed = t.saturating_sub(b.last).min(cap / rate + 1);
-    let tokens = (b.tokens + elapsed.wrapping_mul(rate)).min(cap);
+    b.tokens = (b.tokens + elapsed.wrapping_mul(rate)).min(cap);
     b.last = t;
-    if tokens < hz {
-        b.tokens = tokens;
-        return false;
+    Some(b)
+}
+
+/// Takes a token from this CPU's bucket `idx`; false when it is empty.
+#[inline(always)]
+fn take_token(idx: u32, rate: u64, burst: u64, hz: u64, t: u64) -> bool {
+    match refilled(idx, rate, burst, hz, t) {
+        Some(b) if b.tokens >= hz => {
+            b.tokens -= hz;
+            true
+        }
+        _ => false,
     }
-    b.tokens = tokens - hz;
-    true
 }
 
 /// Sends a verdict event unless this CPU's token bucket is empty or the ring
@@ -482,6 +487,21 @@ fn deny<F: Family>(
 ) -> Decision {
     let audit = audit || cfg.mode == MODE_AUDIT;
     if cfg.flags & CFG_F_FLOW_COUNTERS != 0 {
+        // While new denied flows arrive faster than they may be recorded (a
+        // flood from random sources), per-flow denied counting pauses: each
+        // packet would otherwise pay a lookup in a map too big to stay in
+        // cache, then an insert and an eviction. The aggregates count on.
+        let bucket = if cfg.record_rate != 0 {
+            match refilled(BUCKET_RECORDS, cfg.record_rate, cfg.record_burst, cfg.hz, t) {
+                Some(b) if b.tokens >= cfg.hz => Some(b),
+                _ => {
+                    bump_stat(stat::DENIED_NOT_RECORDED);
+                    return Err((why, audit));
+                }
+            }
+        } else {
+            None
+        };
         let idx = flow_counter_index(pkt.dir, src_is_b);
         if let Some(v) = F::denied().get_ptr_mut(key) {
             // SAFETY: map value pointer from a successful lookup.
@@ -492,13 +512,10 @@ fn deny<F: Family>(
             if v.last_seen != t {
                 v.last_seen = t;
             }
-        } else if cfg.record_rate != 0
-            && !take_token(BUCKET_RECORDS, cfg.record_rate, cfg.record_burst, cfg.hz, t)
-        {
-            // A flood of new flows: the aggregates count it, the denied-flow
-            // map is not churned by it.
-            bump_stat(stat::DENIED_NOT_RECORDED);
         } else {
+            if let Some(b) = bucket {
+                b.tokens -= cfg.hz;
+            }
             let mut v = DeniedValue {
                 first_seen: t,
                 last_seen: t,

@@ -97,9 +97,10 @@ pub struct CountingArgs {
     /// Also send events for new allowed flows (`monitor --allowed` shows them).
     #[arg(long)]
     pub events_allowed: bool,
-    /// New denied flows each CPU may record per second (0: every one). Past
-    /// it, a flood is still counted in the aggregates (and on flows already
-    /// recorded) without churning the denied-flow map.
+    /// New denied flows each CPU may record per second (0: every one). While
+    /// new denied flows come faster (a flood), denied packets are counted in
+    /// the aggregates only, without a lookup in (or churn of) the denied-flow
+    /// map.
     #[arg(long, default_value_t = DEFAULT_DENIED_FLOW_RATE)]
     pub denied_flow_rate: u32,
     /// New denied flows a CPU may record at once above the rate.

@@ -140,6 +140,9 @@ pub struct LoadOptions {
     pub frag_max: u32,
     /// Per-flow counters and verdict events.
     pub counting: crate::counting::CountingOptions,
+    /// Host prefixes of a family from which they go to the hash map instead
+    /// of the trie (`HOST_HASH_MIN`; tests lower it to cover both layouts).
+    pub host_hash_min: usize,
 }
 
 impl Default for LoadOptions {
@@ -152,6 +155,7 @@ impl Default for LoadOptions {
             rule_max: 1_048_576,
             frag_max: 8192,
             counting: Default::default(),
+            host_hash_min: HOST_HASH_MIN,
         }
     }
 }
@@ -163,7 +167,16 @@ struct SlotContents {
     ids4: StdHashMap<Ipv4Net, IdentityValue>,
     ids6: StdHashMap<Ipv6Net, IdentityValue>,
     rules: StdHashMap<(u32, RuleKey), RuleValue>,
+    /// The host prefixes of this slot live in the hash maps (not the tries).
+    hash4: bool,
+    hash6: bool,
 }
+
+/// Host prefixes of one family that move them from the trie to the hash map.
+/// A probe of the hash costs a cache miss on its bucket array whatever it
+/// holds (about as much as a walk of a trie with this many host routes), so
+/// a policy with fewer keeps them in the trie and the datapath skips the probe.
+pub const HOST_HASH_MIN: usize = 1024;
 
 /// The two links enforcing one interface. Dropping them closes our handles
 /// only: pinned links stay attached until their pins are removed.
@@ -212,6 +225,7 @@ pub struct Datapath {
     /// Maps created beside a pinned one they replace; re-pinned by `commit_pins`.
     repins: Vec<Repin>,
     foreign: Vec<PathBuf>,
+    host_hash_min: usize,
 }
 
 /// What one policy swap did.
@@ -443,6 +457,7 @@ impl Datapath {
             pins,
             repins,
             foreign,
+            host_hash_min: opts.host_hash_min.max(1),
         };
         write_config(&mut dp.ebpf, &dp.config)?;
         Ok(dp)
@@ -477,6 +492,8 @@ impl Datapath {
         // before anything reaches here; an insert that still fails leaves the
         // slot marked dirty and the live policy untouched.
         let idle = (1 - self.config.active_slot) as usize;
+        let is_host4 = |n: &Ipv4Net| n.prefix_len() == 32;
+        let is_host6 = |n: &Ipv6Net| n.prefix_len() == 128;
         let want = SlotContents {
             ids4: compiled.ids_v4.iter().copied().collect(),
             ids6: compiled.ids_v6.iter().copied().collect(),
@@ -485,6 +502,10 @@ impl Datapath {
                 .iter()
                 .map(|(len, key, value)| ((*len, *key), *value))
                 .collect(),
+            hash4: compiled.ids_v4.iter().filter(|(n, _)| is_host4(n)).count()
+                >= self.host_hash_min,
+            hash6: compiled.ids_v6.iter().filter(|(n, _)| is_host6(n)).count()
+                >= self.host_hash_min,
         };
         let started = Instant::now();
         let mut have = std::mem::take(&mut self.slots[idle]);
@@ -495,9 +516,14 @@ impl Datapath {
         let mut changes = 0;
 
         let slot = idle as u8;
-        // Host prefixes go to the hash, every shorter one to the trie.
-        let host4 = |n: &Ipv4Net| n.prefix_len() == 32;
-        let host6 = |n: &Ipv6Net| n.prefix_len() == 128;
+        // Where each side put an entry: host prefixes in the hash when that
+        // policy has enough of them, everything else in the trie.
+        let (h4, w4) = (have.hash4, want.hash4);
+        let (h6, w6) = (have.hash6, want.hash6);
+        let in_hash4 = |hash: bool| move |n: &Ipv4Net| hash && is_host4(n);
+        let in_hash6 = |hash: bool| move |n: &Ipv6Net| hash && is_host6(n);
+        let in_trie4 = |hash: bool| move |n: &Ipv4Net| !(hash && is_host4(n));
+        let in_trie6 = |hash: bool| move |n: &Ipv6Net| !(hash && is_host6(n));
         {
             let mut trie: LpmTrie<&mut MapData, IdKey4, IdentityValue> =
                 typed_map(&mut self.ebpf, map_names::IDS4)?;
@@ -508,11 +534,9 @@ impl Datapath {
                     IdKey4 { slot, addr },
                 )
             };
-            let keep = |n: &Ipv4Net| !host4(n);
             changes += sync(
-                &have.ids4,
-                &want.ids4,
-                keep,
+                (&have.ids4, in_trie4(h4)),
+                (&want.ids4, in_trie4(w4)),
                 key,
                 &mut trie,
                 map_names::IDS4,
@@ -526,9 +550,8 @@ impl Datapath {
                 addr: net.network().octets(),
             };
             changes += sync(
-                &have.ids4,
-                &want.ids4,
-                host4,
+                (&have.ids4, in_hash4(h4)),
+                (&want.ids4, in_hash4(w4)),
                 key,
                 &mut hosts,
                 map_names::HOSTS4,
@@ -544,11 +567,9 @@ impl Datapath {
                     IdKey6 { slot, addr },
                 )
             };
-            let keep = |n: &Ipv6Net| !host6(n);
             changes += sync(
-                &have.ids6,
-                &want.ids6,
-                keep,
+                (&have.ids6, in_trie6(h6)),
+                (&want.ids6, in_trie6(w6)),
                 key,
                 &mut trie,
                 map_names::IDS6,
@@ -562,9 +583,8 @@ impl Datapath {
                 addr: net.network().octets(),
             };
             changes += sync(
-                &have.ids6,
-                &want.ids6,
-                host6,
+                (&have.ids6, in_hash6(h6)),
+                (&want.ids6, in_hash6(w6)),
                 key,
                 &mut hosts,
                 map_names::HOSTS6,
@@ -575,9 +595,8 @@ impl Datapath {
                 typed_map(&mut self.ebpf, map_names::RULES)?;
             let key = |(len, k): &(u32, RuleKey)| Key::new(*len, k.in_slot(slot));
             changes += sync(
-                &have.rules,
-                &want.rules,
-                |_| true,
+                (&have.rules, |_: &(u32, RuleKey)| true),
+                (&want.rules, |_: &(u32, RuleKey)| true),
                 key,
                 &mut trie,
                 map_names::RULES,
@@ -586,15 +605,8 @@ impl Datapath {
         // The idle slot's host bits go live in a config update of their own,
         // before the swap: a packet that sees the new slot sees its bits.
         let idle_bits = (CFG_F_HOSTS4 | CFG_F_HOSTS6) << idle;
-        let bits = if want.ids4.keys().any(host4) {
-            CFG_F_HOSTS4 << idle
-        } else {
-            0
-        } | if want.ids6.keys().any(host6) {
-            CFG_F_HOSTS6 << idle
-        } else {
-            0
-        };
+        let bits = if want.hash4 { CFG_F_HOSTS4 << idle } else { 0 }
+            | if want.hash6 { CFG_F_HOSTS6 << idle } else { 0 };
         let flags = (self.config.flags & !idle_bits) | bits;
         if flags != self.config.flags {
             let pre = Config {
@@ -1079,12 +1091,13 @@ impl<K: Pod, V: Pod> SlotMap<K, V> for HashMap<&mut MapData, K, V> {
     }
 }
 
-/// Brings the entries of `map` that `keep` selects from `have` to `want`:
-/// removes what is gone, writes what is new or changed.
+/// Brings `map` from holding the entries of `have` that its predicate puts
+/// there to holding those of `want` (an entry may move between maps: a host
+/// prefix between trie and hash): removes what is gone, writes what is new
+/// or changed.
 fn sync<N, K, V>(
-    have: &StdHashMap<N, V>,
-    want: &StdHashMap<N, V>,
-    keep: impl Fn(&N) -> bool,
+    have: (&StdHashMap<N, V>, impl Fn(&N) -> bool),
+    want: (&StdHashMap<N, V>, impl Fn(&N) -> bool),
     key: impl Fn(&N) -> K,
     map: &mut impl SlotMap<K, V>,
     name: &str,
@@ -1093,13 +1106,17 @@ where
     N: Eq + Hash,
     V: PartialEq,
 {
+    let ((have, had), (want, wants)) = (have, want);
     let mut changes = 0;
-    for n in have.keys().filter(|n| keep(n) && !want.contains_key(*n)) {
+    for n in have
+        .keys()
+        .filter(|n| had(n) && !(wants(n) && want.contains_key(*n)))
+    {
         map.del(&key(n)).map_err(map_err(name))?;
         changes += 1;
     }
-    for (n, v) in want.iter().filter(|(n, _)| keep(n)) {
-        if have.get(n) != Some(v) {
+    for (n, v) in want.iter().filter(|(n, _)| wants(n)) {
+        if !(had(n) && have.get(n) == Some(v)) {
             map.put(&key(n), v).map_err(map_err(name))?;
             changes += 1;
         }

@@ -141,7 +141,7 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
     }
     s.counter(
         "denied_flows_not_recorded_total",
-        "New denied flows counted in the aggregates but not recorded per flow (--denied-flow-rate exceeded)",
+        "Denied packets counted in the aggregates only, while new denied flows came faster than --denied-flow-rate",
         &[],
     )?
     .with_label_values::<&str>(&[])

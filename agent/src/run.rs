@@ -36,6 +36,7 @@ fn load_options(args: &RunArgs) -> LoadOptions {
         rule_max: args.limits.rule_max,
         frag_max: args.limits.frag_max,
         counting: args.counting.options(),
+        ..LoadOptions::default()
     }
 }
 

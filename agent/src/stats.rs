@@ -46,7 +46,7 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         book.events_sent, book.events_rate_limited, book.events_ring_full
     );
     println!(
-        "denied flows not recorded (--denied-flow-rate): {}",
+        "denied packets not counted per flow (--denied-flow-rate): {}",
         book.denied_not_recorded
     );
     Ok(())

@@ -1307,8 +1307,13 @@ enum Failure {
 
 impl Harness {
     fn new() -> Self {
-        let dp = Datapath::load(&LoadOptions::default())
-            .unwrap_or_else(|e| panic!("loading the datapath: {:#}", anyhow::Error::from(e)));
+        // Policies with one host prefix of a family keep it in the trie, with
+        // two or more in the hash: successive policies move them both ways.
+        let dp = Datapath::load(&LoadOptions {
+            host_hash_min: 2,
+            ..LoadOptions::default()
+        })
+        .unwrap_or_else(|e| panic!("loading the datapath: {:#}", anyhow::Error::from(e)));
         Self {
             dp,
             used: HashSet::new(),
@@ -1560,6 +1565,7 @@ fn fresh_datapath() -> Datapath {
     Datapath::load(&LoadOptions {
         ct_max: 4096,
         frag_max: 1024,
+        host_hash_min: 2,
         ..LoadOptions::default()
     })
     .unwrap_or_else(|e| panic!("loading the datapath: {:#}", anyhow::Error::from(e)))
