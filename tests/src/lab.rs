@@ -123,27 +123,23 @@ impl Lab {
         node.sysctl("net.ipv4.ip_forward", "1");
         node.sysctl("net.ipv6.conf.all.forwarding", "1");
 
-        let mut endpoints = BTreeMap::new();
-        let mut pods = BTreeMap::new();
-        let mut node_ifaces = Vec::new();
-
+        let mut lab = Lab {
+            node,
+            remote,
+            pods: BTreeMap::new(),
+            node_ifaces: Vec::new(),
+            endpoints: BTreeMap::new(),
+        };
         for &(name, host_if, v4, v6) in PODS {
-            let label: String = name.chars().filter(|c| c.is_alphanumeric()).collect();
-            let pod = Arc::new(Netns::new(&label));
-            quiet_defaults(&pod);
-            wire_pod(&node, &pod, host_if, v4, v6);
-            node_ifaces.push(host_if.to_string());
-            endpoints.insert(
-                name,
-                Endpoint {
-                    name,
-                    ns: pod.clone(),
-                    v4: v4.parse().unwrap(),
-                    v6: Some(v6.parse().unwrap()),
-                },
-            );
-            pods.insert(name, pod);
+            lab.add_pod(name, host_if, v4, v6, None);
         }
+        let Lab {
+            node,
+            remote,
+            pods,
+            mut node_ifaces,
+            mut endpoints,
+        } = lab;
 
         wire_uplink(&node, &remote);
         node_ifaces.push(UPLINK.to_string());
@@ -217,7 +213,7 @@ impl Lab {
         let label: String = name.chars().filter(|c| c.is_alphanumeric()).collect();
         let pod = Arc::new(Netns::new(&label));
         quiet_defaults(&pod);
-        wire_pod_mtu(&self.node, &pod, host_if, v4, v6, mtu);
+        wire_pod(&self.node, &pod, host_if, v4, v6, mtu);
         self.node_ifaces.push(host_if.to_string());
         self.endpoints.insert(
             name,
@@ -266,11 +262,7 @@ fn quiet_defaults(ns: &Netns) {
 
 /// Creates the pod's veth with both ends born in their namespaces (nothing
 /// passes through the root namespace), then applies Calico-style routing.
-fn wire_pod(node: &Netns, pod: &Netns, host_if: &str, v4: &str, v6: &str) {
-    wire_pod_mtu(node, pod, host_if, v4, v6, None)
-}
-
-fn wire_pod_mtu(node: &Netns, pod: &Netns, host_if: &str, v4: &str, v6: &str, mtu: Option<u32>) {
+fn wire_pod(node: &Netns, pod: &Netns, host_if: &str, v4: &str, v6: &str, mtu: Option<u32>) {
     let mtu = mtu.map(|m| m.to_string());
     let mtu_args: Vec<&str> = mtu.iter().flat_map(|m| ["mtu", m.as_str()]).collect();
     let mut add = vec!["link", "add", host_if];
