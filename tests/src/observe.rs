@@ -50,10 +50,15 @@ pub fn http_ok(ns: &Netns, path: &str) -> String {
 
 /// Runs `netpol-agent ARGS --pin-path <agent's>` and parses its JSON output.
 pub fn cli_json(agent: &AgentProcess, args: &[&str]) -> serde_json::Value {
+    cli_json_at(agent.pin_path(), args)
+}
+
+/// `cli_json` on a pin directory, which may outlive the agents that used it.
+pub fn cli_json_at(pin_path: &std::path::Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new(agent_bin())
         .args(args)
         .arg("--pin-path")
-        .arg(agent.pin_path())
+        .arg(pin_path)
         .output()
         .expect("run netpol-agent");
     assert!(

@@ -322,18 +322,10 @@ type Counters = BTreeMap<(String, String, String), u64>;
 
 /// `netpol-agent stats --json`: packets by (direction, verdict, reason).
 fn counters(agent: &AgentProcess) -> Counters {
-    let out = Command::new(agent_bin())
-        .args(["stats", "--json", "--pin-path"])
-        .arg(agent.pin_path())
-        .output()
-        .expect("run netpol-agent stats");
-    assert!(
-        out.status.success(),
-        "netpol-agent stats failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> =
-        serde_json::from_slice(&out.stdout).expect("stats --json output is a JSON array");
+    let rows = netpol_tests::observe::cli_json(agent, &["stats", "--json"]);
+    let rows = rows
+        .as_array()
+        .expect("stats --json output is a JSON array");
     rows.iter()
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();

@@ -15,6 +15,7 @@ use std::{
 };
 
 use netpol_agent::linkinfo;
+use netpol_tests::observe::cli_json_at;
 use netpol_tests::{
     agent_bin, check, check_all, connect_from, require_root, serve, AgentProcess, Edge, Family::V4,
     Lab, Mode, Proto::Tcp, ALLOWED_TIMEOUT, DENIED_TIMEOUT,
@@ -124,38 +125,32 @@ impl Drop for SteadyTraffic {
 
 /// Packets the agent's counters say passed (from its pinned maps).
 fn passed(pins: &Path) -> u64 {
-    let out = std::process::Command::new(agent_bin())
-        .args(["stats", "--json", "--pin-path"])
-        .arg(pins)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stats: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    rows.iter()
-        .filter(|r| r["verdict"] == "pass")
+    pass_rows(pins)
+        .iter()
         .map(|r| r["packets"].as_u64().unwrap())
         .sum()
 }
 
 /// Packets passed per rule name (from the agent's pinned maps).
 fn per_rule(pins: &Path) -> std::collections::BTreeMap<String, u64> {
-    let out = std::process::Command::new(agent_bin())
-        .args(["stats", "--json", "--pin-path"])
-        .arg(pins)
-        .output()
-        .unwrap();
-    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     let mut by = std::collections::BTreeMap::new();
-    for r in rows.iter().filter(|r| r["verdict"] == "pass") {
+    for r in pass_rows(pins) {
         if let Some(rule) = r["rule"].as_str().filter(|s| !s.is_empty()) {
             *by.entry(rule.to_owned()).or_default() += r["packets"].as_u64().unwrap();
         }
     }
     by
+}
+
+/// The `pass` rows of `stats --json`.
+fn pass_rows(pins: &Path) -> Vec<serde_json::Value> {
+    let rows = cli_json_at(pins, &["stats", "--json"]);
+    rows.as_array()
+        .expect("stats --json is an array")
+        .iter()
+        .filter(|r| r["verdict"] == "pass")
+        .cloned()
+        .collect()
 }
 
 /// The example policy with its files loaded in reverse order, so every rule

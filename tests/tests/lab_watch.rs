@@ -152,12 +152,7 @@ fn configmap_swap_reloads_and_revokes() {
     check(&lab, &edges[1], ALLOWED_TIMEOUT)
         .unwrap_or_else(|e| panic!("gateway -> ledger-a:50051 must still work: {e}"));
 
-    let stats = std::process::Command::new(netpol_tests::agent_bin())
-        .args(["stats", "--json", "--pin-path"])
-        .arg(agent.pin_path())
-        .output()
-        .unwrap();
-    let stats = String::from_utf8_lossy(&stats.stdout);
+    let stats = netpol_tests::observe::cli_json(&agent, &["stats", "--json"]).to_string();
     assert!(
         stats.contains("\"revoked\""),
         "the cut flow must be counted as revoked:\n{stats}"
