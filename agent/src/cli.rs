@@ -5,8 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::datapath::Mode;
+use crate::datapath::{CountingOptions, Mode, DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE};
 use crate::policy::{self, CapacityError, CompileError, LockoutRefused, PolicyErrors};
+use crate::telemetry::{flows::FlowFilter, http::DEFAULT_LISTEN};
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netpol-agent";
 pub const DEFAULT_PREFIX_MAX: u32 = 262_144;
@@ -65,7 +66,7 @@ pub enum Command {
     Flows(FlowsArgs),
     /// Follow a running agent's verdict events (new denied flows, and new
     /// allowed flows with --allowed), one line each.
-    Monitor(crate::monitor::MonitorArgs),
+    Monitor(MonitorArgs),
     /// Remove every program, link and map the agent pinned: enforcement stops
     /// (stop the agent first; SIGTERM alone leaves enforcement in place).
     Uninstall(UninstallArgs),
@@ -115,7 +116,7 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 30)]
     pub gc_interval_secs: u64,
     #[command(flatten)]
-    pub counting: crate::counting::CountingArgs,
+    pub counting: CountingArgs,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -234,7 +235,7 @@ pub struct FlowsArgs {
     #[arg(long)]
     pub watch: Option<u64>,
     #[command(flatten)]
-    pub filter: crate::flows::FlowFilter,
+    pub filter: FlowFilter,
 }
 
 /// A command used wrongly in a way clap cannot see (e.g. an IPv4 source with
@@ -289,6 +290,74 @@ pub const MIN_TIMEOUT_SECS: u64 = 3;
 
 fn min_timeout() -> clap::builder::RangedU64ValueParser<u64> {
     clap::value_parser!(u64).range(MIN_TIMEOUT_SECS..)
+}
+
+/// `run` flags for per-flow counting, events and the endpoint.
+#[derive(clap::Args, Debug, Clone)]
+pub struct CountingArgs {
+    /// Address and port of the HTTP endpoint (/metrics, /flows, /events,
+    /// /healthz, /readyz, /status).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub listen: std::net::SocketAddr,
+    /// Keep only the aggregate counters, no per-flow packets and bytes (and
+    /// then no denied-flow events).
+    #[arg(long)]
+    pub no_flow_counters: bool,
+    /// Denied flows remembered per address family (LRU: a flood evicts the
+    /// oldest; the aggregates still count every packet).
+    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
+    pub denied_flow_max: u32,
+    /// Verdict events each CPU may send per second (0: none).
+    #[arg(long, default_value_t = 100)]
+    pub event_rate: u32,
+    /// Events a CPU may send at once above the rate.
+    #[arg(long, default_value_t = 200)]
+    pub event_burst: u32,
+    /// Also send events for new allowed flows (`monitor --allowed` shows them).
+    #[arg(long)]
+    pub events_allowed: bool,
+    /// New denied flows each CPU may record per second (0: every one). While
+    /// new denied flows come faster (a flood), denied packets are counted in
+    /// the aggregates only, without a lookup in (or churn of) the denied-flow
+    /// map.
+    #[arg(long, default_value_t = DEFAULT_DENIED_FLOW_RATE)]
+    pub denied_flow_rate: u32,
+    /// New denied flows a CPU may record at once above the rate.
+    #[arg(long, default_value_t = DEFAULT_DENIED_FLOW_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub denied_flow_burst: u32,
+    /// Add per-flow series for the N busiest flows to /metrics (at most 100).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
+    pub metrics_top_flows: u64,
+}
+
+impl CountingArgs {
+    pub fn options(&self) -> CountingOptions {
+        CountingOptions {
+            flow_counters: !self.no_flow_counters,
+            denied_flow_max: self.denied_flow_max,
+            event_rate: self.event_rate,
+            event_burst: self.event_burst,
+            events_allowed: self.events_allowed,
+            denied_flow_rate: self.denied_flow_rate,
+            denied_flow_burst: self.denied_flow_burst,
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct MonitorArgs {
+    /// The agent's endpoint (its --listen).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub endpoint: String,
+    /// Show new allowed flows too (the agent must run with --events-allowed).
+    #[arg(long)]
+    pub allowed: bool,
+    /// Print the events as JSON lines.
+    #[arg(long)]
+    pub json: bool,
+    /// Stop after this many events.
+    #[arg(long)]
+    pub count: Option<usize>,
 }
 
 #[cfg(test)]

@@ -1,33 +1,25 @@
 //! netpol-agent: loads the XDP/TC enforcement programs, compiles policy files
 //! into their maps and reports what they decided.
+//!
+//! Layers, each importing only those listed before it (`cargo xtask lint`
+//! checks this):
+//! - `policy`: policy files to map contents, in plain Rust (no kernel).
+//! - `bpffs`, `host`: the pin directory, and the node (interfaces, link and
+//!   address events, the policy directory).
+//! - `datapath`: the eBPF object, its maps and links (uses `policy`, `bpffs`).
+//! - `telemetry`: counters, flows, events, status and the HTTP endpoint
+//!   (reads `datapath`, `bpffs`, `policy`).
+//! - `cli`, `commands`, `daemon`: the command line and what each command
+//!   does; `daemon` is `run`'s long-lived agent. Nothing imports them.
 
-pub mod adopt;
-pub mod aggregates;
-pub mod check;
+pub mod bpffs;
 pub mod cli;
-pub mod counting;
-pub mod ct_gc;
+pub mod commands;
+pub mod daemon;
 pub mod datapath;
-pub mod events;
-pub mod explain;
-pub mod flows;
-pub mod hostaddrs;
-pub mod http;
-pub mod ifaces;
-pub mod instance;
-pub mod linkinfo;
-pub mod linkwatch;
-pub mod metrics;
-pub mod monitor;
-pub mod pin;
-pub mod pinned;
+pub mod host;
 pub mod policy;
-pub mod rule_ids;
-pub mod run;
-pub mod stats;
-pub mod status;
-pub mod uninstall;
-pub mod watch;
+pub mod telemetry;
 
 /// The eBPF object holding the enforcement programs, built by build.rs.
 pub static NETPOL_EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/netpol"));

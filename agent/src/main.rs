@@ -12,32 +12,28 @@
 //! The mapping lives in `netpol_agent::cli` (`exit_code`, `error_lines`) so it
 //! is unit-tested; any `PolicyErrors` in an error's chain means 2.
 use clap::Parser as _;
-use netpol_agent::cli::{self, Cli, Command};
+use netpol_agent::{
+    cli::{self, Cli, Command},
+    commands,
+};
 
 fn main() -> std::process::ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(anyhow::Error::from)
-            .and_then(|rt| rt.block_on(netpol_agent::run::run(args)))
-            .map(|()| cli::EXIT_OK),
-        Command::Check(args) => netpol_agent::check::check(&args).map(|()| cli::EXIT_OK),
-        Command::Explain(args) => netpol_agent::explain::explain(&args).map(|allowed| {
+        Command::Run(args) => commands::run::run(args).map(|()| cli::EXIT_OK),
+        Command::Check(args) => commands::check::check(&args).map(|()| cli::EXIT_OK),
+        Command::Explain(args) => commands::explain::explain(&args).map(|allowed| {
             if allowed {
                 cli::EXIT_OK
             } else {
                 cli::EXIT_DENIED
             }
         }),
-        Command::Stats(args) => netpol_agent::stats::stats(&args).map(|()| cli::EXIT_OK),
-        Command::Uninstall(args) => {
-            netpol_agent::uninstall::uninstall(&args).map(|()| cli::EXIT_OK)
-        }
-        Command::Flows(args) => netpol_agent::stats::flows(&args).map(|()| cli::EXIT_OK),
-        Command::Monitor(args) => netpol_agent::monitor::monitor(&args).map(|()| cli::EXIT_OK),
+        Command::Stats(args) => commands::stats::stats(&args).map(|()| cli::EXIT_OK),
+        Command::Uninstall(args) => commands::uninstall::uninstall(&args).map(|()| cli::EXIT_OK),
+        Command::Flows(args) => commands::flows::flows(&args).map(|()| cli::EXIT_OK),
+        Command::Monitor(args) => commands::monitor::monitor(&args).map(|()| cli::EXIT_OK),
     };
     match result {
         Ok(code) => code.into(),

@@ -14,7 +14,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netpol_agent::linkinfo;
+use netpol_agent::bpffs::linkinfo;
 use netpol_tests::observe::cli_json_at;
 use netpol_tests::{
     agent_bin, check, check_all, connect_from, require_root, serve, AgentProcess, Edge, Family::V4,

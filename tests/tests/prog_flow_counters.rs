@@ -7,13 +7,13 @@
 use std::path::PathBuf;
 
 use agent_common::{map_names, CtKey4, CtValue, DeniedValue};
-use netpol_agent::aggregates::RuleInfo;
-use netpol_agent::counting::CountingOptions;
+use netpol_agent::bpffs::PinLayout;
+use netpol_agent::bpffs::Pinned;
+use netpol_agent::datapath::CountingOptions;
+use netpol_agent::datapath::RuleInfo;
 use netpol_agent::datapath::{Datapath, LoadOptions};
-use netpol_agent::flows::{read_flows, FlowRecord};
-use netpol_agent::pin::PinLayout;
-use netpol_agent::pinned::Pinned;
 use netpol_agent::policy::{compile, merge, parse_str, CompileOptions};
+use netpol_agent::telemetry::flows::{read_flows, FlowRecord};
 use netpol_tests::netns::unique_suffix;
 use netpol_tests::packet::{Packet, TCP_ACK, TCP_FIN, TCP_SYN};
 use netpol_tests::{ensure_bpffs, require_root};
@@ -269,7 +269,7 @@ fn new_denied_flow_records_are_rate_limited_and_aggregates_stay_exact() {
         .map(|v| v.counters.iter().map(|c| c.packets).sum())
         .collect();
     assert_eq!(packets, [1, 1, 1], "one packet each, recorded: {packets:?}");
-    let book = netpol_agent::aggregates::read_bookkeeping(&pinned).unwrap();
+    let book = netpol_agent::telemetry::aggregates::read_bookkeeping(&pinned).unwrap();
     assert_eq!(book.denied_not_recorded, 12, "7 new flows and 5 packets");
     let dropped: u64 =
         p.dp.counters()

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use agent_common::reason::{self, *};
-use netpol_agent::ct_gc;
+use netpol_agent::datapath::ct_gc;
 use netpol_agent::datapath::{Datapath, LoadOptions, Mode, Timeouts};
 use netpol_agent::policy::{compile, merge, parse_str, CompileOptions, Compiled};
 use netpol_tests::packet::{

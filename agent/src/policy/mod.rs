@@ -1,5 +1,5 @@
 //! Policy files: parsing (with file/line/column positions) and compilation into
-//! identity and rule map entries. The semantics are design.md section 2.
+//! identity and rule map entries. The semantics are docs/design.md section 2.
 //!
 //! - `yaml`: YAML text to a tree with positions (keeps repeated keys).
 //! - `parse`: one file's tree to a `PolicyFile`; `cidr`, `ports`: the scalars.
@@ -7,7 +7,7 @@
 //! - `identity`, `compile`: a `Policy` to map contents.
 //! - `evaluate`: the datapath's lookups over compiled maps, in plain Rust.
 //! - `k8s`: Kubernetes NetworkPolicy documents, read into the same model.
-//! - `explain`: every rule judged on its own against a packet (`explain`).
+//! - `trace`: every rule judged on its own against a packet (`explain`).
 //! - `limits`, `lockout`: whether a policy fits the maps, and whether
 //!   enforcing it would cut off the workloads or the node.
 
@@ -15,7 +15,6 @@ mod cidr;
 mod compile;
 mod error;
 mod evaluate;
-mod explain;
 mod identity;
 mod k8s;
 mod limits;
@@ -25,6 +24,7 @@ mod model;
 mod parse;
 mod ports;
 mod suggest;
+mod trace;
 mod yaml;
 
 #[cfg(test)]
@@ -36,10 +36,6 @@ pub use compile::{
 };
 pub use error::{CompileError, Origin, PolicyError, PolicyErrors, Pos};
 pub use evaluate::{evaluate, identity_of, lookup_rule};
-pub use explain::{
-    check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
-    RuleCheck, Side,
-};
 pub use identity::IdentityInfo;
 pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNOTATION};
 pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
@@ -54,3 +50,7 @@ pub use model::{
 };
 pub use parse::parse_str;
 pub use ports::{blocks as port_blocks, parse as parse_port};
+pub use trace::{
+    check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
+    RuleCheck, Side,
+};

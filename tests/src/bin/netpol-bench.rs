@@ -12,8 +12,7 @@ use aya::{
 };
 use clap::Parser;
 use netpol_agent::{
-    counting::CountingOptions,
-    datapath::{Datapath, LoadOptions},
+    datapath::{CountingOptions, Datapath, LoadOptions},
     policy::{self, CompileOptions, Group, Policy},
 };
 use netpol_tests::bench_frames as frames;

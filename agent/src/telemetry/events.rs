@@ -6,7 +6,8 @@ use agent_common::{map_names, reason, VerdictEvent, EVENT_VERDICT_AUDIT, EVENT_V
 use log::warn;
 use tokio::io::unix::AsyncFd;
 
-use crate::{aggregates::RuleInfo, flows::proto_name, status::AgentState};
+use super::{flows::proto_name, status::AgentState};
+use crate::datapath::RuleInfo;
 
 /// One event as `/events` sends it (one JSON object per line).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]

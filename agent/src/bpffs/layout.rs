@@ -24,40 +24,11 @@ use std::{
 use agent_common::LAYOUT_VERSION;
 use log::{info, warn};
 
-use crate::linkinfo;
+use super::linkinfo;
 
-const BPFFS: &str = "/sys/fs/bpf";
-const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 const MAPS_PREFIX: &str = "maps-v";
 const PROGS: &str = "progs";
 const LINKS: &str = "links";
-
-fn is_bpffs(path: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid C string and out-pointer.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == BPF_FS_MAGIC }
-}
-
-/// Mounts bpffs at /sys/fs/bpf unless something already is.
-pub fn ensure_bpffs() -> io::Result<()> {
-    if is_bpffs(Path::new(BPFFS)) {
-        return Ok(());
-    }
-    std::fs::create_dir_all(BPFFS)?;
-    let status = std::process::Command::new("mount")
-        .args(["-t", "bpf", "bpf", BPFFS])
-        .status()?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(io::Error::other(format!(
-            "mount -t bpf bpf {BPFFS}: {status}"
-        )))
-    }
-}
 
 /// Which end of an interface a link enforces.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

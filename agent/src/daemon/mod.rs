@@ -6,15 +6,12 @@ use log::{error, info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::{
+    bpffs::{PinLayout, Pinned},
     cli::RunArgs,
     datapath::{Datapath, LoadOptions, Timeouts},
-    hostaddrs, ifaces,
-    linkwatch::LinkWatch,
-    pin::PinLayout,
-    pinned::Pinned,
+    host::{dirwatch::DirWatch, hostaddrs, ifaces, linkwatch::LinkWatch},
     policy::{self, CompileOptions},
-    status::AgentState,
-    watch::DirWatch,
+    telemetry::status::AgentState,
     READY_MARKER,
 };
 
@@ -133,10 +130,10 @@ fn reconcile(dp: &mut Datapath, patterns: &[String], strict: bool) -> anyhow::Re
 }
 
 /// The interfaces enforced now, for /status and the metrics.
-fn attached_status(dp: &Datapath) -> Vec<crate::status::Attached> {
+fn attached_status(dp: &Datapath) -> Vec<crate::telemetry::status::Attached> {
     dp.attachments()
         .into_iter()
-        .map(|a| crate::status::Attached {
+        .map(|a| crate::telemetry::status::Attached {
             interface: a.iface,
             xdp_mode: a.xdp_mode.to_owned(),
         })
@@ -156,7 +153,7 @@ async fn start_observability(
     args: &RunArgs,
     compiled: &policy::Compiled,
     gen: u32,
-    attached: Vec<crate::status::Attached>,
+    attached: Vec<crate::telemetry::status::Attached>,
 ) -> anyhow::Result<std::sync::Arc<AgentState>> {
     let mode = match args.mode {
         crate::datapath::Mode::Enforce => "enforce",
@@ -173,10 +170,10 @@ async fn start_observability(
         s.policy_generation = gen;
         s.attached = attached;
     });
-    crate::http::serve(args.counting.listen, state.clone()).await?;
+    crate::telemetry::http::serve(args.counting.listen, state.clone()).await?;
     let events = state.clone();
     tokio::spawn(async move {
-        if let Err(e) = crate::events::consume(events).await {
+        if let Err(e) = crate::telemetry::events::consume(events).await {
             warn!("verdict events stopped: {e:#}");
         }
     });
@@ -215,11 +212,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
     let _instance = tokio::select! {
-        g = crate::instance::acquire(&args.pin_path) => g.context("taking the pin directory")?,
+        g = crate::bpffs::lock::acquire(&args.pin_path) => g.context("taking the pin directory")?,
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
-    crate::pin::ensure_bpffs().context("mounting bpffs")?;
+    crate::bpffs::ensure_bpffs().context("mounting bpffs")?;
     let pins = PinLayout::new(&args.pin_path);
     let (mut dp, adoption) = Datapath::load_pinned(&load_options(&args), &pins).context(
         "loading the eBPF programs (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \
@@ -243,15 +240,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .iter()
         .any(|m| m == agent_common::map_names::RULE_NAMES)
     {
-        match crate::aggregates::rule_names(&crate::pinned::Pinned::new(&args.pin_path)) {
-            Ok(names) => crate::rule_ids::StableRuleIds::seeded(&names),
+        match crate::datapath::rule_names(&crate::bpffs::Pinned::new(&args.pin_path)) {
+            Ok(names) => crate::datapath::StableRuleIds::seeded(&names),
             Err(e) => {
                 warn!("reading the rule ids an earlier agent gave: {e:#}; numbering afresh");
-                crate::rule_ids::StableRuleIds::default()
+                crate::datapath::StableRuleIds::default()
             }
         }
     } else {
-        crate::rule_ids::StableRuleIds::default()
+        crate::datapath::StableRuleIds::default()
     };
     rule_ids.renumber(&mut compiled);
     // The new policy goes live before the links switch programs, so the

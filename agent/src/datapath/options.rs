@@ -1,6 +1,10 @@
 //! What the datapath counts per flow and how many verdict events it may send:
 //! the options `run` passes to `Datapath::load`.
+use std::time::Duration;
+
 use agent_common::{CFG_F_EVENTS_ALLOWED, CFG_F_FLOW_COUNTERS};
+
+use super::slots::HOST_HASH_MIN;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CountingOptions {
@@ -56,6 +60,76 @@ impl CountingOptions {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Drop what the policy does not allow.
+    Enforce,
+    /// Count what would be dropped; drop nothing.
+    Audit,
+}
+
+/// Conntrack idle timeouts.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub tcp_syn: Duration,
+    pub tcp_established: Duration,
+    pub tcp_close: Duration,
+    pub udp: Duration,
+    pub icmp: Duration,
+    pub other: Duration,
+    pub fragment: Duration,
+}
+
+impl Default for Timeouts {
+    // Cilium's defaults, which operators of this kind of agent expect.
+    fn default() -> Self {
+        Self {
+            tcp_syn: Duration::from_secs(60),
+            tcp_established: Duration::from_secs(6 * 3600),
+            tcp_close: Duration::from_secs(10),
+            udp: Duration::from_secs(60),
+            icmp: Duration::from_secs(30),
+            other: Duration::from_secs(60),
+            fragment: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub mode: Mode,
+    pub timeouts: Timeouts,
+    /// Entries per conntrack map (IPv4 and IPv6 each).
+    pub ct_max: u32,
+    /// Prefixes per identity trie (IPv4 and IPv6 each, per slot).
+    pub prefix_max: u32,
+    /// Entries per rule trie (per slot).
+    pub rule_max: u32,
+    /// Pending first fragments tracked (per family).
+    pub frag_max: u32,
+    /// Per-flow counters and verdict events.
+    pub counting: crate::datapath::CountingOptions,
+    /// Host prefixes of a family from which they go to the hash map instead
+    /// of the trie (`HOST_HASH_MIN`; tests lower it to cover both layouts).
+    pub host_hash_min: usize,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Enforce,
+            timeouts: Timeouts::default(),
+            ct_max: 262_144,
+            prefix_max: 262_144,
+            rule_max: 1_048_576,
+            frag_max: 8192,
+            counting: Default::default(),
+            host_hash_min: HOST_HASH_MIN,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,57 +144,5 @@ mod tests {
             ..on
         };
         assert_eq!(off.config_flags(), CFG_F_EVENTS_ALLOWED);
-    }
-}
-
-/// `run` flags for per-flow counting, events and the endpoint.
-#[derive(clap::Args, Debug, Clone)]
-pub struct CountingArgs {
-    /// Address and port of the HTTP endpoint (/metrics, /flows, /events,
-    /// /healthz, /readyz, /status).
-    #[arg(long, default_value = crate::http::DEFAULT_LISTEN)]
-    pub listen: std::net::SocketAddr,
-    /// Keep only the aggregate counters, no per-flow packets and bytes (and
-    /// then no denied-flow events).
-    #[arg(long)]
-    pub no_flow_counters: bool,
-    /// Denied flows remembered per address family (LRU: a flood evicts the
-    /// oldest; the aggregates still count every packet).
-    #[arg(long, default_value_t = 16_384, value_parser = clap::value_parser!(u32).range(1..))]
-    pub denied_flow_max: u32,
-    /// Verdict events each CPU may send per second (0: none).
-    #[arg(long, default_value_t = 100)]
-    pub event_rate: u32,
-    /// Events a CPU may send at once above the rate.
-    #[arg(long, default_value_t = 200)]
-    pub event_burst: u32,
-    /// Also send events for new allowed flows (`monitor --allowed` shows them).
-    #[arg(long)]
-    pub events_allowed: bool,
-    /// New denied flows each CPU may record per second (0: every one). While
-    /// new denied flows come faster (a flood), denied packets are counted in
-    /// the aggregates only, without a lookup in (or churn of) the denied-flow
-    /// map.
-    #[arg(long, default_value_t = DEFAULT_DENIED_FLOW_RATE)]
-    pub denied_flow_rate: u32,
-    /// New denied flows a CPU may record at once above the rate.
-    #[arg(long, default_value_t = DEFAULT_DENIED_FLOW_BURST, value_parser = clap::value_parser!(u32).range(1..))]
-    pub denied_flow_burst: u32,
-    /// Add per-flow series for the N busiest flows to /metrics (at most 100).
-    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=100))]
-    pub metrics_top_flows: u64,
-}
-
-impl CountingArgs {
-    pub fn options(&self) -> CountingOptions {
-        CountingOptions {
-            flow_counters: !self.no_flow_counters,
-            denied_flow_max: self.denied_flow_max,
-            event_rate: self.event_rate,
-            event_burst: self.event_burst,
-            events_allowed: self.events_allowed,
-            denied_flow_rate: self.denied_flow_rate,
-            denied_flow_burst: self.denied_flow_burst,
-        }
     }
 }

@@ -6,8 +6,8 @@ use std::fmt::Write as _;
 
 use anyhow::Context as _;
 
+use super::check;
 use crate::{
-    check,
     cli::{ExplainArgs, UsageError},
     policy::{self, CompileOptions, Explanation, Packet, RuleCheck, Side},
 };

@@ -6,7 +6,7 @@
 //! `--metrics-top-flows` busiest flows (hard cap 100).
 use prometheus::{Encoder as _, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
 
-use crate::{
+use super::{
     aggregates::{read_bookkeeping, read_rows},
     flows::{read_flows, FlowFilter},
     status::AgentState,

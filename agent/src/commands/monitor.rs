@@ -8,23 +8,7 @@ use std::{
 
 use anyhow::{bail, Context as _};
 
-use crate::events::EventRecord;
-
-#[derive(clap::Args, Debug)]
-pub struct MonitorArgs {
-    /// The agent's endpoint (its --listen).
-    #[arg(long, default_value = crate::http::DEFAULT_LISTEN)]
-    pub endpoint: String,
-    /// Show new allowed flows too (the agent must run with --events-allowed).
-    #[arg(long)]
-    pub allowed: bool,
-    /// Print the events as JSON lines.
-    #[arg(long)]
-    pub json: bool,
-    /// Stop after this many events.
-    #[arg(long)]
-    pub count: Option<usize>,
-}
+use crate::{cli::MonitorArgs, telemetry::events::EventRecord};
 
 /// Reads an HTTP/1.1 response body that may be chunked.
 struct Body<R> {

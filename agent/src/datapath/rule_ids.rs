@@ -29,7 +29,7 @@ impl StableRuleIds {
     /// Ids an earlier agent gave (its published rule names, by id), so a
     /// restarted agent credits the per-rule counters it adopted to the same
     /// rules even if the policy was reordered meanwhile.
-    pub fn seeded(names: &[crate::aggregates::RuleInfo]) -> Self {
+    pub fn seeded(names: &[crate::datapath::RuleInfo]) -> Self {
         let mut ids = Self::default();
         for (id, r) in names.iter().enumerate().skip(1) {
             if !r.name.is_empty() {
@@ -74,7 +74,7 @@ impl StableRuleIds {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregates::RuleInfo;
+    use crate::datapath::RuleInfo;
 
     #[test]
     fn seeded_ids_follow_the_names_an_earlier_agent_published() {

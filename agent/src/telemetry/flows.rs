@@ -15,8 +15,8 @@ use aya::Pod;
 use ipnet::IpNet;
 
 use crate::{
-    aggregates::RuleInfo,
-    pinned::{kernel_jiffies, Pinned},
+    bpffs::{kernel_jiffies, Pinned},
+    datapath::RuleInfo,
 };
 
 /// Packets one endpoint sent to the other, judged at one hook.

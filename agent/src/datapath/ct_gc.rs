@@ -61,7 +61,7 @@ pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config, now: u64) -> Result<usize, ay
         removed += sweep(&mut m, |k, v| ct_expired(k, v));
     }
     // Readers tell sweeper deletions from LRU evictions by this count.
-    if let Err(e) = crate::aggregates::note_gc_removed(ebpf, removed) {
+    if let Err(e) = crate::datapath::note_gc_removed(ebpf, removed) {
         log::warn!("recording conntrack sweeper deletions: {e:#}");
     }
     let frag_expired = |v: &FragValue| now.saturating_sub(v.seen) >= cfg.frag_timeout;
@@ -74,4 +74,15 @@ pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config, now: u64) -> Result<usize, ay
         removed += sweep(&mut m, |_, v| frag_expired(v));
     }
     Ok(removed)
+}
+
+use super::{error::map_err, Datapath};
+
+impl Datapath {
+    /// Deletes expired conntrack and fragment entries; returns how many.
+    pub fn collect_expired(&mut self) -> super::error::Result<usize> {
+        let now = self.jiffies()?;
+        let cfg = self.config;
+        collect(&mut self.ebpf, &cfg, now).map_err(map_err("conntrack"))
+    }
 }

@@ -4,7 +4,8 @@ use std::sync::{Mutex, RwLock};
 
 use tokio::sync::broadcast;
 
-use crate::{aggregates::RuleInfo, events::EventRecord, pinned::Pinned};
+use super::events::EventRecord;
+use crate::{bpffs::Pinned, datapath::RuleInfo};
 
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Attached {
@@ -73,7 +74,7 @@ impl AgentState {
     /// Publishes the live policy's rule names (to the pinned map for the CLI
     /// and here for events).
     pub fn set_rules(&self, compiled: &crate::policy::Compiled) -> anyhow::Result<()> {
-        crate::aggregates::publish_rule_names(&self.pinned, compiled)?;
+        crate::datapath::publish_rule_names(&self.pinned, compiled)?;
         let rules = compiled
             .rule_names
             .iter()

@@ -1,10 +1,10 @@
 //! `netpol-agent uninstall`: takes enforcement off the node.
 use anyhow::{bail, Context as _};
 
-use crate::{cli::UninstallArgs, pin};
+use crate::{bpffs::layout as pin, cli::UninstallArgs};
 
 pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
-    if crate::instance::running(&args.pin_path) {
+    if crate::bpffs::lock::running(&args.pin_path) {
         bail!(
             "a netpol-agent is running on {}: stop it first (stopping it leaves \
              enforcement in place; uninstall then removes it)",

@@ -14,7 +14,7 @@ use axum::{
 use log::{info, warn};
 use tokio::{net::TcpListener, sync::broadcast};
 
-use crate::{
+use super::{
     flows::{read_flows, FlowFilter},
     status::AgentState,
 };
@@ -62,7 +62,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 async fn metrics(State(state): State<Arc<AgentState>>) -> Response {
-    match blocking(move || crate::metrics::render(&state)).await {
+    match blocking(move || crate::telemetry::metrics::render(&state)).await {
         Ok(text) => ([(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)], text).into_response(),
         Err(r) => r,
     }

@@ -1,14 +1,11 @@
-//! `netpol-agent stats` and `netpol-agent flows`: the verdict counters of a
-//! running agent, read from its pinned maps.
-use std::time::Duration;
-
-use anyhow::Context as _;
+//! `netpol-agent stats`: the verdict counters of a running agent, read from
+//! its pinned maps.
 
 use crate::{
-    aggregates::{read_bookkeeping, read_rows, rule_names},
-    cli::{FlowsArgs, StatsArgs},
-    flows::{read_flows, table},
-    pinned::Pinned,
+    bpffs::Pinned,
+    cli::StatsArgs,
+    datapath::rule_names,
+    telemetry::aggregates::{read_bookkeeping, read_rows},
 };
 
 pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
@@ -50,30 +47,4 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         book.denied_not_recorded
     );
     Ok(())
-}
-
-pub fn flows(args: &FlowsArgs) -> anyhow::Result<()> {
-    let pinned = Pinned::new(&args.pin_path);
-    loop {
-        let rules = rule_names(&pinned)?;
-        let flows = args
-            .filter
-            .apply(read_flows(&pinned, &rules)?)
-            .map_err(|e| crate::cli::UsageError(format!("--{e}")))?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&flows)?);
-        } else {
-            if args.watch.is_some() {
-                // Clear the screen, like watch(1).
-                print!("\x1b[H\x1b[2J");
-            }
-            print!("{}", table(&flows));
-        }
-        let Some(secs) = args.watch else {
-            return Ok(());
-        };
-        std::thread::sleep(Duration::from_secs(secs.max(1)));
-        // Keep going until interrupted; a vanished agent ends the watch.
-        rule_names(&pinned).context("the agent is gone")?;
-    }
 }

@@ -26,7 +26,7 @@ impl Pinned {
     }
 
     fn open(&self, name: &str) -> anyhow::Result<MapData> {
-        let path = crate::pin::PinLayout::new(&self.dir).map(name);
+        let path = crate::bpffs::PinLayout::new(&self.dir).map(name);
         MapData::from_pin(&path).with_context(|| {
             format!(
                 "opening {} (is the agent running with --pin-path {}?)",

@@ -1,0 +1,38 @@
+//! `netpol-agent flows`: the flows a running agent tracks (conntrack and the
+//! denied-flow maps), read from its pinned maps.
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::{
+    bpffs::Pinned,
+    cli::{FlowsArgs, UsageError},
+    datapath::rule_names,
+    telemetry::flows::{read_flows, table},
+};
+
+pub fn flows(args: &FlowsArgs) -> anyhow::Result<()> {
+    let pinned = Pinned::new(&args.pin_path);
+    loop {
+        let rules = rule_names(&pinned)?;
+        let flows = args
+            .filter
+            .apply(read_flows(&pinned, &rules)?)
+            .map_err(|e| UsageError(format!("--{e}")))?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&flows)?);
+        } else {
+            if args.watch.is_some() {
+                // Clear the screen, like watch(1).
+                print!("\x1b[H\x1b[2J");
+            }
+            print!("{}", table(&flows));
+        }
+        let Some(secs) = args.watch else {
+            return Ok(());
+        };
+        std::thread::sleep(Duration::from_secs(secs.max(1)));
+        // Keep going until interrupted; a vanished agent ends the watch.
+        rule_names(&pinned).context("the agent is gone")?;
+    }
+}

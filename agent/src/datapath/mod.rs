@@ -1,0 +1,70 @@
+//! The kernel side as userspace sees it: load the eBPF object, size its maps,
+//! swap compiled policy in, attach to interfaces, read counters.
+//!
+//! - `options`: what `run` asks for (mode, timeouts, map sizes, counting).
+//! - `load`: the object, its maps sized and adopted from earlier pins.
+//! - `slots`: the two policy slots and the atomic swap between them.
+//! - `attach`: XDP and TCX links per interface, adopted or new, pinned.
+//! - `clock`, `ct_gc`: the kernel's jiffies and the conntrack sweeper.
+//! - `counters`, `rule_names`, `rule_ids`: verdict counters and the rule ids
+//!   they are kept by, stable across reloads.
+//! - `test_run`: BPF_PROG_TEST_RUN for tests and benchmarks.
+//! - `error`, `handles`: typed errors and typed access to maps and programs.
+mod attach;
+mod clock;
+mod counters;
+pub mod ct_gc;
+mod error;
+mod handles;
+mod load;
+mod options;
+mod rule_ids;
+mod rule_names;
+mod slots;
+mod test_run;
+
+pub use attach::Attachment;
+pub use counters::{fold_rule_counters, note_gc_removed, read_counters, sum_counters, CounterRow};
+pub use error::DatapathError;
+pub use load::Adoption;
+pub use options::{
+    CountingOptions, LoadOptions, Mode, Timeouts, DEFAULT_DENIED_FLOW_BURST,
+    DEFAULT_DENIED_FLOW_RATE,
+};
+pub use rule_ids::StableRuleIds;
+pub use rule_names::{publish_rule_names, rule_names, RuleInfo, RULE_IDS};
+pub use slots::{ApplyStats, HOST_HASH_MIN};
+
+use std::path::PathBuf;
+
+use agent_common::Config;
+use aya::Ebpf;
+
+use crate::bpffs::{PinLayout, Repin};
+use attach::IfaceLinks;
+use slots::SlotContents;
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    slots: [SlotContents; 2],
+    /// A slot whose write failed midway: its map contents are unknown, so the
+    /// next write clears it first instead of diffing.
+    dirty: [bool; 2],
+    config: Config,
+    links: std::collections::BTreeMap<String, IfaceLinks>,
+    pins: Option<PinLayout>,
+    /// Maps created beside a pinned one they replace; re-pinned by `commit_pins`.
+    repins: Vec<Repin>,
+    foreign: Vec<PathBuf>,
+    host_hash_min: usize,
+}
+
+impl Datapath {
+    pub fn config(&self) -> Config {
+        self.config
+    }
+
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+}

@@ -1,0 +1,306 @@
+//! The two policy slots: the idle one is rewritten with only what differs
+//! from what it held, then one array write makes it live, so no packet sees
+//! a mix of two policies.
+use std::{
+    collections::HashMap as StdHashMap,
+    hash::Hash,
+    time::{Duration, Instant},
+};
+
+use agent_common::{
+    map_names, Config, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue, CFG_F_HOSTS4,
+    CFG_F_HOSTS6, SLOT_BITS,
+};
+use aya::{
+    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData},
+    Ebpf, Pod,
+};
+use ipnet::{Ipv4Net, Ipv6Net};
+
+use crate::policy::Compiled;
+
+use super::{error::*, handles::*, load::*, Datapath};
+
+/// What one slot of the policy maps holds, so the next swap writes only the
+/// difference.
+#[derive(Default)]
+pub(super) struct SlotContents {
+    ids4: StdHashMap<Ipv4Net, IdentityValue>,
+    ids6: StdHashMap<Ipv6Net, IdentityValue>,
+    pub(super) rules: StdHashMap<(u32, RuleKey), RuleValue>,
+    /// The host prefixes of this slot live in the hash maps (not the tries).
+    hash4: bool,
+    hash6: bool,
+}
+
+/// Host prefixes of one family that move them from the trie to the hash map.
+/// A probe of the hash costs a cache miss on its bucket array whatever it
+/// holds (about as much as a walk of a trie with this many host routes), so
+/// a policy with fewer keeps them in the trie and the datapath skips the probe.
+pub const HOST_HASH_MIN: usize = 1024;
+
+/// What one policy swap did.
+#[derive(Clone, Copy, Debug)]
+pub struct ApplyStats {
+    pub generation: u32,
+    /// Trie entries written or removed in the idle slot.
+    pub changes: usize,
+    /// Writing the idle slot.
+    pub write: Duration,
+    /// Making it live (one array update).
+    pub swap: Duration,
+}
+
+impl Datapath {
+    /// Makes `compiled` the live policy: writes the idle slot (only what differs
+    /// from the policy it held before), then flips the active slot and bumps the
+    /// generation in one array write, so no packet sees a mix of two policies.
+    pub fn apply(&mut self, compiled: &Compiled) -> Result<u32> {
+        self.apply_timed(compiled).map(|s| s.generation)
+    }
+
+    /// `apply`, reporting what it wrote and how long the write and the swap took.
+    pub fn apply_timed(&mut self, compiled: &Compiled) -> Result<ApplyStats> {
+        // Sizes are checked against the map limits by policy::check_capacity
+        // before anything reaches here; an insert that still fails leaves the
+        // slot marked dirty and the live policy untouched.
+        let idle = (1 - self.config.active_slot) as usize;
+        let is_host4 = |n: &Ipv4Net| n.prefix_len() == 32;
+        let is_host6 = |n: &Ipv6Net| n.prefix_len() == 128;
+        let want = SlotContents {
+            ids4: compiled.ids_v4.iter().copied().collect(),
+            ids6: compiled.ids_v6.iter().copied().collect(),
+            rules: compiled
+                .rules
+                .iter()
+                .map(|(len, key, value)| ((*len, *key), *value))
+                .collect(),
+            hash4: compiled.ids_v4.iter().filter(|(n, _)| is_host4(n)).count()
+                >= self.host_hash_min,
+            hash6: compiled.ids_v6.iter().filter(|(n, _)| is_host6(n)).count()
+                >= self.host_hash_min,
+        };
+        let started = Instant::now();
+        let mut have = std::mem::take(&mut self.slots[idle]);
+        if std::mem::replace(&mut self.dirty[idle], true) {
+            self.clear_slot(idle as u8)?;
+            have = SlotContents::default();
+        }
+        let mut changes = 0;
+
+        let slot = idle as u8;
+        // Where each side put an entry: host prefixes in the hash when that
+        // policy has enough of them, everything else in the trie.
+        let (h4, w4) = (have.hash4, want.hash4);
+        let (h6, w6) = (have.hash6, want.hash6);
+        let in_hash4 = |hash: bool| move |n: &Ipv4Net| hash && is_host4(n);
+        let in_hash6 = |hash: bool| move |n: &Ipv6Net| hash && is_host6(n);
+        let in_trie4 = |hash: bool| move |n: &Ipv4Net| !(hash && is_host4(n));
+        let in_trie6 = |hash: bool| move |n: &Ipv6Net| !(hash && is_host6(n));
+        {
+            let mut trie: LpmTrie<&mut MapData, IdKey4, IdentityValue> =
+                typed_map(&mut self.ebpf, map_names::IDS4)?;
+            let key = |net: &Ipv4Net| {
+                let addr = net.network().octets();
+                Key::new(
+                    SLOT_BITS + u32::from(net.prefix_len()),
+                    IdKey4 { slot, addr },
+                )
+            };
+            changes += sync(
+                (&have.ids4, in_trie4(h4)),
+                (&want.ids4, in_trie4(w4)),
+                key,
+                &mut trie,
+                map_names::IDS4,
+            )?;
+        }
+        {
+            let mut hosts: HashMap<&mut MapData, IdKey4, IdentityValue> =
+                typed_map(&mut self.ebpf, map_names::HOSTS4)?;
+            let key = |net: &Ipv4Net| IdKey4 {
+                slot,
+                addr: net.network().octets(),
+            };
+            changes += sync(
+                (&have.ids4, in_hash4(h4)),
+                (&want.ids4, in_hash4(w4)),
+                key,
+                &mut hosts,
+                map_names::HOSTS4,
+            )?;
+        }
+        {
+            let mut trie: LpmTrie<&mut MapData, IdKey6, IdentityValue> =
+                typed_map(&mut self.ebpf, map_names::IDS6)?;
+            let key = |net: &Ipv6Net| {
+                let addr = net.network().octets();
+                Key::new(
+                    SLOT_BITS + u32::from(net.prefix_len()),
+                    IdKey6 { slot, addr },
+                )
+            };
+            changes += sync(
+                (&have.ids6, in_trie6(h6)),
+                (&want.ids6, in_trie6(w6)),
+                key,
+                &mut trie,
+                map_names::IDS6,
+            )?;
+        }
+        {
+            let mut hosts: HashMap<&mut MapData, IdKey6, IdentityValue> =
+                typed_map(&mut self.ebpf, map_names::HOSTS6)?;
+            let key = |net: &Ipv6Net| IdKey6 {
+                slot,
+                addr: net.network().octets(),
+            };
+            changes += sync(
+                (&have.ids6, in_hash6(h6)),
+                (&want.ids6, in_hash6(w6)),
+                key,
+                &mut hosts,
+                map_names::HOSTS6,
+            )?;
+        }
+        {
+            let mut trie: LpmTrie<&mut MapData, RuleKey, RuleValue> =
+                typed_map(&mut self.ebpf, map_names::RULES)?;
+            let key = |(len, k): &(u32, RuleKey)| Key::new(*len, k.in_slot(slot));
+            changes += sync(
+                (&have.rules, |_: &(u32, RuleKey)| true),
+                (&want.rules, |_: &(u32, RuleKey)| true),
+                key,
+                &mut trie,
+                map_names::RULES,
+            )?;
+        }
+        // The idle slot's host bits go live in a config update of their own,
+        // before the swap: a packet that sees the new slot sees its bits.
+        let idle_bits = (CFG_F_HOSTS4 | CFG_F_HOSTS6) << idle;
+        let bits = if want.hash4 { CFG_F_HOSTS4 << idle } else { 0 }
+            | if want.hash6 { CFG_F_HOSTS6 << idle } else { 0 };
+        let flags = (self.config.flags & !idle_bits) | bits;
+        if flags != self.config.flags {
+            let pre = Config {
+                flags,
+                ..self.config
+            };
+            write_config(&mut self.ebpf, &pre)?;
+            self.config = pre;
+        }
+        self.slots[idle] = want;
+        self.dirty[idle] = false;
+        let write = started.elapsed();
+
+        let swap_started = Instant::now();
+        let next = Config {
+            active_slot: idle as u32,
+            policy_gen: self.config.policy_gen.wrapping_add(1),
+            ..self.config
+        };
+        debug_assert_eq!(next.active_slot, next.policy_gen & 1);
+        // Only a config the kernel accepted becomes ours: after a failed write
+        // the next apply must still see the live slot as live.
+        write_config(&mut self.ebpf, &next)?;
+        self.config = next;
+        Ok(ApplyStats {
+            generation: self.config.policy_gen,
+            changes,
+            write,
+            swap: swap_started.elapsed(),
+        })
+    }
+
+    /// Removes every trie and host entry of `slot` (after a failed write left
+    /// it unknown).
+    fn clear_slot(&mut self, slot: u8) -> Result<()> {
+        fn clear<K: Pod, V: Pod>(
+            ebpf: &mut Ebpf,
+            name: &str,
+            in_slot: impl Fn(&K) -> bool,
+        ) -> Result<()> {
+            let mut trie: LpmTrie<&mut MapData, K, V> = typed_map(ebpf, name)?;
+            let keys: Vec<Key<K>> = trie.keys().filter_map(|k| k.ok()).collect();
+            for k in keys.iter().filter(|k| in_slot(&k.data())) {
+                trie.remove(k).map_err(map_err(name))?;
+            }
+            Ok(())
+        }
+        fn clear_hash<K: Pod, V: Pod>(
+            ebpf: &mut Ebpf,
+            name: &str,
+            in_slot: impl Fn(&K) -> bool,
+        ) -> Result<()> {
+            let mut hash: HashMap<&mut MapData, K, V> = typed_map(ebpf, name)?;
+            let keys: Vec<K> = hash.keys().filter_map(|k| k.ok()).collect();
+            for k in keys.iter().filter(|k| in_slot(k)) {
+                hash.remove(k).map_err(map_err(name))?;
+            }
+            Ok(())
+        }
+        clear::<IdKey4, IdentityValue>(&mut self.ebpf, map_names::IDS4, |k| k.slot == slot)?;
+        clear::<IdKey6, IdentityValue>(&mut self.ebpf, map_names::IDS6, |k| k.slot == slot)?;
+        clear_hash::<IdKey4, IdentityValue>(&mut self.ebpf, map_names::HOSTS4, |k| k.slot == slot)?;
+        clear_hash::<IdKey6, IdentityValue>(&mut self.ebpf, map_names::HOSTS6, |k| k.slot == slot)?;
+        clear::<RuleKey, RuleValue>(&mut self.ebpf, map_names::RULES, |k| k.slot == slot)
+    }
+}
+
+/// A map a policy slot is written into: the identity and rule tries, and the
+/// host-prefix hashes.
+pub(super) trait SlotMap<K, V> {
+    fn put(&mut self, key: &K, value: &V) -> std::result::Result<(), aya::maps::MapError>;
+    fn del(&mut self, key: &K) -> std::result::Result<(), aya::maps::MapError>;
+}
+
+impl<K: Pod, V: Pod> SlotMap<Key<K>, V> for LpmTrie<&mut MapData, K, V> {
+    fn put(&mut self, key: &Key<K>, value: &V) -> std::result::Result<(), aya::maps::MapError> {
+        self.insert(key, value, 0)
+    }
+    fn del(&mut self, key: &Key<K>) -> std::result::Result<(), aya::maps::MapError> {
+        self.remove(key)
+    }
+}
+
+impl<K: Pod, V: Pod> SlotMap<K, V> for HashMap<&mut MapData, K, V> {
+    fn put(&mut self, key: &K, value: &V) -> std::result::Result<(), aya::maps::MapError> {
+        self.insert(key, value, 0)
+    }
+    fn del(&mut self, key: &K) -> std::result::Result<(), aya::maps::MapError> {
+        self.remove(key)
+    }
+}
+
+/// Brings `map` from holding the entries of `have` that its predicate puts
+/// there to holding those of `want` (an entry may move between maps: a host
+/// prefix between trie and hash): removes what is gone, writes what is new
+/// or changed.
+pub(super) fn sync<N, K, V>(
+    have: (&StdHashMap<N, V>, impl Fn(&N) -> bool),
+    want: (&StdHashMap<N, V>, impl Fn(&N) -> bool),
+    key: impl Fn(&N) -> K,
+    map: &mut impl SlotMap<K, V>,
+    name: &str,
+) -> Result<usize>
+where
+    N: Eq + Hash,
+    V: PartialEq,
+{
+    let ((have, had), (want, wants)) = (have, want);
+    let mut changes = 0;
+    for n in have
+        .keys()
+        .filter(|n| had(n) && !(wants(n) && want.contains_key(*n)))
+    {
+        map.del(&key(n)).map_err(map_err(name))?;
+        changes += 1;
+    }
+    for (n, v) in want.iter().filter(|(n, _)| wants(n)) {
+        if !(had(n) && have.get(n) == Some(v)) {
+            map.put(&key(n), v).map_err(map_err(name))?;
+            changes += 1;
+        }
+    }
+    Ok(changes)
+}
