@@ -2,6 +2,7 @@
 //!
 //! xtask depends on nothing that needs the eBPF toolchain, so it builds on a
 //! fresh machine and can install that toolchain itself.
+mod layers;
 mod setup;
 
 use std::process::Command;
@@ -25,7 +26,8 @@ enum Cmd {
         #[arg(long)]
         release: bool,
     },
-    /// cargo fmt --check, clippy -D warnings for userspace and for the eBPF crate.
+    /// Import layers of the agent crate, cargo fmt --check, clippy -D warnings
+    /// for userspace and for the eBPF crate.
     Lint,
     /// Setup, lint, build, then the whole test suite (privileged tests need root).
     Test {
@@ -65,6 +67,8 @@ fn cargo() -> Command {
 }
 
 fn lint() -> anyhow::Result<()> {
+    // Layers first: the cheapest check, and the one a refactor breaks.
+    layers::check(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../agent/src"))?;
     run(cargo().args(["fmt", "--all", "--", "--check"]))?;
     run(cargo().args([
         "clippy",

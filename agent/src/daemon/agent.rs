@@ -1,0 +1,212 @@
+//! The running agent: what it holds once enforcement is live, and one handler
+//! per event (a policy change, a link event, the host tick, the conntrack
+//! sweep). Every handler keeps the last good policy enforced when it fails.
+use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
+
+use log::{error, info, warn};
+use tokio::signal::unix::Signal;
+
+use super::{
+    interfaces::{attached_status, reconcile},
+    policy_dir::compile_dir,
+};
+use crate::{
+    cli::RunArgs,
+    datapath::{Datapath, StableRuleIds},
+    host::{dirwatch::DirWatch, hostaddrs, linkwatch::LinkWatch},
+    telemetry::status::AgentState,
+};
+
+/// Reload outcomes, kept for the status and metrics the agent reports.
+#[derive(Debug, Default)]
+pub struct ReloadStats {
+    pub ok: u64,
+    pub failed: u64,
+    pub last_error: Option<String>,
+}
+
+/// The signals the agent answers: TERM and INT stop it, HUP reloads.
+pub(super) struct Signals {
+    pub term: Signal,
+    pub int: Signal,
+    pub hup: Signal,
+}
+
+pub(super) struct Agent {
+    pub args: RunArgs,
+    pub dp: Datapath,
+    pub obs: Arc<AgentState>,
+    pub rule_ids: StableRuleIds,
+    /// The node's addresses as last listed, and as the live policy has them.
+    pub host: Vec<IpAddr>,
+    pub applied_host: Vec<IpAddr>,
+    /// `None` when the kernel refused a watch: SIGHUP and the host tick
+    /// still reload, and the tick re-arms it.
+    pub watch: Option<DirWatch>,
+    pub links: Option<LinkWatch>,
+    pub reloads: ReloadStats,
+}
+
+/// What woke the agent up.
+enum Event {
+    Stop,
+    Hangup,
+    PolicyDirChanged(std::io::Result<()>),
+    Link(std::io::Result<()>),
+    HostTick,
+    GcTick,
+}
+
+impl Agent {
+    /// Handles events until TERM or INT. Enforcement outlives the loop: the
+    /// pinned links keep the programs on every interface.
+    pub async fn serve(mut self, mut sig: Signals) {
+        let mut host_tick =
+            tokio::time::interval(Duration::from_secs(self.args.host_refresh_secs.max(1)));
+        let mut gc_tick =
+            tokio::time::interval(Duration::from_secs(self.args.gc_interval_secs.max(1)));
+        loop {
+            let event = tokio::select! {
+                _ = sig.term.recv() => Event::Stop,
+                _ = sig.int.recv() => Event::Stop,
+                _ = sig.hup.recv() => Event::Hangup,
+                r = watched(&mut self.watch) => Event::PolicyDirChanged(r),
+                r = link_event(&mut self.links) => Event::Link(r),
+                _ = host_tick.tick() => Event::HostTick,
+                _ = gc_tick.tick() => Event::GcTick,
+            };
+            match event {
+                Event::Stop => break,
+                Event::Hangup => {
+                    info!("SIGHUP: reloading {}", self.args.policy_dir.display());
+                    self.reload();
+                }
+                Event::PolicyDirChanged(r) => self.on_policy_dir_changed(r),
+                Event::Link(r) => self.on_link_event(r),
+                Event::HostTick => self.on_host_tick(),
+                Event::GcTick => self.on_gc_tick(),
+            }
+        }
+        info!(
+            "exiting; enforcement stays on {} (pinned under {}); \
+             `netpol-agent uninstall --pin-path {}` removes it",
+            self.dp.attached().join(", "),
+            self.args.pin_path.display(),
+            self.args.pin_path.display()
+        );
+    }
+
+    fn on_policy_dir_changed(&mut self, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            warn!("watching {}: {e}", self.args.policy_dir.display());
+        }
+        // Re-arm: the directory itself may have been replaced.
+        self.watch = open_watch(&self.args.policy_dir);
+        info!("{} changed: reloading", self.args.policy_dir.display());
+        self.reload();
+    }
+
+    fn on_link_event(&mut self, r: std::io::Result<()>) {
+        if let Err(e) = r {
+            warn!("link events: {e}; re-checking interfaces every few seconds");
+            self.links = None;
+        }
+        self.reconcile_interfaces();
+    }
+
+    /// A safety net for lost link and directory events, and the poll of the
+    /// node's addresses.
+    fn on_host_tick(&mut self) {
+        if self.watch.is_none() {
+            self.watch = open_watch(&self.args.policy_dir);
+        }
+        self.reconcile_interfaces();
+        match hostaddrs::discover() {
+            Ok(now) if now != self.host => {
+                info!("node addresses changed: {now:?}");
+                self.host = now;
+            }
+            Ok(_) => {}
+            Err(e) => warn!("listing the node's addresses: {e}"),
+        }
+        // Until a policy with the current addresses is live, retry: a failed
+        // reload must not leave `host` stale for good.
+        if self.host != self.applied_host {
+            self.reload();
+        }
+    }
+
+    fn on_gc_tick(&mut self) {
+        match self.dp.collect_expired() {
+            Ok(0) => {}
+            Ok(n) => info!("conntrack: reclaimed {n} expired entries"),
+            Err(e) => warn!("conntrack sweep: {e}"),
+        }
+    }
+
+    fn reconcile_interfaces(&mut self) {
+        if let Err(e) = reconcile(&mut self.dp, &self.args.ifaces, false) {
+            warn!("{e:#}");
+        }
+        let now = attached_status(&self.dp);
+        self.obs.update(|s| s.attached = now);
+    }
+
+    /// Compiles the policy directory and swaps it in; a policy that does not
+    /// compile or apply leaves the last good one enforced.
+    fn reload(&mut self) {
+        let result = compile_dir(&self.args, &self.host)
+            .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
+            .and_then(|mut c| {
+                self.rule_ids.renumber(&mut c);
+                self.dp
+                    .apply(&c)
+                    .map(|gen| (gen, c))
+                    .map_err(|e| format!("reload failed, previous policy stays: {e}"))
+            });
+        match result {
+            Ok((gen, compiled)) => {
+                self.applied_host.clone_from(&self.host);
+                self.reloads.ok += 1;
+                self.reloads.last_error = None;
+                info!("policy generation {gen} enforced");
+                if let Err(e) = self.obs.set_rules(&compiled) {
+                    warn!("publishing rule names: {e:#}");
+                }
+            }
+            Err(e) => {
+                self.reloads.failed += 1;
+                error!("{e} ({} failed reloads so far)", self.reloads.failed);
+                self.reloads.last_error = Some(e);
+            }
+        }
+        let gen = self.dp.config().policy_gen;
+        let reloads = &self.reloads;
+        self.obs.update(|s| {
+            s.policy_generation = gen;
+            s.reloads_succeeded = reloads.ok;
+            s.reloads_failed = reloads.failed;
+            s.last_reload_error.clone_from(&reloads.last_error);
+        });
+    }
+}
+
+pub(super) fn open_watch(dir: &Path) -> Option<DirWatch> {
+    DirWatch::new(dir)
+        .map_err(|e| warn!("cannot watch {} (SIGHUP still reloads): {e}", dir.display()))
+        .ok()
+}
+
+async fn watched(watch: &mut Option<DirWatch>) -> std::io::Result<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn link_event(watch: &mut Option<LinkWatch>) -> std::io::Result<()> {
+    match watch {
+        Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}

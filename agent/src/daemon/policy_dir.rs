@@ -1,0 +1,80 @@
+//! The policy as `run` enforces it: read, compiled with the node's addresses,
+//! vetted against the map sizes and the lockout rules, and numbered with
+//! rule ids that stay stable across reloads.
+use std::{net::IpAddr, time::Duration};
+
+use log::warn;
+
+use crate::{
+    bpffs::Pinned,
+    cli::RunArgs,
+    datapath::{Adoption, LoadOptions, StableRuleIds, Timeouts},
+    policy::{self, CompileOptions},
+};
+
+pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
+    let t = &args.timeouts;
+    LoadOptions {
+        mode: args.mode,
+        timeouts: Timeouts {
+            tcp_syn: Duration::from_secs(t.ct_tcp_syn_secs),
+            tcp_established: Duration::from_secs(t.ct_tcp_established_secs),
+            tcp_close: Duration::from_secs(t.ct_tcp_close_secs),
+            udp: Duration::from_secs(t.ct_udp_secs),
+            icmp: Duration::from_secs(t.ct_icmp_secs),
+            other: Duration::from_secs(t.ct_other_secs),
+            ..Timeouts::default()
+        },
+        ct_max: args.limits.ct_max,
+        prefix_max: args.limits.prefix_max,
+        rule_max: args.limits.rule_max,
+        frag_max: args.limits.frag_max,
+        counting: args.counting.options(),
+        ..LoadOptions::default()
+    }
+}
+
+/// Reads, compiles and vets the policy directory: it must fit the maps and
+/// must not lock the workloads or the node out (unless the flags say so). The
+/// datapath is not touched.
+pub(super) fn compile_dir(args: &RunArgs, host: &[IpAddr]) -> anyhow::Result<policy::Compiled> {
+    let policy = policy::load_dir(&args.policy_dir)?;
+    let opts = CompileOptions {
+        host_addrs: host.to_vec(),
+        enforce_host: args.enforce_host,
+    };
+    let compiled = policy::compile(&policy, &opts)?;
+    let limits = policy::MapLimits {
+        prefix_max: args.limits.prefix_max,
+        rule_max: args.limits.rule_max,
+    };
+    policy::check_capacity(&compiled, &limits)?;
+    policy::refuse_lockout(
+        &policy,
+        &compiled,
+        &opts,
+        args.allow_empty_policy,
+        args.allow_host_lockout,
+    )?;
+    Ok(compiled)
+}
+
+/// Rule ids for the first policy: per-rule counters are kept by id, so ids
+/// follow names, not positions, including the ids an earlier agent gave.
+pub(super) fn rule_ids_after(adoption: &Adoption, args: &RunArgs) -> StableRuleIds {
+    if adoption
+        .adopted
+        .iter()
+        .any(|m| m == agent_common::map_names::RULE_NAMES)
+    {
+        match crate::datapath::rule_names(&Pinned::new(&args.pin_path)) {
+            Ok(names) => StableRuleIds::seeded(&names),
+            Err(e) => {
+                warn!("reading the rule ids an earlier agent gave: {e:#}; numbering afresh");
+                StableRuleIds::default()
+            }
+        }
+    } else {
+        StableRuleIds::default()
+    }
+}
