@@ -1,117 +1,84 @@
 //! `netpol-agent monitor`: follows a running agent's `/events` stream and
 //! prints one line per new flow's verdict, like tcpdump for verdicts.
-use std::{
-    io::{BufRead, BufReader, Read, Write},
-    net::TcpStream,
-    time::Duration,
-};
+use std::{io::Write, time::Duration};
 
 use anyhow::{bail, Context as _};
+use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
 
 use crate::{cli::MonitorArgs, telemetry::events::EventRecord};
 
-/// Reads an HTTP/1.1 response body that may be chunked.
-struct Body<R> {
-    inner: R,
-    chunked: bool,
-    left: usize,
-    done: bool,
-}
-
-impl<R: BufRead> Read for Body<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if !self.chunked {
-            return self.inner.read(buf);
-        }
-        if self.done {
-            return Ok(0);
-        }
-        if self.left == 0 {
-            let mut size = String::new();
-            // A blank line ends the previous chunk.
-            while size.trim().is_empty() {
-                size.clear();
-                if self.inner.read_line(&mut size)? == 0 {
-                    return Ok(0);
-                }
-            }
-            let hex = size.trim().split(';').next().unwrap_or("");
-            self.left = usize::from_str_radix(hex, 16).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::InvalidData, "bad chunk size")
-            })?;
-            if self.left == 0 {
-                self.done = true;
-                return Ok(0);
-            }
-        }
-        let want = buf.len().min(self.left);
-        let n = self.inner.read(&mut buf[..want])?;
-        self.left -= n;
-        Ok(n)
-    }
-}
-
 pub fn monitor(args: &MonitorArgs) -> anyhow::Result<()> {
-    let mut stream = TcpStream::connect(&args.endpoint).with_context(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(follow(args))
+}
+
+async fn follow(args: &MonitorArgs) -> anyhow::Result<()> {
+    let stream = TcpStream::connect(&args.endpoint).await.with_context(|| {
         format!(
             "connecting to {} (is the agent running with --listen {0}?)",
             args.endpoint
         )
     })?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "GET /events HTTP/1.1\r\nHost: {}\r\nAccept: application/x-ndjson\r\n\r\n",
-        args.endpoint
-    )?;
-    let mut reader = BufReader::new(stream);
-    let mut status = String::new();
-    reader.read_line(&mut status)?;
-    if !status.contains(" 200 ") {
-        bail!("{} answered {:?}", args.endpoint, status.trim());
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .with_context(|| format!("talking HTTP to {}", args.endpoint))?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get("/events")
+        .header(hyper::header::HOST, &args.endpoint)
+        .header(hyper::header::ACCEPT, "application/x-ndjson")
+        .body(Empty::<Bytes>::new())?;
+    let mut response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+        .await
+        .with_context(|| format!("{} did not answer", args.endpoint))??;
+    if response.status() != hyper::StatusCode::OK {
+        bail!("{} answered {}", args.endpoint, response.status());
     }
-    let mut chunked = false;
-    loop {
-        let mut h = String::new();
-        if reader.read_line(&mut h)? == 0 || h.trim().is_empty() {
-            break;
-        }
-        let h = h.to_ascii_lowercase();
-        if h.starts_with("transfer-encoding:") && h.contains("chunked") {
-            chunked = true;
-        }
-    }
-    let body = BufReader::new(Body {
-        inner: reader,
-        chunked,
-        left: 0,
-        done: false,
-    });
+    let body = response.body_mut();
+    let mut buf = BytesMut::new();
     let mut shown = 0;
     let out = std::io::stdout();
-    for line in body.lines() {
-        let line = line?;
-        if line.contains("\"lagged\"") {
-            eprintln!("monitor: fell behind, events skipped: {line}");
-            continue;
-        }
-        let Ok(ev) = serde_json::from_str::<EventRecord>(&line) else {
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame?.into_data() else {
             continue;
         };
-        if ev.verdict == "pass" && !args.allowed {
-            continue;
-        }
-        let mut out = out.lock();
-        if args.json {
-            writeln!(out, "{line}")?;
-        } else {
-            writeln!(out, "{}", ev.line())?;
-        }
-        out.flush()?;
-        shown += 1;
-        if args.count.is_some_and(|n| shown >= n) {
-            break;
+        buf.extend_from_slice(&data);
+        while let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line = buf.split_to(end + 1);
+            let line = String::from_utf8_lossy(&line[..end]);
+            if !show(args, &line, &mut out.lock())? {
+                continue;
+            }
+            shown += 1;
+            if args.count.is_some_and(|n| shown >= n) {
+                return Ok(());
+            }
         }
     }
     Ok(())
+}
+
+/// Prints one event line as asked; false when it is not shown.
+fn show(args: &MonitorArgs, line: &str, out: &mut impl Write) -> anyhow::Result<bool> {
+    if line.contains("\"lagged\"") {
+        eprintln!("monitor: fell behind, events skipped: {line}");
+        return Ok(false);
+    }
+    let Ok(ev) = serde_json::from_str::<EventRecord>(line) else {
+        return Ok(false);
+    };
+    if ev.verdict == "pass" && !args.allowed {
+        return Ok(false);
+    }
+    if args.json {
+        writeln!(out, "{line}")?;
+    } else {
+        writeln!(out, "{}", ev.line())?;
+    }
+    out.flush()?;
+    Ok(true)
 }

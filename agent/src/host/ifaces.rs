@@ -1,26 +1,10 @@
 //! Which interfaces `--iface` names: exact names or shell globs (`lxc*`, `eni*`).
-use std::ffi::CStr;
-
 /// Names of the interfaces in the agent's network namespace.
 pub fn list() -> std::io::Result<Vec<String>> {
-    // SAFETY: if_nameindex returns an array terminated by a zero entry, freed below.
-    let head = unsafe { libc::if_nameindex() };
-    if head.is_null() {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut names = Vec::new();
-    let mut cur = head;
-    unsafe {
-        while (*cur).if_index != 0 {
-            names.push(
-                CStr::from_ptr((*cur).if_name)
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-            cur = cur.add(1);
-        }
-        libc::if_freenameindex(head);
-    }
+    let mut names: Vec<String> = nix::net::if_::if_nameindex()?
+        .iter()
+        .map(|i| i.name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     Ok(names)
 }
