@@ -7,8 +7,8 @@
 
 # --- builder: the project's own toolchain setup, then a release build -------
 # Debian 12, because `cargo xtask setup` installs the eBPF toolchain from
-# Debian 12 packages (rustc-web with its library source, LLVM 22; design.md
-# section 4), exactly as on the development machines and in CI.
+# Debian 12 packages (rustc-web with its library source, LLVM 22;
+# docs/design.md section 4), exactly as on the development machines and in CI.
 FROM debian:12 AS builder
 
 # The userspace toolchain pinned in rust-toolchain.toml (the test checks they
