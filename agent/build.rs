@@ -3,7 +3,7 @@
 //!
 //! The toolchain comes from `cargo xtask setup`: either a rustup nightly with
 //! rust-src, or Debian's rustc-web linked as the rustup toolchain `bpf-debian`
-//! (design.md section 4). The Debian compiler is "stable", so this build script
+//! (docs/design.md section 4). The Debian compiler is "stable", so this build script
 //! sets RUSTC_BOOTSTRAP=1 for the eBPF sub-build only.
 use std::process::Command;
 

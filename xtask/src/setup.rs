@@ -1,5 +1,5 @@
 //! `cargo xtask setup`: everything the build and the tests need on a fresh
-//! Debian 12 machine (design.md section 4), each step skipped when already done.
+//! Debian 12 machine (docs/design.md section 4), each step skipped when already done.
 use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context as _};
@@ -23,7 +23,7 @@ const PACKAGES: &[&str] = &[
     "procps",
     "bpftool",
     "iputils-ping",
-    // Peers of the traffic benchmark (issue 6).
+    // Peers of the traffic benchmark.
     "nftables",
     "xdp-tools",
     // ethtool turns on GRO (veth NAPI) so the unfiltered peers receive

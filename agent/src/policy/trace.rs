@@ -156,7 +156,7 @@ fn in_group(g: &Group, addr: IpAddr) -> bool {
     g.cidrs.iter().any(|n| n.contains(&addr)) && !g.except.iter().any(|n| n.contains(&addr))
 }
 
-/// Whether `addr` is one of the addresses `peer` stands for (design.md section 2).
+/// Whether `addr` is one of the addresses `peer` stands for (docs/design.md section 2).
 pub fn in_peer(policy: &Policy, host: &[IpAddr], peer: &Peer, addr: IpAddr) -> bool {
     match peer {
         Peer::Any => true,

@@ -1,6 +1,6 @@
 //! Random policies and packets: the compiled maps, looked up as the datapath
 //! does, must allow exactly what the definition of the semantics allows. The
-//! definition here is written from design.md directly and shares no code with
+//! definition here is written from docs/design.md directly and shares no code with
 //! the compiler.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

@@ -169,7 +169,7 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// The LOCAL-PLUS example: valid, and every edge of design.md holds both ways
+/// The LOCAL-PLUS example: valid, and every edge of docs/design.md holds both ways
 /// round (allowed where listed, denied elsewhere), in IPv4 and IPv6.
 #[test]
 fn localplus_example() {
