@@ -87,6 +87,12 @@ pub struct RunArgs {
     /// Directory of *.yaml / *.yml policy files.
     #[arg(long)]
     pub policy_dir: PathBuf,
+    /// Directory of Kubernetes object manifests (Namespaces, Pods,
+    /// NetworkPolicies; *.yaml, *.yml, *.json, `kind: List` as `kubectl get
+    /// -o yaml` prints them): selector groups take the addresses of the pods
+    /// they select.
+    #[arg(long, value_name = "DIR")]
+    pub kube_objects: Option<PathBuf>,
     /// Where maps are pinned in bpffs.
     #[arg(long, default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
@@ -164,6 +170,12 @@ pub struct TimeoutArgs {
 pub struct CheckArgs {
     /// A policy directory or a single policy file.
     pub path: PathBuf,
+    /// Directory of Kubernetes object manifests (Namespaces, Pods,
+    /// NetworkPolicies; *.yaml, *.yml, *.json, `kind: List` as `kubectl get
+    /// -o yaml` prints them): selector groups take the addresses of the pods
+    /// they select.
+    #[arg(long, value_name = "DIR")]
+    pub kube_objects: Option<PathBuf>,
     /// Addresses to treat as the node's own (`host`), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub host_addr: Vec<IpAddr>,
@@ -192,10 +204,16 @@ pub struct ExplainArgs {
     /// The policy directory (or a single policy file).
     #[arg(long)]
     pub policy_dir: PathBuf,
-    /// Source address of the packet.
-    pub src: IpAddr,
-    /// Destination address of the packet.
-    pub dst: IpAddr,
+    /// Directory of Kubernetes object manifests (Namespaces, Pods,
+    /// NetworkPolicies; *.yaml, *.yml, *.json, `kind: List` as `kubectl get
+    /// -o yaml` prints them): selector groups take the addresses of the pods
+    /// they select.
+    #[arg(long, value_name = "DIR")]
+    pub kube_objects: Option<PathBuf>,
+    /// Source of the packet: an address, or NAMESPACE/POD (with --kube-objects).
+    pub src: Endpoint,
+    /// Destination of the packet: an address, or NAMESPACE/POD.
+    pub dst: Endpoint,
     /// Protocol and destination port: tcp/443 (or 443/tcp), udp/53,
     /// sctp/3868, icmp/8 (code 0), icmp/3:4, icmpv6/128, or a protocol number
     /// without ports such as 47.
@@ -207,6 +225,47 @@ pub struct ExplainArgs {
     /// Judge as `run --enforce-host` would (no built-in host rules).
     #[arg(long)]
     pub enforce_host: bool,
+}
+
+/// One end of a packet `explain` judges.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    Addr(IpAddr),
+    /// A pod of the Kubernetes objects, by namespace and name.
+    Pod {
+        namespace: String,
+        name: String,
+    },
+}
+
+impl std::str::FromStr for Endpoint {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        if let Ok(ip) = text.parse() {
+            return Ok(Endpoint::Addr(ip));
+        }
+        match text.split_once('/') {
+            Some((ns, pod)) if !ns.is_empty() && !pod.is_empty() && !pod.contains('/') => {
+                Ok(Endpoint::Pod {
+                    namespace: ns.to_string(),
+                    name: pod.to_string(),
+                })
+            }
+            _ => Err(format!(
+                "{text:?} is neither an IP address nor NAMESPACE/POD"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Endpoint::Addr(a) => write!(f, "{a}"),
+            Endpoint::Pod { namespace, name } => write!(f, "{namespace}/{name}"),
+        }
+    }
 }
 
 fn parse_target_arg(text: &str) -> Result<(u8, u16), String> {

@@ -8,20 +8,32 @@ use anyhow::Context as _;
 
 use crate::{
     cli::CheckArgs,
-    policy::{self, CompileOptions, Compiled, MapLimits, Policy},
+    policy::{self, Cluster, CompileOptions, Compiled, MapLimits, Policy},
 };
 
-/// A policy directory, or a single file (whose rules may name only its groups).
-pub fn load(path: &Path) -> Result<Policy, policy::PolicyErrors> {
-    if path.is_dir() {
-        policy::load_dir(path)
-    } else {
-        policy::load_file(path)
+/// A policy directory, or a single file (whose rules may name only its
+/// groups), with the workloads of a Kubernetes objects directory if given.
+pub fn load(
+    path: &Path,
+    objects: Option<&Path>,
+) -> Result<(Policy, Cluster), policy::PolicyErrors> {
+    match objects {
+        Some(objects) if path.is_dir() => policy::load_dir_with_objects(path, objects),
+        Some(objects) => {
+            let (cluster, netpols) = policy::load_objects(objects)?;
+            let mut files = vec![policy::read_file(path)?];
+            files.extend(netpols);
+            let mut p = policy::merge(files)?;
+            policy::with_cluster(&mut p, &cluster);
+            Ok((p, cluster))
+        }
+        None if path.is_dir() => Ok((policy::load_dir(path)?, Cluster::default())),
+        None => Ok((policy::load_file(path)?, Cluster::default())),
     }
 }
 
 pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
-    let policy = load(&args.path)?;
+    let (policy, _) = load(&args.path, args.kube_objects.as_deref())?;
     let opts = CompileOptions {
         host_addrs: args.host_addr.clone(),
         enforce_host: args.enforce_host,

@@ -7,9 +7,11 @@ use std::fmt::Write as _;
 use anyhow::Context as _;
 
 use super::check;
+use std::net::IpAddr;
+
 use crate::{
-    cli::{ExplainArgs, UsageError},
-    policy::{self, CompileOptions, Explanation, Packet, RuleCheck, Side},
+    cli::{Endpoint, ExplainArgs, UsageError},
+    policy::{self, Cluster, CompileOptions, Explanation, Packet, RuleCheck, Side},
 };
 
 /// Rules listed as near misses at most; the rest are counted.
@@ -17,14 +19,12 @@ const MAX_NEAR: usize = 10;
 
 /// Prints the explanation; `Ok(true)` when the packet is allowed.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
-    if args.src.is_ipv4() != args.dst.is_ipv4() {
-        let msg = format!(
-            "{} and {} are of different address families: a packet has one",
-            args.src, args.dst
-        );
+    let (policy, cluster) = check::load(&args.policy_dir, args.kube_objects.as_deref())?;
+    let (src, dst) = addresses(&args.src, &args.dst, &cluster)?;
+    if src.is_ipv4() != dst.is_ipv4() {
+        let msg = format!("{src} and {dst} are of different address families: a packet has one");
         return Err(UsageError(msg).into());
     }
-    let policy = check::load(&args.policy_dir)?;
     let opts = CompileOptions {
         host_addrs: args.host_addr.clone(),
         enforce_host: args.enforce_host,
@@ -32,8 +32,8 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
     let compiled = policy::compile(&policy, &opts).context("compiling")?;
     let (proto, port) = args.target;
     let packet = Packet {
-        src: args.src,
-        dst: args.dst,
+        src,
+        dst,
         proto,
         port,
     };
@@ -46,6 +46,49 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(e.allowed())
+}
+
+/// The addresses of both ends: a pod stands for its address of the family
+/// both ends have (IPv4 first).
+fn addresses(
+    src: &Endpoint,
+    dst: &Endpoint,
+    cluster: &Cluster,
+) -> anyhow::Result<(IpAddr, IpAddr)> {
+    let ips = |e: &Endpoint| -> anyhow::Result<Vec<IpAddr>> {
+        match e {
+            Endpoint::Addr(a) => Ok(vec![*a]),
+            Endpoint::Pod { namespace, name } => {
+                let Some(pod) = cluster.pod(namespace, name) else {
+                    let hint = if cluster.pods.is_empty() {
+                        " (give the Kubernetes objects with --kube-objects DIR)"
+                    } else {
+                        ""
+                    };
+                    return Err(
+                        UsageError(format!("no pod {e} in the Kubernetes objects{hint}")).into(),
+                    );
+                };
+                if pod.ips.is_empty() {
+                    let why = if pod.host_network {
+                        "it uses the host network: give the node's address"
+                    } else {
+                        "it has no address (not running)"
+                    };
+                    return Err(UsageError(format!("pod {e}: {why}")).into());
+                }
+                Ok(pod.ips.clone())
+            }
+        }
+    };
+    let (s, d) = (ips(src)?, ips(dst)?);
+    for v4 in [true, false] {
+        let pick = |l: &[IpAddr]| l.iter().copied().find(|a| a.is_ipv4() == v4);
+        if let (Some(a), Some(b)) = (pick(&s), pick(&d)) {
+            return Ok((a, b));
+        }
+    }
+    Ok((s[0], d[0]))
 }
 
 /// The text `explain` prints.

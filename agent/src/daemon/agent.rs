@@ -43,6 +43,8 @@ pub(super) struct Agent {
     /// `None` when the kernel refused a watch: SIGHUP and the host tick
     /// still reload, and the tick re-arms it.
     pub watch: Option<DirWatch>,
+    /// The same for the Kubernetes objects directory, when there is one.
+    pub objects_watch: Option<DirWatch>,
     pub links: Option<LinkWatch>,
     pub reloads: ReloadStats,
 }
@@ -52,6 +54,7 @@ enum Event {
     Stop,
     Hangup,
     PolicyDirChanged(std::io::Result<()>),
+    ObjectsChanged(std::io::Result<()>),
     Link(std::io::Result<()>),
     HostTick,
     GcTick,
@@ -71,6 +74,7 @@ impl Agent {
                 _ = sig.int.recv() => Event::Stop,
                 _ = sig.hup.recv() => Event::Hangup,
                 r = watched(&mut self.watch) => Event::PolicyDirChanged(r),
+                r = watched(&mut self.objects_watch) => Event::ObjectsChanged(r),
                 r = link_event(&mut self.links) => Event::Link(r),
                 _ = host_tick.tick() => Event::HostTick,
                 _ = gc_tick.tick() => Event::GcTick,
@@ -82,6 +86,7 @@ impl Agent {
                     self.reload();
                 }
                 Event::PolicyDirChanged(r) => self.on_policy_dir_changed(r),
+                Event::ObjectsChanged(r) => self.on_objects_changed(r),
                 Event::Link(r) => self.on_link_event(r),
                 Event::HostTick => self.on_host_tick(),
                 Event::GcTick => self.on_gc_tick(),
@@ -106,6 +111,20 @@ impl Agent {
         self.reload();
     }
 
+    /// Workloads came, went or were relabelled: their addresses move between
+    /// identities through the same atomic swap as a policy reload.
+    fn on_objects_changed(&mut self, r: std::io::Result<()>) {
+        let Some(dir) = self.args.kube_objects.clone() else {
+            return;
+        };
+        if let Err(e) = r {
+            warn!("watching {}: {e}", dir.display());
+        }
+        self.objects_watch = open_watch(&dir);
+        info!("{} changed: reloading", dir.display());
+        self.reload();
+    }
+
     fn on_link_event(&mut self, r: std::io::Result<()>) {
         if let Err(e) = r {
             warn!("link events: {e}; re-checking interfaces every few seconds");
@@ -119,6 +138,11 @@ impl Agent {
     fn on_host_tick(&mut self) {
         if self.watch.is_none() {
             self.watch = open_watch(&self.args.policy_dir);
+        }
+        if self.objects_watch.is_none() {
+            if let Some(dir) = &self.args.kube_objects {
+                self.objects_watch = open_watch(dir);
+            }
         }
         self.reconcile_interfaces();
         match hostaddrs::discover() {

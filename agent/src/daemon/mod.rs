@@ -65,8 +65,14 @@ async fn start_observability(
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let host = hostaddrs::discover().context("listing the node's addresses")?;
     // Compile before touching the kernel: a bad policy must not half-start.
-    let mut compiled = compile_dir(&args, &host)
-        .with_context(|| format!("policy directory {} rejected", args.policy_dir.display()))?;
+    let mut compiled = compile_dir(&args, &host).with_context(|| match &args.kube_objects {
+        Some(o) => format!(
+            "policy directory {} with Kubernetes objects {} rejected",
+            args.policy_dir.display(),
+            o.display()
+        ),
+        None => format!("policy directory {} rejected", args.policy_dir.display()),
+    })?;
 
     // Subscribed before the first listing, so no interface slips in between.
     let links = LinkWatch::new()
@@ -133,6 +139,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         applied_host: host.clone(),
         host,
         watch: open_watch(&args.policy_dir),
+        objects_watch: args.kube_objects.as_deref().and_then(open_watch),
         links,
         args,
         dp,

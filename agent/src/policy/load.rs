@@ -4,9 +4,10 @@ use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use super::cluster::{merge_clusters, parse_objects, pods_group, resolve, Cluster};
 use super::error::{Origin, PolicyError, PolicyErrors};
 use super::model::{Peer, Policy, PolicyFile};
-use super::parse::parse_str;
+use super::parse::{parse_str, Ctx};
 use super::suggest::did_you_mean;
 
 /// Reads and parses one file, without merging; errors name it by `path` as given.
@@ -28,6 +29,16 @@ pub fn load_file(path: &Path) -> Result<Policy, PolicyErrors> {
 /// contents atomically (the visible names are symlinks through `..data`, which
 /// are followed).
 pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
+    files_with(dir, &[".yaml", ".yml"])
+}
+
+/// The Kubernetes object files of `dir`: `*.yaml`, `*.yml` and `*.json`
+/// (JSON is YAML), under the same rules as `policy_files`.
+pub fn object_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
+    files_with(dir, &[".yaml", ".yml", ".json"])
+}
+
+fn files_with(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>, PolicyErrors> {
     let dir_name = dir.display().to_string();
     let read_err = |e: std::io::Error| PolicyError::file(&dir_name, format!("cannot read: {e}"));
     let mut out = Vec::new();
@@ -35,7 +46,7 @@ pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
         let entry = entry.map_err(read_err)?;
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
-        let policy_ext = name.ends_with(".yaml") || name.ends_with(".yml");
+        let policy_ext = extensions.iter().any(|e| name.ends_with(e));
         if name.starts_with('.') || !policy_ext {
             continue;
         }
@@ -139,4 +150,78 @@ fn duplicate(kind: &str, name: &str, at: Option<&Origin>, first: Option<&Origin>
         Some(o) => PolicyError::at(o, msg),
         None => PolicyError::file("", msg),
     }
+}
+
+/// The Kubernetes objects of `dir` (Namespaces, Pods) and the NetworkPolicies
+/// among them, as policy files. Every file's errors are reported at once.
+pub fn load_objects(dir: &Path) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
+    let mut clusters = Vec::new();
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in object_files(dir)? {
+        let name = path.display().to_string();
+        let text = match fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                errors.push(PolicyError::file(&name, format!("cannot read: {e}")));
+                continue;
+            }
+        };
+        match parse_objects(&name, &text) {
+            Ok((cluster, netpols)) => {
+                clusters.push(cluster);
+                if netpols.is_empty() {
+                    continue;
+                }
+                let mut cx = Ctx::new(&name);
+                for doc in &netpols {
+                    cx.read_document(doc);
+                }
+                let (file, errs) = cx.take();
+                errors.extend(errs);
+                files.push(file);
+            }
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    PolicyErrors::check(errors)?;
+    Ok((merge_clusters(clusters), files))
+}
+
+/// A policy directory with the workloads of a Kubernetes objects directory:
+/// NetworkPolicies of both are merged, selector groups take the addresses of
+/// the pods they select, and pod addresses are never `world`.
+pub fn load_dir_with_objects(
+    dir: &Path,
+    objects: &Path,
+) -> Result<(Policy, Cluster), PolicyErrors> {
+    let mut files = Vec::new();
+    let mut errors = Vec::new();
+    for path in policy_files(dir)? {
+        match read_file(&path) {
+            Ok(f) => files.push(f),
+            Err(e) => errors.extend(e.0),
+        }
+    }
+    let cluster = match load_objects(objects) {
+        Ok((cluster, netpols)) => {
+            files.extend(netpols);
+            cluster
+        }
+        Err(e) => {
+            errors.extend(e.0);
+            Cluster::default()
+        }
+    };
+    PolicyErrors::check(errors)?;
+    let mut policy = merge(files)?;
+    with_cluster(&mut policy, &cluster);
+    Ok((policy, cluster))
+}
+
+/// Resolves `policy`'s selector groups against `cluster` and adds the group
+/// of every pod address.
+pub fn with_cluster(policy: &mut Policy, cluster: &Cluster) {
+    resolve(policy, cluster);
+    policy.groups.push(pods_group(cluster));
 }

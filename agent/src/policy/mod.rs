@@ -12,6 +12,7 @@
 //!   enforcing it would cut off the workloads or the node.
 
 mod cidr;
+mod cluster;
 mod compile;
 mod error;
 mod evaluate;
@@ -23,6 +24,7 @@ mod lockout;
 mod model;
 mod parse;
 mod ports;
+mod selector;
 mod suggest;
 mod trace;
 mod yaml;
@@ -30,6 +32,9 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::{
+    merge_clusters, pods_group, resolve, Cluster, NamedPort, Pod, NAMESPACE_NAME_LABEL, PODS_GROUP,
+};
 pub use compile::{
     builtin_rules, compile, enforces_host, CompileOptions, Compiled, HOST_EGRESS_RULE,
     HOST_INGRESS_RULE,
@@ -39,17 +44,21 @@ pub use evaluate::{evaluate, identity_of, lookup_rule};
 pub use identity::IdentityInfo;
 pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNOTATION};
 pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
-pub use load::{load_dir, load_file, merge, policy_files, read_file};
+pub use load::{
+    load_dir, load_dir_with_objects, load_file, load_objects, merge, object_files, policy_files,
+    read_file, with_cluster,
+};
 pub use lockout::{
     lockout_findings, lockout_problems, refuse_lockout, LockoutKind, LockoutProblem,
     LockoutRefused, ALLOW_EMPTY_POLICY_FLAG, ALLOW_HOST_LOCKOUT_FLAG,
 };
 pub use model::{
-    Group, Peer, Policy, PolicyFile, PortSpec, Rule, RuleOrigin, BUILTIN_ANY, BUILTIN_GROUPS,
-    BUILTIN_HOST, BUILTIN_RULE_PREFIX, BUILTIN_WORLD,
+    Group, GroupSelector, NamespaceSelector, Peer, Policy, PolicyFile, PortSpec, Rule, RuleOrigin,
+    BUILTIN_ANY, BUILTIN_GROUPS, BUILTIN_HOST, BUILTIN_RULE_PREFIX, BUILTIN_WORLD,
 };
 pub use parse::parse_str;
 pub use ports::{blocks as port_blocks, parse as parse_port};
+pub use selector::{LabelSelector, Labels, Operator, Requirement};
 pub use trace::{
     check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
     RuleCheck, Side,

@@ -5,6 +5,7 @@ use std::fmt;
 use ipnet::IpNet;
 
 use super::error::Origin;
+use super::selector::LabelSelector;
 
 /// Names the policy language reserves for built-in groups.
 pub const BUILTIN_ANY: &str = "any";
@@ -93,7 +94,36 @@ pub struct Group {
     /// `audit: true`: traffic from or to the group's addresses that the policy
     /// denies passes and is counted as would-deny (verdict `audit`).
     pub audit: bool,
+    /// A selector group (`{namespace: ..., pods: ...}`): its `cidrs` are the
+    /// addresses of the pods it selects, filled in from the Kubernetes objects
+    /// before compiling (empty without them).
+    pub selector: Option<GroupSelector>,
     pub origin: Option<Origin>,
+}
+
+/// Which pods a selector group stands for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupSelector {
+    pub namespaces: NamespaceSelector,
+    pub pods: LabelSelector,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NamespaceSelector {
+    /// `namespace: NAME`.
+    Named(String),
+    /// `namespaces: SELECTOR`, on the namespaces' labels.
+    Matching(LabelSelector),
+}
+
+impl fmt::Display for GroupSelector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespaces {
+            NamespaceSelector::Named(n) => write!(f, "namespace {n}")?,
+            NamespaceSelector::Matching(s) => write!(f, "namespaces {s}")?,
+        }
+        write!(f, ", pods {}", self.pods)
+    }
 }
 
 impl Group {
@@ -104,6 +134,7 @@ impl Group {
             except: except.to_vec(),
             anonymous: false,
             audit: false,
+            selector: None,
             origin: None,
         }
     }

@@ -7,15 +7,24 @@ use ipnet::IpNet;
 use super::cidr;
 use super::error::{Origin, PolicyError, PolicyErrors, Pos};
 use super::model::{
-    check_group_name, check_rule_name, Group, Peer, PolicyFile, PortSpec, Rule, RuleOrigin,
-    BUILTIN_ANY, BUILTIN_HOST, BUILTIN_WORLD,
+    check_group_name, check_rule_name, Group, GroupSelector, NamespaceSelector, Peer, PolicyFile,
+    PortSpec, Rule, RuleOrigin, BUILTIN_ANY, BUILTIN_HOST, BUILTIN_WORLD,
 };
 use super::ports;
+use super::selector::LabelSelector;
 use super::suggest::did_you_mean;
 use super::yaml::{self, Kind, Node};
 
 const TOP_KEYS: &[&str] = &["groups", "rules", "settings"];
-const GROUP_KEYS: &[&str] = &["cidrs", "except", "audit"];
+const GROUP_KEYS: &[&str] = &[
+    "cidrs",
+    "except",
+    "audit",
+    "namespace",
+    "namespaces",
+    "pods",
+];
+const SELECTOR_GROUP_KEYS: &[&str] = &["namespace", "namespaces", "pods"];
 const RULE_KEYS: &[&str] = &["name", "from", "to", "ports", "within", "audit"];
 const SETTINGS_KEYS: &[&str] = &["enforce-host"];
 
@@ -54,6 +63,32 @@ pub(super) struct Entry<'n> {
     pub key: String,
     pub key_node: &'n Node,
     pub value: &'n Node,
+}
+
+impl<'a> Ctx<'a> {
+    pub(super) fn new(file: &'a str) -> Self {
+        Ctx {
+            file,
+            errors: Vec::new(),
+            out: PolicyFile {
+                name: file.to_string(),
+                ..PolicyFile::default()
+            },
+        }
+    }
+
+    pub(super) fn into_errors(self) -> Vec<PolicyError> {
+        self.errors
+    }
+
+    /// Reads one more document into `out` (native policy or a NetworkPolicy).
+    pub(super) fn read_document(&mut self, doc: &Node) {
+        self.document(doc);
+    }
+
+    pub(super) fn take(self) -> (PolicyFile, Vec<PolicyError>) {
+        (self.out, self.errors)
+    }
 }
 
 impl Ctx<'_> {
@@ -231,20 +266,32 @@ impl Ctx<'_> {
 
     fn group(&mut self, name: &str, field: &str, node: &Node) -> Group {
         let mut group = Group::new(name, &[], &[]);
-        let what = "a list of CIDRs or a mapping with cidrs and except";
+        let what =
+            "a list of CIDRs, a mapping with cidrs and except, or a selector (namespace, pods)";
         let (cidrs, except) = match &node.kind {
             Kind::Map(_) => {
                 let Some(entries) = self.mapping(node, field, Some(GROUP_KEYS), what) else {
                     return group;
                 };
                 let get = |k: &str| entries.iter().find(|e| e.key == k).map(|e| e.value);
-                let Some(cidrs) = get("cidrs") else {
-                    self.err(node.pos, field, "missing \"cidrs\"");
-                    return group;
-                };
                 if let Some(n) = get("audit") {
                     group.audit = self.flag(n, &join(field, "audit"));
                 }
+                if entries
+                    .iter()
+                    .any(|e| SELECTOR_GROUP_KEYS.contains(&e.key.as_str()))
+                {
+                    group.selector = self.group_selector(node, field, &entries);
+                    return group;
+                }
+                let Some(cidrs) = get("cidrs") else {
+                    self.err(
+                        node.pos,
+                        field,
+                        "missing \"cidrs\" (or \"namespace\"/\"namespaces\" for a selector group)",
+                    );
+                    return group;
+                };
                 (
                     self.cidr_list(cidrs, &join(field, "cidrs")),
                     get("except")
@@ -270,6 +317,49 @@ impl Ctx<'_> {
             }
         }
         group
+    }
+
+    /// `{namespace: NAME | namespaces: SELECTOR, pods: SELECTOR}`.
+    fn group_selector(
+        &mut self,
+        node: &Node,
+        field: &str,
+        entries: &[Entry<'_>],
+    ) -> Option<GroupSelector> {
+        let get = |k: &str| entries.iter().find(|e| e.key == k);
+        for other in ["cidrs", "except"] {
+            if let Some(e) = get(other) {
+                let msg = "a selector group takes no cidrs or except: write a second group";
+                self.err(e.key_node.pos, &join(field, other), msg);
+                return None;
+            }
+        }
+        let namespaces = match (get("namespace"), get("namespaces")) {
+            (Some(a), Some(_)) => {
+                let msg = "write either \"namespace\" (a name) or \"namespaces\" (a selector)";
+                self.err(a.key_node.pos, field, msg);
+                return None;
+            }
+            (Some(e), None) => {
+                let name = self.string(e.value, &join(field, "namespace"), "a namespace name")?;
+                NamespaceSelector::Named(name)
+            }
+            (None, Some(e)) => NamespaceSelector::Matching(self.label_selector(
+                e.value,
+                &join(field, "namespaces"),
+                true,
+            )?),
+            (None, None) => {
+                let msg = "a selector group needs \"namespace\" or \"namespaces\" (write namespaces: {} for every namespace)";
+                self.err(node.pos, field, msg);
+                return None;
+            }
+        };
+        let pods = match get("pods") {
+            Some(e) => self.label_selector(e.value, &join(field, "pods"), true)?,
+            None => LabelSelector::everything(),
+        };
+        Some(GroupSelector { namespaces, pods })
     }
 
     pub(super) fn cidr_list(&mut self, node: &Node, field: &str) -> Vec<(Pos, String, IpNet)> {

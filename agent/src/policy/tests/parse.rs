@@ -240,7 +240,7 @@ rules:
     let expected = [
         "p.yaml:1:1: grups: unknown key \"grups\"; did you mean \"groups\"? (expected groups, rules, settings)",
         "p.yaml:4:3: settings.enforce-hosts: unknown key \"enforce-hosts\"; did you mean \"enforce-host\"? (expected enforce-host)",
-        "p.yaml:8:5: groups.b.excpt: unknown key \"excpt\"; did you mean \"except\"? (expected cidrs, except, audit)",
+        "p.yaml:8:5: groups.b.excpt: unknown key \"excpt\"; did you mean \"except\"? (expected cidrs, except, audit, namespace, namespaces, pods)",
         "p.yaml:13:5: rules[0].prots: unknown key \"prots\"; did you mean \"ports\"? (expected name, from, to, ports, within, audit)",
     ];
     assert_eq!(errors(text), expected.join("\n"));
@@ -285,7 +285,7 @@ fn bad_cidrs_and_excepts() {
         "p.yaml:2:46: groups.a[3]: \"fd00::1/64\": host bits set: the /64 containing fd00::1 is fd00::/64; write that, or fd00::1/128 for the one address",
         "p.yaml:5:27: groups.b.except[1]: 10.2.0.0/24 is not inside any of the group's CIDRs",
         "p.yaml:5:57: groups.b.except[3]: 10.0.0.0/8 is not inside any of the group's CIDRs",
-        "p.yaml:6:6: groups.c: missing \"cidrs\"",
+        "p.yaml:6:6: groups.c: missing \"cidrs\" (or \"namespace\"/\"namespaces\" for a selector group)",
         "p.yaml:8:7: groups.e[0]: \"8080\": \"8080\" is not an IP address or CIDR",
         "p.yaml:9:3: groups.f: expected a list of CIDRs, found nothing (null)",
     ];
