@@ -25,4 +25,5 @@ pub mod traffic;
 pub use privilege::require_root;
 pub mod bench_frames;
 pub mod packet;
+pub mod progrun;
 pub mod reference;

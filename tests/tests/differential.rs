@@ -46,7 +46,10 @@ use netpol_agent::policy::{
     compile, evaluate, merge, parse_str, CompileOptions, Compiled, Group, Peer, Policy, PolicyFile,
     PortSpec, Rule,
 };
-use netpol_tests::packet::{hex, Packet, TCP_SYN};
+use netpol_tests::packet::{
+    hex, Packet, PROTO_ICMP, PROTO_ICMPV6, PROTO_SCTP, PROTO_TCP, PROTO_UDP, TCP_SYN,
+};
+use netpol_tests::progrun::{TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
 use netpol_tests::{reference, require_root};
 
 /// Policies per run by default: 13 s here idle, 25 s loaded (debug build, 2
@@ -55,17 +58,6 @@ const DEFAULT_CASES: u64 = 2000;
 const DEFAULT_PACKETS: u64 = 30;
 const DEFAULT_SEED: u64 = 0x6e65_7470_6f6c_2d31;
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-/// TC "no verdict" (pass under TCX) and "shot" (drop).
-const TC_ACT_UNSPEC: i32 = -1;
-const TC_ACT_SHOT: i32 = 2;
-
-const PROTO_ICMP: u8 = 1;
-const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
-const PROTO_ICMPV6: u8 = 58;
-const PROTO_SCTP: u8 = 132;
 /// Protocols sent with no transport header (never IPv6 extension headers).
 const RAW_PROTOS: [u8; 6] = [47, 50, 4, 89, 103, 253];
 
