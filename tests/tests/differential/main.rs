@@ -2,7 +2,7 @@
 //! ways, which must agree:
 //!
 //! - the reference evaluator (`netpol_tests::reference`, written from the
-//!   contract in design.md section 2 alone);
+//!   contract in docs/design.md section 2 alone);
 //! - `policy::evaluate`, the datapath's lookups done in Rust over the compiled
 //!   maps (so a disagreement says whether the compiler or the kernel side is
 //!   wrong);

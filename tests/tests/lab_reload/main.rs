@@ -1,5 +1,5 @@
-//! Hot reload under traffic (issue 3, item 8) and rejection of a bad reload,
-//! with the real agent in the node-shaped lab.
+//! Hot reload under traffic and rejection of a bad reload, with the real
+//! agent in the node-shaped lab.
 //!
 //! Two policies, A (examples/localplus) and B (A plus merchant -> wallet
 //! 50051/tcp, minus prometheus -> services 8080/tcp), are swapped 200 times by

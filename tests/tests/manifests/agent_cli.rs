@@ -13,8 +13,8 @@ use crate::support::{assert_success, deploy, read, repo, require_python, run, ya
 
 /// Arguments as the agent's CLI sees them. Flags the contract names but
 /// this build's CLI does not define yet (`run --listen`, the `uninstall`
-/// subcommand: other issues' work) are checked once the CLI has them; until
-/// then they are taken out with a notice, never silently.
+/// subcommand) are checked once the CLI has them; until then they are taken
+/// out with a notice, never silently.
 fn parse_with_cli(what: &str, args: &[String]) {
     let cmd = Cli::command();
     let sub = cmd.find_subcommand(&args[0]).map(|s| {
