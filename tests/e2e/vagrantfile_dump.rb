@@ -1,7 +1,7 @@
 # Evaluates a Vagrantfile without Vagrant and prints what it configures as
 # JSON: the box, and each provisioner's name, options and inline script (with
-# Ruby's interpolation done), so tests/tests/manifests.rs can check the
-# provisioning scripts with `bash -n`.
+# Ruby's interpolation done), so tests/tests/manifests/vagrant.rs can check
+# the provisioning scripts with `bash -n`.
 #
 #   ruby tests/e2e/vagrantfile_dump.rb Vagrantfile
 require "json"

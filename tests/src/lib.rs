@@ -1,7 +1,7 @@
 //! Test lab for netpol-agent: network namespaces shaped like a node, real
 //! sockets across them, and a guard that runs the agent inside the lab.
 //!
-//! Rules it keeps (design.md section 5): addresses exist only inside
+//! Rules it keeps (docs/design.md section 5): addresses exist only inside
 //! namespaces it creates, nothing is added to the root namespace, every wait
 //! is bounded, and guards clean up on drop even when a test panics.
 
@@ -25,4 +25,5 @@ pub mod traffic;
 pub use privilege::require_root;
 pub mod bench_frames;
 pub mod packet;
+pub mod progrun;
 pub mod reference;

@@ -1,8 +1,8 @@
-//! A reference evaluator for the policy contract (design.md section 2), written
-//! from the contract alone in the plainest Rust: no identities, no tries, no
-//! masks shared with the compiler. It answers "would policy allow a packet that
-//! opens a flow" by walking the rules in order, for differential tests against
-//! the compiler and the datapath.
+//! A reference evaluator for the policy contract (docs/design.md section 2),
+//! written from the contract alone in the plainest Rust: no identities, no
+//! tries, no masks shared with the compiler. It answers "would policy allow a
+//! packet that opens a flow" by walking the rules in order, for differential
+//! tests against the compiler and the datapath.
 //!
 //! It reads the policy model (`Policy`, `Group`, `Rule`, `Peer`, `PortSpec`)
 //! but nothing of `netpol_agent::policy`'s compiler or evaluator, and not even
@@ -173,7 +173,7 @@ pub fn verdict(
 }
 
 /// Whether a packet is link infrastructure that passes whatever the policy:
-/// IPv6 neighbour discovery (ICMPv6 133-137, design.md section 2) and the
+/// IPv6 neighbour discovery (ICMPv6 133-137, docs/design.md section 2) and the
 /// multicast listener discovery it relies on (130-132, 143; README). ARP, the
 /// other such case, is not an IP packet. `port` is ICMPv6 `type << 8 | code`.
 pub fn infrastructure(src: IpAddr, proto: u8, port: u16) -> bool {

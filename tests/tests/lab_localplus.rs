@@ -1,5 +1,5 @@
-//! The LOCAL-PLUS reference policy (design.md section 2) enforced by the real
-//! agent in a node-shaped namespace lab, checked with real sockets.
+//! The LOCAL-PLUS reference policy (docs/design.md section 2) enforced by the
+//! real agent in a node-shaped namespace lab, checked with real sockets.
 
 use std::path::PathBuf;
 

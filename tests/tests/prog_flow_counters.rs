@@ -3,6 +3,10 @@
 //! conntrack, which flushes them into the entry; readers (`flows`) see the
 //! same exact totals before and after; denied flows land in their own map;
 //! with counting off only the aggregates move.
+//!
+//! The datapath is loaded with the map sizes of the BPF_PROG_TEST_RUN harness
+//! (`netpol_tests::progrun`), but pinned, as the agent pins it, so the readers
+//! of per-flow records see what they see there.
 
 use std::path::PathBuf;
 
@@ -12,10 +16,11 @@ use netpol_agent::bpffs::Pinned;
 use netpol_agent::datapath::CountingOptions;
 use netpol_agent::datapath::RuleInfo;
 use netpol_agent::datapath::{Datapath, LoadOptions};
-use netpol_agent::policy::{compile, merge, parse_str, CompileOptions};
+use netpol_agent::policy::CompileOptions;
 use netpol_agent::telemetry::flows::{read_flows, FlowRecord};
 use netpol_tests::netns::unique_suffix;
 use netpol_tests::packet::{Packet, TCP_ACK, TCP_FIN, TCP_SYN};
+use netpol_tests::progrun::{compiled, small_maps, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
 use netpol_tests::{ensure_bpffs, require_root};
 
 const POLICY: &str = "
@@ -28,9 +33,6 @@ rules:
     to: db
     ports: [5432/tcp]
 ";
-
-const XDP_PASS: u32 = 2;
-const XDP_DROP: u32 = 1;
 
 /// A loaded datapath with its maps pinned in a directory of its own, removed
 /// on drop.
@@ -57,18 +59,13 @@ fn load_with(counting: CountingOptions) -> PinnedDatapath {
     ensure_bpffs();
     let dir = PathBuf::from("/sys/fs/bpf").join(format!("netpol-test-flows-{}", unique_suffix()));
     let opts = LoadOptions {
-        ct_max: 4096,
-        prefix_max: 1024,
-        rule_max: 16384,
-        frag_max: 1024,
         counting,
-        ..LoadOptions::default()
+        ..small_maps()
     };
     // Pinned as the agent pins them, so the readers see what they see there.
     let (mut dp, _) = Datapath::load_pinned(&opts, &PinLayout::new(&dir))
         .unwrap_or_else(|e| panic!("loading the datapath: {:#}", anyhow::Error::from(e)));
-    let file = parse_str("p.yaml", POLICY).unwrap();
-    let compiled = compile(&merge(vec![file]).unwrap(), &CompileOptions::default()).unwrap();
+    let compiled = compiled("prog_flow_counters", POLICY, &CompileOptions::default());
     dp.apply(&compiled).unwrap();
     let rules = compiled
         .rule_names
@@ -194,7 +191,7 @@ fn denied_flows_are_recorded_and_counting_off_keeps_only_aggregates() {
     for on in [true, false] {
         let p = load(on);
         assert_eq!(p.dp.xdp_test_run(&bad, 3).unwrap().0, XDP_DROP);
-        assert_eq!(p.dp.tc_test_run(&ok).unwrap(), -1);
+        assert_eq!(p.dp.tc_test_run(&ok).unwrap(), TC_ACT_UNSPEC);
         let f = flows(&p);
         let denied = Pinned::new(&p.dir)
             .lru::<CtKey4, DeniedValue>(map_names::DENIED4)

@@ -458,11 +458,11 @@ fn table(rows: &[Row], scs: &[(&'static str, &'static str, bool)], prog_stats: b
     md
 }
 
-/// Issue 6's targets, judged from this run's ratios.
+/// The traffic targets, judged from this run's ratios.
 fn targets(rows: &[Row], prefixes: &[usize]) -> String {
     let seen = |sc: &str, peer: &str, p: Option<usize>| find(rows, sc, peer, p).map(|r| r.seen_pps);
     let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
-    let mut out = String::from("\n**Targets (issue 6), from the ratios of this run**\n\n");
+    let mut out = String::from("\n**Targets, judged from this run's ratios**\n\n");
     let top = prefixes.iter().copied().max();
     if let (Some(n), Some(lim)) = (top, seen("denied-syn", "drop", None)) {
         if let Some(np) = seen("denied-syn", "netpol", Some(n)) {

@@ -1,5 +1,5 @@
-//! Pktgen-style traffic through a lab (issue 6): frames built once from
-//! templates, pushed out of a veth in the kernel with BPF_PROG_TEST_RUN in XDP
+//! Pktgen-style traffic through a lab: frames built once from templates,
+//! pushed out of a veth in the kernel with BPF_PROG_TEST_RUN in XDP
 //! live-frames mode, received by the program under test on the peer veth.
 //!
 //! ```text
@@ -7,9 +7,9 @@
 //!  lab_gen ──►   program under test ──► route ──►  count_drop (sink)
 //! ```
 //!
-//! Everything lives in namespaces this module creates (design.md section 5):
-//! nothing is attached to a real interface and every send is bounded in
-//! packets and time.
+//! Everything lives in namespaces this module creates (docs/design.md
+//! section 5): nothing is attached to a real interface and every send is
+//! bounded in packets and time.
 
 pub mod agent;
 pub mod chart;

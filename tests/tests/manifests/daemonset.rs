@@ -1,0 +1,147 @@
+//! The DaemonSet's scheduling, privileges, mounts, probes and resources.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use serde_json::Value;
+
+use crate::kustomize::{
+    args_of, capabilities_added, flag, kustomization, the_container, CAPABILITIES,
+};
+use crate::support::{arr, require_python};
+
+#[test]
+fn daemonset_runs_on_every_pool_with_least_privilege() {
+    if !require_python() {
+        return;
+    }
+    let ds = kustomization().resource("DaemonSet");
+    let spec = &ds["spec"];
+    let pod = &spec["template"]["spec"];
+
+    // Every node pool of the seed: platform (NoSchedule) and spot
+    // (PreferNoSchedule) by toleration, application has no taint.
+    let tolerations: BTreeSet<(String, String, String, String)> =
+        arr(&pod["tolerations"], "tolerations")
+            .iter()
+            .map(|t| {
+                (
+                    t["key"].as_str().unwrap_or_default().to_owned(),
+                    t["operator"].as_str().unwrap_or("Equal").to_owned(),
+                    t["value"].as_str().unwrap_or_default().to_owned(),
+                    t["effect"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+    for (key, effect) in [("platform", "NoSchedule"), ("spot", "PreferNoSchedule")] {
+        let t = (key.into(), "Equal".into(), "true".into(), effect.into());
+        assert!(
+            tolerations.contains(&t),
+            "no toleration for {key}=true:{effect}"
+        );
+    }
+    assert!(pod["nodeSelector"].is_null() && pod["affinity"].is_null());
+
+    assert_eq!(pod["hostNetwork"], true);
+    assert_eq!(pod["dnsPolicy"], "ClusterFirstWithHostNet");
+    assert_eq!(pod["priorityClassName"], "system-node-critical");
+    let grace = pod["terminationGracePeriodSeconds"]
+        .as_u64()
+        .expect("terminationGracePeriodSeconds");
+    assert!((5..=120).contains(&grace), "grace {grace}");
+
+    assert_eq!(spec["updateStrategy"]["type"], "RollingUpdate");
+    assert_eq!(spec["updateStrategy"]["rollingUpdate"]["maxUnavailable"], 1);
+    assert_eq!(spec["updateStrategy"]["rollingUpdate"]["maxSurge"], 0);
+
+    let c = the_container(pod, "DaemonSet containers");
+    let sc = &c["securityContext"];
+    assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        capabilities_added(&c),
+        CAPABILITIES.iter().map(|c| c.to_string()).collect(),
+        "exactly the capabilities measured as needed (no SYS_ADMIN)"
+    );
+    assert_eq!(sc["privileged"], false);
+    assert_eq!(sc["allowPrivilegeEscalation"], false);
+    assert_eq!(sc["readOnlyRootFilesystem"], true);
+    assert_eq!(sc["runAsUser"], 0);
+    assert!(pod["hostPID"].is_null() && pod["hostIPC"].is_null());
+
+    // Mounts: the node's bpffs (read/write, propagation from the host) and
+    // the policy (read-only), where the arguments point.
+    let args = args_of(&c);
+    let volumes = arr(&pod["volumes"], "volumes");
+    let mounts = arr(&c["volumeMounts"], "volumeMounts");
+    let mount_of = |volume: &Value| {
+        mounts
+            .iter()
+            .find(|m| m["name"] == volume["name"])
+            .unwrap_or_else(|| panic!("volume {} is not mounted", volume["name"]))
+            .clone()
+    };
+    let bpffs = volumes
+        .iter()
+        .find(|v| v["hostPath"]["path"] == "/sys/fs/bpf")
+        .expect("a hostPath volume of /sys/fs/bpf");
+    assert_eq!(bpffs["hostPath"]["type"], "Directory");
+    let bpffs_mount = mount_of(bpffs);
+    assert_eq!(bpffs_mount["mountPath"], "/sys/fs/bpf");
+    assert_eq!(bpffs_mount["mountPropagation"], "HostToContainer");
+    assert_ne!(bpffs_mount["readOnly"], true);
+    let pin_path = flag(&args, "--pin-path").expect("--pin-path");
+    assert!(
+        Path::new(pin_path).starts_with("/sys/fs/bpf") && pin_path != "/sys/fs/bpf",
+        "--pin-path {pin_path} must be inside the bpffs mount"
+    );
+    let policy = volumes
+        .iter()
+        .find(|v| v["configMap"].is_object())
+        .expect("the policy volume");
+    let policy_mount = mount_of(policy);
+    assert_eq!(policy_mount["readOnly"], true);
+    assert_eq!(
+        flag(&args, "--policy-dir"),
+        policy_mount["mountPath"].as_str()
+    );
+    assert_eq!(flag(&args, "--mode"), Some("enforce"));
+    assert!(flag(&args, "--iface").is_some());
+
+    // Probes and scraping all reach the port the agent listens on.
+    let listen: std::net::SocketAddr = flag(&args, "--listen")
+        .expect("--listen")
+        .parse()
+        .expect("--listen is ADDR:PORT");
+    let ports = arr(&c["ports"], "ports");
+    let named = |name: &str| {
+        ports
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["containerPort"].as_u64())
+    };
+    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
+        let get = &c[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        let port = match &get["port"] {
+            Value::String(name) => named(name),
+            other => other.as_u64(),
+        };
+        assert_eq!(port, Some(listen.port() as u64), "{probe} port");
+    }
+    let annotations = &spec["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(
+        annotations["prometheus.io/port"],
+        listen.port().to_string().as_str()
+    );
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
+
+    for kind in ["requests", "limits"] {
+        for res in ["cpu", "memory"] {
+            assert!(
+                c["resources"][kind][res].is_string(),
+                "resources.{kind}.{res} is set"
+            );
+        }
+    }
+}

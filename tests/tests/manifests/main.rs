@@ -1,0 +1,29 @@
+//! The deployment artefacts, checked offline: every Kubernetes manifest in
+//! deploy/ against the Kubernetes schemas (kubernetes-validate, strict), the
+//! DaemonSet's scheduling, privileges, mounts and probes, its arguments against
+//! the agent's real CLI, the policy ConfigMap against examples/localplus, the
+//! Dockerfile against the build, the Vagrantfile and tests/e2e scripts for
+//! syntax; and, on the real kernel, that the DaemonSet's capabilities are
+//! exactly what the agent needs.
+//!
+//! Modules: `support` (repository paths, the tools the checks need, YAML read
+//! as JSON) and `kustomize` (deploy/kustomization.yaml and what it refers
+//! to) serve the tests, grouped by artefact: `schemas`, `wiring`,
+//! `daemonset`, `agent_cli`, `dockerfile`, `vagrant` and `capabilities`.
+
+mod agent_cli;
+mod capabilities;
+mod daemonset;
+mod dockerfile;
+mod kustomize;
+mod schemas;
+mod support;
+mod vagrant;
+mod wiring;
+
+/// The Kubernetes version the manifests are validated against (the kind node
+/// image of tests/e2e/kind.sh runs the same minor version).
+pub const K8S_VERSION: &str = "1.33.0";
+/// Where `cargo xtask setup` installs kubernetes-validate (and its PyYAML,
+/// which these tests use to read YAML).
+pub const VENV: &str = "/opt/netpol-agent-dev/venv";

@@ -1,0 +1,64 @@
+//! Every manifest against the Kubernetes schemas, and the validator's
+//! strictness.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use crate::kustomize::kustomization;
+use crate::support::{assert_success, deploy, read, require_python, require_tool, run, TempDir};
+use crate::{K8S_VERSION, VENV};
+
+#[test]
+fn every_manifest_validates_against_the_kubernetes_schemas() {
+    let validator = PathBuf::from(VENV).join("bin/kubernetes-validate");
+    if !require_python() || !require_tool(&validator, "run `cargo xtask setup` as root") {
+        return;
+    }
+    let k = kustomization();
+    let tmp = TempDir::new("manifests");
+    let configmap = tmp.0.join("configmap.json");
+    std::fs::write(&configmap, k.policy_configmap().to_string()).unwrap();
+
+    let mut files = k.resources.clone();
+    files.push(deploy().join("uninstall/job.yaml"));
+    files.push(configmap);
+    for f in &files {
+        assert!(f.is_file(), "{} is listed but missing", f.display());
+    }
+    let out = run(Command::new(&validator)
+        .args(["--kubernetes-version", K8S_VERSION, "--strict"])
+        .args(&files));
+    assert_success(&out, "kubernetes-validate");
+    let report = String::from_utf8_lossy(&out.stdout);
+    // One "passed" line per resource: nothing was skipped as unknown.
+    assert_eq!(
+        report.matches(" passed ").count(),
+        files.len(),
+        "every file validated:\n{report}"
+    );
+}
+
+/// The validator is strict: a misspelled field in an otherwise valid
+/// DaemonSet fails, naming the field.
+#[test]
+fn the_validator_rejects_a_misspelled_field() {
+    let validator = PathBuf::from(VENV).join("bin/kubernetes-validate");
+    if !require_tool(&validator, "run `cargo xtask setup` as root") {
+        return;
+    }
+    let good = read(&deploy().join("daemonset.yaml"));
+    let bad = good.replacen("hostNetwork: true", "hostNetwrk: true", 1);
+    assert_ne!(good, bad);
+    let tmp = TempDir::new("manifests-bad");
+    let path = tmp.0.join("daemonset.yaml");
+    std::fs::write(&path, bad).unwrap();
+    let out = run(Command::new(&validator)
+        .args(["--kubernetes-version", K8S_VERSION, "--strict"])
+        .arg(&path));
+    assert!(!out.status.success(), "a misspelled field validated");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hostNetwrk"),
+        "the error names the field: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -1,0 +1,207 @@
+//! A new policy over live flows: revocation, re-check, and TCP state kept
+//! across a reload.
+
+use std::time::Duration;
+
+use agent_common::reason::*;
+use netpol_agent::datapath::{LoadOptions, Timeouts};
+use netpol_agent::policy::CompileOptions;
+use netpol_tests::packet::{Packet, TCP_ACK, TCP_PSH, TCP_SYN};
+use netpol_tests::progrun::Want::{Drop, Pass};
+use netpol_tests::progrun::{small_maps, Bench, Fam, BASE, V4, V6};
+
+const NARROWER: &str = r#"
+groups:
+  web: [10.0.1.0/24, "fd00:1::/64"]
+  db: [10.0.2.0/24, "fd00:2::/64"]
+rules:
+  - name: web-to-db-dns
+    from: web
+    to: db
+    ports: [53/udp, icmp/8]
+"#;
+
+#[test]
+fn revocation_on_reload() {
+    let Some(mut b) = Bench::new("revocation_on_reload", BASE) else {
+        return;
+    };
+    let (web, db) = (V4.web, V4.db);
+    let gen1 = b.dp.config().policy_gen;
+    let open_tcp = |b: &Bench, f: Fam, sport: u16| {
+        let n = format!("{} flow {sport}", f.name);
+        b.xdp(
+            &format!("{n}: SYN"),
+            &Packet::ip(f.web, f.db).tcp(sport, 5432, TCP_SYN),
+            Pass(PASS_POLICY),
+        );
+        b.xdp(
+            &format!("{n}: SYN-ACK"),
+            &Packet::ip(f.db, f.web).tcp(5432, sport, TCP_SYN | TCP_ACK),
+            Pass(PASS_ESTABLISHED),
+        );
+    };
+    open_tcp(&b, V4, 40000);
+    open_tcp(&b, V4, 40001);
+    open_tcp(&b, V6, 53003);
+    open_tcp(&b, V6, 53004);
+    b.xdp(
+        "UDP web->db:53",
+        &Packet::ip(web, db).udp(53005, 53),
+        Pass(PASS_POLICY),
+    );
+    b.xdp(
+        "UDP reply",
+        &Packet::ip(db, web).udp(53, 53005),
+        Pass(PASS_ESTABLISHED),
+    );
+    b.xdp(
+        "echo request",
+        &V4.echo_request(web, db, 53),
+        Pass(PASS_POLICY),
+    );
+    b.xdp(
+        "IPv6 UDP web->db:53",
+        &Packet::ip(V6.web, V6.db).udp(53006, 53),
+        Pass(PASS_POLICY),
+    );
+    b.assert_ct("before the reload", (4, 3));
+
+    let gen2 = b.apply(NARROWER, &CompileOptions::default());
+    assert_ne!(gen2, gen1, "apply must bump the policy generation");
+    assert_eq!(b.dp.config().policy_gen, gen2);
+
+    // Revoked flows drop on their next packet, from either side.
+    b.xdp(
+        "flow 40000: client ACK after revocation",
+        &Packet::ip(web, db).tcp(40000, 5432, TCP_ACK),
+        Drop(DROP_REVOKED),
+    );
+    b.xdp(
+        "flow 40000: next client ACK (entry gone)",
+        &Packet::ip(web, db).tcp(40000, 5432, TCP_ACK),
+        Drop(DROP_POLICY),
+    );
+    b.xdp(
+        "flow 40001: server data after revocation",
+        &Packet::ip(db, web).tcp(5432, 40001, TCP_ACK),
+        Drop(DROP_REVOKED),
+    );
+    b.xdp(
+        "flow 40001: client ACK (entry gone)",
+        &Packet::ip(web, db).tcp(40001, 5432, TCP_ACK),
+        Drop(DROP_POLICY),
+    );
+    b.xdp(
+        "IPv6 flow 53003: client ACK after revocation",
+        &Packet::ip(V6.web, V6.db).tcp(53003, 5432, TCP_ACK),
+        Drop(DROP_REVOKED),
+    );
+    b.tc(
+        "IPv6 flow 53004: server data out through TC after revocation",
+        &Packet::ip(V6.db, V6.web).tcp(5432, 53004, TCP_ACK),
+        Drop(DROP_REVOKED),
+    );
+    b.xdp(
+        "new SYN to 5432",
+        &Packet::ip(web, db).tcp(53007, 5432, TCP_SYN),
+        Drop(DROP_POLICY),
+    );
+    // Flows the new policy still allows: re-checked once, then established.
+    b.xdp(
+        "UDP reply after the reload",
+        &Packet::ip(db, web).udp(53, 53005),
+        Pass(PASS_RECHECKED),
+    );
+    b.xdp(
+        "UDP reply again",
+        &Packet::ip(db, web).udp(53, 53005),
+        Pass(PASS_ESTABLISHED),
+    );
+    b.xdp(
+        "UDP request again",
+        &Packet::ip(web, db).udp(53005, 53),
+        Pass(PASS_ESTABLISHED),
+    );
+    b.xdp(
+        "echo reply after the reload",
+        &V4.echo_reply(db, web, 53),
+        Pass(PASS_RECHECKED),
+    );
+    b.xdp(
+        "IPv6 UDP request after the reload",
+        &Packet::ip(V6.web, V6.db).udp(53006, 53),
+        Pass(PASS_RECHECKED),
+    );
+    b.assert_ct("after the reload", (2, 1));
+
+    // Back to the first policy: the surviving flows are re-checked again.
+    let gen3 = b.apply(BASE, &CompileOptions::default());
+    assert_ne!(gen3, gen2);
+    b.xdp(
+        "UDP request after the second reload",
+        &Packet::ip(web, db).udp(53005, 53),
+        Pass(PASS_RECHECKED),
+    );
+    b.xdp(
+        "new SYN to 5432 after the second reload",
+        &Packet::ip(web, db).tcp(53008, 5432, TCP_SYN),
+        Pass(PASS_POLICY),
+    );
+}
+
+/// A packet that passes by re-check after a reload still advances the flow's
+/// TCP state: a handshake whose SYN-ACK came right after a reload is as
+/// established as any other, and keeps the established timeout.
+#[test]
+fn recheck_keeps_tcp_state() {
+    let load = LoadOptions {
+        timeouts: Timeouts {
+            tcp_syn: Duration::from_secs(1),
+            ..Timeouts::default()
+        },
+        ..small_maps()
+    };
+    let test = "recheck_keeps_tcp_state";
+    let Some(mut b) = Bench::with(test, BASE, &load, &CompileOptions::default()) else {
+        return;
+    };
+    let (web, db) = (V4.web, V4.db);
+    // Flow 56000 completes its handshake before the reload, 56001 across it.
+    for sport in [56000, 56001] {
+        let syn = Packet::ip(web, db).tcp(sport, 5432, TCP_SYN);
+        b.xdp(&format!("flow {sport}: SYN"), &syn, Pass(PASS_POLICY));
+    }
+    let synack = |sport| Packet::ip(db, web).tcp(5432, sport, TCP_SYN | TCP_ACK);
+    let ack = |sport| Packet::ip(web, db).tcp(sport, 5432, TCP_ACK);
+    b.xdp(
+        "flow 56000: SYN-ACK",
+        &synack(56000),
+        Pass(PASS_ESTABLISHED),
+    );
+    b.apply(BASE, &CompileOptions::default());
+    b.xdp(
+        "flow 56000: ACK after the reload",
+        &ack(56000),
+        Pass(PASS_RECHECKED),
+    );
+    b.xdp(
+        "flow 56001: SYN-ACK after the reload",
+        &synack(56001),
+        Pass(PASS_RECHECKED),
+    );
+    b.xdp("flow 56001: ACK", &ack(56001), Pass(PASS_ESTABLISHED));
+    // Past the 1 s SYN timeout: both handshakes completed, so both flows are
+    // established (6 h) and the server may speak first.
+    std::thread::sleep(Duration::from_millis(1250));
+    for sport in [56000, 56001] {
+        let data = Packet::ip(db, web)
+            .tcp(5432, sport, TCP_PSH | TCP_ACK)
+            .payload(b"late");
+        b.xdp(
+            &format!("flow {sport}: server data after 1.25 s"),
+            &data,
+            Pass(PASS_ESTABLISHED),
+        );
+    }
+}
