@@ -1,0 +1,189 @@
+//! Workload identity from Kubernetes objects, enforced by the real agent in
+//! the namespace lab with real sockets: groups written by namespace and
+//! labels (`{namespace: ...}`, `namespaces:` selectors, `pods:` labels), pod
+//! addresses deliberately mixed across the lab's /24s as the VPC CNI mixes
+//! them, and a pod relabel plus a namespace label change reaching the kernel
+//! without a restart.
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use netpol_tests::Family::{V4, V6};
+use netpol_tests::Proto::Tcp;
+use netpol_tests::{check_all, require_root, serve, AgentProcess, Edge, Lab, Mode};
+
+const POLICY: &str = r#"
+groups:
+  ledger: {namespace: svc-ledger}
+  wallet: {namespace: svc-wallet, pods: {app: wallet}}
+  gateway: {namespace: platform, pods: {matchLabels: {app: gateway}}}
+  apps:
+    namespaces:
+      matchExpressions: [{key: tier, operator: In, values: [app]}]
+rules:
+  - name: gateway-to-apps
+    from: gateway
+    to: apps
+    ports: [8080/tcp]
+  - name: ledger-to-wallet
+    from: ledger
+    to: wallet
+    ports: [50051/tcp]
+  - name: intra-ledger
+    within: [ledger]
+"#;
+
+/// The lab's pods in namespaces that cut across their address ranges:
+/// merchant (10.0.3.10) is a ledger pod, ledger-b (10.0.1.11) a wallet worker.
+fn objects(lab: &Lab, wallet_app: &str, wallet_ns_tier: &str) -> String {
+    let pod = |name: &str, ns: &str, app: &str| {
+        let ep = lab.ep(name);
+        let v6 = ep
+            .v6
+            .map(|a| format!(", {{ip: \"{a}\"}}"))
+            .unwrap_or_default();
+        format!(
+            "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\n  \
+             status: {{phase: Running, podIP: \"{v4}\", podIPs: [{{ip: \"{v4}\"}}{v6}]}}\n",
+            v4 = ep.v4
+        )
+    };
+    let mut out = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for (ns, tier) in [
+        ("svc-ledger", "app"),
+        ("svc-wallet", wallet_ns_tier),
+        ("platform", "edge"),
+        ("observability", "ops"),
+    ] {
+        out += &format!(
+            "- {{apiVersion: v1, kind: Namespace, metadata: {{name: {ns}, labels: {{tier: {tier}}}}}}}\n"
+        );
+    }
+    out += &pod("ledger-a", "svc-ledger", "ledger");
+    out += &pod("merchant", "svc-ledger", "ledger");
+    out += &pod("wallet", "svc-wallet", wallet_app);
+    out += &pod("ledger-b", "svc-wallet", "wallet-worker");
+    out += &pod("otel", "observability", "otel");
+    // A pod of another node: its address is behind the uplink.
+    out += &pod("gateway", "platform", "gateway");
+    out
+}
+
+/// Writes `text` to `dir/name` by rename, as a ConfigMap or a controller
+/// would, so the agent never reads half a file.
+fn write_atomically(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+fn enforced_count(agent: &AgentProcess) -> usize {
+    agent.log().matches(" enforced").count()
+}
+
+fn assert_edges(lab: &Lab, edges: &[Edge], agent: &AgentProcess, when: &str) {
+    let failures = check_all(lab, edges, Mode::Enforced);
+    assert!(
+        failures.is_empty(),
+        "{when}: {} of {} edges behaved wrongly:\n{}\n--- agent log ---\n{}",
+        failures.len(),
+        edges.len(),
+        failures.join("\n"),
+        agent.log()
+    );
+}
+
+#[test]
+fn namespace_policies_follow_the_pods() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::localplus();
+    let root = tempdir();
+    let (policy_dir, objects_dir) = (root.join("policy"), root.join("objects"));
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    std::fs::create_dir_all(&objects_dir).unwrap();
+    std::fs::write(policy_dir.join("policy.yaml"), POLICY).unwrap();
+    write_atomically(
+        &objects_dir,
+        "objects.yaml",
+        &objects(&lab, "wallet", "app"),
+    );
+
+    let before = [
+        Edge::allow("gateway", "ledger-a", V4, Tcp, 8080),
+        Edge::allow("gateway", "merchant", V4, Tcp, 8080),
+        Edge::allow("gateway", "wallet", V4, Tcp, 8080),
+        Edge::allow("gateway", "ledger-b", V4, Tcp, 8080),
+        Edge::allow("gateway", "ledger-a", V6, Tcp, 8080),
+        Edge::allow("ledger-a", "wallet", V4, Tcp, 50051),
+        Edge::allow("merchant", "wallet", V4, Tcp, 50051),
+        Edge::allow("ledger-a", "wallet", V6, Tcp, 50051),
+        // Same namespace, whatever the address.
+        Edge::allow("ledger-a", "merchant", V4, Tcp, 7777),
+        Edge::allow("merchant", "ledger-a", V6, Tcp, 7777),
+        // ledger-b sits in ledger-a's /24 but in another namespace.
+        Edge::deny("ledger-a", "ledger-b", V4, Tcp, 7777),
+        Edge::deny("ledger-b", "wallet", V4, Tcp, 50051),
+        Edge::deny("otel", "wallet", V4, Tcp, 50051),
+        Edge::deny("otel", "ledger-a", V4, Tcp, 8080),
+        Edge::deny("world", "ledger-a", V4, Tcp, 8080),
+        Edge::deny("wallet", "ledger-a", V4, Tcp, 50051),
+    ];
+    let _servers = serve(&lab, &before);
+    let objects_arg = objects_dir.to_str().unwrap();
+    let agent = AgentProcess::spawn(&lab, &policy_dir, &["--kube-objects", objects_arg]);
+    assert_edges(&lab, &before, &agent, "objects as first read");
+
+    // The wallet pod is relabelled and its namespace leaves the app tier:
+    // both rules stop covering it, without a restart.
+    let n = enforced_count(&agent);
+    write_atomically(
+        &objects_dir,
+        "objects.yaml",
+        &objects(&lab, "other", "none"),
+    );
+    let start = Instant::now();
+    while enforced_count(&agent) == n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no new policy generation after the objects changed:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = [
+        Edge::deny("ledger-a", "wallet", V4, Tcp, 50051),
+        Edge::deny("ledger-a", "wallet", V6, Tcp, 50051),
+        Edge::deny("gateway", "wallet", V4, Tcp, 8080),
+        Edge::deny("gateway", "ledger-b", V4, Tcp, 8080),
+        Edge::allow("gateway", "ledger-a", V4, Tcp, 8080),
+        Edge::allow("ledger-a", "merchant", V4, Tcp, 7777),
+    ];
+    // Every server these edges need is already up (same ends and ports).
+    assert_edges(&lab, &after, &agent, "after the relabel");
+}
+
+/// A directory removed when the test ends, however it ends.
+struct TempDir(std::path::PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir() -> TempDir {
+    let dir = std::env::temp_dir().join(format!("netpol-lab-kube-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
