@@ -14,6 +14,8 @@ use aya_ebpf::{
 /// its own list instead of contending for one lock.
 const BPF_F_NO_COMMON_LRU: u32 = 2;
 const BPF_F_NO_PREALLOC: u32 = 1;
+/// `bpf_map_update_elem` flag: create only.
+pub const BPF_NOEXIST: u64 = 1;
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
