@@ -19,7 +19,7 @@ use crate::{
 /// Per address family: which maps to use and how to build keys.
 pub trait Family {
     type Addr: Copy + 'static;
-    type CtKey: 'static;
+    type CtKey: Clone + 'static;
     type FragKey: 'static;
     type IdKey: 'static;
     const BITS: u32;

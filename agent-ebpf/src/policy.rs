@@ -14,7 +14,7 @@ use crate::{family::Family, maps::RULES};
 /// the trie, which holds every shorter prefix. The split is exact: a host
 /// prefix is the longest possible match.
 #[inline(always)]
-pub fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityValue> {
+fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityValue> {
     let key = F::id_key(slot, addr);
     if flags & (F::HOSTS_FLAG << slot) != 0 {
         // SAFETY: the value is copied out at once; the agent only replaces
@@ -29,7 +29,7 @@ pub fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<Ident
 /// Looks a (src, dst, proto, port) question up in the live policy. A denial
 /// says whether either side belongs to an audit-only group (then it passes).
 #[inline(always)]
-pub fn policy<F: Family>(
+pub fn lookup<F: Family>(
     gen: u32,
     flags: u32,
     src: &F::Addr,
