@@ -9,6 +9,10 @@ pub struct Counter {
     pub bytes: u64,
 }
 
+/// Counters each flow entry and flow-cache slot holds: one per
+/// `flow_counter_index`.
+pub const FLOW_COUNTER_SLOTS: usize = 4;
+
 /// Per-flow counter slot: hook direction (`DIR_*`) and whether the packet went
 /// from endpoint B to endpoint A of the normalised key.
 #[inline(always)]
@@ -27,8 +31,14 @@ pub const fn counter_index(dir: u32, audited: bool, reason: u32) -> u32 {
     (dir * 2 + audited as u32) * reason::COUNT + reason
 }
 
+/// Rule ids the datapath keeps per-rule counters and names for: the size of
+/// `RULE_NAMES` and, times `RULE_COUNTER_STRIDE`, of `RULE_COUNTERS`. Fixed
+/// arrays, so a rule's counts are never evicted; passes by higher ids are
+/// counted by direction and reason only.
+pub const RULE_IDS: u32 = 4096;
+
 /// Per-rule counters: per rule id, `RULE_COUNTER_STRIDE` slots of (direction,
-/// rule reason).
+/// rule reason), half of them per direction.
 pub const RULE_COUNTER_STRIDE: u32 = 8;
 /// Reasons a rule is credited with, in `rule_counter_index` order.
 pub const RULE_REASONS: [u32; 3] = [
@@ -46,7 +56,7 @@ pub const fn rule_counter_index(rule_id: u32, dir: u32, why: u32) -> Option<u32>
         reason::PASS_RECHECKED => 2,
         _ => return None,
     };
-    Some(rule_id * RULE_COUNTER_STRIDE + (dir & 1) * 4 + kind)
+    Some(rule_id * RULE_COUNTER_STRIDE + (dir & 1) * (RULE_COUNTER_STRIDE / 2) + kind)
 }
 
 /// Why a packet got its verdict. Values below `FIRST_DROP_REASON` pass.

@@ -6,6 +6,8 @@
 pub const BUCKET_EVENTS: u32 = 0;
 /// `BUCKETS` slot limiting new denied-flow records.
 pub const BUCKET_RECORDS: u32 = 1;
+/// Slots in `BUCKETS`.
+pub const BUCKET_SLOTS: u32 = 2;
 
 /// Per-CPU token bucket limiting verdict events or denied-flow records.
 #[repr(C)]

@@ -3,8 +3,8 @@
 //! and the denied-flow maps returns, and the flag bits inside them.
 
 use crate::{
-    Config, Counter, CtKey4, CtKey6, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP,
-    IPPROTO_UDP,
+    Config, Counter, CtKey4, CtKey6, FLOW_COUNTER_SLOTS, IPPROTO_ICMP, IPPROTO_ICMPV6,
+    IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP,
 };
 
 /// Protocol classes used by the identity fast-path flags.
@@ -126,7 +126,7 @@ pub struct CtValue {
     /// Per-flow packets and bytes, indexed by `flow_counter_index`. Packets
     /// answered by the flow cache reach these when the cache slot is flushed
     /// (see `FlowCache::counters`).
-    pub counters: [Counter; 4],
+    pub counters: [Counter; FLOW_COUNTER_SLOTS],
 }
 
 /// One slot of the per-CPU flow cache in front of conntrack: a two-way flow
@@ -147,7 +147,7 @@ pub struct FlowCache<K> {
     /// to its conntrack entry (`flow_counter_index`). They are flushed when
     /// the flow next goes to conntrack (about once a second, FIN/RST) or when
     /// another flow takes the slot; readers add pending deltas themselves.
-    pub counters: [Counter; 4],
+    pub counters: [Counter; FLOW_COUNTER_SLOTS],
 }
 
 pub type FlowCache4 = FlowCache<CtKey4>;
@@ -178,7 +178,7 @@ pub struct DeniedValue {
     /// `DENIED_F_*`.
     pub flags: u32,
     /// `flow_counter_index`.
-    pub counters: [Counter; 4],
+    pub counters: [Counter; FLOW_COUNTER_SLOTS],
 }
 
 /// `DeniedValue::flags`: the first packet came from endpoint B.

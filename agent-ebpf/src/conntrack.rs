@@ -3,7 +3,7 @@
 //! once per flow, not once per packet.
 use agent_common::{
     ct_timeout, stat, Counter, CtValue, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B,
-    CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK, IPPROTO_TCP,
+    CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK, FLOW_COUNTER_SLOTS, IPPROTO_TCP,
 };
 
 use crate::{
@@ -180,7 +180,7 @@ pub fn create<F: Family>(fl: &Flow<F>, rule_id: u32) -> bool {
         flags: opening_flags(fl.src_is_b, l4.proto, l4.tcp_flags),
         orig_port: l4.policy_port,
         _pad: 0,
-        counters: [Counter::default(); 4],
+        counters: [Counter::default(); FLOW_COUNTER_SLOTS],
     };
     if fl.counting {
         first_count(&mut value.counters, fl.idx, fl.pkt.len);

@@ -1,7 +1,7 @@
 //! Counting primitives: counters shared between CPUs (flow entries) take atomic
 //! adds, per-CPU ones plain adds, and the bookkeeping slots (`STATS`) one
 //! helper, so every count in the datapath is made the same way.
-use agent_common::{counter_index, rule_counter_index, Counter};
+use agent_common::{counter_index, rule_counter_index, Counter, FLOW_COUNTER_SLOTS};
 
 use crate::maps::{COUNTERS, RULE_COUNTERS, STATS};
 
@@ -25,7 +25,7 @@ pub fn shared_add(c: &mut Counter, packets: u64, bytes: u64) {
 
 /// Counts one packet in slot `idx` of a flow entry other CPUs also write.
 #[inline(always)]
-pub fn count_shared(counters: &mut [Counter; 4], idx: usize, len: u64) {
+pub fn count_shared(counters: &mut [Counter; FLOW_COUNTER_SLOTS], idx: usize, len: u64) {
     if let Some(c) = counters.get_mut(idx) {
         shared_add(c, 1, len);
     }
@@ -33,7 +33,7 @@ pub fn count_shared(counters: &mut [Counter; 4], idx: usize, len: u64) {
 
 /// Makes one packet the first count of a flow entry not yet in its map.
 #[inline(always)]
-pub fn first_count(counters: &mut [Counter; 4], idx: usize, len: u64) {
+pub fn first_count(counters: &mut [Counter; FLOW_COUNTER_SLOTS], idx: usize, len: u64) {
     if let Some(c) = counters.get_mut(idx) {
         *c = Counter {
             packets: 1,

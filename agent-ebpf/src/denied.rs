@@ -3,7 +3,8 @@
 //! is rate-limited rather than allowed to churn that map.
 use agent_common::{
     flow_counter_index, stat, Counter, DeniedValue, BUCKET_RECORDS, CFG_F_FLOW_COUNTERS,
-    DENIED_F_AUDIT, DENIED_F_ORIG_B, EVENT_VERDICT_AUDIT, EVENT_VERDICT_DROP, MODE_AUDIT,
+    DENIED_F_AUDIT, DENIED_F_ORIG_B, EVENT_VERDICT_AUDIT, EVENT_VERDICT_DROP, FLOW_COUNTER_SLOTS,
+    MODE_AUDIT,
 };
 
 use crate::{
@@ -79,7 +80,7 @@ fn create<F: Family>(fl: &Flow<F>, idx: usize, why: u32, audit: bool) {
         reason: why,
         flags: if fl.src_is_b { DENIED_F_ORIG_B } else { 0 }
             | if audit { DENIED_F_AUDIT } else { 0 },
-        counters: [Counter::default(); 4],
+        counters: [Counter::default(); FLOW_COUNTER_SLOTS],
     };
     first_count(&mut v.counters, idx, fl.pkt.len);
     // NOEXIST: two CPUs racing on a new flow create it once; the loser's

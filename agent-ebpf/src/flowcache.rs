@@ -2,7 +2,7 @@
 //! two-way flow costs an inlined array read instead of a hash-map call. Its
 //! slots also hold per-flow counts not yet added to conntrack, so the hot path
 //! never writes a line another CPU shares.
-use agent_common::{Counter, FlowCache, FLOW_CACHE_SLOTS};
+use agent_common::{Counter, FlowCache, FLOW_CACHE_SLOTS, FLOW_COUNTER_SLOTS};
 
 use crate::{counting::shared_add, family::Family, flow::Flow};
 
@@ -48,12 +48,13 @@ fn cache_hit<F: Family>(c: &FlowCache<F::CtKey>, key: &F::CtKey, gen: u32, now: 
 /// Fibonacci hashing: the top bits of a multiplication spread nearby keys.
 #[inline(always)]
 pub fn hash_slot(x: u64) -> u32 {
-    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 52) as u32 & (FLOW_CACHE_SLOTS - 1)
+    const SHIFT: u32 = 64 - FLOW_CACHE_SLOTS.trailing_zeros();
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> SHIFT) as u32 & (FLOW_CACHE_SLOTS - 1)
 }
 
 /// Moves a flow-cache slot's pending deltas into the flow's conntrack entry.
 #[inline(always)]
-fn flush(pending: &mut [Counter; 4], into: &mut [Counter; 4]) {
+fn flush(pending: &mut [Counter; FLOW_COUNTER_SLOTS], into: &mut [Counter; FLOW_COUNTER_SLOTS]) {
     for (p, c) in pending.iter_mut().zip(into.iter_mut()) {
         if p.packets != 0 {
             shared_add(c, p.packets, p.bytes);
@@ -65,7 +66,11 @@ fn flush(pending: &mut [Counter; 4], into: &mut [Counter; 4]) {
 /// Moves the deltas `slot` holds for `key` into `key`'s conntrack entry, so
 /// the entry is complete whenever the flow reaches conntrack.
 #[inline(always)]
-pub fn flush_own<F: Family>(slot: Slot<F>, key: &F::CtKey, into: &mut [Counter; 4]) {
+pub fn flush_own<F: Family>(
+    slot: Slot<F>,
+    key: &F::CtKey,
+    into: &mut [Counter; FLOW_COUNTER_SLOTS],
+) {
     if let Some(c) = slot {
         // SAFETY: this CPU's slot of a per-CPU array.
         let c = unsafe { &mut *c };
@@ -98,7 +103,7 @@ pub fn fill<F: Family>(fl: &Flow<F>, slot: Slot<F>, rule_id: u32) {
             valid_until: fl.t + fl.cfg.refresh_interval,
             policy_gen: fl.gen,
             rule_id,
-            counters: [Counter::default(); 4],
+            counters: [Counter::default(); FLOW_COUNTER_SLOTS],
         };
     }
 }

@@ -40,12 +40,16 @@ mod prog {
         programs::{TcContext, XdpContext},
     };
 
-    use crate::{parse::Bounds, verdict::judge};
+    use crate::{
+        parse::{Bounds, MAX_L4_OFFSET},
+        verdict::judge,
+    };
 
     /// Bytes TC needs in the linear area to read every header we parse: up to
-    /// two VLAN tags, IPv6 extension headers up to parse.rs's 512-byte bound,
-    /// and the transport header.
-    const TC_PULL_LEN: usize = 576;
+    /// two VLAN tags and IPv6 extension headers (parse.rs's bound on where the
+    /// transport header starts), then the transport header (TCP's is at most
+    /// 60 bytes).
+    const TC_PULL_LEN: usize = MAX_L4_OFFSET + 64;
 
     #[xdp]
     pub fn netpol_xdp(ctx: XdpContext) -> u32 {

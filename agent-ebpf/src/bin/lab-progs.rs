@@ -113,6 +113,8 @@ mod prog {
 
     const ETH_LEN: usize = 14;
 
+    use agent_common::{IPPROTO_TCP, IPPROTO_UDP};
+
     /// RFC 1624 incremental update of a one's-complement checksum when one
     /// 16-bit word changes; the sum does not depend on byte order as long as
     /// every word is read the same way.
@@ -196,8 +198,8 @@ mod prog {
         // above.
         let proto = unsafe { *(proto as *const u8) };
         let l4_csum = match proto {
-            6 => l4 + 16,
-            17 => l4 + 6,
+            IPPROTO_TCP => l4 + 16,
+            IPPROTO_UDP => l4 + 6,
             _ => return None,
         };
         if l4 + 18 > end {
@@ -205,7 +207,7 @@ mod prog {
         }
         let mut sum4 = load16(l4_csum);
         // An IPv4 UDP checksum of zero means "none" and must stay zero.
-        let fix_l4 = !(proto == 17 && sum4 == 0);
+        let fix_l4 = !(proto == IPPROTO_UDP && sum4 == 0);
 
         let bits = cfg[0];
         if bits > 0 && bits <= 24 {
