@@ -54,7 +54,7 @@ mod prog {
         }
     }
 
-    // Traffic benchmark (issue 6): a receiver that counts what it sees, and a
+    // Traffic benchmark: a receiver that counts what it sees, and a
     // sender that varies each live frame so one template makes many flows.
     use aya_ebpf::maps::{Array, PerCpuArray};
 
