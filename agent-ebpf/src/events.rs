@@ -36,7 +36,7 @@ pub fn refilled(
 
 /// Takes a token from this CPU's bucket `idx`; false when it is empty.
 #[inline(always)]
-pub fn take_token(idx: u32, rate: u64, burst: u64, hz: u64, t: u64) -> bool {
+fn take_token(idx: u32, rate: u64, burst: u64, hz: u64, t: u64) -> bool {
     match refilled(idx, rate, burst, hz, t) {
         Some(b) if b.tokens >= hz => {
             b.tokens -= hz;
