@@ -2,14 +2,32 @@
 //! egress judges traffic leaving it; both share maps and one decision.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
-// Atomic adds on shared flow counters (see verdict::atomic_add).
+// Atomic adds on shared flow counters (see counting::atomic_add).
 #![cfg_attr(target_arch = "bpf", feature(core_intrinsics))]
 #![cfg_attr(target_arch = "bpf", allow(internal_features))]
 
 #[cfg(target_arch = "bpf")]
+mod conntrack;
+#[cfg(target_arch = "bpf")]
+mod counting;
+#[cfg(target_arch = "bpf")]
+mod denied;
+#[cfg(target_arch = "bpf")]
+mod events;
+#[cfg(target_arch = "bpf")]
+mod family;
+#[cfg(target_arch = "bpf")]
+mod flow;
+#[cfg(target_arch = "bpf")]
+mod flowcache;
+#[cfg(target_arch = "bpf")]
+mod frag;
+#[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
 mod parse;
+#[cfg(target_arch = "bpf")]
+mod policy;
 #[cfg(target_arch = "bpf")]
 mod verdict;
 
@@ -22,12 +40,16 @@ mod prog {
         programs::{TcContext, XdpContext},
     };
 
-    use crate::{parse::Bounds, verdict::judge};
+    use crate::{
+        parse::{Bounds, MAX_L4_OFFSET},
+        verdict::judge,
+    };
 
     /// Bytes TC needs in the linear area to read every header we parse: up to
-    /// two VLAN tags, IPv6 extension headers up to parse.rs's 512-byte bound,
-    /// and the transport header.
-    const TC_PULL_LEN: usize = 576;
+    /// two VLAN tags and IPv6 extension headers (parse.rs's bound on where the
+    /// transport header starts), then the transport header (TCP's is at most
+    /// 60 bytes).
+    const TC_PULL_LEN: usize = MAX_L4_OFFSET + 64;
 
     #[xdp]
     pub fn netpol_xdp(ctx: XdpContext) -> u32 {

@@ -3,7 +3,7 @@
 use agent_common::{
     stat, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache4, FlowCache6, FragKey4,
     FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleName, RuleValue, TokenBucket,
-    COUNTER_SLOTS, FLOW_CACHE_SLOTS, RULE_COUNTER_STRIDE,
+    BUCKET_SLOTS, COUNTER_SLOTS, FLOW_CACHE_SLOTS, RULE_COUNTER_STRIDE, RULE_IDS,
 };
 use aya_ebpf::{
     macros::map,
@@ -14,6 +14,8 @@ use aya_ebpf::{
 /// its own list instead of contending for one lock.
 const BPF_F_NO_COMMON_LRU: u32 = 2;
 const BPF_F_NO_PREALLOC: u32 = 1;
+/// `bpf_map_update_elem` flag: create only.
+pub const BPF_NOEXIST: u64 = 1;
 
 #[map]
 pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
@@ -75,7 +77,7 @@ pub static DENIED6: LruHashMap<CtKey6, DeniedValue> =
 /// Packets and bytes passed per rule id (`rule_counter_index`); never evicted.
 #[map]
 pub static RULE_COUNTERS: PerCpuArray<Counter> =
-    PerCpuArray::with_max_entries(4096 * RULE_COUNTER_STRIDE, 0);
+    PerCpuArray::with_max_entries(RULE_IDS * RULE_COUNTER_STRIDE, 0);
 
 /// `agent_common::stat` slots.
 #[map]
@@ -86,9 +88,9 @@ pub static STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(stat::COUNT, 
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(256 * 1024, 0);
 
 #[map]
-pub static BUCKETS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(2, 0);
+pub static BUCKETS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(BUCKET_SLOTS, 0);
 
 /// Rule names by id, written by the agent for readers of the pinned maps; the
 /// datapath never reads it.
 #[map]
-pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(4096, 0);
+pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(RULE_IDS, 0);

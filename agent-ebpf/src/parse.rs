@@ -14,7 +14,7 @@ const IPV6_HLEN: usize = 40;
 /// Extension headers walked before giving up (HbH, Dest, Routing, Frag, AH, Dest).
 const MAX_IPV6_EXT_HDRS: usize = 6;
 /// Upper bound on where the L4 header may start; keeps offsets verifier-friendly.
-const MAX_L4_OFFSET: usize = 512;
+pub const MAX_L4_OFFSET: usize = 512;
 
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;

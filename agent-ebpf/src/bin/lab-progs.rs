@@ -54,7 +54,7 @@ mod prog {
         }
     }
 
-    // Traffic benchmark (issue 6): a receiver that counts what it sees, and a
+    // Traffic benchmark: a receiver that counts what it sees, and a
     // sender that varies each live frame so one template makes many flows.
     use aya_ebpf::maps::{Array, PerCpuArray};
 
@@ -112,6 +112,8 @@ mod prog {
     static GEN_STATE: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
 
     const ETH_LEN: usize = 14;
+
+    use agent_common::{IPPROTO_TCP, IPPROTO_UDP};
 
     /// RFC 1624 incremental update of a one's-complement checksum when one
     /// 16-bit word changes; the sum does not depend on byte order as long as
@@ -196,8 +198,8 @@ mod prog {
         // above.
         let proto = unsafe { *(proto as *const u8) };
         let l4_csum = match proto {
-            6 => l4 + 16,
-            17 => l4 + 6,
+            IPPROTO_TCP => l4 + 16,
+            IPPROTO_UDP => l4 + 6,
             _ => return None,
         };
         if l4 + 18 > end {
@@ -205,7 +207,7 @@ mod prog {
         }
         let mut sum4 = load16(l4_csum);
         // An IPv4 UDP checksum of zero means "none" and must stay zero.
-        let fix_l4 = !(proto == 17 && sum4 == 0);
+        let fix_l4 = !(proto == IPPROTO_UDP && sum4 == 0);
 
         let bits = cfg[0];
         if bits > 0 && bits <= 24 {

@@ -1,0 +1,197 @@
+//! Connection tracking: one entry per flow for both directions (the key is
+//! normalised), so a reply finds its request's entry and the policy is asked
+//! once per flow, not once per packet.
+use agent_common::{
+    ct_timeout, stat, Counter, CtValue, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B,
+    CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK, FLOW_COUNTER_SLOTS, IPPROTO_TCP,
+};
+
+use crate::{
+    counting::{bump_stat, first_count},
+    family::Family,
+    flow::Flow,
+    maps::BPF_NOEXIST,
+    parse::{Track, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
+};
+
+/// The direction-normalised conntrack key of a packet, and whether its source
+/// is endpoint B (the larger one), so both directions share one entry.
+#[inline(always)]
+pub fn ct_key<F: Family>(
+    src: &F::Addr,
+    dst: &F::Addr,
+    sp: u16,
+    dp: u16,
+    proto: u8,
+) -> (F::CtKey, bool) {
+    let src_is_b = F::addr_gt(src, dst).unwrap_or(sp > dp);
+    let key = if src_is_b {
+        F::make_ct_key(dst, src, dp, sp, proto)
+    } else {
+        F::make_ct_key(src, dst, sp, dp, proto)
+    };
+    (key, src_is_b)
+}
+
+/// Folds this packet's TCP flags into the entry's state.
+#[inline(always)]
+pub fn ct_flags_after(flags: u32, is_orig: bool, proto: u8, tcp_flags: u8) -> u32 {
+    let mut f = flags;
+    if !is_orig {
+        f |= CT_F_REPLY_SEEN;
+    }
+    if proto == IPPROTO_TCP {
+        if tcp_flags & TCP_RST != 0 {
+            f |= CT_F_RST;
+        }
+        if tcp_flags & TCP_FIN != 0 {
+            f |= if is_orig {
+                CT_F_FIN_ORIG
+            } else {
+                CT_F_FIN_REPLY
+            };
+        }
+        if !is_orig && tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK {
+            f |= CT_F_SYNACK;
+        }
+    }
+    f
+}
+
+/// Whether a packet may belong to a tracked flow. One that opens a flow goes
+/// straight to the policy, and a stateless one never has an entry.
+#[inline(always)]
+pub fn looks_up(track: Track) -> bool {
+    track != Track::Open && track != Track::PolicyOnly
+}
+
+/// Whether a packet the policy allows creates (or replaces) its flow's entry.
+#[inline(always)]
+pub fn creates(track: Track) -> bool {
+    track == Track::Open || track == Track::Lookup
+}
+
+/// The flow's entry, if it has one.
+#[inline(always)]
+pub fn entry<F: Family>(key: &F::CtKey) -> Option<&'static mut CtValue> {
+    match F::ct().get_ptr_mut(key) {
+        // SAFETY: map value pointer from a successful lookup.
+        Some(e) => Some(unsafe { &mut *e }),
+        None => None,
+    }
+}
+
+/// A flow's entry with what this packet learns from it.
+pub struct Live {
+    pub e: &'static mut CtValue,
+    /// The packet travels the way the flow's first packet did.
+    pub is_orig: bool,
+    /// Jiffies since the entry was last stamped.
+    pub age: u64,
+}
+
+impl Live {
+    #[inline(always)]
+    pub fn new<F: Family>(fl: &Flow<F>, e: &'static mut CtValue) -> Self {
+        // Saturating: another CPU may have stamped the entry after this one
+        // read the clock.
+        let age = fl.t.saturating_sub(e.last_seen);
+        let is_orig = fl.src_is_b == (e.flags & CT_F_ORIG_B != 0);
+        Live { e, is_orig, age }
+    }
+
+    /// Whether the packet may use the entry: it has not been idle past its
+    /// state's timeout, and an echo reply travels the reply direction (one
+    /// travelling the way its request did is not a reply).
+    #[inline(always)]
+    pub fn usable<F: Family>(&self, fl: &Flow<F>) -> bool {
+        let l4 = &fl.ip.l4;
+        !(self.is_orig && l4.track == Track::Reply)
+            && self.age < ct_timeout(fl.cfg, l4.proto, self.e.flags)
+    }
+}
+
+/// Stamps an entry with the state this packet leaves it in. The clock stamp
+/// is written at most once per `refresh` while nothing changes, so a busy
+/// flow does not bounce the entry's cache line between CPUs.
+#[inline(always)]
+pub fn touch(e: &mut CtValue, flags: u32, age: u64, t: u64, refresh: u64) {
+    let changed = flags != e.flags;
+    if changed {
+        e.flags = flags;
+    }
+    if changed || age > refresh {
+        e.last_seen = t;
+    }
+}
+
+/// The (source, destination) of the flow's opening packet: the question a
+/// re-check after a policy change asks again.
+#[inline(always)]
+pub fn orig_endpoints<F: Family>(key: &F::CtKey, flags: u32) -> (F::Addr, F::Addr) {
+    let (a, b) = F::ct_addrs(key);
+    if flags & CT_F_ORIG_B != 0 {
+        (b, a)
+    } else {
+        (a, b)
+    }
+}
+
+/// Stamps an entry re-checked against policy generation `gen`.
+#[inline(always)]
+pub fn rechecked(e: &mut CtValue, gen: u32, rule_id: u32, flags: u32, t: u64) {
+    e.policy_gen = gen;
+    e.rule_id = rule_id;
+    e.flags = flags;
+    e.last_seen = t;
+}
+
+/// Deletes the entry of a flow the live policy no longer allows.
+#[inline(always)]
+pub fn remove<F: Family>(key: &F::CtKey) {
+    let _ = F::ct().remove(key);
+    bump_stat(stat::CT_REMOVED);
+}
+
+/// State of a new entry. A flow picked up mid-stream (agent restart, evicted
+/// entry) counts as established; a SYN starts a fresh handshake.
+#[inline(always)]
+fn opening_flags(src_is_b: bool, proto: u8, tcp_flags: u8) -> u32 {
+    let mut flags = if src_is_b { CT_F_ORIG_B } else { 0 };
+    if proto == IPPROTO_TCP {
+        flags |= if tcp_flags & TCP_SYN != 0 {
+            CT_F_SYN
+        } else {
+            CT_F_SYN | CT_F_SYNACK
+        };
+    }
+    flags
+}
+
+/// Creates the flow's entry, allowed by `rule_id`; true when the flow is new.
+#[inline(always)]
+pub fn create<F: Family>(fl: &Flow<F>, rule_id: u32) -> bool {
+    let l4 = &fl.ip.l4;
+    let mut value = CtValue {
+        created: fl.t,
+        last_seen: fl.t,
+        policy_gen: fl.gen,
+        rule_id,
+        flags: opening_flags(fl.src_is_b, l4.proto, l4.tcp_flags),
+        orig_port: l4.policy_port,
+        _pad: 0,
+        counters: [Counter::default(); FLOW_COUNTER_SLOTS],
+    };
+    if fl.counting {
+        first_count(&mut value.counters, fl.idx, fl.pkt.len);
+    }
+    // Create-only first, so creations (for fill and eviction figures) are
+    // counted once; a SYN reusing a live flow's ports then replaces it.
+    if F::ct().insert(fl.key, value, BPF_NOEXIST).is_ok() {
+        bump_stat(F::CT_CREATED);
+        true
+    } else {
+        let _ = F::ct().insert(fl.key, value, 0);
+        false
+    }
+}

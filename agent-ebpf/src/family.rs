@@ -1,0 +1,237 @@
+//! The per-address-family glue: which maps an IPv4 or IPv6 packet uses and how
+//! its keys are built. Every other module is written once, generic over
+//! `Family`, and monomorphised per family, so each call site names one map
+//! (which the verifier needs to inline the lookup).
+use agent_common::{
+    stat, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache, FragKey4, FragKey6, FragValue, IdKey4,
+    IdKey6, IdentityValue, CFG_F_HOSTS4, CFG_F_HOSTS6,
+};
+use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray};
+
+use crate::{
+    flowcache::{hash_slot, words},
+    maps::{
+        CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6, IDS4,
+        IDS6,
+    },
+};
+
+/// Per address family: which maps to use and how to build keys.
+pub trait Family {
+    type Addr: Copy + 'static;
+    type CtKey: Clone + 'static;
+    type FragKey: 'static;
+    type IdKey: 'static;
+    const BITS: u32;
+    fn cache() -> &'static PerCpuArray<FlowCache<Self::CtKey>>;
+    /// The flow-cache slot of a conntrack key.
+    fn cache_slot(key: &Self::CtKey) -> u32;
+    /// Key equality as whole words (no memcmp in BPF).
+    fn key_eq(a: &Self::CtKey, b: &Self::CtKey) -> bool;
+    fn ids() -> &'static LpmTrie<Self::IdKey, IdentityValue>;
+    fn hosts() -> &'static HashMap<Self::IdKey, IdentityValue>;
+    /// `Config::flags` bit of slot 0's host prefixes (slot 1's is `<< 1`).
+    const HOSTS_FLAG: u32;
+    fn id_key(slot: u8, addr: &Self::Addr) -> Self::IdKey;
+    fn ct() -> &'static LruHashMap<Self::CtKey, CtValue>;
+    fn frag() -> &'static LruHashMap<Self::FragKey, FragValue>;
+    /// Whether address `a` sorts after `b` (compared as big-endian bytes).
+    fn addr_gt(a: &Self::Addr, b: &Self::Addr) -> Option<bool>;
+    fn make_ct_key(a: &Self::Addr, b: &Self::Addr, pa: u16, pb: u16, proto: u8) -> Self::CtKey;
+    /// (A, B) addresses of a key.
+    fn ct_addrs(key: &Self::CtKey) -> (Self::Addr, Self::Addr);
+    fn frag_key(src: &Self::Addr, dst: &Self::Addr, id: u32, proto: u8) -> Self::FragKey;
+    fn denied() -> &'static LruHashMap<Self::CtKey, DeniedValue>;
+    /// `stat` slots counting conntrack and denied-flow creations.
+    const CT_CREATED: u32;
+    const DENIED_CREATED: u32;
+    /// 4 or 6, for events.
+    const FAMILY: u8;
+    fn addr16(a: &Self::Addr) -> [u8; 16];
+}
+
+pub struct V4;
+pub struct V6;
+
+impl Family for V4 {
+    type Addr = [u8; 4];
+    type CtKey = CtKey4;
+    type FragKey = FragKey4;
+    type IdKey = IdKey4;
+    const BITS: u32 = 32;
+    const CT_CREATED: u32 = stat::CT4_CREATED;
+    const DENIED_CREATED: u32 = stat::DENIED4_CREATED;
+    const FAMILY: u8 = 4;
+
+    #[inline(always)]
+    fn denied() -> &'static LruHashMap<CtKey4, DeniedValue> {
+        &DENIED4
+    }
+    #[inline(always)]
+    fn addr16(a: &[u8; 4]) -> [u8; 16] {
+        let mut out = [0u8; 16];
+        out[..4].copy_from_slice(a);
+        out
+    }
+
+    #[inline(always)]
+    fn cache() -> &'static PerCpuArray<FlowCache<CtKey4>> {
+        &FLOWCACHE4
+    }
+    #[inline(always)]
+    fn cache_slot(key: &CtKey4) -> u32 {
+        let w = words::<2, CtKey4>(key);
+        hash_slot(w[0] ^ w[1].rotate_left(29))
+    }
+    #[inline(always)]
+    fn key_eq(a: &CtKey4, b: &CtKey4) -> bool {
+        words::<2, CtKey4>(a) == words::<2, CtKey4>(b)
+    }
+
+    #[inline(always)]
+    fn ids() -> &'static LpmTrie<IdKey4, IdentityValue> {
+        &IDS4
+    }
+    #[inline(always)]
+    fn hosts() -> &'static HashMap<IdKey4, IdentityValue> {
+        &HOSTS4
+    }
+    const HOSTS_FLAG: u32 = CFG_F_HOSTS4;
+    #[inline(always)]
+    fn id_key(slot: u8, addr: &[u8; 4]) -> IdKey4 {
+        IdKey4 { slot, addr: *addr }
+    }
+    #[inline(always)]
+    fn ct() -> &'static LruHashMap<CtKey4, CtValue> {
+        &CT4
+    }
+    #[inline(always)]
+    fn frag() -> &'static LruHashMap<FragKey4, FragValue> {
+        &FRAG4
+    }
+    #[inline(always)]
+    fn addr_gt(a: &[u8; 4], b: &[u8; 4]) -> Option<bool> {
+        let (a, b) = (u32::from_be_bytes(*a), u32::from_be_bytes(*b));
+        (a != b).then_some(a > b)
+    }
+    #[inline(always)]
+    fn make_ct_key(a: &[u8; 4], b: &[u8; 4], pa: u16, pb: u16, proto: u8) -> CtKey4 {
+        CtKey4 {
+            addr_a: *a,
+            addr_b: *b,
+            port_a: pa.to_be_bytes(),
+            port_b: pb.to_be_bytes(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+    #[inline(always)]
+    fn ct_addrs(key: &CtKey4) -> ([u8; 4], [u8; 4]) {
+        (key.addr_a, key.addr_b)
+    }
+    #[inline(always)]
+    fn frag_key(src: &[u8; 4], dst: &[u8; 4], id: u32, proto: u8) -> FragKey4 {
+        FragKey4 {
+            src: *src,
+            dst: *dst,
+            id: (id as u16).to_be_bytes(),
+            proto,
+            _pad: 0,
+        }
+    }
+}
+
+#[inline(always)]
+fn v6_words(a: &[u8; 16]) -> (u64, u64) {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&a[..8]);
+    lo.copy_from_slice(&a[8..]);
+    (u64::from_be_bytes(hi), u64::from_be_bytes(lo))
+}
+
+impl Family for V6 {
+    type Addr = [u8; 16];
+    type CtKey = CtKey6;
+    type FragKey = FragKey6;
+    type IdKey = IdKey6;
+    const BITS: u32 = 128;
+    const CT_CREATED: u32 = stat::CT6_CREATED;
+    const DENIED_CREATED: u32 = stat::DENIED6_CREATED;
+    const FAMILY: u8 = 6;
+
+    #[inline(always)]
+    fn denied() -> &'static LruHashMap<CtKey6, DeniedValue> {
+        &DENIED6
+    }
+    #[inline(always)]
+    fn addr16(a: &[u8; 16]) -> [u8; 16] {
+        *a
+    }
+
+    #[inline(always)]
+    fn cache() -> &'static PerCpuArray<FlowCache<CtKey6>> {
+        &FLOWCACHE6
+    }
+    #[inline(always)]
+    fn cache_slot(key: &CtKey6) -> u32 {
+        let w = words::<5, CtKey6>(key);
+        hash_slot(w[0] ^ w[1].rotate_left(13) ^ w[2].rotate_left(29) ^ w[3].rotate_left(41) ^ w[4])
+    }
+    #[inline(always)]
+    fn key_eq(a: &CtKey6, b: &CtKey6) -> bool {
+        words::<5, CtKey6>(a) == words::<5, CtKey6>(b)
+    }
+
+    #[inline(always)]
+    fn ids() -> &'static LpmTrie<IdKey6, IdentityValue> {
+        &IDS6
+    }
+    #[inline(always)]
+    fn hosts() -> &'static HashMap<IdKey6, IdentityValue> {
+        &HOSTS6
+    }
+    const HOSTS_FLAG: u32 = CFG_F_HOSTS6;
+    #[inline(always)]
+    fn id_key(slot: u8, addr: &[u8; 16]) -> IdKey6 {
+        IdKey6 { slot, addr: *addr }
+    }
+    #[inline(always)]
+    fn ct() -> &'static LruHashMap<CtKey6, CtValue> {
+        &CT6
+    }
+    #[inline(always)]
+    fn frag() -> &'static LruHashMap<FragKey6, FragValue> {
+        &FRAG6
+    }
+    #[inline(always)]
+    fn addr_gt(a: &[u8; 16], b: &[u8; 16]) -> Option<bool> {
+        let (a, b) = (v6_words(a), v6_words(b));
+        (a != b).then_some(a > b)
+    }
+    #[inline(always)]
+    fn make_ct_key(a: &[u8; 16], b: &[u8; 16], pa: u16, pb: u16, proto: u8) -> CtKey6 {
+        CtKey6 {
+            addr_a: *a,
+            addr_b: *b,
+            port_a: pa.to_be_bytes(),
+            port_b: pb.to_be_bytes(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+    #[inline(always)]
+    fn ct_addrs(key: &CtKey6) -> ([u8; 16], [u8; 16]) {
+        (key.addr_a, key.addr_b)
+    }
+    #[inline(always)]
+    fn frag_key(src: &[u8; 16], dst: &[u8; 16], id: u32, proto: u8) -> FragKey6 {
+        FragKey6 {
+            src: *src,
+            dst: *dst,
+            id: id.to_be_bytes(),
+            proto,
+            _pad: [0; 3],
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! The per-CPU flow cache in front of conntrack: a hit on an established
+//! two-way flow costs an inlined array read instead of a hash-map call. Its
+//! slots also hold per-flow counts not yet added to conntrack, so the hot path
+//! never writes a line another CPU shares.
+use agent_common::{Counter, FlowCache, FLOW_CACHE_SLOTS, FLOW_COUNTER_SLOTS};
+
+use crate::{counting::shared_add, family::Family, flow::Flow};
+
+/// This CPU's slot for a flow (`Flow::slot`), if the per-CPU array has it.
+pub type Slot<F> = Option<*mut FlowCache<<F as Family>::CtKey>>;
+
+/// A conntrack key as 64-bit words, so comparing two is a few loads rather
+/// than a byte loop (and never a call to memcmp, which BPF does not have).
+#[inline(always)]
+pub fn words<const N: usize, T>(k: &T) -> [u64; N] {
+    const { assert!(N * 8 == core::mem::size_of::<T>() && core::mem::align_of::<T>() == 8) };
+    // SAFETY: T is 8-aligned and exactly N words long (checked above).
+    unsafe { core::ptr::read(k as *const T as *const [u64; N]) }
+}
+
+/// The rule of a flow the cache answers for; the packet is counted in the
+/// slot. `None` sends the packet on to conntrack.
+#[inline(always)]
+pub fn lookup<F: Family>(fl: &Flow<F>) -> Option<u32> {
+    let c = F::cache().get_ptr_mut(fl.slot)?;
+    // SAFETY: this CPU's slot of a per-CPU array.
+    let c = unsafe { &mut *c };
+    if !cache_hit::<F>(c, fl.key, fl.gen, fl.t) {
+        return None;
+    }
+    // Counting on the hot path is two adds on the slot's own line; conntrack
+    // gets them at the next flush.
+    if fl.counting {
+        if let Some(d) = c.counters.get_mut(fl.idx) {
+            d.packets += 1;
+            d.bytes += fl.pkt.len;
+        }
+    }
+    Some(c.rule_id)
+}
+
+/// Whether `c` caches `key`, under generation `gen`, still valid at `now`.
+#[inline(always)]
+fn cache_hit<F: Family>(c: &FlowCache<F::CtKey>, key: &F::CtKey, gen: u32, now: u64) -> bool {
+    F::key_eq(&c.key, key) && c.policy_gen == gen && now < c.valid_until
+}
+
+/// Fibonacci hashing: the top bits of a multiplication spread nearby keys.
+#[inline(always)]
+pub fn hash_slot(x: u64) -> u32 {
+    const SHIFT: u32 = 64 - FLOW_CACHE_SLOTS.trailing_zeros();
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> SHIFT) as u32 & (FLOW_CACHE_SLOTS - 1)
+}
+
+/// Moves a flow-cache slot's pending deltas into the flow's conntrack entry.
+#[inline(always)]
+fn flush(pending: &mut [Counter; FLOW_COUNTER_SLOTS], into: &mut [Counter; FLOW_COUNTER_SLOTS]) {
+    for (p, c) in pending.iter_mut().zip(into.iter_mut()) {
+        if p.packets != 0 {
+            shared_add(c, p.packets, p.bytes);
+            *p = Counter::default();
+        }
+    }
+}
+
+/// Moves the deltas `slot` holds for `key` into `key`'s conntrack entry, so
+/// the entry is complete whenever the flow reaches conntrack.
+#[inline(always)]
+pub fn flush_own<F: Family>(
+    slot: Slot<F>,
+    key: &F::CtKey,
+    into: &mut [Counter; FLOW_COUNTER_SLOTS],
+) {
+    if let Some(c) = slot {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        let c = unsafe { &mut *c };
+        if F::key_eq(&c.key, key) {
+            flush(&mut c.counters, into);
+        }
+    }
+}
+
+/// Caches a flow conntrack has just confirmed, under `rule_id`, until the
+/// entry's next refresh is due.
+#[inline(always)]
+pub fn fill<F: Family>(fl: &Flow<F>, slot: Slot<F>, rule_id: u32) {
+    if let Some(c) = slot {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        let c = unsafe { &mut *c };
+        // Another flow's pending counts go to its own entry before it loses
+        // the slot (only on a slot collision).
+        if fl.counting && !F::key_eq(&c.key, fl.key) {
+            let pending = c.counters.iter().any(|p| p.packets != 0);
+            if pending {
+                if let Some(other) = F::ct().get_ptr_mut(&c.key) {
+                    // SAFETY: map value pointer from a successful lookup.
+                    flush(&mut c.counters, unsafe { &mut (*other).counters });
+                }
+            }
+        }
+        *c = FlowCache {
+            key: fl.key.clone(),
+            valid_until: fl.t + fl.cfg.refresh_interval,
+            policy_gen: fl.gen,
+            rule_id,
+            counters: [Counter::default(); FLOW_COUNTER_SLOTS],
+        };
+    }
+}
