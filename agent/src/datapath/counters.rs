@@ -1,12 +1,11 @@
 //! The verdict counters as the loaded object holds them, summed over CPUs.
 
 use agent_common::{map_names, reason, Counter, CtKey4, CtKey6, CtValue, COUNTER_SLOTS};
-use agent_common::{stat, RULE_COUNTER_STRIDE, RULE_REASONS};
+use agent_common::{rule_counter_index, stat, RULE_IDS, RULE_REASONS};
 use anyhow::Context as _;
 use aya::maps::PerCpuValues;
 use aya::maps::{HashMap, MapData, PerCpuArray};
 
-use super::rule_names::RULE_IDS;
 use super::{error::*, handles::*, Datapath};
 
 /// Counter totals for one (direction, audited, reason) slot, summed over CPUs.
@@ -95,8 +94,10 @@ pub fn fold_rule_counters<T: std::borrow::Borrow<aya::maps::MapData>>(
 ) -> std::result::Result<(), aya::maps::MapError> {
     for id in 1..=max_rule.min(RULE_IDS - 1) {
         for (dir, direction) in [(0u32, "ingress"), (1, "egress")] {
-            for (kind, why) in RULE_REASONS.iter().enumerate() {
-                let idx = id * RULE_COUNTER_STRIDE + dir * 4 + kind as u32;
+            for why in RULE_REASONS.iter() {
+                let Some(idx) = rule_counter_index(id, dir, *why) else {
+                    continue;
+                };
                 let (packets, bytes) = sum_counters(&by_rule.get(&idx, 0)?);
                 if packets == 0 {
                     continue;

@@ -32,7 +32,7 @@ pub use options::{
     DEFAULT_DENIED_FLOW_RATE,
 };
 pub use rule_ids::StableRuleIds;
-pub use rule_names::{publish_rule_names, rule_names, RuleInfo, RULE_IDS};
+pub use rule_names::{publish_rule_names, rule_names, RuleInfo};
 pub use slots::{ApplyStats, HOST_HASH_MIN};
 
 use std::path::PathBuf;

@@ -1,13 +1,9 @@
 //! The rule names the datapath's per-rule counters are kept by, published in
 //! a pinned map so the CLI and a restarted agent read the same ids.
-use agent_common::{map_names, RuleName, RULE_FLAG_AUDIT, RULE_NAME_LEN};
+use agent_common::{map_names, RuleName, RULE_FLAG_AUDIT, RULE_IDS, RULE_NAME_LEN};
 use anyhow::Context as _;
 
 use crate::{bpffs::Pinned, policy::Compiled};
-
-/// Rule ids the datapath keeps per-rule counters for (the size of
-/// `RULE_COUNTERS` / `RULE_NAMES`); passes by higher ids count without a rule.
-pub const RULE_IDS: u32 = 4096;
 
 /// A rule as readers see it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

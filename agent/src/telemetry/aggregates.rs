@@ -1,7 +1,7 @@
 //! The never-evicted verdict totals: per (direction, verdict, reason) and per
 //! rule, plus the datapath's bookkeeping (map fill, creations, events).
 use agent_common::{
-    map_names, reason, stat, Counter, CtKey4, CtKey6, CtValue, DeniedValue, RULE_COUNTER_STRIDE,
+    map_names, reason, rule_counter_index, stat, Counter, CtKey4, CtKey6, CtValue, DeniedValue,
     RULE_REASONS,
 };
 
@@ -45,8 +45,10 @@ pub fn read_rows(pinned: &Pinned, rules: &[RuleInfo]) -> anyhow::Result<Vec<AggR
     let by_rule = pinned.per_cpu_array::<Counter>(map_names::RULE_COUNTERS)?;
     for (id, info) in rules.iter().enumerate().skip(1) {
         for (dir, direction) in [(0u32, "ingress"), (1, "egress")] {
-            for (kind, why) in RULE_REASONS.iter().enumerate() {
-                let idx = id as u32 * RULE_COUNTER_STRIDE + dir * 4 + kind as u32;
+            for why in RULE_REASONS.iter() {
+                let Some(idx) = rule_counter_index(id as u32, dir, *why) else {
+                    continue;
+                };
                 let (packets, bytes) = sum(&by_rule.get(&idx, 0)?);
                 if packets == 0 {
                     continue;

@@ -105,7 +105,7 @@ impl Clock {
 }
 
 struct Entry<'a> {
-    counters: [Counter; 4],
+    counters: [Counter; agent_common::FLOW_COUNTER_SLOTS],
     /// The originator is endpoint B.
     orig_b: bool,
     verdict: &'static str,
@@ -147,12 +147,15 @@ fn records<K: FlowKey>(key: &K, e: &Entry, clock: Clock, out: &mut Vec<FlowRecor
 }
 
 /// Deltas the per-CPU flow caches hold for each flow, summed over CPUs.
-fn pending<K: FlowKey>(pinned: &Pinned, name: &str) -> anyhow::Result<StdHashMap<K, [Counter; 4]>>
+fn pending<K: FlowKey>(
+    pinned: &Pinned,
+    name: &str,
+) -> anyhow::Result<StdHashMap<K, [Counter; agent_common::FLOW_COUNTER_SLOTS]>>
 where
     FlowCache<K>: Pod,
 {
     let cache = pinned.per_cpu_array::<FlowCache<K>>(name)?;
-    let mut out: StdHashMap<K, [Counter; 4]> = StdHashMap::new();
+    let mut out: StdHashMap<K, [Counter; agent_common::FLOW_COUNTER_SLOTS]> = StdHashMap::new();
     for slot in cache.iter() {
         for c in slot?.iter() {
             if c.counters.iter().all(|d| d.packets == 0) {
