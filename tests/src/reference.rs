@@ -218,6 +218,7 @@ mod tests {
                 Rule::within("intra", &[Peer::Group("web".into())]),
             ],
             enforce_host: false,
+            ..Policy::default()
         }
     }
 

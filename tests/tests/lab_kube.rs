@@ -100,7 +100,7 @@ fn namespace_policies_follow_the_pods() {
         return;
     }
     let lab = Lab::localplus();
-    let root = tempdir();
+    let root = tempdir("selectors");
     let (policy_dir, objects_dir) = (root.join("policy"), root.join("objects"));
     std::fs::create_dir_all(&policy_dir).unwrap();
     std::fs::create_dir_all(&objects_dir).unwrap();
@@ -181,9 +181,99 @@ impl Drop for TempDir {
     }
 }
 
-fn tempdir() -> TempDir {
-    let dir = std::env::temp_dir().join(format!("netpol-lab-kube-{}", std::process::id()));
+fn tempdir(test: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("netpol-lab-kube-{test}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     TempDir(dir)
+}
+
+const WALLET_INGRESS: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: wallet-from-ledger, namespace: svc-wallet}
+spec:
+  podSelector: {matchLabels: {app: wallet}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {tier: app}}
+      podSelector: {matchLabels: {app: ledger}}
+    ports: [{protocol: TCP, port: 50051}]
+";
+
+const LEDGER_EGRESS: &str = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: ledger-egress, namespace: svc-ledger}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: svc-wallet}}
+    ports: [{port: 50051}]
+";
+
+/// NetworkPolicies alone, with Kubernetes' semantics: only what a policy
+/// selects is isolated, a connection needs both ends' sides, and adding an
+/// egress policy later takes effect without a restart.
+#[test]
+fn network_policies_isolate_what_they_select() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::localplus();
+    let root = tempdir("netpol");
+    let (policy_dir, objects_dir) = (root.join("policy"), root.join("objects"));
+    std::fs::create_dir_all(&policy_dir).unwrap();
+    std::fs::create_dir_all(&objects_dir).unwrap();
+    write_atomically(
+        &objects_dir,
+        "objects.yaml",
+        &objects(&lab, "wallet", "app"),
+    );
+    write_atomically(&objects_dir, "wallet.yaml", WALLET_INGRESS);
+
+    let before = [
+        Edge::allow("ledger-a", "wallet", V4, Tcp, 50051),
+        Edge::allow("merchant", "wallet", V6, Tcp, 50051),
+        Edge::deny("ledger-b", "wallet", V4, Tcp, 50051),
+        Edge::deny("gateway", "wallet", V4, Tcp, 50051),
+        Edge::deny("ledger-a", "wallet", V4, Tcp, 7777),
+        // Pods no policy selects stay open, as in Kubernetes.
+        Edge::allow("otel", "ledger-a", V4, Tcp, 7777),
+        Edge::allow("ledger-a", "merchant", V4, Tcp, 7777),
+        Edge::allow("wallet", "ledger-b", V4, Tcp, 7777),
+        Edge::allow("world", "ledger-a", V4, Tcp, 7777),
+        Edge::allow("ledger-a", "ledger-b", V4, Tcp, 50051),
+    ];
+    let _servers = serve(&lab, &before);
+    let objects_arg = objects_dir.to_str().unwrap();
+    let agent = AgentProcess::spawn(&lab, &policy_dir, &["--kube-objects", objects_arg]);
+    assert_edges(&lab, &before, &agent, "ingress policy on the wallet");
+
+    let n = enforced_count(&agent);
+    write_atomically(&objects_dir, "ledger.yaml", LEDGER_EGRESS);
+    let start = Instant::now();
+    while enforced_count(&agent) == n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no new policy generation after a NetworkPolicy was added:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = [
+        // Both sides allow it.
+        Edge::allow("ledger-a", "wallet", V4, Tcp, 50051),
+        // The ledger's egress now refuses what the destination would accept.
+        Edge::deny("ledger-a", "merchant", V4, Tcp, 7777),
+        Edge::deny("merchant", "ledger-a", V4, Tcp, 7777),
+        // Into the ledger namespace is still open.
+        Edge::allow("otel", "ledger-a", V4, Tcp, 7777),
+        // The egress side allows 50051 to svc-wallet, the ingress side of
+        // ledger-b (not selected) does not judge: allowed.
+        Edge::allow("ledger-a", "ledger-b", V4, Tcp, 50051),
+    ];
+    assert_edges(&lab, &after, &agent, "after the egress policy");
 }

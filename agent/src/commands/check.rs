@@ -108,7 +108,17 @@ fn rules(policy: &Policy, compiled: &Compiled) -> String {
             *c += 1;
         }
     }
-    let builtins = policy::builtin_rules(policy, &CompileOptions::default());
+    let mut builtins = policy::builtin_rules(policy, &CompileOptions::default());
+    if let Some(w) = &policy.workloads {
+        builtins.extend(w.sides.iter().map(policy::side_rule));
+        let any = [policy::Peer::Any];
+        builtins.push(policy::Rule::new(
+            policy::NOT_ISOLATED_RULE,
+            &any,
+            &any,
+            &[],
+        ));
+    }
     let mut out = format!("rules ({}):\n", compiled.rule_names.len() - 1);
     for (id, name) in compiled.rule_names.iter().enumerate().skip(1) {
         let rule = policy

@@ -104,6 +104,13 @@ pub fn render(e: &Explanation, compiled: &policy::Compiled) -> String {
     let _ = writeln!(out, "{verdict}: {} -> {} {target}", p.src, p.dst);
     let _ = writeln!(out, "  source       {}", side(&e.src));
     let _ = writeln!(out, "  destination  {}", side(&e.dst));
+    if let Some(w) = e
+        .workload
+        .as_ref()
+        .filter(|w| w.egress.pod || w.ingress.pod)
+    {
+        out += &workload_lines(w);
+    }
     if e.allowed() {
         let n = e.allowing.len();
         let _ = writeln!(out, "allowed by {n} rule{}:", if n == 1 { "" } else { "s" });
@@ -143,6 +150,24 @@ pub fn render(e: &Explanation, compiled: &policy::Compiled) -> String {
     out
 }
 
+/// How each end's NetworkPolicy side judged the packet.
+fn workload_lines(w: &policy::WorkloadVerdict) -> String {
+    let line = |what: &str, s: &policy::SideVerdict| -> String {
+        let judged = if !s.pod {
+            "not a pod: not judged".to_string()
+        } else if !s.isolated {
+            "not isolated: allowed".to_string()
+        } else if s.allowing.is_empty() {
+            "isolated: REFUSED, no rule of this side allows it".to_string()
+        } else {
+            let names: Vec<&str> = s.allowing.iter().map(|r| r.rule.name.as_str()).collect();
+            format!("isolated: allowed by {}", names.join(", "))
+        };
+        format!("  {what:<20} {judged}\n")
+    };
+    line("source egress", &w.egress) + &line("destination ingress", &w.ingress)
+}
+
 fn side(s: &Side) -> String {
     match &s.identity {
         Some(i) => format!("{}: identity {} ({})", s.addr, i.id, i.groups.join(", ")),
@@ -153,6 +178,9 @@ fn side(s: &Side) -> String {
 fn rule_line(r: &RuleCheck) -> String {
     let at = match r.rule.origin.as_ref() {
         Some(o) => format!("  ({})", o.rule),
+        None if r.rule.name == policy::NOT_ISOLATED_RULE => {
+            "  (built in: pods no NetworkPolicy isolates are open, as in Kubernetes)".into()
+        }
         None if r.is_builtin() => {
             "  (built in: the node's own traffic passes unless --enforce-host)".into()
         }

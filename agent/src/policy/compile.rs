@@ -60,10 +60,13 @@ impl Compiled {
     }
 }
 
-type IdSet = BTreeSet<u32>;
+pub(super) type IdSet = BTreeSet<u32>;
+/// Sources, destinations and the ports allowed between them (never empty:
+/// `PortSpec::ANY` for every port).
+pub(super) type Pair = (IdSet, IdSet, Vec<PortSpec>);
 
 /// The identities a peer stands for.
-fn peer_ids(
+pub(super) fn peer_ids(
     ids: &Identities,
     policy: &Policy,
     rule: &Rule,
@@ -193,21 +196,37 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
     }
     rules.extend(builtin_rules(policy, opts));
 
+    // What each rule contributes: (source ids, destination ids, ports) per
+    // rule id. Native and built-in rules are their own pairs; with
+    // NetworkPolicies, their sides are combined by Kubernetes' semantics.
+    let mut effective: Vec<(u32, Vec<Pair>)> = Vec::new();
+    for (rule, rule_id) in rules.iter().zip(1u32..) {
+        let ports = if rule.ports.is_empty() {
+            vec![PortSpec::ANY]
+        } else {
+            rule.ports.clone()
+        };
+        let pairs = rule_pairs(&ids, policy, rule)?
+            .into_iter()
+            .map(|(s, d)| (s, d, ports.clone()))
+            .collect();
+        effective.push((rule_id, pairs));
+    }
+    if let Some(w) = &policy.workloads {
+        super::combine::workload_rules(&ids, policy, w, &mut rules, &mut effective)?;
+    }
+
     let mut entries: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
     let mut flags: BTreeMap<u32, u32> = BTreeMap::new();
-    for (rule, rule_id) in rules.iter().zip(1u32..) {
-        let specs = if rule.ports.is_empty() {
-            &[PortSpec::ANY][..]
-        } else {
-            &rule.ports
-        };
-        let mut shapes = Vec::new();
-        for spec in specs {
-            shapes.extend(spec_entries(rule, spec)?);
-        }
-        for (srcs, dsts) in rule_pairs(&ids, policy, rule)? {
+    for (rule_id, pairs) in &effective {
+        let (rule_id, rule) = (*rule_id, &rules[*rule_id as usize - 1]);
+        for (srcs, dsts, specs) in pairs {
             if srcs.is_empty() || dsts.is_empty() {
                 continue;
+            }
+            let mut shapes = Vec::new();
+            for spec in specs {
+                shapes.extend(spec_entries(rule, spec)?);
             }
             for &(prefix, proto, port) in &shapes {
                 let (fs, fd) = entry_flags(prefix, proto);
@@ -215,8 +234,8 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
                     .for_each(|s| *flags.entry(*s).or_default() |= fs);
                 dsts.iter()
                     .for_each(|d| *flags.entry(*d).or_default() |= fd);
-                for &s in &srcs {
-                    for &d in &dsts {
+                for &s in srcs {
+                    for &d in dsts {
                         let key = RuleKey::new(s, d, proto, port);
                         // Rules are visited in id order: the first one stays,
                         // except that an enforcing rule takes an entry from an

@@ -151,6 +151,10 @@ impl Ctx<'_> {
             self.err(api_node.pos, "apiVersion", msg);
             return;
         }
+        if self.kube() {
+            self.kube_netpol(doc, &entries);
+            return;
+        }
         let selected = self.metadata(doc, get(&entries, "metadata"));
         let Some(spec) = get(&entries, "spec") else {
             self.err(doc.pos, "", "missing \"spec\"");
@@ -163,6 +167,39 @@ impl Ctx<'_> {
             origin: self.origin(doc.pos, "metadata"),
         });
         self.spec(spec.value, &selected);
+    }
+
+    /// With the Kubernetes objects at hand: name and namespace, and the spec
+    /// with its selectors (no annotation needed).
+    fn kube_netpol(&mut self, doc: &Node, entries: &[Entry]) {
+        let Some(meta) = get(entries, "metadata") else {
+            self.err(doc.pos, "", "missing \"metadata\"");
+            return;
+        };
+        let Some(m) = self.mapping(meta.value, "metadata", None, "a mapping") else {
+            return;
+        };
+        let name = match get(&m, "name") {
+            None => {
+                self.err(meta.value.pos, "metadata", "missing \"name\"");
+                None
+            }
+            Some(e) => self.k8s_name(e.value, "metadata.name", dns_subdomain),
+        };
+        let namespace = match get(&m, "namespace") {
+            None => Some(DEFAULT_NAMESPACE.to_string()),
+            Some(e) => self.k8s_name(e.value, "metadata.namespace", dns_label),
+        };
+        let Some(spec) = get(entries, "spec") else {
+            self.err(doc.pos, "", "missing \"spec\"");
+            return;
+        };
+        let (Some(name), Some(namespace)) = (name, namespace) else {
+            return;
+        };
+        if let Some(np) = self.netpol(doc, namespace, name, spec.value) {
+            self.out.netpols.push(np);
+        }
     }
 
     /// The selected pods' group, from the name, namespace and annotation.
@@ -416,7 +453,12 @@ impl Ctx<'_> {
         peer.filter(|_| ok)
     }
 
-    fn ip_block(&mut self, block: &Entry, field: &str, group_name: &str) -> Option<Peer> {
+    pub(super) fn ip_block(
+        &mut self,
+        block: &Entry,
+        field: &str,
+        group_name: &str,
+    ) -> Option<Peer> {
         let what = "a mapping with cidr and except";
         let entries = self.mapping(block.value, field, Some(IPBLOCK_KEYS), what)?;
         let Some(c) = get(&entries, "cidr") else {
@@ -480,7 +522,7 @@ impl Ctx<'_> {
         ok.then_some(out)
     }
 
-    fn k8s_port(&mut self, node: &Node, field: &str) -> Option<PortSpec> {
+    pub(super) fn k8s_port(&mut self, node: &Node, field: &str) -> Option<PortSpec> {
         let what = "a mapping with protocol, port and endPort";
         let entries = self.mapping(node, field, Some(PORT_KEYS), what)?;
         let proto = match get(&entries, "protocol") {
@@ -515,7 +557,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn k8s_protocol(&mut self, node: &Node, field: &str) -> Option<u8> {
+    pub(super) fn k8s_protocol(&mut self, node: &Node, field: &str) -> Option<u8> {
         let text = self.string(node, field, "TCP, UDP or SCTP")?;
         match text.as_str() {
             "TCP" => Some(IPPROTO_TCP),

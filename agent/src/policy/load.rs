@@ -7,15 +7,20 @@ use std::path::{Path, PathBuf};
 use super::cluster::{merge_clusters, parse_objects, pods_group, resolve, Cluster};
 use super::error::{Origin, PolicyError, PolicyErrors};
 use super::model::{Peer, Policy, PolicyFile};
-use super::parse::{parse_str, Ctx};
+use super::parse::{parse_str_with, Ctx};
 use super::suggest::did_you_mean;
 
 /// Reads and parses one file, without merging; errors name it by `path` as given.
 pub fn read_file(path: &Path) -> Result<PolicyFile, PolicyErrors> {
+    read_file_with(path, false)
+}
+
+/// `read_file`; with `kube`, as `parse_str_with` reads it.
+pub fn read_file_with(path: &Path, kube: bool) -> Result<PolicyFile, PolicyErrors> {
     let name = path.display().to_string();
     let text = fs::read_to_string(path)
         .map_err(|e| PolicyError::file(&name, format!("cannot read: {e}")))?;
-    parse_str(&name, &text)
+    parse_str_with(&name, &text, kube)
 }
 
 /// Loads one file as a whole policy (its rules may name only its own groups).
@@ -88,8 +93,19 @@ pub fn merge(files: Vec<PolicyFile>) -> Result<Policy, PolicyErrors> {
     let mut errors = Vec::new();
     let mut group_at: HashMap<String, Option<Origin>> = HashMap::new();
     let mut rule_at: HashMap<String, Option<Origin>> = HashMap::new();
+    let mut netpol_at: HashMap<String, Origin> = HashMap::new();
     for file in files {
         policy.enforce_host |= file.enforce_host;
+        for np in file.netpols {
+            let key = format!("{}/{}", np.namespace, np.name);
+            if let Some(first) = netpol_at.get(&key) {
+                let msg = format!("NetworkPolicy {key} is already defined at {first}");
+                errors.push(PolicyError::at(&np.origin, msg));
+                continue;
+            }
+            netpol_at.insert(key, np.origin.clone());
+            policy.netpols.push(np);
+        }
         for g in file.groups {
             if let Some(first) = group_at.get(&g.name) {
                 errors.push(duplicate(
@@ -173,7 +189,7 @@ pub fn load_objects(dir: &Path) -> Result<(Cluster, Vec<PolicyFile>), PolicyErro
                 if netpols.is_empty() {
                     continue;
                 }
-                let mut cx = Ctx::new(&name);
+                let mut cx = Ctx::new_kube(&name);
                 for doc in &netpols {
                     cx.read_document(doc);
                 }
@@ -198,7 +214,7 @@ pub fn load_dir_with_objects(
     let mut files = Vec::new();
     let mut errors = Vec::new();
     for path in policy_files(dir)? {
-        match read_file(&path) {
+        match read_file_with(&path, true) {
             Ok(f) => files.push(f),
             Err(e) => errors.extend(e.0),
         }
@@ -224,4 +240,7 @@ pub fn load_dir_with_objects(
 pub fn with_cluster(policy: &mut Policy, cluster: &Cluster) {
     resolve(policy, cluster);
     policy.groups.push(pods_group(cluster));
+    let netpols = std::mem::take(&mut policy.netpols);
+    super::netpol::lower(policy, &netpols, cluster);
+    policy.netpols = netpols;
 }

@@ -125,6 +125,11 @@ pub fn refuse_lockout(
 }
 
 fn empty_policy(policy: &Policy, compiled: &Compiled) -> Option<LockoutProblem> {
+    // NetworkPolicies deny only what they select, so a default-deny
+    // NetworkPolicy is a policy of its own: the refusal is for native rules.
+    if policy.rules.is_empty() && policy.workloads.is_some() && !policy.netpols.is_empty() {
+        return None;
+    }
     let flag = ALLOW_EMPTY_POLICY_FLAG;
     let message = if policy.rules.is_empty() {
         format!(

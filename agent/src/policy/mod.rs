@@ -13,6 +13,7 @@
 
 mod cidr;
 mod cluster;
+mod combine;
 mod compile;
 mod error;
 mod evaluate;
@@ -22,6 +23,7 @@ mod limits;
 mod load;
 mod lockout;
 mod model;
+mod netpol;
 mod parse;
 mod ports;
 mod selector;
@@ -35,6 +37,7 @@ mod tests;
 pub use cluster::{
     merge_clusters, pods_group, resolve, Cluster, NamedPort, Pod, NAMESPACE_NAME_LABEL, PODS_GROUP,
 };
+pub use combine::{side_rule, NOT_ISOLATED_RULE};
 pub use compile::{
     builtin_rules, compile, enforces_host, CompileOptions, Compiled, HOST_EGRESS_RULE,
     HOST_INGRESS_RULE,
@@ -46,7 +49,7 @@ pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNO
 pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
 pub use load::{
     load_dir, load_dir_with_objects, load_file, load_objects, merge, object_files, policy_files,
-    read_file, with_cluster,
+    read_file, read_file_with, with_cluster,
 };
 pub use lockout::{
     lockout_findings, lockout_problems, refuse_lockout, LockoutKind, LockoutProblem,
@@ -56,10 +59,11 @@ pub use model::{
     Group, GroupSelector, NamespaceSelector, Peer, Policy, PolicyFile, PortSpec, Rule, RuleOrigin,
     BUILTIN_ANY, BUILTIN_GROUPS, BUILTIN_HOST, BUILTIN_RULE_PREFIX, BUILTIN_WORLD,
 };
-pub use parse::parse_str;
+pub use netpol::{Direction, NetworkPolicy, SideRule, Workloads};
+pub use parse::{parse_str, parse_str_with};
 pub use ports::{blocks as port_blocks, parse as parse_port};
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
 pub use trace::{
     check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
-    RuleCheck, Side,
+    RuleCheck, Side, SideVerdict, WorkloadVerdict,
 };

@@ -5,6 +5,7 @@ use std::fmt;
 use ipnet::IpNet;
 
 use super::error::Origin;
+use super::netpol::{NetworkPolicy, Workloads};
 use super::selector::LabelSelector;
 
 /// Names the policy language reserves for built-in groups.
@@ -57,6 +58,11 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Some file asked for traffic from and to the node itself to be enforced.
     pub enforce_host: bool,
+    /// NetworkPolicies read with the Kubernetes objects (selectors kept).
+    pub netpols: Vec<NetworkPolicy>,
+    /// What they mean over the pods, once resolved (`load::with_cluster`):
+    /// then the compiler applies Kubernetes' isolation semantics.
+    pub workloads: Option<Workloads>,
 }
 
 impl Policy {
@@ -77,6 +83,7 @@ pub struct PolicyFile {
     pub groups: Vec<Group>,
     pub rules: Vec<Rule>,
     pub enforce_host: bool,
+    pub netpols: Vec<NetworkPolicy>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

@@ -30,6 +30,12 @@ const SETTINGS_KEYS: &[&str] = &["enforce-host"];
 
 /// Parses the text of one policy file; `name` is what errors call the file.
 pub fn parse_str(name: &str, text: &str) -> Result<PolicyFile, PolicyErrors> {
+    parse_str_with(name, text, false)
+}
+
+/// `parse_str`; with `kube`, NetworkPolicies keep their selectors, to be
+/// resolved against the Kubernetes objects.
+pub fn parse_str_with(name: &str, text: &str, kube: bool) -> Result<PolicyFile, PolicyErrors> {
     let docs = yaml::parse(text).map_err(|e| PolicyError {
         file: name.to_string(),
         line: e.pos.line,
@@ -37,14 +43,8 @@ pub fn parse_str(name: &str, text: &str) -> Result<PolicyFile, PolicyErrors> {
         field: String::new(),
         message: format!("invalid YAML: {}", e.message),
     })?;
-    let mut cx = Ctx {
-        file: name,
-        errors: Vec::new(),
-        out: PolicyFile {
-            name: name.to_string(),
-            ..PolicyFile::default()
-        },
-    };
+    let mut cx = Ctx::new(name);
+    cx.kube = kube;
     for doc in &docs {
         cx.document(doc);
     }
@@ -54,6 +54,8 @@ pub fn parse_str(name: &str, text: &str) -> Result<PolicyFile, PolicyErrors> {
 
 pub(super) struct Ctx<'a> {
     file: &'a str,
+    /// The Kubernetes objects are at hand: NetworkPolicy selectors resolve.
+    kube: bool,
     errors: Vec<PolicyError>,
     pub(super) out: PolicyFile,
 }
@@ -69,12 +71,25 @@ impl<'a> Ctx<'a> {
     pub(super) fn new(file: &'a str) -> Self {
         Ctx {
             file,
+            kube: false,
             errors: Vec::new(),
             out: PolicyFile {
                 name: file.to_string(),
                 ..PolicyFile::default()
             },
         }
+    }
+
+    /// A reader for object files: NetworkPolicies keep their selectors.
+    pub(super) fn new_kube(file: &'a str) -> Self {
+        Ctx {
+            kube: true,
+            ..Ctx::new(file)
+        }
+    }
+
+    pub(super) fn kube(&self) -> bool {
+        self.kube
     }
 
     pub(super) fn into_errors(self) -> Vec<PolicyError> {

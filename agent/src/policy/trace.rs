@@ -237,6 +237,35 @@ pub struct Explanation {
     /// The rule the compiled maps decide by (`evaluate`), which the datapath
     /// counts the flow under.
     pub datapath_rule: Option<u32>,
+    /// With NetworkPolicies: how each side judged the packet.
+    pub workload: Option<WorkloadVerdict>,
+}
+
+/// One end's side of a connection under NetworkPolicy semantics.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SideVerdict {
+    /// The end is a pod.
+    pub pod: bool,
+    /// A policy (or the presence of native rules) isolates it in this
+    /// direction, so its side must allow the packet.
+    pub isolated: bool,
+    /// The NetworkPolicy rules of this side that allow the packet.
+    pub allowing: Vec<RuleCheck>,
+}
+
+impl SideVerdict {
+    /// This side lets the packet through (or does not judge it).
+    pub fn allows(&self) -> bool {
+        !self.isolated || !self.allowing.is_empty()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadVerdict {
+    /// The source's egress side.
+    pub egress: SideVerdict,
+    /// The destination's ingress side.
+    pub ingress: SideVerdict,
 }
 
 impl Explanation {
@@ -262,8 +291,21 @@ pub fn explain(
     p: &Packet,
 ) -> Explanation {
     let checks = check_rules(policy, opts, p);
-    let (allowing, rest): (Vec<RuleCheck>, Vec<RuleCheck>) =
+    let first_side_id = checks.len() as u32 + 1;
+    let (mut allowing, mut rest): (Vec<RuleCheck>, Vec<RuleCheck>) =
         checks.into_iter().partition(RuleCheck::allows);
+    let workload = policy
+        .workloads
+        .as_ref()
+        .map(|w| workload_verdict(policy, opts, w, p, first_side_id, &allowing));
+    if let Some((v, credited, missed)) = &workload {
+        if v.egress.pod || v.ingress.pod {
+            allowing.extend(credited.iter().cloned());
+            allowing.sort_by_key(|r| r.id);
+        }
+        rest.extend(missed.iter().cloned());
+    }
+    let workload = workload.map(|(v, _, _)| v);
     // Built-in rules would show up as near misses of every packet.
     let rest: Vec<RuleCheck> = rest.into_iter().filter(|r| !r.is_builtin()).collect();
     let best = rest.iter().map(RuleCheck::score).max().unwrap_or(0);
@@ -283,5 +325,73 @@ pub fn explain(
         allowing,
         near,
         datapath_rule: evaluate(compiled, p.src, p.dst, p.proto, p.port),
+        workload,
     }
+}
+
+/// Both sides of `p` under NetworkPolicy semantics; the rules credited with
+/// it when both sides let it through (the ones the compiler credits), and
+/// the side rules that did not match (near-miss candidates).
+fn workload_verdict(
+    policy: &Policy,
+    opts: &CompileOptions,
+    w: &super::netpol::Workloads,
+    p: &Packet,
+    first_id: u32,
+    native_allowing: &[RuleCheck],
+) -> (WorkloadVerdict, Vec<RuleCheck>, Vec<RuleCheck>) {
+    use super::netpol::Direction;
+    let host = &opts.host_addrs;
+    let in_g = |g: &str, a: IpAddr| policy.group(g).is_some_and(|g| in_group(g, a));
+    let native = !policy.rules.is_empty();
+    let pod = |a: IpAddr| in_g(super::cluster::PODS_GROUP, a);
+    let isolated = |dir: Direction, a: IpAddr| {
+        pod(a) && (native || w.isolated.iter().any(|(d, g)| *d == dir && in_g(g, a)))
+    };
+    // The NetworkPolicy rules of each side that allow `p` (egress, ingress).
+    let mut by_side: [Vec<RuleCheck>; 2] = [Vec::new(), Vec::new()];
+    let mut missed = Vec::new();
+    for (side, id) in w.sides.iter().zip(first_id..) {
+        let check = check_rule(policy, host, id, &super::combine::side_rule(side), p);
+        let i = usize::from(side.direction == Direction::Ingress);
+        if check.allows() {
+            by_side[i].push(check);
+        } else {
+            missed.push(check);
+        }
+    }
+    let (eg_iso, in_iso) = (
+        isolated(Direction::Egress, p.src),
+        isolated(Direction::Ingress, p.dst),
+    );
+    // What the compiler credits (native rules are credited on their own).
+    let credited = if in_iso {
+        if !eg_iso || !by_side[0].is_empty() {
+            by_side[1].clone()
+        } else {
+            Vec::new()
+        }
+    } else if eg_iso {
+        by_side[0].clone()
+    } else {
+        let id = first_id + w.sides.len() as u32;
+        let rule = Rule::new(
+            super::combine::NOT_ISOLATED_RULE,
+            &[Peer::Any],
+            &[Peer::Any],
+            &[],
+        );
+        vec![check_rule(policy, host, id, &rule, p)]
+    };
+    // For the operator, a native rule allows both sides of its traffic.
+    let side = |pod: bool, isolated: bool, own: &[RuleCheck]| SideVerdict {
+        pod,
+        isolated,
+        allowing: native_allowing.iter().chain(own).cloned().collect(),
+    };
+    let v = WorkloadVerdict {
+        egress: side(pod(p.src), eg_iso, &by_side[0]),
+        ingress: side(pod(p.dst), in_iso, &by_side[1]),
+    };
+    (v, credited, missed)
 }

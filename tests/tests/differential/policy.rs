@@ -128,6 +128,7 @@ impl GPolicy {
                 })
                 .collect(),
             enforce_host: self.settings == Some(true),
+            ..Policy::default()
         }
     }
 

@@ -37,6 +37,7 @@ fn policy(groups: Vec<Group>, rules: Vec<Rule>) -> Policy {
         groups,
         rules,
         enforce_host: false,
+        ..Policy::default()
     }
 }
 

@@ -144,6 +144,7 @@ fn random_policy(rng: &mut Lcg) -> (Policy, Vec<IpAddr>) {
         groups,
         rules,
         enforce_host: rng.chance(30),
+        ..Policy::default()
     };
     (policy, host)
 }

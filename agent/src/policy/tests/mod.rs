@@ -6,4 +6,5 @@ mod compile;
 mod crosscheck;
 mod k8s;
 mod load;
+mod netpol;
 mod parse;
