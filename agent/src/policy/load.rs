@@ -183,25 +183,35 @@ pub fn load_objects(dir: &Path) -> Result<(Cluster, Vec<PolicyFile>), PolicyErro
                 continue;
             }
         };
-        match parse_objects(&name, &text) {
+        match objects_from_str(&name, &text) {
             Ok((cluster, netpols)) => {
                 clusters.push(cluster);
-                if netpols.is_empty() {
-                    continue;
-                }
-                let mut cx = Ctx::new_kube(&name);
-                for doc in &netpols {
-                    cx.read_document(doc);
-                }
-                let (file, errs) = cx.take();
-                errors.extend(errs);
-                files.push(file);
+                files.extend(netpols);
             }
             Err(e) => errors.extend(e.0),
         }
     }
     PolicyErrors::check(errors)?;
     Ok((merge_clusters(clusters), files))
+}
+
+/// The objects of one file's text (named `name` in errors): Namespaces and
+/// Pods, and the NetworkPolicies among them as a policy file.
+pub fn objects_from_str(
+    name: &str,
+    text: &str,
+) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
+    let (cluster, netpols) = parse_objects(name, text)?;
+    if netpols.is_empty() {
+        return Ok((cluster, Vec::new()));
+    }
+    let mut cx = Ctx::new_kube(name);
+    for doc in &netpols {
+        cx.read_document(doc);
+    }
+    let (file, errors) = cx.take();
+    PolicyErrors::check(errors)?;
+    Ok((cluster, vec![file]))
 }
 
 /// A policy directory with the workloads of a Kubernetes objects directory:

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 
 use netpol_agent::datapath::{Datapath, LoadOptions};
-use netpol_agent::policy::CompileOptions;
+use netpol_agent::policy::{CompileOptions, Compiled};
 
 use super::want::{show_counts, tc_action_name, xdp_action_name, Counts, Hook, Want};
 use super::{compiled, small_maps, TC_ACT_SHOT, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
@@ -70,9 +70,14 @@ impl Bench {
     /// Makes `yaml` the live policy; returns the new generation.
     pub fn apply(&mut self, yaml: &str, opts: &CompileOptions) -> u32 {
         let c = compiled(self.test, yaml, opts);
+        self.apply_compiled(&c)
+    }
+
+    /// Makes an already compiled policy live; returns the new generation.
+    pub fn apply_compiled(&mut self, c: &Compiled) -> u32 {
         let test = self.test;
         self.dp
-            .apply(&c)
+            .apply(c)
             .unwrap_or_else(|e| panic!("{test}: applying the policy: {:#}", anyhow::Error::from(e)))
     }
 

@@ -22,3 +22,4 @@ mod peers;
 mod reload;
 mod transport;
 mod truncation;
+mod workloads;
