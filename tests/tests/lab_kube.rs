@@ -82,6 +82,22 @@ fn enforced_count(agent: &AgentProcess) -> usize {
     agent.log().matches(" enforced").count()
 }
 
+/// Runs `change`, then waits (bounded) until the agent enforces a new policy
+/// generation.
+fn after_new_generation(agent: &AgentProcess, what: &str, change: impl FnOnce()) {
+    let n = enforced_count(agent);
+    change();
+    let start = Instant::now();
+    while enforced_count(agent) == n {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no new policy generation after {what}:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn assert_edges(lab: &Lab, edges: &[Edge], agent: &AgentProcess, when: &str) {
     let failures = check_all(lab, edges, Mode::Enforced);
     assert!(
@@ -138,21 +154,13 @@ fn namespace_policies_follow_the_pods() {
 
     // The wallet pod is relabelled and its namespace leaves the app tier:
     // both rules stop covering it, without a restart.
-    let n = enforced_count(&agent);
-    write_atomically(
-        &objects_dir,
-        "objects.yaml",
-        &objects(&lab, "other", "none"),
-    );
-    let start = Instant::now();
-    while enforced_count(&agent) == n {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no new policy generation after the objects changed:\n{}",
-            agent.log()
+    after_new_generation(&agent, "the objects changed", || {
+        write_atomically(
+            &objects_dir,
+            "objects.yaml",
+            &objects(&lab, "other", "none"),
         );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    });
     let after = [
         Edge::deny("ledger-a", "wallet", V4, Tcp, 50051),
         Edge::deny("ledger-a", "wallet", V6, Tcp, 50051),
@@ -252,17 +260,9 @@ fn network_policies_isolate_what_they_select() {
     let agent = AgentProcess::spawn(&lab, &policy_dir, &["--kube-objects", objects_arg]);
     assert_edges(&lab, &before, &agent, "ingress policy on the wallet");
 
-    let n = enforced_count(&agent);
-    write_atomically(&objects_dir, "ledger.yaml", LEDGER_EGRESS);
-    let start = Instant::now();
-    while enforced_count(&agent) == n {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no new policy generation after a NetworkPolicy was added:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    after_new_generation(&agent, "a NetworkPolicy was added", || {
+        write_atomically(&objects_dir, "ledger.yaml", LEDGER_EGRESS);
+    });
     let after = [
         // Both sides allow it.
         Edge::allow("ledger-a", "wallet", V4, Tcp, 50051),

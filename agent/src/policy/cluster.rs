@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use super::error::{PolicyError, PolicyErrors};
+use super::error::PolicyErrors;
 use super::model::{Group, GroupSelector, NamespaceSelector, Policy};
 use super::parse::{join, Ctx, Entry};
 use super::selector::Labels;
@@ -351,13 +351,7 @@ fn prefix(field: &str) -> String {
 /// The objects of one file's text; NetworkPolicy documents are returned to the
 /// caller as native policy (the policy reader parses them).
 pub(super) fn parse_objects(name: &str, text: &str) -> Result<(Cluster, Vec<Node>), PolicyErrors> {
-    let docs = super::yaml::parse(text).map_err(|e| PolicyError {
-        file: name.to_string(),
-        line: e.pos.line,
-        column: e.pos.column,
-        field: String::new(),
-        message: format!("invalid YAML: {}", e.message),
-    })?;
+    let docs = super::parse::parse_yaml(name, text)?;
     let mut cx = Ctx::new(name);
     let mut cluster = Cluster::default();
     let mut netpols = Vec::new();

@@ -36,13 +36,7 @@ pub fn parse_str(name: &str, text: &str) -> Result<PolicyFile, PolicyErrors> {
 /// `parse_str`; with `kube`, NetworkPolicies keep their selectors, to be
 /// resolved against the Kubernetes objects.
 pub fn parse_str_with(name: &str, text: &str, kube: bool) -> Result<PolicyFile, PolicyErrors> {
-    let docs = yaml::parse(text).map_err(|e| PolicyError {
-        file: name.to_string(),
-        line: e.pos.line,
-        column: e.pos.column,
-        field: String::new(),
-        message: format!("invalid YAML: {}", e.message),
-    })?;
+    let docs = parse_yaml(name, text)?;
     let mut cx = Ctx::new(name);
     cx.kube = kube;
     for doc in &docs {
@@ -50,6 +44,17 @@ pub fn parse_str_with(name: &str, text: &str, kube: bool) -> Result<PolicyFile, 
     }
     PolicyErrors::check(cx.errors)?;
     Ok(cx.out)
+}
+
+/// Every document of `text`, or the syntax error with its position in `name`.
+pub(super) fn parse_yaml(name: &str, text: &str) -> Result<Vec<Node>, PolicyError> {
+    yaml::parse(text).map_err(|e| PolicyError {
+        file: name.to_string(),
+        line: e.pos.line,
+        column: e.pos.column,
+        field: String::new(),
+        message: format!("invalid YAML: {}", e.message),
+    })
 }
 
 pub(super) struct Ctx<'a> {
