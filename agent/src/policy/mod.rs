@@ -4,10 +4,15 @@
 //! - `yaml`: YAML text to a tree with positions (keeps repeated keys).
 //! - `parse`: one file's tree to a `PolicyFile`; `cidr`, `ports`: the scalars.
 //! - `load`: a directory's files, merged into a `Policy`.
-//! - `identity`, `compile`: a `Policy` to map contents.
+//! - `selector`, `cluster`: label selectors, and the Kubernetes objects
+//!   (Namespaces, Pods) selector groups are resolved against.
+//! - `k8s`: NetworkPolicy documents without the objects (address form);
+//!   `netpol`: with them (selectors, named ports, Kubernetes' isolation).
+//! - `identity`, `compile`: a `Policy` to map contents; `combine`: the
+//!   NetworkPolicy sides combined into allowed pairs.
 //! - `evaluate`: the datapath's lookups over compiled maps, in plain Rust.
-//! - `k8s`: Kubernetes NetworkPolicy documents, read into the same model.
-//! - `trace`: every rule judged on its own against a packet (`explain`).
+//! - `trace`: every rule judged on its own against a packet, and each
+//!   NetworkPolicy side (`explain`).
 //! - `limits`, `lockout`: whether a policy fits the maps, and whether
 //!   enforcing it would cut off the workloads or the node.
 
