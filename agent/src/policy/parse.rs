@@ -30,26 +30,37 @@ const SETTINGS_KEYS: &[&str] = &["enforce-host"];
 
 /// Parses the text of one policy file; `name` is what errors call the file.
 pub fn parse_str(name: &str, text: &str) -> Result<PolicyFile, PolicyErrors> {
-    let docs = yaml::parse(text).map_err(|e| PolicyError {
-        file: name.to_string(),
-        line: e.pos.line,
-        column: e.pos.column,
-        field: String::new(),
-        message: format!("invalid YAML: {}", e.message),
-    })?;
-    let mut cx = Ctx {
-        file: name,
-        errors: Vec::new(),
-        out: PolicyFile {
-            name: name.to_string(),
-            ..PolicyFile::default()
-        },
+    let (file, errors) = parse_partial(name, text);
+    PolicyErrors::check(errors)?;
+    // Only invalid YAML leaves no file, and that is an error.
+    Ok(file.unwrap_or_default())
+}
+
+/// Parses as much of one policy file as it can, so that a directory's
+/// cross-file errors (unknown groups, duplicate names) can be reported in the
+/// same pass as each file's own: the file holds every group whose name is
+/// valid (even when its CIDRs are not) and every rule without errors. `None`
+/// when the YAML itself is invalid: then nothing is known of the file.
+pub(super) fn parse_partial(name: &str, text: &str) -> (Option<PolicyFile>, Vec<PolicyError>) {
+    let docs = match yaml::parse(text) {
+        Ok(docs) => docs,
+        Err(e) => {
+            let error = PolicyError {
+                file: name.to_string(),
+                line: e.pos.line,
+                column: e.pos.column,
+                field: String::new(),
+                message: format!("invalid YAML: {}", e.message),
+            };
+            return (None, vec![error]);
+        }
     };
+    let mut cx = Ctx::new(name);
     for doc in &docs {
         cx.document(doc);
     }
-    PolicyErrors::check(cx.errors)?;
-    Ok(cx.out)
+    let (file, errors) = cx.take();
+    (Some(file), errors)
 }
 
 pub(super) struct Ctx<'a> {
