@@ -57,8 +57,65 @@ fn pick_toolchain() -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("no toolchain with rust-src for bpfel-unknown-none; {HINT}"))
 }
 
+/// `git` run in this crate's directory; its trimmed output when it succeeds.
+fn git(args: &[&str]) -> Option<String> {
+    Command::new("git")
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+fn rerun_if_exists(path: std::path::PathBuf) {
+    // A missing path would make cargo run this script on every build.
+    if path.exists() {
+        println!("cargo:rerun-if-changed={}", path.display());
+    }
+}
+
+/// What `netpol-agent version` reports about the build, as environment
+/// variables of the crate: the git revision (`NETPOL_GIT_REVISION` if set,
+/// for builds from a tree without .git, such as the image's context; else
+/// `git rev-parse --short HEAD`; else "unknown"), the compiler, and the eBPF
+/// toolchain.
+fn build_info(ebpf_toolchain: &str) {
+    println!("cargo:rerun-if-env-changed=NETPOL_GIT_REVISION");
+    let revision = std::env::var("NETPOL_GIT_REVISION")
+        .ok()
+        .filter(|r| !r.is_empty())
+        .or_else(|| git(&["rev-parse", "--short", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=NETPOL_GIT_REVISION={revision}");
+    // A checkout moves HEAD, a commit moves the branch HEAD names (its file,
+    // or its line in packed-refs); in a worktree they sit in different dirs.
+    let path = |args: &[&str]| git(args).map(std::path::PathBuf::from);
+    if let Some(dir) = path(&["rev-parse", "--absolute-git-dir"]) {
+        rerun_if_exists(dir.join("HEAD"));
+    }
+    if let Some(common) = path(&["rev-parse", "--path-format=absolute", "--git-common-dir"]) {
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            rerun_if_exists(common.join(branch));
+        }
+        rerun_if_exists(common.join("packed-refs"));
+    }
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let version = Command::new(&rustc)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=NETPOL_RUSTC_VERSION={version}");
+    println!("cargo:rustc-env=NETPOL_EBPF_TOOLCHAIN={ebpf_toolchain}");
+}
+
 fn main() -> anyhow::Result<()> {
     let toolchain = pick_toolchain()?;
+    build_info(&toolchain);
     which::which("bpf-linker").map_err(|_| anyhow!("bpf-linker is not on PATH; {HINT}"))?;
     if !toolchain.starts_with("nightly") {
         // Unstable -Z build-std for the eBPF sub-build only: aya-build passes our

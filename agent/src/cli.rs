@@ -3,7 +3,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::datapath::{CountingOptions, Mode, DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE};
 use crate::policy::{self, CapacityError, CompileError, LockoutRefused, PolicyErrors};
@@ -19,7 +19,8 @@ pub const EXIT_OK: u8 = 0;
 /// be read are reported as `PolicyErrors`, so they exit with 2).
 pub const EXIT_RUNTIME: u8 = 1;
 /// An invalid policy (or one that does not fit the maps, or that `run` refuses
-/// as a lockout), or invalid usage (clap also exits with 2).
+/// as a lockout; for `check`, anything `run` would refuse), or invalid usage
+/// (clap also exits with 2).
 pub const EXIT_INVALID: u8 = 2;
 /// `explain`: the packet is denied.
 pub const EXIT_DENIED: u8 = 3;
@@ -27,16 +28,26 @@ pub const EXIT_DENIED: u8 = 3;
 pub const EXIT_CODES_HELP: &str = "\
 Exit codes:
   0  success; for explain: the packet is allowed
-  1  runtime error (kernel, interfaces, bpffs, signals)
+  1  runtime error (kernel, interfaces, bpffs, signals, no agent answering)
   2  invalid or unreadable policy (each error printed on its own line as
      FILE:LINE:COLUMN: FIELD: MESSAGE), a policy too big for the maps, a
-     lockout run refuses, or invalid usage
+     lockout run refuses (check: whatever run would refuse), or invalid usage
   3  explain: the packet is denied";
+
+/// `--version`: the version and the git revision it was built from (`-V`
+/// prints the version alone; `netpol-agent version` says everything).
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("NETPOL_GIT_REVISION"),
+    ")"
+);
 
 #[derive(Parser, Debug)]
 #[command(
     name = "netpol-agent",
     version,
+    long_version = LONG_VERSION,
     about = "eBPF network policy enforcement agent",
     after_help = EXIT_CODES_HELP
 )]
@@ -51,7 +62,8 @@ pub enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Run(RunArgs),
     /// Validate a policy directory or file and print what it compiles to
-    /// (no privileges or kernel needed).
+    /// (no privileges or kernel needed); exits with 2 whenever `run` would
+    /// refuse it with the same flags.
     #[command(after_help = EXIT_CODES_HELP)]
     Check(CheckArgs),
     /// Say whether the policy allows a packet opening a flow, every rule that
@@ -67,9 +79,80 @@ pub enum Command {
     /// Follow a running agent's verdict events (new denied flows, and new
     /// allowed flows with --allowed), one line each.
     Monitor(MonitorArgs),
+    /// Print a running agent's state: mode, readiness, policy generation,
+    /// reloads and the last reload error, attached interfaces.
+    Status(StatusArgs),
     /// Remove every program, link and map the agent pinned: enforcement stops
     /// (stop the agent first; SIGTERM alone leaves enforcement in place).
     Uninstall(UninstallArgs),
+    /// Print the version, the git revision and toolchain of the build, the
+    /// hash of the embedded eBPF object and what this kernel offers.
+    Version(VersionArgs),
+    /// Print a shell completion script: `source <(netpol-agent completion bash)`.
+    Completion(CompletionArgs),
+}
+
+/// How a command that reads prints what it found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned text for people (the default).
+    #[default]
+    Table,
+    /// One JSON document.
+    Json,
+    /// One YAML document.
+    Yaml,
+}
+
+/// `-o table|json|yaml`, as kubectl, cilium and calicoctl spell it.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct OutputArgs {
+    /// Output format: a table for people, or a JSON or YAML document for
+    /// scripts (the documents' fields are stable).
+    #[arg(short = 'o', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// Same as `-o json`.
+    #[arg(long, conflicts_with = "output")]
+    pub json: bool,
+}
+
+impl OutputArgs {
+    pub fn format(&self) -> OutputFormat {
+        if self.json {
+            OutputFormat::Json
+        } else {
+            self.output
+        }
+    }
+}
+
+/// Where the commands that talk to a running agent reach it.
+#[derive(Args, Clone, Debug)]
+pub struct AgentEndpoint {
+    /// The agent's endpoint (its --listen).
+    #[arg(long, default_value = DEFAULT_LISTEN)]
+    pub endpoint: String,
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub agent: AgentEndpoint,
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct VersionArgs {
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct CompletionArgs {
+    /// The shell to complete for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Args, Debug)]
@@ -168,8 +251,14 @@ pub struct TimeoutArgs {
 
 #[derive(Args, Debug)]
 pub struct CheckArgs {
-    /// A policy directory or a single policy file.
-    pub path: PathBuf,
+    /// A policy directory or a single policy file (*.yaml or *.yml, the
+    /// files `run` reads).
+    #[arg(required_unless_present = "policy_dir", conflicts_with = "policy_dir")]
+    pub path: Option<PathBuf>,
+    /// The policy directory, as `run` and `explain` take it (the same as
+    /// giving it as the argument).
+    #[arg(long, value_name = "DIR")]
+    pub policy_dir: Option<PathBuf>,
     /// Directory of Kubernetes object manifests (Namespaces, Pods,
     /// NetworkPolicies; *.yaml, *.yml, *.json, `kind: List` as `kubectl get
     /// -o yaml` prints them): selector groups take the addresses of the pods
@@ -188,6 +277,16 @@ pub struct CheckArgs {
     /// Compiled rule entries the map will hold (as for run).
     #[arg(long, default_value_t = DEFAULT_RULE_MAX)]
     pub rule_max: u32,
+    /// Accept a policy without rules (or whose rules allow nothing), as
+    /// `run --allow-empty-policy` does.
+    #[arg(long)]
+    pub allow_empty_policy: bool,
+    /// With --enforce-host, accept a policy that allows no traffic at all
+    /// from or to the node's own addresses, as `run --allow-host-lockout` does.
+    #[arg(long)]
+    pub allow_host_lockout: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 impl CheckArgs {
@@ -196,6 +295,15 @@ impl CheckArgs {
             prefix_max: self.prefix_max,
             rule_max: self.rule_max,
         }
+    }
+
+    /// The directory or file to check, however it was given.
+    pub fn path(&self) -> &std::path::Path {
+        // clap requires exactly one of the two.
+        self.path
+            .as_deref()
+            .or(self.policy_dir.as_deref())
+            .unwrap_or(std::path::Path::new("."))
     }
 }
 
@@ -225,6 +333,8 @@ pub struct ExplainArgs {
     /// Judge as `run --enforce-host` would (no built-in host rules).
     #[arg(long)]
     pub enforce_host: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// One end of a packet `explain` judges.
@@ -277,9 +387,8 @@ pub struct StatsArgs {
     /// Pin directory of the running agent.
     #[arg(long, default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 #[derive(Args, Debug)]
@@ -287,9 +396,8 @@ pub struct FlowsArgs {
     /// Pin directory of the running agent.
     #[arg(long, default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub output: OutputArgs,
     /// Print again every this many seconds until interrupted.
     #[arg(long)]
     pub watch: Option<u64>,
@@ -312,6 +420,27 @@ fn is_invalid(cause: &(dyn std::error::Error + 'static)) -> bool {
         || cause.is::<CapacityError>()
         || cause.is::<LockoutRefused>()
         || cause.is::<UsageError>()
+        || cause.is::<WouldRefuse>()
+}
+
+/// `check`: a policy that parses and compiles but that `run` would refuse
+/// (too big for the maps, or a lockout not allowed by a flag); exits with 2
+/// like `run` does. Each reason says which flag overrides it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct WouldRefuse {
+    /// The directory or file, as given.
+    pub path: String,
+    pub reasons: Vec<String>,
+}
+
+impl std::fmt::Display for WouldRefuse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "run would refuse {}:", self.path)?;
+        for r in &self.reasons {
+            write!(f, "\n  - {r}")?;
+        }
+        Ok(())
+    }
 }
 
 /// The exit code for a command that failed with `err`.
@@ -405,9 +534,8 @@ impl CountingArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct MonitorArgs {
-    /// The agent's endpoint (its --listen).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub endpoint: String,
+    #[command(flatten)]
+    pub agent: AgentEndpoint,
     /// Show new allowed flows too (the agent must run with --events-allowed).
     #[arg(long)]
     pub allowed: bool,
@@ -511,6 +639,116 @@ mod tests {
         let explain = cmd.find_subcommand_mut("explain").unwrap();
         let help = explain.render_help().to_string();
         assert!(help.contains("3  explain: the packet is denied"), "{help}");
+    }
+
+    fn parse(args: &[&str]) -> Result<Command, clap::Error> {
+        let argv = ["netpol-agent"].iter().chain(args);
+        Cli::try_parse_from(argv).map(|c| c.command)
+    }
+
+    fn format_of(args: &[&str]) -> OutputFormat {
+        match parse(args).unwrap_or_else(|e| panic!("{args:?}: {e}")) {
+            Command::Check(a) => a.output.format(),
+            Command::Explain(a) => a.output.format(),
+            Command::Stats(a) => a.output.format(),
+            Command::Flows(a) => a.output.format(),
+            Command::Status(a) => a.output.format(),
+            Command::Version(a) => a.output.format(),
+            other => panic!("{other:?} has no output format"),
+        }
+    }
+
+    #[test]
+    fn every_reading_command_takes_an_output_format() {
+        let explain = [
+            "explain",
+            "--policy-dir",
+            "p",
+            "10.0.0.1",
+            "10.0.0.2",
+            "tcp/443",
+        ];
+        let commands: [&[&str]; 6] = [
+            &["check", "dir"],
+            &explain,
+            &["stats"],
+            &["flows", "--verdict", "drop"],
+            &["status"],
+            &["version"],
+        ];
+        for cmd in commands {
+            let with = |extra: &[&'static str]| [cmd, extra].concat();
+            assert_eq!(format_of(cmd), OutputFormat::Table, "{cmd:?}: the default");
+            assert_eq!(format_of(&with(&["-o", "json"])), OutputFormat::Json);
+            assert_eq!(format_of(&with(&["--output", "yaml"])), OutputFormat::Yaml);
+            assert_eq!(format_of(&with(&["-o", "table"])), OutputFormat::Table);
+            // The flag scripts already use.
+            assert_eq!(format_of(&with(&["--json"])), OutputFormat::Json, "{cmd:?}");
+            let err = parse(&with(&["--json", "-o", "yaml"])).unwrap_err();
+            assert_eq!(err.exit_code(), i32::from(EXIT_INVALID), "{cmd:?}");
+            let err = parse(&with(&["-o", "xml"])).unwrap_err();
+            assert!(
+                err.to_string()
+                    .contains("[possible values: table, json, yaml]"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn check_takes_the_directory_either_way() {
+        for args in [&["check", "dir"][..], &["check", "--policy-dir", "dir"]] {
+            let Ok(Command::Check(a)) = parse(args) else {
+                panic!("{args:?}")
+            };
+            assert_eq!(a.path(), std::path::Path::new("dir"), "{args:?}");
+        }
+        let err = parse(&["check"]).unwrap_err();
+        assert_eq!(err.exit_code(), i32::from(EXIT_INVALID));
+        let err = parse(&["check", "a", "--policy-dir", "b"]).unwrap_err();
+        assert!(err.to_string().contains("cannot be used with"), "{err}");
+        let Ok(Command::Check(a)) = parse(&["check", "d", "--allow-empty-policy"]) else {
+            panic!()
+        };
+        assert!(a.allow_empty_policy && !a.allow_host_lockout);
+    }
+
+    #[test]
+    fn version_flags_and_command() {
+        let err = Cli::try_parse_from(["netpol-agent", "-V"]).unwrap_err();
+        assert_eq!(err.kind(), clap::error::ErrorKind::DisplayVersion);
+        assert_eq!(
+            err.to_string(),
+            format!("netpol-agent {}\n", env!("CARGO_PKG_VERSION"))
+        );
+        let err = Cli::try_parse_from(["netpol-agent", "--version"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "netpol-agent {} ({})\n",
+                env!("CARGO_PKG_VERSION"),
+                env!("NETPOL_GIT_REVISION")
+            )
+        );
+        assert!(matches!(parse(&["version"]), Ok(Command::Version(_))));
+        assert!(matches!(
+            parse(&["completion", "zsh"]),
+            Ok(Command::Completion(_))
+        ));
+        assert!(parse(&["completion", "tcsh"]).is_err());
+    }
+
+    #[test]
+    fn refusals_exit_2_and_list_their_reasons() {
+        let e = WouldRefuse {
+            path: "p".into(),
+            reasons: vec!["no rules (--allow-empty-policy)".into(), "too big".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "run would refuse p:\n  - no rules (--allow-empty-policy)\n  - too big"
+        );
+        assert_eq!(exit_code(&anyhow::Error::from(e)), EXIT_INVALID);
     }
 
     #[test]

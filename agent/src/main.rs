@@ -1,12 +1,14 @@
-//! `netpol-agent`: the node agent (`run`) and its offline tools (`check`,
-//! `explain`, `stats`, `uninstall`).
+//! `netpol-agent`: the node agent (`run`) and its tools (`check`, `explain`,
+//! `stats`, `flows`, `monitor`, `status`, `uninstall`, `version`,
+//! `completion`).
 //!
 //! Exit codes (also in `--help`; scripts may branch on them):
 //! - 0: success; for `explain`, the packet is allowed.
 //! - 1: a runtime error (kernel, interfaces, bpffs, ...).
 //! - 2: an invalid or unreadable policy (each error printed on its own line as
 //!   `file:line:column: field: message`), a policy too big for the maps, a
-//!   lockout `run` refuses, or invalid usage (clap's own usage errors are 2 too).
+//!   lockout `run` refuses (for `check`: whatever `run` would refuse), or
+//!   invalid usage (clap's own usage errors are 2 too).
 //! - 3: `explain`: the packet is denied.
 //!
 //! The mapping lives in `netpol_agent::cli` (`exit_code`, `error_lines`) so it
@@ -34,6 +36,9 @@ fn main() -> std::process::ExitCode {
         Command::Uninstall(args) => commands::uninstall::uninstall(&args).map(|()| cli::EXIT_OK),
         Command::Flows(args) => commands::flows::flows(&args).map(|()| cli::EXIT_OK),
         Command::Monitor(args) => commands::monitor::monitor(&args).map(|()| cli::EXIT_OK),
+        Command::Status(args) => commands::status::status(&args).map(|()| cli::EXIT_OK),
+        Command::Version(args) => commands::version::version(&args).map(|()| cli::EXIT_OK),
+        Command::Completion(args) => commands::completion::completion(&args).map(|()| cli::EXIT_OK),
     };
     match result {
         Ok(code) => code.into(),

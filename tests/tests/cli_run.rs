@@ -1,7 +1,8 @@
 //! `netpol-agent run` refuses bad input before touching the kernel: an invalid
 //! policy (with file, line, column and field), a policy with no rules (lockout
-//! protection), and an interface pattern that matches nothing. These need no
-//! privileges: the agent exits before loading anything.
+//! protection), and an interface pattern that matches nothing; `check` refuses
+//! exactly what `run` refuses. These need no privileges: the agent exits
+//! before loading anything.
 use std::process::{Command, Output};
 
 use netpol_tests::agent_bin;
@@ -55,4 +56,75 @@ fn empty_policy_is_refused_unless_allowed() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no interface matches"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `check` passes exactly the policies `run` gets past its policy checks
+/// with (it then stops at the interface: exit 1), with the same flags.
+#[test]
+fn check_refuses_exactly_what_run_refuses() {
+    // (name, policy, flags, whether run accepts it)
+    let cases: [(&str, &str, &[&str], bool); 6] = [
+        (
+            "valid",
+            "groups:\n  web: [10.0.1.0/24]\nrules:\n  - name: w\n    within: web\n",
+            &[],
+            true,
+        ),
+        (
+            "invalid",
+            "rules:\n  - name: r\n    from: any\n    to: any\n    ports: [tcp:53]\n",
+            &[],
+            false,
+        ),
+        ("empty", "groups:\n  web: [10.0.1.0/24]\n", &[], false),
+        (
+            "empty-allowed",
+            "groups:\n  web: [10.0.1.0/24]\n",
+            &["--allow-empty-policy"],
+            true,
+        ),
+        (
+            "too-big",
+            "rules:\n  - name: r\n    from: any\n    to: any\n    ports: [1-65534/tcp]\n",
+            &["--rule-max", "4"],
+            false,
+        ),
+        (
+            "nothing-allowed",
+            "groups:\n  web: []\nrules:\n  - name: w\n    within: web\n",
+            &[],
+            false,
+        ),
+    ];
+    for (name, text, flags, accepted) in cases {
+        let dir = temp_dir(&format!("agree-{name}"));
+        std::fs::write(dir.join("p.yaml"), text).unwrap();
+        let run = run_agent(&dir, flags);
+        let check = Command::new(agent_bin())
+            .arg("check")
+            .arg(&dir)
+            .args(flags)
+            .output()
+            .expect("start netpol-agent");
+        let (run_err, check_err) = (
+            String::from_utf8_lossy(&run.stderr),
+            String::from_utf8_lossy(&check.stderr),
+        );
+        let run_accepts = match run.status.code() {
+            Some(1) if run_err.contains("no interface matches") => true,
+            Some(2) => false,
+            other => panic!("{name}: run exited {other:?}: {run_err}"),
+        };
+        let check_accepts = match check.status.code() {
+            Some(0) => true,
+            Some(2) => false,
+            other => panic!("{name}: check exited {other:?}: {check_err}"),
+        };
+        assert_eq!(run_accepts, accepted, "{name}: run says {run_err}");
+        assert_eq!(
+            check_accepts, run_accepts,
+            "{name}: run says {run_err}\ncheck says {check_err}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -8,10 +8,12 @@ use nix::{
     sys::statfs::{statfs, FsType},
 };
 
-const BPFFS: &str = "/sys/fs/bpf";
+/// Where bpffs is mounted on every systemd host and Kubernetes node.
+pub const BPFFS: &str = "/sys/fs/bpf";
 const BPF_FS_MAGIC: FsType = FsType(libc::BPF_FS_MAGIC as _);
 
-fn is_bpffs(path: &Path) -> bool {
+/// Whether bpffs is mounted at `path`.
+pub fn is_bpffs(path: &Path) -> bool {
     statfs(path).is_ok_and(|st| st.filesystem_type() == BPF_FS_MAGIC)
 }
 

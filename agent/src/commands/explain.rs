@@ -3,15 +3,15 @@
 //! "default deny" and the rules that nearly matched (saying which part failed).
 //! Needs no privileges or kernel: it reads the files as `check` does.
 use std::fmt::Write as _;
-
-use anyhow::Context as _;
-
-use super::check;
 use std::net::IpAddr;
 
+use anyhow::Context as _;
+use serde::Serialize;
+
+use super::{check, output};
 use crate::{
     cli::{Endpoint, ExplainArgs, UsageError},
-    policy::{self, Cluster, CompileOptions, Explanation, Packet, RuleCheck, Side},
+    policy::{self, Cluster, CompileOptions, Explanation, Packet, Part, RuleCheck, Side},
 };
 
 /// Rules listed as near misses at most; the rest are counted.
@@ -19,6 +19,8 @@ const MAX_NEAR: usize = 10;
 
 /// Prints the explanation; `Ok(true)` when the packet is allowed.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
+    // An answer about a file `run` would not read would mislead.
+    check::readable_by_run(&args.policy_dir)?;
     let (policy, cluster) = check::load(&args.policy_dir, args.kube_objects.as_deref())?;
     let (src, dst) = addresses(&args.src, &args.dst, &cluster)?;
     if src.is_ipv4() != dst.is_ipv4() {
@@ -38,7 +40,11 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
         port,
     };
     let e = policy::explain(&policy, &compiled, &opts, &packet);
-    print!("{}", render(&e, &compiled));
+    let doc = ExplainDoc::new(&e, &compiled);
+    print!(
+        "{}",
+        output::render(args.output.format(), &doc, |_| render(&e, &compiled))?
+    );
     if !e.agrees() {
         anyhow::bail!(
             "bug: the rule-by-rule verdict and the compiled maps disagree (maps: {:?}); please report it with the policy",
@@ -46,6 +52,119 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
         );
     }
     Ok(e.allowed())
+}
+
+/// What `explain -o json|yaml` prints: the verdict, both ends, and the
+/// rules that allow the packet or, when none does, the nearest ones (every
+/// one, where the table stops at ten).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ExplainDoc {
+    /// `allowed` or `denied`.
+    pub verdict: String,
+    pub packet: PacketDoc,
+    pub source: SideDoc,
+    pub destination: SideDoc,
+    /// Every rule that allows the packet, in rule id order.
+    pub allowing: Vec<RuleDoc>,
+    /// The rule the datapath counts the flow under (its most specific entry).
+    pub datapath_rule: Option<String>,
+    /// When denied: the rules that failed on the fewest parts, those that
+    /// allow the packet's protocol first.
+    pub near_misses: Vec<NearMissDoc>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct PacketDoc {
+    pub src: String,
+    pub dst: String,
+    /// The IP protocol number.
+    pub protocol: u8,
+    /// `tcp/443`, `icmp/3:4`, `47`: as `explain` takes it.
+    pub target: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SideDoc {
+    pub address: String,
+    /// `None`: in no group the policy knows.
+    pub identity: Option<u32>,
+    pub groups: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RuleDoc {
+    pub id: u32,
+    pub name: String,
+    pub summary: String,
+    /// Added by the agent: the node's own traffic passes unless --enforce-host.
+    pub builtin: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct NearMissDoc {
+    #[serde(flatten)]
+    pub rule: RuleDoc,
+    /// The parts that failed: `from`, `to`, `ports`, `within`.
+    pub failed: Vec<String>,
+    /// One line per failed part saying what did not match.
+    pub why: Vec<String>,
+}
+
+impl ExplainDoc {
+    pub fn new(e: &Explanation, compiled: &policy::Compiled) -> Self {
+        let p = &e.packet;
+        let side = |s: &Side| SideDoc {
+            address: s.addr.to_string(),
+            identity: s.identity.as_ref().map(|i| i.id),
+            groups: s
+                .identity
+                .as_ref()
+                .map_or_else(Vec::new, |i| i.groups.clone()),
+        };
+        let rule = |r: &RuleCheck| RuleDoc {
+            id: r.id,
+            name: r.rule.name.clone(),
+            summary: r.rule.summary(),
+            builtin: r.is_builtin(),
+            origin: r.rule.origin.as_ref().map(|o| o.rule.to_string()),
+        };
+        let part = |part: &Part| {
+            match part {
+                Part::From => "from",
+                Part::To => "to",
+                Part::Ports => "ports",
+                Part::Within => "within",
+            }
+            .to_string()
+        };
+        Self {
+            verdict: if e.allowed() { "allowed" } else { "denied" }.into(),
+            packet: PacketDoc {
+                src: p.src.to_string(),
+                dst: p.dst.to_string(),
+                protocol: p.proto,
+                target: policy::format_target(p.proto, p.port),
+            },
+            source: side(&e.src),
+            destination: side(&e.dst),
+            allowing: e.allowing.iter().map(rule).collect(),
+            datapath_rule: e
+                .datapath_rule
+                .and_then(|id| compiled.rule_name(id))
+                .map(str::to_string),
+            near_misses: e
+                .near
+                .iter()
+                .map(|r| NearMissDoc {
+                    rule: rule(r),
+                    failed: r.failed.iter().map(part).collect(),
+                    why: r.why(p),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// The addresses of both ends: a pod stands for its address of the family
@@ -366,6 +485,87 @@ rules:
         let c = policy::compile(&empty, &opts).unwrap();
         let e = policy::explain(&empty, &c, &opts, &p);
         assert!(render(&e, &c).contains("none matches any of"));
+    }
+
+    #[test]
+    fn a_tcp_packet_is_not_led_by_icmp_rules() {
+        // `ping` comes first by id, but says nothing about TCP.
+        let text = "
+groups:
+  web: [10.0.1.0/24]
+  db: [10.0.2.0/24]
+rules:
+  - name: ping
+    from: web
+    to: db
+    ports: [icmp/8]
+  - name: web-to-db
+    from: web
+    to: db
+    ports: [5432/tcp]
+  - name: web-to-db-any
+    from: web
+    to: 10.0.3.0/24
+";
+        let policy = policy::merge(vec![policy::parse_str("p.yaml", text).unwrap()]).unwrap();
+        let opts = CompileOptions::default();
+        let compiled = policy::compile(&policy, &opts).unwrap();
+        let packet = |proto, port| Packet {
+            src: "10.0.1.5".parse().unwrap(),
+            dst: "10.0.2.7".parse().unwrap(),
+            proto,
+            port,
+        };
+        let e = policy::explain(&policy, &compiled, &opts, &packet(6, 80));
+        assert_eq!(names(&e.near), ["web-to-db", "web-to-db-any", "ping"]);
+        let out = render(&e, &compiled);
+        let first = out.lines().nth(4).unwrap();
+        assert!(first.starts_with("  web-to-db: "), "{out}");
+        // For an ICMP packet the ICMP rule leads.
+        let e = policy::explain(&policy, &compiled, &opts, &packet(1, 0x0300));
+        assert_eq!(names(&e.near), ["ping", "web-to-db-any", "web-to-db"]);
+    }
+
+    #[test]
+    fn the_document_of_an_explanation() {
+        let (policy, compiled, opts) = setup(&["10.0.0.5"]);
+        let p = Packet {
+            src: "10.0.1.5".parse().unwrap(),
+            dst: "10.0.2.7".parse().unwrap(),
+            proto: 6,
+            port: 50051,
+        };
+        let e = policy::explain(&policy, &compiled, &opts, &p);
+        let doc = serde_json::to_value(ExplainDoc::new(&e, &compiled)).unwrap();
+        assert_eq!(doc["verdict"], "allowed");
+        assert_eq!(
+            doc["packet"],
+            serde_json::json!({"src": "10.0.1.5", "dst": "10.0.2.7", "protocol": 6, "target": "tcp/50051"})
+        );
+        assert_eq!(
+            doc["source"]["groups"],
+            serde_json::json!(["10.0.0.0/16", "ledger"])
+        );
+        assert!(doc["source"]["identity"].is_u64(), "{doc}");
+        assert_eq!(doc["allowing"][0]["name"], "ledger-to-wallet");
+        assert_eq!(doc["allowing"][0]["origin"], "p.yaml:9:5");
+        assert_eq!(doc["allowing"][0]["builtin"], false);
+        assert_eq!(doc["datapath_rule"], "ledger-to-wallet");
+        assert_eq!(doc["near_misses"], serde_json::json!([]));
+
+        let denied = Packet { port: 80, ..p };
+        let e = policy::explain(&policy, &compiled, &opts, &denied);
+        let doc = serde_json::to_value(ExplainDoc::new(&e, &compiled)).unwrap();
+        assert_eq!(doc["verdict"], "denied");
+        assert_eq!(doc["datapath_rule"], serde_json::Value::Null);
+        assert_eq!(doc["allowing"], serde_json::json!([]));
+        let first = &doc["near_misses"][0];
+        assert_eq!(first["name"], "ledger-to-wallet");
+        assert_eq!(first["failed"], serde_json::json!(["ports"]));
+        assert_eq!(
+            first["why"],
+            serde_json::json!(["ports: tcp/80 is not among 50051/tcp"])
+        );
     }
 
     #[test]

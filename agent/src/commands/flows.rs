@@ -4,9 +4,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use super::output;
 use crate::{
     bpffs::Pinned,
-    cli::{FlowsArgs, UsageError},
+    cli::{FlowsArgs, OutputFormat, UsageError},
     datapath::rule_names,
     telemetry::flows::{read_flows, table},
 };
@@ -19,15 +20,12 @@ pub fn flows(args: &FlowsArgs) -> anyhow::Result<()> {
             .filter
             .apply(read_flows(&pinned, &rules)?)
             .map_err(|e| UsageError(format!("--{e}")))?;
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&flows)?);
-        } else {
-            if args.watch.is_some() {
-                // Clear the screen, like watch(1).
-                print!("\x1b[H\x1b[2J");
-            }
-            print!("{}", table(&flows));
+        let format = args.output.format();
+        if format == OutputFormat::Table && args.watch.is_some() {
+            // Clear the screen, like watch(1).
+            print!("\x1b[H\x1b[2J");
         }
+        print!("{}", output::render(format, &flows, |f| table(f))?);
         let Some(secs) = args.watch else {
             return Ok(());
         };

@@ -1,43 +1,20 @@
 //! `netpol-agent monitor`: follows a running agent's `/events` stream and
 //! prints one line per new flow's verdict, like tcpdump for verdicts.
-use std::{io::Write, time::Duration};
+use std::io::Write;
 
-use anyhow::{bail, Context as _};
-use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt as _, Empty};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use bytes::BytesMut;
+use http_body_util::BodyExt as _;
 
+use super::client::{block_on, AgentClient};
 use crate::{cli::MonitorArgs, telemetry::events::EventRecord};
 
 pub fn monitor(args: &MonitorArgs) -> anyhow::Result<()> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?
-        .block_on(follow(args))
+    block_on(follow(args))?
 }
 
 async fn follow(args: &MonitorArgs) -> anyhow::Result<()> {
-    let stream = TcpStream::connect(&args.endpoint).await.with_context(|| {
-        format!(
-            "connecting to {} (is the agent running with --listen {0}?)",
-            args.endpoint
-        )
-    })?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .with_context(|| format!("talking HTTP to {}", args.endpoint))?;
-    tokio::spawn(conn);
-    let request = hyper::Request::get("/events")
-        .header(hyper::header::HOST, &args.endpoint)
-        .header(hyper::header::ACCEPT, "application/x-ndjson")
-        .body(Empty::<Bytes>::new())?;
-    let mut response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
-        .await
-        .with_context(|| format!("{} did not answer", args.endpoint))??;
-    if response.status() != hyper::StatusCode::OK {
-        bail!("{} answered {}", args.endpoint, response.status());
-    }
+    let client = AgentClient::new(&args.agent);
+    let mut response = client.get("/events", "application/x-ndjson").await?;
     let body = response.body_mut();
     let mut buf = BytesMut::new();
     let mut shown = 0;

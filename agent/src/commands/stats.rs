@@ -1,9 +1,10 @@
 //! `netpol-agent stats`: the verdict counters of a running agent, read from
 //! its pinned maps.
 
+use super::output;
 use crate::{
     bpffs::Pinned,
-    cli::StatsArgs,
+    cli::{OutputFormat, StatsArgs},
     datapath::rule_names,
     telemetry::aggregates::{read_bookkeeping, read_rows},
 };
@@ -12,8 +13,11 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
     let pinned = Pinned::new(&args.pin_path);
     let rules = rule_names(&pinned)?;
     let rows = read_rows(&pinned, &rules)?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+    // The document is the rows alone, as `--json` has always printed them
+    // (scripts read it); the map fill is in the table and in /metrics.
+    let format = args.output.format();
+    if format != OutputFormat::Table {
+        print!("{}", output::render(format, &rows, |_| String::new())?);
         return Ok(());
     }
     println!(

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use super::cluster::{merge_clusters, parse_objects, pods_group, resolve, Cluster};
 use super::error::{Origin, PolicyError, PolicyErrors};
 use super::model::{Peer, Policy, PolicyFile};
-use super::parse::{parse_str_with, Ctx};
+use super::parse::{parse_partial, Ctx};
 use super::suggest::did_you_mean;
 
 /// Reads and parses one file, without merging; errors name it by `path` as given.
@@ -15,12 +15,35 @@ pub fn read_file(path: &Path) -> Result<PolicyFile, PolicyErrors> {
     read_file_with(path, false)
 }
 
-/// `read_file`; with `kube`, as `parse_str_with` reads it.
+/// `read_file`; with `kube`, NetworkPolicies keep their selectors (as
+/// `parse_str_with` reads them).
 pub fn read_file_with(path: &Path, kube: bool) -> Result<PolicyFile, PolicyErrors> {
+    let (file, errors) = read_partial(path, kube);
+    PolicyErrors::check(errors)?;
+    // Only an unreadable file or invalid YAML leaves no file, and both are errors.
+    Ok(file.unwrap_or_default())
+}
+
+/// Reads one file and parses as much of it as it can (`parse_partial`);
+/// `None` when it cannot be read or its YAML is invalid.
+fn read_partial(path: &Path, kube: bool) -> (Option<PolicyFile>, Vec<PolicyError>) {
     let name = path.display().to_string();
-    let text = fs::read_to_string(path)
-        .map_err(|e| PolicyError::file(&name, format!("cannot read: {e}")))?;
-    parse_str_with(&name, &text, kube)
+    match fs::read_to_string(path) {
+        Ok(text) => parse_partial(&name, &text, kube),
+        Err(e) => (
+            None,
+            vec![PolicyError::file(&name, format!("cannot read: {e}"))],
+        ),
+    }
+}
+
+/// The extensions of the files `run` reads from a policy directory.
+pub const POLICY_EXTENSIONS: [&str; 2] = [".yaml", ".yml"];
+
+/// Whether `run` reads a file of this name from a policy directory (see
+/// `policy_files`).
+pub fn is_policy_file_name(name: &str) -> bool {
+    !name.starts_with('.') && POLICY_EXTENSIONS.iter().any(|e| name.ends_with(e))
 }
 
 /// Loads one file as a whole policy (its rules may name only its own groups).
@@ -34,7 +57,7 @@ pub fn load_file(path: &Path) -> Result<Policy, PolicyErrors> {
 /// contents atomically (the visible names are symlinks through `..data`, which
 /// are followed).
 pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
-    files_with(dir, &[".yaml", ".yml"])
+    files_with(dir, &POLICY_EXTENSIONS)
 }
 
 /// The Kubernetes object files of `dir`: `*.yaml`, `*.yml` and `*.json`
@@ -73,24 +96,68 @@ fn files_with(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>, PolicyErr
 /// files at once. A directory without policy files is an empty policy, which
 /// denies all workload traffic.
 pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
+    let read = read_policy_files(dir, false)?;
+    read.merge(Vec::new())
+}
+
+/// A directory's policy files, each parsed as far as it goes.
+struct ReadFiles {
+    files: Vec<PolicyFile>,
+    errors: Vec<PolicyError>,
+    /// Some file could not be read or is not YAML: the groups it defines are
+    /// unknown.
+    opaque: bool,
+}
+
+fn read_policy_files(dir: &Path, kube: bool) -> Result<ReadFiles, PolicyErrors> {
+    let mut read = ReadFiles {
+        files: Vec::new(),
+        errors: Vec::new(),
+        opaque: false,
+    };
     for path in policy_files(dir)? {
-        match read_file(&path) {
-            Ok(f) => files.push(f),
-            Err(e) => errors.extend(e.0),
+        let (file, errors) = read_partial(&path, kube);
+        read.errors.extend(errors);
+        match file {
+            Some(f) => read.files.push(f),
+            None => read.opaque = true,
         }
     }
-    // Cross-file checks would only repeat errors about what failed to parse.
-    PolicyErrors::check(errors)?;
-    merge(files)
+    Ok(read)
+}
+
+impl ReadFiles {
+    /// Merges what parsed (then `more`) and reports every error at once: the
+    /// files' own, then the cross-file ones. Errors about what failed to parse
+    /// cannot be repeated (a rule with an error is left out, a group is kept
+    /// by name), but an unknown group is not reported while a file that could
+    /// not be parsed at all might define it.
+    fn merge(mut self, more: Vec<PolicyFile>) -> Result<Policy, PolicyErrors> {
+        self.files.extend(more);
+        let (policy, duplicates, unknown) = merge_parts(self.files);
+        self.errors.extend(duplicates);
+        if !self.opaque {
+            self.errors.extend(unknown);
+        }
+        PolicyErrors::check(self.errors)?;
+        Ok(policy)
+    }
 }
 
 /// Merges parsed files in the given order, checking that group and rule names
 /// are unique across them and that rules name only defined groups.
 pub fn merge(files: Vec<PolicyFile>) -> Result<Policy, PolicyErrors> {
+    let (policy, mut errors, unknown) = merge_parts(files);
+    errors.extend(unknown);
+    PolicyErrors::check(errors)?;
+    Ok(policy)
+}
+
+/// `merge`, with its errors apart: duplicate names, and unknown groups.
+fn merge_parts(files: Vec<PolicyFile>) -> (Policy, Vec<PolicyError>, Vec<PolicyError>) {
     let mut policy = Policy::default();
     let mut errors = Vec::new();
+    let mut unknown = Vec::new();
     let mut group_at: HashMap<String, Option<Origin>> = HashMap::new();
     let mut rule_at: HashMap<String, Option<Origin>> = HashMap::new();
     let mut netpol_at: HashMap<String, Origin> = HashMap::new();
@@ -152,11 +219,10 @@ pub fn merge(files: Vec<PolicyFile>) -> Result<Policy, PolicyErrors> {
             if name.contains(':') || name.chars().all(|c| c.is_ascii_digit() || c == '.') {
                 msg += " (and not a valid IP address or CIDR)";
             }
-            errors.push(PolicyError::at(origin, msg));
+            unknown.push(PolicyError::at(origin, msg));
         }
     }
-    PolicyErrors::check(errors)?;
-    Ok(policy)
+    (policy, errors, unknown)
 }
 
 fn duplicate(kind: &str, name: &str, at: Option<&Origin>, first: Option<&Origin>) -> PolicyError {
@@ -221,26 +287,17 @@ pub fn load_dir_with_objects(
     dir: &Path,
     objects: &Path,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
-    let mut files = Vec::new();
-    let mut errors = Vec::new();
-    for path in policy_files(dir)? {
-        match read_file_with(&path, true) {
-            Ok(f) => files.push(f),
-            Err(e) => errors.extend(e.0),
-        }
-    }
-    let cluster = match load_objects(objects) {
-        Ok((cluster, netpols)) => {
-            files.extend(netpols);
-            cluster
-        }
+    let mut read = read_policy_files(dir, true)?;
+    // The groups a NetworkPolicy makes are named by its own rules only, so
+    // objects that fail to load hide no group a policy file could name.
+    let (cluster, netpols) = match load_objects(objects) {
+        Ok(loaded) => loaded,
         Err(e) => {
-            errors.extend(e.0);
-            Cluster::default()
+            read.errors.extend(e.0);
+            (Cluster::default(), Vec::new())
         }
     };
-    PolicyErrors::check(errors)?;
-    let mut policy = merge(files)?;
+    let mut policy = read.merge(netpols)?;
     with_cluster(&mut policy, &cluster);
     Ok((policy, cluster))
 }

@@ -53,8 +53,9 @@ pub use identity::IdentityInfo;
 pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNOTATION};
 pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
 pub use load::{
-    load_dir, load_dir_with_objects, load_file, load_objects, merge, object_files,
-    objects_from_str, policy_files, read_file, read_file_with, with_cluster,
+    is_policy_file_name, load_dir, load_dir_with_objects, load_file, load_objects, merge,
+    object_files, objects_from_str, policy_files, read_file, read_file_with, with_cluster,
+    POLICY_EXTENSIONS,
 };
 pub use lockout::{
     lockout_findings, lockout_problems, refuse_lockout, LockoutKind, LockoutProblem,

@@ -36,14 +36,33 @@ pub fn parse_str(name: &str, text: &str) -> Result<PolicyFile, PolicyErrors> {
 /// `parse_str`; with `kube`, NetworkPolicies keep their selectors, to be
 /// resolved against the Kubernetes objects.
 pub fn parse_str_with(name: &str, text: &str, kube: bool) -> Result<PolicyFile, PolicyErrors> {
-    let docs = parse_yaml(name, text)?;
+    let (file, errors) = parse_partial(name, text, kube);
+    PolicyErrors::check(errors)?;
+    // Only invalid YAML leaves no file, and that is an error.
+    Ok(file.unwrap_or_default())
+}
+
+/// Parses as much of one policy file as it can, so that a directory's
+/// cross-file errors (unknown groups, duplicate names) can be reported in the
+/// same pass as each file's own: the file holds every group whose name is
+/// valid (even when its CIDRs are not) and every rule without errors. `None`
+/// when the YAML itself is invalid: then nothing is known of the file.
+pub(super) fn parse_partial(
+    name: &str,
+    text: &str,
+    kube: bool,
+) -> (Option<PolicyFile>, Vec<PolicyError>) {
+    let docs = match parse_yaml(name, text) {
+        Ok(docs) => docs,
+        Err(e) => return (None, vec![e]),
+    };
     let mut cx = Ctx::new(name);
     cx.kube = kube;
     for doc in &docs {
         cx.document(doc);
     }
-    PolicyErrors::check(cx.errors)?;
-    Ok(cx.out)
+    let (file, errors) = cx.take();
+    (Some(file), errors)
 }
 
 /// Every document of `text`, or the syntax error with its position in `name`.

@@ -82,12 +82,38 @@ fn parse_icmp(proto: u8, rest: &str) -> Result<PortSpec, String> {
     })
 }
 
+/// The protocol of `text` when it names one whose packets carry ports
+/// (`tcp`, `udp`, `sctp`, any case).
+fn named_port_proto(text: &str) -> Option<u8> {
+    NAMED
+        .iter()
+        .find(|(n, p)| has_ports(*p) && n.eq_ignore_ascii_case(text))
+        .map(|(_, p)| *p)
+}
+
+/// Whether `text` reads as a port or a port range (`53`, `8000-9000`).
+fn looks_like_ports(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+}
+
 /// Parses one `ports:` entry. The error message does not repeat the text.
 pub fn parse(text: &str) -> Result<PortSpec, String> {
     if text.eq_ignore_ascii_case("any") {
         return Ok(PortSpec::ANY);
     }
     let Some((left, right)) = text.split_once('/') else {
+        // `tcp:53` (Docker, Kubernetes Services and Calico write ports so).
+        if let Some((l, r)) = text.split_once(':') {
+            let (proto, ports) = match (named_port_proto(l), named_port_proto(r)) {
+                (Some(_), None) => (l, r),
+                (None, Some(_)) => (r, l),
+                _ => ("", ""),
+            };
+            if !proto.is_empty() && looks_like_ports(ports) {
+                let proto = proto.to_ascii_lowercase();
+                return Err(format!("write {ports}/{proto}"));
+            }
+        }
         return parse_proto(text).map(PortSpec::proto);
     };
     // ICMP puts the protocol first (`icmp/8`), the rest put it last (`80/tcp`).
@@ -97,6 +123,11 @@ pub fn parse(text: &str) -> Result<PortSpec, String> {
     {
         return parse_icmp(*p, right);
     }
+    // `tcp/443`, as `explain` takes a packet's port, is `443/tcp`.
+    let (left, right) = match named_port_proto(left) {
+        Some(_) if named_port_proto(right).is_none() => (right, left),
+        _ => (left, right),
+    };
     let proto = parse_proto(right)?;
     if is_icmp(proto) {
         let name = proto_name(proto).unwrap_or("icmp");
@@ -194,6 +225,40 @@ mod tests {
         assert_eq!(ok("icmpv6/1:4"), PortSpec::port(58, 0x0104));
         assert_eq!(ok("icmp/255:255"), PortSpec::port(1, 0xffff));
         assert_eq!(ok("any"), PortSpec::ANY);
+    }
+
+    #[test]
+    fn protocol_first_is_the_same_port() {
+        assert_eq!(ok("tcp/443"), ok("443/tcp"));
+        assert_eq!(ok("UDP/53"), PortSpec::port(17, 53));
+        assert_eq!(ok("sctp/3868"), PortSpec::port(132, 3868));
+        assert_eq!(ok("tcp/8000-8999"), PortSpec::range(6, 8000, 8999));
+        // Printed the way the policy language prefers.
+        assert_eq!(ok("tcp/443").to_string(), "443/tcp");
+        assert_eq!(parse("tcp/70000").unwrap_err(), "port must be 0-65535");
+        assert_eq!(
+            parse("tcp/http").unwrap_err(),
+            "\"http\" is not a port number"
+        );
+        assert_eq!(
+            parse("tcp/udp").unwrap_err(),
+            "\"tcp\" is not a port number"
+        );
+    }
+
+    #[test]
+    fn colon_forms_say_how_to_write_them() {
+        let err = |t: &str| parse(t).unwrap_err();
+        assert_eq!(err("tcp:53"), "write 53/tcp");
+        assert_eq!(err("UDP:53"), "write 53/udp");
+        assert_eq!(err("53:tcp"), "write 53/tcp");
+        assert_eq!(err("tcp:8000-9000"), "write 8000-9000/tcp");
+        // Not a port after all: the general message.
+        assert!(
+            err("tcp:x").starts_with("unknown protocol \"tcp:x\""),
+            "{}",
+            err("tcp:x")
+        );
     }
 
     #[test]

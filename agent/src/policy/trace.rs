@@ -232,7 +232,8 @@ pub struct Explanation {
     /// Every rule that allows the packet, in id order.
     pub allowing: Vec<RuleCheck>,
     /// When none does: the policy's rules that failed on the fewest parts
-    /// (one, or two when no rule failed on one only), in id order.
+    /// (one, or two when no rule failed on one only); those that allow the
+    /// packet's protocol first, each part in id order.
     pub near: Vec<RuleCheck>,
     /// The rule the compiled maps decide by (`evaluate`), which the datapath
     /// counts the flow under.
@@ -283,6 +284,15 @@ impl Explanation {
     }
 }
 
+/// Whether `rule` allows some traffic of `proto` (on some port).
+fn allows_proto(rule: &Rule, proto: u8) -> bool {
+    rule.ports.is_empty()
+        || rule
+            .ports
+            .iter()
+            .any(|s| s.proto.is_none_or(|p| p == proto))
+}
+
 /// Explains `p` under `policy` compiled with `opts` into `compiled`.
 pub fn explain(
     policy: &Policy,
@@ -309,11 +319,15 @@ pub fn explain(
     // Built-in rules would show up as near misses of every packet.
     let rest: Vec<RuleCheck> = rest.into_iter().filter(|r| !r.is_builtin()).collect();
     let best = rest.iter().map(RuleCheck::score).max().unwrap_or(0);
-    let near = if allowing.is_empty() && best >= 1 {
+    let mut near: Vec<RuleCheck> = if allowing.is_empty() && best >= 1 {
         rest.into_iter().filter(|r| r.score() == best).collect()
     } else {
         Vec::new()
     };
+    // A TCP packet's nearest rule is not an ICMP rule that only shares its
+    // peers: rules that speak the packet's protocol lead (a stable sort keeps
+    // id order within each part).
+    near.sort_by_key(|r| !allows_proto(&r.rule, p.proto));
     let side = |addr: IpAddr| Side {
         addr,
         identity: identity_of(compiled, addr).and_then(|v| compiled.identity(v.id).cloned()),

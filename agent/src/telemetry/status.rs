@@ -7,15 +7,18 @@ use tokio::sync::broadcast;
 use super::events::EventRecord;
 use crate::{bpffs::Pinned, datapath::RuleInfo};
 
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Attached {
     pub interface: String,
     /// XDP attach mode (`driver` or `generic`); TC is always TCX egress.
     pub xdp_mode: String,
 }
 
-/// The `/status` document.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+/// The `/status` document. `netpol-agent status` reads it back; a field
+/// an older agent does not send is left at its default.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct Status {
     /// `enforce` or `audit`.
     pub mode: String,

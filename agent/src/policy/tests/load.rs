@@ -149,6 +149,64 @@ fn every_file_with_errors_is_reported() {
 }
 
 #[test]
+fn errors_in_files_and_across_them_come_in_one_pass() {
+    let d = TempDir::new();
+    // a.yaml: a bad port (the rule is left out) and a bad CIDR (the group is
+    // kept by name, so naming it is not an error).
+    d.write(
+        "a.yaml",
+        "groups:\n  db: [10.1.0.1/16]\nrules:\n  - name: a\n    from: any\n    to: db\n    ports: [80]\n",
+    )
+    .write(
+        "b.yaml",
+        "rules:\n  - name: b\n    from: [db, dbb]\n    to: any\n  - name: c\n    from: frontend\n    to: any\n",
+    )
+    .write("c.yaml", "groups:\n  db: [10.2.0.0/16]\n");
+    let e = load_dir(&d.0).unwrap_err();
+    let (a, b, c) = (d.show("a.yaml"), d.show("b.yaml"), d.show("c.yaml"));
+    let lines: Vec<String> = e.iter().map(ToString::to_string).collect();
+    assert_eq!(lines.len(), 5, "{e}");
+    assert!(
+        lines[0].starts_with(&format!("{a}:2:8: groups.db[0]: ")),
+        "{e}"
+    );
+    assert_eq!(
+        lines[1],
+        format!("{a}:7:13: rules[0].ports[0]: 80: a port needs its protocol: write 80/tcp")
+    );
+    assert_eq!(
+        lines[2],
+        format!("{c}:2:3: groups.db: group \"db\" is already defined at {a}:2:3")
+    );
+    assert_eq!(
+        lines[3],
+        format!("{b}:3:16: rules[0].from[1]: unknown group \"dbb\"; did you mean \"db\"?")
+    );
+    assert_eq!(
+        lines[4],
+        format!("{b}:6:11: rules[1].from: unknown group \"frontend\"")
+    );
+}
+
+#[test]
+fn a_file_that_is_not_yaml_may_define_any_group() {
+    let d = TempDir::new();
+    d.write("a.yaml", "groups: [\n")
+        .write("b.yaml", "groups:\n  x: [10.0.0.0/8]\n  x: [10.1.0.0/16]\nrules:\n  - name: b\n    from: web\n    to: any\n");
+    let e = load_dir(&d.0).unwrap_err();
+    let lines: Vec<String> = e.iter().map(ToString::to_string).collect();
+    // The YAML error and b.yaml's own error, but no "unknown group web":
+    // a.yaml, unreadable as YAML, might be where web is defined.
+    assert_eq!(lines.len(), 2, "{e}");
+    assert!(
+        lines[0].starts_with(&format!("{}:", d.show("a.yaml"))),
+        "{e}"
+    );
+    assert!(lines[0].contains("invalid YAML"), "{e}");
+    assert!(lines[1].contains("\"x\" appears twice"), "{e}");
+}
+
+#[test]
 fn load_file_is_one_file_as_a_policy() {
     let d = TempDir::new();
     d.write(

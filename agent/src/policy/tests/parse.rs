@@ -192,6 +192,34 @@ fn port_errors_point_at_the_entry() {
 }
 
 #[test]
+fn protocol_first_ports_and_colon_forms() {
+    // `tcp/443` is how `explain` takes a port: the policy reads it too.
+    let f = ok("rules:
+  - name: r
+    from: any
+    to: any
+    ports: [tcp/443, udp/53, 443/tcp]
+");
+    assert_eq!(
+        f.rules[0].ports,
+        vec![PortSpec::port(6, 443), PortSpec::port(17, 53)],
+        "tcp/443 and 443/tcp are one port"
+    );
+    let text = "rules:
+  - name: r
+    from: any
+    to: any
+    ports: [tcp:53, 53:udp, tcp/70000]
+";
+    let expected = [
+        "p.yaml:5:13: rules[0].ports[0]: \"tcp:53\": write 53/tcp",
+        "p.yaml:5:21: rules[0].ports[1]: \"53:udp\": write 53/udp",
+        "p.yaml:5:29: rules[0].ports[2]: \"tcp/70000\": port must be 0-65535",
+    ];
+    assert_eq!(errors(text), expected.join("\n"));
+}
+
+#[test]
 fn the_documented_example_error() {
     // design: `policies/aiven.yaml:14:9: rules[2].ports[1]: "70000/tcp": port must be 0-65535`
     let text = "groups:

@@ -1,0 +1,141 @@
+//! `netpol-agent status`: a running agent's `/status` document (mode,
+//! readiness, policy generation, reloads, the last reload error, the
+//! interfaces it enforces on), as a table or as the document itself.
+use std::fmt::Write as _;
+
+use super::{
+    client::{block_on, AgentClient},
+    output,
+};
+use crate::{cli::StatusArgs, telemetry::status::Status};
+
+pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
+    let client = AgentClient::new(&args.agent);
+    let status: Status = block_on(client.get_json("/status"))??;
+    print!(
+        "{}",
+        output::render(args.output.format(), &status, |s| table(
+            &args.agent.endpoint,
+            s
+        ))?
+    );
+    Ok(())
+}
+
+/// What `status` prints for people.
+pub fn table(endpoint: &str, s: &Status) -> String {
+    let mut out = String::new();
+    let row = |out: &mut String, key: &str, value: &dyn std::fmt::Display| {
+        let _ = writeln!(out, "{:<19}{value}", format!("{key}:"));
+    };
+    row(&mut out, "agent", &endpoint);
+    row(&mut out, "mode", &s.mode);
+    let ready = if s.ready {
+        "yes"
+    } else {
+        "no (programs not attached or no policy loaded)"
+    };
+    row(&mut out, "ready", &ready);
+    row(&mut out, "policy generation", &s.policy_generation);
+    row(
+        &mut out,
+        "reloads",
+        &format!(
+            "{} succeeded, {} failed",
+            s.reloads_succeeded, s.reloads_failed
+        ),
+    );
+    // The error is kept until a reload succeeds, so it is the live one.
+    row(
+        &mut out,
+        "last reload error",
+        &s.last_reload_error.as_deref().unwrap_or("none"),
+    );
+    let _ = writeln!(out, "interfaces ({}):", s.attached.len());
+    if !s.attached.is_empty() {
+        let width = s
+            .attached
+            .iter()
+            .map(|a| a.interface.len())
+            .max()
+            .unwrap_or(0)
+            .max("INTERFACE".len());
+        let _ = writeln!(out, "  {:<width$}  {:<8} TC", "INTERFACE", "XDP");
+        for a in &s.attached {
+            let _ = writeln!(
+                out,
+                "  {:<width$}  {:<8} tcx egress",
+                a.interface, a.xdp_mode
+            );
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::status::Attached;
+
+    fn sample() -> Status {
+        Status {
+            mode: "audit".into(),
+            ready: true,
+            policy_generation: 7,
+            reloads_succeeded: 5,
+            reloads_failed: 1,
+            last_reload_error: Some("p.yaml:3:5: rules[0].to: unknown group \"db\"".into()),
+            attached: vec![
+                Attached {
+                    interface: "uplink0".into(),
+                    xdp_mode: "driver".into(),
+                },
+                Attached {
+                    interface: "lxc-wallet-long".into(),
+                    xdp_mode: "generic".into(),
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn table_shows_every_field() {
+        assert_eq!(
+            table("127.0.0.1:9965", &sample()),
+            "\
+agent:             127.0.0.1:9965
+mode:              audit
+ready:             yes
+policy generation: 7
+reloads:           5 succeeded, 1 failed
+last reload error: p.yaml:3:5: rules[0].to: unknown group \"db\"
+interfaces (2):
+  INTERFACE        XDP      TC
+  uplink0          driver   tcx egress
+  lxc-wallet-long  generic  tcx egress
+"
+        );
+        let idle = Status {
+            mode: "enforce".into(),
+            ..Status::default()
+        };
+        let text = table("x", &idle);
+        assert!(
+            text.contains("ready:             no (programs not attached"),
+            "{text}"
+        );
+        assert!(text.contains("last reload error: none\n"), "{text}");
+        assert!(text.ends_with("interfaces (0):\n"), "{text}");
+    }
+
+    #[test]
+    fn the_document_round_trips_and_tolerates_missing_fields() {
+        let s = sample();
+        let json = output::json(&s).unwrap();
+        assert_eq!(serde_json::from_str::<Status>(&json).unwrap(), s);
+        // An agent that sends fewer fields (an older one) still reads.
+        let partial: Status = serde_json::from_str(r#"{"mode":"enforce","ready":true}"#).unwrap();
+        assert_eq!(partial.mode, "enforce");
+        assert!(partial.ready && partial.attached.is_empty());
+    }
+}
