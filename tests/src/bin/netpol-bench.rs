@@ -38,6 +38,16 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     counters_prefixes: usize,
     /// Where the JSON results go.
+    /// Workload identity scales: PODS:NAMESPACES:POLICIES, comma-separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1000:10:100,10000:100:1000"
+    )]
+    identity: Vec<String>,
+    /// Pod events timed per identity scale.
+    #[arg(long, default_value_t = 20)]
+    identity_events: usize,
     #[arg(long, default_value = "target/bench/microbench.json")]
     json: PathBuf,
 }
@@ -304,6 +314,153 @@ fn run_xdp(prog: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, f64)> 
     Ok((r.return_value, r.duration.as_nanos() as f64))
 }
 
+#[derive(serde::Serialize)]
+struct IdentityRow {
+    pods: usize,
+    namespaces: usize,
+    policies: usize,
+    identities: usize,
+    rule_entries: usize,
+    /// Every object read again, the policy compiled and written (a relist).
+    resync_ms: f64,
+    /// One pod relabelled: everything from reading the objects to the swap.
+    event_p50_ms: f64,
+    event_p99_ms: f64,
+}
+
+/// Objects in the e2e suite's spirit at scale: namespaces labelled by tier,
+/// pods by app and role, and NetworkPolicies that each isolate one app of
+/// a namespace for ingress from one role of one tier (a third also limit
+/// egress to DNS-like UDP in their tier). `relabel` moves that many pods to
+/// another app.
+fn identity_objects(
+    pods: usize,
+    namespaces: usize,
+    policies: usize,
+    relabel: usize,
+) -> (String, String) {
+    use std::fmt::Write as _;
+    let mut objects = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    for n in 0..namespaces {
+        let _ = writeln!(
+            objects,
+            "- {{kind: Namespace, metadata: {{name: ns{n}, labels: {{tier: t{}}}}}}}",
+            n % 5
+        );
+    }
+    for j in 0..pods {
+        let app = if j < relabel {
+            99
+        } else {
+            (j / namespaces) % 20
+        };
+        let _ = writeln!(
+            objects,
+            "- {{kind: Pod, metadata: {{name: p{j}, namespace: ns{}, labels: {{app: a{app}, role: r{}}}}}, status: {{podIP: 10.{}.{}.{}}}}}",
+            j % namespaces,
+            j % 7,
+            64 + j / 65536,
+            (j / 256) % 256,
+            j % 256
+        );
+    }
+    let mut netpols = String::new();
+    for k in 0..policies {
+        let _ = write!(
+            netpols,
+            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np{k}, namespace: ns{}}}\n\
+             spec:\n  podSelector: {{matchLabels: {{app: a{}}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{matchLabels: {{tier: t{}}}}}\n      podSelector: {{matchLabels: {{role: r{}}}}}\n    ports: [{{port: {}}}]\n",
+            k % namespaces,
+            (k / namespaces) % 20,
+            k % 5,
+            k % 7,
+            8000 + k % 20
+        );
+        if k % 3 == 0 {
+            let _ = write!(
+                netpols,
+                "  egress:\n  - to:\n    - namespaceSelector: {{matchLabels: {{tier: t{}}}}}\n    ports: [{{port: 53, protocol: UDP}}]\n",
+                k % 5
+            );
+        }
+    }
+    (objects, netpols)
+}
+
+/// Reads, resolves and compiles as the agent does on every change of the
+/// Kubernetes objects.
+fn identity_compile(objects: &str, netpols: &str) -> anyhow::Result<policy::Compiled> {
+    let (cluster, _) = policy::objects_from_str("objects.yaml", objects)?;
+    let (_, files) = policy::objects_from_str("netpols.yaml", netpols)?;
+    let mut p = policy::merge(files)?;
+    policy::with_cluster(&mut p, &cluster);
+    Ok(policy::compile(&p, &CompileOptions::default())?)
+}
+
+fn identity_table(args: &Args) -> anyhow::Result<Vec<IdentityRow>> {
+    println!(
+        "\n{:>7} {:>5} {:>8} {:>10} {:>8} {:>10} {:>10} {:>10}",
+        "pods", "ns", "policies", "identities", "entries", "resync", "event p50", "event p99"
+    );
+    let mut rows = Vec::new();
+    for scale in &args.identity {
+        let parts: Vec<usize> = scale
+            .split(':')
+            .map(str::parse)
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("--identity {scale}: expected PODS:NAMESPACES:POLICIES"))?;
+        let [pods, namespaces, policies] = parts[..] else {
+            anyhow::bail!("--identity {scale}: expected PODS:NAMESPACES:POLICIES");
+        };
+        let opts = LoadOptions {
+            prefix_max: LoadOptions::default().prefix_max.max(2 * pods as u32),
+            rule_max: 4 * 1_048_576,
+            ..LoadOptions::default()
+        };
+        let mut dp = Datapath::load(&opts)?;
+        let (objects, netpols) = identity_objects(pods, namespaces, policies, 0);
+        dp.apply(&identity_compile(&objects, &netpols)?)?;
+        let t = Instant::now();
+        let compiled = identity_compile(&objects, &netpols)?;
+        dp.apply(&compiled)?;
+        let resync = t.elapsed();
+        let mut events = Vec::new();
+        for i in 1..=args.identity_events {
+            // Alternately relabel one more pod and put it back: each event
+            // moves one address between identities.
+            let (objects, _) = identity_objects(pods, namespaces, policies, i % 2);
+            let t = Instant::now();
+            dp.apply(&identity_compile(&objects, &netpols)?)?;
+            events.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        events.sort_by(f64::total_cmp);
+        let pct = |q: f64| events[((events.len() as f64 - 1.0) * q).round() as usize];
+        let row = IdentityRow {
+            pods,
+            namespaces,
+            policies,
+            identities: compiled.identities.len(),
+            rule_entries: compiled.rules.len(),
+            resync_ms: resync.as_secs_f64() * 1e3,
+            event_p50_ms: pct(0.5),
+            event_p99_ms: pct(0.99),
+        };
+        println!(
+            "{:>7} {:>5} {:>8} {:>10} {:>8} {:>8.0}ms {:>8.0}ms {:>8.0}ms",
+            row.pods,
+            row.namespaces,
+            row.policies,
+            row.identities,
+            row.rule_entries,
+            row.resync_ms,
+            row.event_p50_ms,
+            row.event_p99_ms
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if !netpol_tests::require_root() {
@@ -384,6 +541,7 @@ fn main() -> anyhow::Result<()> {
     }
     let counters = counters_table(&args, noop)?;
     let reloads = reload_table(&args)?;
+    let identity = identity_table(&args)?;
     if let Some(dir) = args.json.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -394,6 +552,7 @@ fn main() -> anyhow::Result<()> {
         "results": rows,
         "reload": reloads,
         "counters_on_off": counters,
+        "identity": identity,
     });
     std::fs::write(&args.json, serde_json::to_string_pretty(&meta)?)?;
     eprintln!("# results written to {}", args.json.display());
