@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     cli::RunArgs,
-    datapath::{Datapath, StableRuleIds},
+    datapath::{Datapath, StableIdentityIds, StableRuleIds},
     host::{dirwatch::DirWatch, hostaddrs, linkwatch::LinkWatch},
     telemetry::status::AgentState,
 };
@@ -37,6 +37,7 @@ pub(super) struct Agent {
     pub dp: Datapath,
     pub obs: Arc<AgentState>,
     pub rule_ids: StableRuleIds,
+    pub identity_ids: StableIdentityIds,
     /// The node's addresses as last listed, and as the live policy has them.
     pub host: Vec<IpAddr>,
     pub applied_host: Vec<IpAddr>,
@@ -183,6 +184,7 @@ impl Agent {
             .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
             .and_then(|mut c| {
                 self.rule_ids.renumber(&mut c);
+                self.identity_ids.renumber(&mut c);
                 self.dp
                     .apply(&c)
                     .map(|gen| (gen, c))

@@ -23,7 +23,7 @@ use policy_dir::{compile_dir, load_options, rule_ids_after};
 use crate::{
     bpffs::{PinLayout, Pinned},
     cli::RunArgs,
-    datapath::Datapath,
+    datapath::{Datapath, StableIdentityIds},
     host::{hostaddrs, ifaces, linkwatch::LinkWatch},
     telemetry::status::{AgentState, Attached},
     READY_MARKER,
@@ -122,6 +122,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut rule_ids = rule_ids_after(&adoption, &args);
     rule_ids.renumber(&mut compiled);
+    let mut identity_ids = StableIdentityIds::default();
+    identity_ids.renumber(&mut compiled);
     // The new policy goes live before the links switch programs, so the
     // first packet the new programs see is judged by it.
     let gen = dp.apply(&compiled).context("writing the policy maps")?;
@@ -145,6 +147,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         dp,
         obs,
         rule_ids,
+        identity_ids,
         reloads: ReloadStats::default(),
     };
     agent.serve(Signals { term, int, hup }).await;

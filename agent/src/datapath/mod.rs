@@ -7,7 +7,8 @@
 //! - `attach`: XDP and TCX links per interface, adopted or new, pinned.
 //! - `clock`, `ct_gc`: the kernel's jiffies and the conntrack sweeper.
 //! - `counters`, `rule_names`, `rule_ids`: verdict counters and the rule ids
-//!   they are kept by, stable across reloads.
+//!   they are kept by, stable across reloads; `identity_ids`: identity ids
+//!   stable across reloads, so a pod event rewrites only what it changes.
 //! - `test_run`: BPF_PROG_TEST_RUN for tests and benchmarks.
 //! - `error`, `handles`: typed errors and typed access to maps and programs.
 mod attach;
@@ -16,6 +17,7 @@ mod counters;
 pub mod ct_gc;
 mod error;
 mod handles;
+mod identity_ids;
 mod load;
 mod options;
 mod rule_ids;
@@ -26,6 +28,7 @@ mod test_run;
 pub use attach::Attachment;
 pub use counters::{fold_rule_counters, note_gc_removed, read_counters, sum_counters, CounterRow};
 pub use error::DatapathError;
+pub use identity_ids::StableIdentityIds;
 pub use load::Adoption;
 pub use options::{
     CountingOptions, LoadOptions, Mode, Timeouts, DEFAULT_DENIED_FLOW_BURST,

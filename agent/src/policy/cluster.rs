@@ -60,10 +60,14 @@ impl Cluster {
 
     /// Labels of a namespace; a namespace no object describes still has its
     /// name label (pods may name it before its object is read).
-    pub fn namespace_labels(&self, namespace: &str) -> Labels {
-        self.namespaces.get(namespace).cloned().unwrap_or_else(|| {
-            Labels::from([(NAMESPACE_NAME_LABEL.to_string(), namespace.to_string())])
-        })
+    pub fn namespace_labels(&self, namespace: &str) -> std::borrow::Cow<'_, Labels> {
+        match self.namespaces.get(namespace) {
+            Some(l) => std::borrow::Cow::Borrowed(l),
+            None => std::borrow::Cow::Owned(Labels::from([(
+                NAMESPACE_NAME_LABEL.to_string(),
+                namespace.to_string(),
+            )])),
+        }
     }
 
     /// The pods a selector group stands for.

@@ -73,13 +73,7 @@ pub(super) fn workload_rules(
     effective: &mut Vec<(u32, Vec<Pair>)>,
 ) -> Result<(), CompileError> {
     let all: IdSet = ids.infos.iter().map(|i| i.id).collect();
-    let with = |group: &str| -> IdSet {
-        ids.infos
-            .iter()
-            .filter(|i| i.groups.iter().any(|g| g == group))
-            .map(|i| i.id)
-            .collect()
-    };
+    let with = |group: &str| -> IdSet { ids.members.get(group).cloned().unwrap_or_default() };
     let pods = with(PODS_GROUP);
     let others: IdSet = all.difference(&pods).copied().collect();
     // Native rules isolate every workload in both directions.
@@ -109,7 +103,7 @@ pub(super) fn workload_rules(
             let ids_of = |peers: &[Peer]| -> Result<IdSet, CompileError> {
                 let mut out = IdSet::new();
                 for p in peers {
-                    out.extend(peer_ids(ids, policy, &rule, p)?);
+                    out.extend(peer_ids(ids, &rule, p)?);
                 }
                 Ok(out)
             };

@@ -66,25 +66,14 @@ pub(super) type IdSet = BTreeSet<u32>;
 pub(super) type Pair = (IdSet, IdSet, Vec<PortSpec>);
 
 /// The identities a peer stands for.
-pub(super) fn peer_ids(
-    ids: &Identities,
-    policy: &Policy,
-    rule: &Rule,
-    peer: &Peer,
-) -> Result<IdSet, CompileError> {
-    let with = |name: &str| -> IdSet {
-        ids.infos
-            .iter()
-            .filter(|i| i.groups.iter().any(|g| g == name))
-            .map(|i| i.id)
-            .collect()
-    };
+pub(super) fn peer_ids(ids: &Identities, rule: &Rule, peer: &Peer) -> Result<IdSet, CompileError> {
+    let with = |name: &str| -> IdSet { ids.members.get(name).cloned().unwrap_or_default() };
     Ok(match peer {
         Peer::Any => ids.infos.iter().map(|i| i.id).collect(),
         Peer::World => with(BUILTIN_WORLD),
         Peer::Host => with(BUILTIN_HOST),
         Peer::Cidr(n) => with(&cidr_group_name(n)),
-        Peer::Group(g) if policy.group(g).is_some() => with(g),
+        Peer::Group(g) if ids.defined.contains(g) => with(g),
         Peer::Group(g) => {
             return Err(CompileError::UnknownGroup {
                 rule: rule.name.clone(),
@@ -137,22 +126,18 @@ fn entry_flags(prefix: u32, proto: u8) -> (u32, u32) {
 
 /// The (source ids, destination ids) pairs of a rule: the whole product, or
 /// each peer to itself for `within`.
-fn rule_pairs(
-    ids: &Identities,
-    policy: &Policy,
-    rule: &Rule,
-) -> Result<Vec<(IdSet, IdSet)>, CompileError> {
+fn rule_pairs(ids: &Identities, rule: &Rule) -> Result<Vec<(IdSet, IdSet)>, CompileError> {
     let side = |peers: &[Peer]| -> Result<BTreeSet<u32>, CompileError> {
         let mut out = BTreeSet::new();
         for p in peers {
-            out.extend(peer_ids(ids, policy, rule, p)?);
+            out.extend(peer_ids(ids, rule, p)?);
         }
         Ok(out)
     };
     if rule.within {
         rule.from
             .iter()
-            .map(|p| peer_ids(ids, policy, rule, p).map(|s| (s.clone(), s)))
+            .map(|p| peer_ids(ids, rule, p).map(|s| (s.clone(), s)))
             .collect()
     } else {
         Ok(vec![(side(&rule.from)?, side(&rule.to)?)])
@@ -206,7 +191,7 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
         } else {
             rule.ports.clone()
         };
-        let pairs = rule_pairs(&ids, policy, rule)?
+        let pairs = rule_pairs(&ids, rule)?
             .into_iter()
             .map(|(s, d)| (s, d, ports.clone()))
             .collect();

@@ -37,6 +37,11 @@ struct Source {
 pub(crate) struct Identities {
     /// Sorted by id; ids are 1..=len.
     pub infos: Vec<IdentityInfo>,
+    /// Group name to the ids of the identities holding it: rules name groups
+    /// thousands of times with workloads, so each is looked up, not scanned.
+    pub members: HashMap<String, BTreeSet<u32>>,
+    /// Every group the policy defines (also those holding no address).
+    pub defined: std::collections::HashSet<String>,
     pub v4: Vec<(Ipv4Net, u32)>,
     pub v6: Vec<(Ipv6Net, u32)>,
 }
@@ -141,7 +146,7 @@ pub(crate) fn build(policy: &Policy, host_addrs: &[IpAddr]) -> Result<Identities
     distinct.sort_by_key(|g| (**g != world, *g));
     let ids: BTreeMap<&Vec<String>, u32> =
         distinct.iter().zip(1..).map(|(g, id)| (*g, id)).collect();
-    let infos = distinct
+    let infos: Vec<IdentityInfo> = distinct
         .iter()
         .map(|g| IdentityInfo {
             id: ids[g],
@@ -163,5 +168,18 @@ pub(crate) fn build(policy: &Policy, host_addrs: &[IpAddr]) -> Result<Identities
             IpNet::V6(n) => v6.push((*n, id)),
         }
     }
-    Ok(Identities { infos, v4, v6 })
+    let mut members: HashMap<String, BTreeSet<u32>> = HashMap::new();
+    for i in &infos {
+        for g in &i.groups {
+            members.entry(g.clone()).or_default().insert(i.id);
+        }
+    }
+    let defined = policy.groups.iter().map(|g| g.name.clone()).collect();
+    Ok(Identities {
+        infos,
+        members,
+        defined,
+        v4,
+        v6,
+    })
 }

@@ -12,7 +12,7 @@ use aya::{
 };
 use clap::Parser;
 use netpol_agent::{
-    datapath::{CountingOptions, Datapath, LoadOptions},
+    datapath::{CountingOptions, Datapath, LoadOptions, StableIdentityIds},
     policy::{self, CompileOptions, Group, Policy},
 };
 use netpol_tests::bench_frames as frames;
@@ -418,10 +418,15 @@ fn identity_table(args: &Args) -> anyhow::Result<Vec<IdentityRow>> {
             ..LoadOptions::default()
         };
         let mut dp = Datapath::load(&opts)?;
+        // Identity ids kept stable across swaps, as the agent keeps them.
+        let mut stable = StableIdentityIds::default();
         let (objects, netpols) = identity_objects(pods, namespaces, policies, 0);
-        dp.apply(&identity_compile(&objects, &netpols)?)?;
+        let mut first = identity_compile(&objects, &netpols)?;
+        stable.renumber(&mut first);
+        dp.apply(&first)?;
         let t = Instant::now();
-        let compiled = identity_compile(&objects, &netpols)?;
+        let mut compiled = identity_compile(&objects, &netpols)?;
+        stable.renumber(&mut compiled);
         dp.apply(&compiled)?;
         let resync = t.elapsed();
         let mut events = Vec::new();
@@ -430,7 +435,9 @@ fn identity_table(args: &Args) -> anyhow::Result<Vec<IdentityRow>> {
             // moves one address between identities.
             let (objects, _) = identity_objects(pods, namespaces, policies, i % 2);
             let t = Instant::now();
-            dp.apply(&identity_compile(&objects, &netpols)?)?;
+            let mut c = identity_compile(&objects, &netpols)?;
+            stable.renumber(&mut c);
+            dp.apply(&c)?;
             events.push(t.elapsed().as_secs_f64() * 1e3);
         }
         events.sort_by(f64::total_cmp);
