@@ -322,20 +322,47 @@ fn is_empty(node: &Node) -> bool {
     is_null(node) || matches!(&node.kind, Kind::Seq(v) if v.is_empty())
 }
 
-/// The pods a NetworkPolicy peer selects, seen from the policy's namespace.
-fn peer_pods<'a>(
+/// The pods by namespace, so that a selector is matched against each
+/// namespace's labels once, not once per pod.
+struct PodIndex<'a> {
     cluster: &'a Cluster,
-    policy_ns: &'a str,
-    namespaces: &'a Option<LabelSelector>,
-    pods: &'a Option<LabelSelector>,
-) -> impl Iterator<Item = &'a Pod> + 'a {
-    cluster.pods.iter().filter(move |p| {
-        let ns_ok = match namespaces {
-            None => p.namespace == policy_ns,
-            Some(s) => s.matches(&cluster.namespace_labels(&p.namespace)),
+    by_ns: BTreeMap<&'a str, Vec<&'a Pod>>,
+}
+
+impl<'a> PodIndex<'a> {
+    fn new(cluster: &'a Cluster) -> Self {
+        let mut by_ns: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
+        for p in &cluster.pods {
+            by_ns.entry(p.namespace.as_str()).or_default().push(p);
+        }
+        Self { cluster, by_ns }
+    }
+
+    fn in_namespace(&self, ns: &str) -> &[&'a Pod] {
+        self.by_ns.get(ns).map_or(&[], Vec::as_slice)
+    }
+
+    /// The pods a NetworkPolicy peer selects, seen from the policy's namespace.
+    fn peer_pods(
+        &self,
+        policy_ns: &str,
+        namespaces: &Option<LabelSelector>,
+        pods: &Option<LabelSelector>,
+    ) -> Vec<&'a Pod> {
+        let candidates: Vec<&'a Pod> = match namespaces {
+            None => self.in_namespace(policy_ns).to_vec(),
+            Some(s) => self
+                .by_ns
+                .iter()
+                .filter(|(ns, _)| s.matches(&self.cluster.namespace_labels(ns)))
+                .flat_map(|(_, pods)| pods.iter().copied())
+                .collect(),
         };
-        ns_ok && pods.as_ref().is_none_or(|s| s.matches(&p.labels))
-    })
+        candidates
+            .into_iter()
+            .filter(|p| pods.as_ref().is_none_or(|s| s.matches(&p.labels)))
+            .collect()
+    }
 }
 
 fn addresses<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<IpNet> {
@@ -360,12 +387,14 @@ fn pods_group(name: String, cidrs: Vec<IpNet>, origin: &Origin) -> Group {
 /// `cluster`.
 pub fn lower(policy: &mut Policy, netpols: &[NetworkPolicy], cluster: &Cluster) {
     let mut w = Workloads::default();
+    let index = PodIndex::new(cluster);
     for np in netpols {
         let base = format!("{}/{}", np.namespace, np.name);
-        let selected: Vec<&Pod> = cluster
-            .pods
+        let selected: Vec<&Pod> = index
+            .in_namespace(&np.namespace)
             .iter()
-            .filter(|p| p.namespace == np.namespace && np.pod_selector.matches(&p.labels))
+            .copied()
+            .filter(|p| np.pod_selector.matches(&p.labels))
             .collect();
         let sel_name = format!("netpol/{base}");
         policy.groups.push(pods_group(
@@ -379,7 +408,7 @@ pub fn lower(policy: &mut Policy, netpols: &[NetworkPolicy], cluster: &Cluster) 
             for (i, rule) in rules.iter().enumerate() {
                 let name = format!("{base}/{}[{i}]", dir.key());
                 lower_rule(
-                    policy, &mut w, cluster, np, dir, &name, &sel_name, &selected, rule,
+                    policy, &mut w, &index, np, dir, &name, &sel_name, &selected, rule,
                 );
             }
         }
@@ -391,7 +420,7 @@ pub fn lower(policy: &mut Policy, netpols: &[NetworkPolicy], cluster: &Cluster) 
 fn lower_rule(
     policy: &mut Policy,
     w: &mut Workloads,
-    cluster: &Cluster,
+    index: &PodIndex,
     np: &NetworkPolicy,
     dir: Direction,
     name: &str,
@@ -413,8 +442,7 @@ fn lower_rule(
                 match p {
                     NpPeer::Block(peer) => peers.push(peer.clone()),
                     NpPeer::Pods { namespaces, pods } => {
-                        let found: Vec<&Pod> =
-                            peer_pods(cluster, &np.namespace, namespaces, pods).collect();
+                        let found = index.peer_pods(&np.namespace, namespaces, pods);
                         let g = format!("netpol/{name}.peer[{j}]");
                         policy.groups.push(pods_group(
                             g.clone(),
@@ -466,7 +494,7 @@ fn lower_rule(
     for (proto, port_name) in named {
         let destinations: Vec<&Pod> = match dir {
             Direction::Ingress => selected.to_vec(),
-            Direction::Egress if any_peer => cluster.pods.iter().collect(),
+            Direction::Egress if any_peer => index.cluster.pods.iter().collect(),
             Direction::Egress => peer_pod_list.clone(),
         };
         let mut by_number: BTreeMap<u16, Vec<&Pod>> = BTreeMap::new();
