@@ -93,6 +93,8 @@ pub struct RunArgs {
     /// they select.
     #[arg(long, value_name = "DIR")]
     pub kube_objects: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// Where maps are pinned in bpffs.
     #[arg(long, default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
@@ -123,6 +125,54 @@ pub struct RunArgs {
     pub gc_interval_secs: u64,
     #[command(flatten)]
     pub counting: CountingArgs,
+}
+
+/// How much of the policy and Kubernetes objects directories is read: a
+/// file or directory over the limit is rejected like an invalid one.
+#[derive(Args, Debug, Clone)]
+pub struct ReadArgs {
+    /// Largest policy or object file read, in bytes (or with a KiB or MiB
+    /// suffix).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub file_size_max: u64,
+    /// Largest total of the files of one directory, in bytes (or with a KiB
+    /// or MiB suffix).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub dir_size_max: u64,
+}
+
+impl ReadArgs {
+    pub fn limits(&self) -> policy::ReadLimits {
+        policy::ReadLimits {
+            file_size_max: self.file_size_max,
+            dir_size_max: self.dir_size_max,
+        }
+    }
+}
+
+/// A size in bytes: `65536`, `64KiB`, `1MiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let scale: u64 = match unit {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: a number of bytes, or with KiB, MiB or GiB"
+            ))
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?}: a number of bytes above 0, or with KiB, MiB or GiB"))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -176,6 +226,8 @@ pub struct CheckArgs {
     /// they select.
     #[arg(long, value_name = "DIR")]
     pub kube_objects: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// Addresses to treat as the node's own (`host`), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub host_addr: Vec<IpAddr>,
@@ -210,6 +262,8 @@ pub struct ExplainArgs {
     /// they select.
     #[arg(long, value_name = "DIR")]
     pub kube_objects: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// Source of the packet: an address, or NAMESPACE/POD (with --kube-objects).
     pub src: Endpoint,
     /// Destination of the packet: an address, or NAMESPACE/POD.

@@ -16,24 +16,29 @@ use crate::{
 pub fn load(
     path: &Path,
     objects: Option<&Path>,
+    limits: &policy::ReadLimits,
 ) -> Result<(Policy, Cluster), policy::PolicyErrors> {
     match objects {
-        Some(objects) if path.is_dir() => policy::load_dir_with_objects(path, objects),
+        Some(objects) if path.is_dir() => policy::load_dir_with_objects(path, objects, limits),
         Some(objects) => {
-            let (cluster, netpols) = policy::load_objects(objects)?;
-            let mut files = vec![policy::read_file(path)?];
+            let (cluster, netpols) = policy::load_objects(objects, limits)?;
+            let mut files = vec![policy::read_file(path, limits)?];
             files.extend(netpols);
             let mut p = policy::merge(files)?;
             policy::with_cluster(&mut p, &cluster);
             Ok((p, cluster))
         }
-        None if path.is_dir() => Ok((policy::load_dir(path)?, Cluster::default())),
-        None => Ok((policy::load_file(path)?, Cluster::default())),
+        None if path.is_dir() => Ok((policy::load_dir(path, limits)?, Cluster::default())),
+        None => Ok((policy::load_file(path, limits)?, Cluster::default())),
     }
 }
 
 pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
-    let (policy, _) = load(&args.path, args.kube_objects.as_deref())?;
+    let (policy, _) = load(
+        &args.path,
+        args.kube_objects.as_deref(),
+        &args.read.limits(),
+    )?;
     let opts = CompileOptions {
         host_addrs: args.host_addr.clone(),
         enforce_host: args.enforce_host,

@@ -19,7 +19,11 @@ const MAX_NEAR: usize = 10;
 
 /// Prints the explanation; `Ok(true)` when the packet is allowed.
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
-    let (policy, cluster) = check::load(&args.policy_dir, args.kube_objects.as_deref())?;
+    let (policy, cluster) = check::load(
+        &args.policy_dir,
+        args.kube_objects.as_deref(),
+        &args.read.limits(),
+    )?;
     let (src, dst) = addresses(&args.src, &args.dst, &cluster)?;
     if src.is_ipv4() != dst.is_ipv4() {
         let msg = format!("{src} and {dst} are of different address families: a packet has one");

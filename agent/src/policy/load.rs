@@ -1,81 +1,75 @@
 //! Reading a policy directory and merging its files into one `Policy`.
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::cluster::{merge_clusters, parse_objects, pods_group, resolve, Cluster};
 use super::error::{Origin, PolicyError, PolicyErrors};
 use super::model::{Peer, Policy, PolicyFile};
 use super::parse::{parse_str, Ctx};
+use super::source::{self, ReadLimits};
 use super::suggest::did_you_mean;
 
+const POLICY_EXTENSIONS: &[&str] = &[".yaml", ".yml"];
+/// JSON is YAML.
+const OBJECT_EXTENSIONS: &[&str] = &[".yaml", ".yml", ".json"];
+
 /// Reads and parses one file, without merging; errors name it by `path` as given.
-pub fn read_file(path: &Path) -> Result<PolicyFile, PolicyErrors> {
-    let name = path.display().to_string();
-    let text = fs::read_to_string(path)
-        .map_err(|e| PolicyError::file(&name, format!("cannot read: {e}")))?;
-    parse_str(&name, &text)
+pub fn read_file(path: &Path, limits: &ReadLimits) -> Result<PolicyFile, PolicyErrors> {
+    let text = source::read_file(path, limits)?;
+    parse_str(&path.display().to_string(), &text)
 }
 
 /// Loads one file as a whole policy (its rules may name only its own groups).
-pub fn load_file(path: &Path) -> Result<Policy, PolicyErrors> {
-    merge(vec![read_file(path)?])
+pub fn load_file(path: &Path, limits: &ReadLimits) -> Result<Policy, PolicyErrors> {
+    merge(vec![read_file(path, limits)?])
 }
 
 /// The policy files of `dir`: `*.yaml` and `*.yml`, sorted by name, not
 /// recursive. Names starting with '.' are skipped: editors' temporary files and
 /// the `..data` / `..2024_01_01` entries Kubernetes uses to swap a ConfigMap's
-/// contents atomically (the visible names are symlinks through `..data`, which
-/// are followed).
+/// contents atomically (the visible names are symlinks through `..data`, read
+/// from the one generation `..data` points to).
 pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
-    files_with(dir, &[".yaml", ".yml"])
+    Ok(source::list(dir, POLICY_EXTENSIONS)?
+        .into_iter()
+        .map(|e| PathBuf::from(e.name))
+        .collect())
 }
 
 /// The Kubernetes object files of `dir`: `*.yaml`, `*.yml` and `*.json`
 /// (JSON is YAML), under the same rules as `policy_files`.
 pub fn object_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
-    files_with(dir, &[".yaml", ".yml", ".json"])
+    Ok(source::list(dir, OBJECT_EXTENSIONS)?
+        .into_iter()
+        .map(|e| PathBuf::from(e.name))
+        .collect())
 }
 
-fn files_with(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>, PolicyErrors> {
-    let dir_name = dir.display().to_string();
-    let read_err = |e: std::io::Error| PolicyError::file(&dir_name, format!("cannot read: {e}"));
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let policy_ext = extensions.iter().any(|e| name.ends_with(e));
-        if name.starts_with('.') || !policy_ext {
-            continue;
-        }
-        let path = entry.path();
-        match fs::metadata(&path) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(_) => out.push(path),
-            Err(e) => {
-                let msg = format!("cannot read: {e}");
-                return Err(PolicyError::file(path.display().to_string(), msg).into());
-            }
+/// Reads and parses every policy file of `dir`, collecting the errors of all.
+fn read_policy_dir(
+    dir: &Path,
+    limits: &ReadLimits,
+    errors: &mut Vec<PolicyError>,
+) -> Result<Vec<PolicyFile>, PolicyErrors> {
+    let read = source::read_dir(dir, POLICY_EXTENSIONS, limits)?;
+    errors.extend(read.errors);
+    let mut files = Vec::new();
+    for t in read.texts {
+        match parse_str(&t.name, &t.text) {
+            Ok(f) => files.push(f),
+            Err(e) => errors.extend(e.0),
         }
     }
-    out.sort();
-    Ok(out)
+    Ok(files)
 }
 
 /// Loads and merges every policy file of `dir`, reporting the errors of all
 /// files at once. A directory without policy files is an empty policy, which
 /// denies all workload traffic.
-pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
-    let mut files = Vec::new();
+pub fn load_dir(dir: &Path, limits: &ReadLimits) -> Result<Policy, PolicyErrors> {
     let mut errors = Vec::new();
-    for path in policy_files(dir)? {
-        match read_file(&path) {
-            Ok(f) => files.push(f),
-            Err(e) => errors.extend(e.0),
-        }
-    }
+    let files = read_policy_dir(dir, limits, &mut errors)?;
     // Cross-file checks would only repeat errors about what failed to parse.
     PolicyErrors::check(errors)?;
     merge(files)
@@ -154,19 +148,15 @@ fn duplicate(kind: &str, name: &str, at: Option<&Origin>, first: Option<&Origin>
 
 /// The Kubernetes objects of `dir` (Namespaces, Pods) and the NetworkPolicies
 /// among them, as policy files. Every file's errors are reported at once.
-pub fn load_objects(dir: &Path) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
+pub fn load_objects(
+    dir: &Path,
+    limits: &ReadLimits,
+) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
     let mut clusters = Vec::new();
     let mut files = Vec::new();
-    let mut errors = Vec::new();
-    for path in object_files(dir)? {
-        let name = path.display().to_string();
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(PolicyError::file(&name, format!("cannot read: {e}")));
-                continue;
-            }
-        };
+    let read = source::read_dir(dir, OBJECT_EXTENSIONS, limits)?;
+    let mut errors = read.errors;
+    for source::Text { name, text } in read.texts {
         match parse_objects(&name, &text) {
             Ok((cluster, netpols)) => {
                 clusters.push(cluster);
@@ -194,16 +184,11 @@ pub fn load_objects(dir: &Path) -> Result<(Cluster, Vec<PolicyFile>), PolicyErro
 pub fn load_dir_with_objects(
     dir: &Path,
     objects: &Path,
+    limits: &ReadLimits,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
-    let mut files = Vec::new();
     let mut errors = Vec::new();
-    for path in policy_files(dir)? {
-        match read_file(&path) {
-            Ok(f) => files.push(f),
-            Err(e) => errors.extend(e.0),
-        }
-    }
-    let cluster = match load_objects(objects) {
+    let mut files = read_policy_dir(dir, limits, &mut errors)?;
+    let cluster = match load_objects(objects, limits) {
         Ok((cluster, netpols)) => {
             files.extend(netpols);
             cluster

@@ -7,3 +7,4 @@ mod crosscheck;
 mod k8s;
 mod load;
 mod parse;
+mod source;
