@@ -7,7 +7,10 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::datapath::{CountingOptions, Mode, DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE};
 use crate::policy::{self, CapacityError, CompileError, LockoutRefused, PolicyErrors};
-use crate::telemetry::{flows::FlowFilter, http::DEFAULT_LISTEN};
+use crate::telemetry::{
+    flows::FlowFilter,
+    http::{DEFAULT_LISTEN, DEFAULT_SOCKET},
+};
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netpol-agent";
 pub const DEFAULT_PREFIX_MAX: u32 = 262_144;
@@ -408,10 +411,14 @@ fn min_timeout() -> clap::builder::RangedU64ValueParser<u64> {
 /// `run` flags for per-flow counting, events and the endpoint.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CountingArgs {
-    /// Address and port of the HTTP endpoint (/metrics, /flows, /events,
-    /// /healthz, /readyz, /status).
+    /// Address and port of the HTTP endpoint for scrapers and probes
+    /// (/metrics, /healthz, /readyz).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
+    /// Unix socket serving /flows, /events and /status as well (root only:
+    /// mode 0600, in a directory no one else can write).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     /// Keep only the aggregate counters, no per-flow packets and bytes (and
     /// then no denied-flow events).
     #[arg(long)]
@@ -459,9 +466,9 @@ impl CountingArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct MonitorArgs {
-    /// The agent's endpoint (its --listen).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub endpoint: String,
+    /// The agent's unix socket (its --socket).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     /// Show new allowed flows too (the agent must run with --events-allowed).
     #[arg(long)]
     pub allowed: bool,

@@ -15,10 +15,12 @@ pub fn flows(args: &FlowsArgs) -> anyhow::Result<()> {
     let pinned = Pinned::new(&args.pin_path);
     loop {
         let rules = rule_names(&pinned)?;
-        let flows = args
+        let mut selection = args
             .filter
-            .apply(read_flows(&pinned, &rules)?)
+            .selection()
             .map_err(|e| UsageError(format!("--{e}")))?;
+        read_flows(&pinned, &rules, &mut selection)?;
+        let flows = selection.into_records();
         if args.json {
             println!("{}", serde_json::to_string_pretty(&flows)?);
         } else {

@@ -1,12 +1,13 @@
-//! `netpol-agent monitor`: follows a running agent's `/events` stream and
-//! prints one line per new flow's verdict, like tcpdump for verdicts.
+//! `netpol-agent monitor`: follows a running agent's `/events` stream (on its
+//! unix socket) and prints one line per new flow's verdict, like tcpdump for
+//! verdicts.
 use std::{io::Write, time::Duration};
 
 use anyhow::{bail, Context as _};
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::UnixStream;
 
 use crate::{cli::MonitorArgs, telemetry::events::EventRecord};
 
@@ -18,25 +19,28 @@ pub fn monitor(args: &MonitorArgs) -> anyhow::Result<()> {
 }
 
 async fn follow(args: &MonitorArgs) -> anyhow::Result<()> {
-    let stream = TcpStream::connect(&args.endpoint).await.with_context(|| {
-        format!(
-            "connecting to {} (is the agent running with --listen {0}?)",
-            args.endpoint
-        )
+    let socket = args.socket.display();
+    let stream = UnixStream::connect(&args.socket).await.with_context(|| {
+        format!("connecting to {socket} (is the agent running with --socket {socket}, and are you root?)")
     })?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
-        .with_context(|| format!("talking HTTP to {}", args.endpoint))?;
+        .with_context(|| format!("talking HTTP on {socket}"))?;
     tokio::spawn(conn);
     let request = hyper::Request::get("/events")
-        .header(hyper::header::HOST, &args.endpoint)
+        .header(hyper::header::HOST, "localhost")
         .header(hyper::header::ACCEPT, "application/x-ndjson")
         .body(Empty::<Bytes>::new())?;
     let mut response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
         .await
-        .with_context(|| format!("{} did not answer", args.endpoint))??;
+        .with_context(|| format!("the agent did not answer on {socket}"))??;
     if response.status() != hyper::StatusCode::OK {
-        bail!("{} answered {}", args.endpoint, response.status());
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        bail!(
+            "the agent answered {status}: {}",
+            String::from_utf8_lossy(&body).trim()
+        );
     }
     let body = response.body_mut();
     let mut buf = BytesMut::new();

@@ -52,7 +52,8 @@ async fn start_observability(
         s.policy_generation = gen;
         s.attached = attached;
     });
-    crate::telemetry::http::serve(args.counting.listen, state.clone()).await?;
+    crate::telemetry::http::serve(args.counting.listen, &args.counting.socket, state.clone())
+        .await?;
     let events = state.clone();
     tokio::spawn(async move {
         if let Err(e) = crate::telemetry::events::consume(events).await {
