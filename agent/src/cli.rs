@@ -126,6 +126,10 @@ pub struct RunArgs {
     /// Seconds between sweeps of expired conntrack entries.
     #[arg(long, default_value_t = 30)]
     pub gc_interval_secs: u64,
+    /// Seconds to wait for another agent on the same --pin-path to exit
+    /// before giving up (exit 1).
+    #[arg(long, default_value_t = 120)]
+    pub lock_wait_secs: u64,
     #[command(flatten)]
     pub counting: CountingArgs,
 }
