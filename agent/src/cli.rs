@@ -7,7 +7,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::datapath::{CountingOptions, Mode, DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE};
 use crate::policy::{self, CapacityError, CompileError, LockoutRefused, PolicyErrors};
-use crate::telemetry::{flows::FlowFilter, http::DEFAULT_LISTEN};
+use crate::telemetry::{
+    flows::FlowFilter,
+    http::{DEFAULT_LISTEN, DEFAULT_SOCKET},
+};
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netpol-agent";
 pub const DEFAULT_PREFIX_MAX: u32 = 262_144;
@@ -129,9 +132,10 @@ impl OutputArgs {
 /// Where the commands that talk to a running agent reach it.
 #[derive(Args, Clone, Debug)]
 pub struct AgentEndpoint {
-    /// The agent's endpoint (its --listen).
-    #[arg(long, default_value = DEFAULT_LISTEN)]
-    pub endpoint: String,
+    /// The agent's unix socket (its --socket): flows, events and status are
+    /// served there only, to root.
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -176,6 +180,8 @@ pub struct RunArgs {
     /// they select.
     #[arg(long, value_name = "DIR")]
     pub kube_objects: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// Where maps are pinned in bpffs.
     #[arg(long, default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
@@ -204,8 +210,60 @@ pub struct RunArgs {
     /// Seconds between sweeps of expired conntrack entries.
     #[arg(long, default_value_t = 30)]
     pub gc_interval_secs: u64,
+    /// Seconds to wait for another agent on the same --pin-path to exit
+    /// before giving up (exit 1).
+    #[arg(long, default_value_t = 120)]
+    pub lock_wait_secs: u64,
     #[command(flatten)]
     pub counting: CountingArgs,
+}
+
+/// How much of the policy and Kubernetes objects directories is read: a
+/// file or directory over the limit is rejected like an invalid one.
+#[derive(Args, Debug, Clone)]
+pub struct ReadArgs {
+    /// Largest policy or object file read, in bytes (or with a KiB or MiB
+    /// suffix).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_size)]
+    pub file_size_max: u64,
+    /// Largest total of the files of one directory, in bytes (or with a KiB
+    /// or MiB suffix).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_size)]
+    pub dir_size_max: u64,
+}
+
+impl ReadArgs {
+    pub fn limits(&self) -> policy::ReadLimits {
+        policy::ReadLimits {
+            file_size_max: self.file_size_max,
+            dir_size_max: self.dir_size_max,
+        }
+    }
+}
+
+/// A size in bytes: `65536`, `64KiB`, `1MiB`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, ""),
+    };
+    let scale: u64 = match unit {
+        "" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: a number of bytes, or with KiB, MiB or GiB"
+            ))
+        }
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| format!("{text:?}: a number of bytes above 0, or with KiB, MiB or GiB"))
 }
 
 #[derive(Args, Debug, Clone)]
@@ -265,6 +323,8 @@ pub struct CheckArgs {
     /// they select.
     #[arg(long, value_name = "DIR")]
     pub kube_objects: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// Addresses to treat as the node's own (`host`), comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub host_addr: Vec<IpAddr>,
@@ -318,6 +378,8 @@ pub struct ExplainArgs {
     /// they select.
     #[arg(long, value_name = "DIR")]
     pub kube_objects: Option<PathBuf>,
+    #[command(flatten)]
+    pub read: ReadArgs,
     /// Source of the packet: an address, or NAMESPACE/POD (with --kube-objects).
     pub src: Endpoint,
     /// Destination of the packet: an address, or NAMESPACE/POD.
@@ -483,10 +545,14 @@ fn min_timeout() -> clap::builder::RangedU64ValueParser<u64> {
 /// `run` flags for per-flow counting, events and the endpoint.
 #[derive(clap::Args, Debug, Clone)]
 pub struct CountingArgs {
-    /// Address and port of the HTTP endpoint (/metrics, /flows, /events,
-    /// /healthz, /readyz, /status).
+    /// Address and port of the HTTP endpoint for scrapers and probes
+    /// (/metrics, /healthz, /readyz).
     #[arg(long, default_value = DEFAULT_LISTEN)]
     pub listen: std::net::SocketAddr,
+    /// Unix socket serving /flows, /events and /status as well (root only:
+    /// mode 0600, in a directory no one else can write).
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     /// Keep only the aggregate counters, no per-flow packets and bytes (and
     /// then no denied-flow events).
     #[arg(long)]

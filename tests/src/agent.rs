@@ -2,6 +2,7 @@
 //! guarantees it is gone (and its pins removed) when the guard drops.
 
 use std::io::{BufRead, BufReader, Read};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -43,6 +44,11 @@ pub struct AgentProcess {
     child: Child,
     log: Arc<Log>,
     pin_path: PathBuf,
+    /// The unix socket serving /flows, /events and /status.
+    socket: PathBuf,
+    /// The directory holding it, removed on drop; None when the test chose
+    /// the socket.
+    socket_dir: Option<PathBuf>,
     /// Leave the pins (and so the enforcement) behind on drop, for a test
     /// that restarts the agent on them.
     keep_pins: bool,
@@ -77,6 +83,22 @@ impl AgentProcess {
         ensure_bpffs();
         let bin = agent_bin();
         let pin_path = pin_path.map_or_else(Self::new_pin_path, Path::to_path_buf);
+        // Parallel agents each need a socket of their own.
+        let chosen = extra_args
+            .iter()
+            .position(|a| *a == "--socket")
+            .map(|i| PathBuf::from(extra_args[i + 1]));
+        let (socket, socket_dir) = match chosen {
+            Some(s) => (s, None),
+            None => {
+                let dir = std::env::temp_dir().join(format!("netpol-sock-{}", unique_suffix()));
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&dir)
+                    .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+                (dir.join("agent.sock"), Some(dir))
+            }
+        };
         let mut cmd = Command::new("nsenter");
         // nsenter execs the agent (no fork for a net namespace), so the pid
         // we signal is the agent's own. The mount namespace stays the root
@@ -91,8 +113,11 @@ impl AgentProcess {
         cmd.arg("--policy-dir")
             .arg(policy_dir)
             .arg("--pin-path")
-            .arg(&pin_path)
-            .args(extra_args)
+            .arg(&pin_path);
+        if socket_dir.is_some() {
+            cmd.arg("--socket").arg(&socket);
+        }
+        cmd.args(extra_args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -115,6 +140,8 @@ impl AgentProcess {
             child,
             log,
             pin_path,
+            socket,
+            socket_dir,
             keep_pins: false,
             _node: lab.node.clone(),
         };
@@ -175,6 +202,12 @@ impl AgentProcess {
 
     pub fn pin_path(&self) -> &Path {
         &self.pin_path
+    }
+
+    /// The agent's unix socket (`--socket`), where /flows, /events and
+    /// /status are served.
+    pub fn socket(&self) -> &Path {
+        &self.socket
     }
 
     pub fn pid(&self) -> u32 {
@@ -242,6 +275,9 @@ impl Drop for AgentProcess {
             }
         }
         self.wait_streams_closed(Duration::from_secs(1));
+        if let Some(dir) = &self.socket_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         if !self.keep_pins && self.pin_path.exists() {
             if let Err(e) = std::fs::remove_dir_all(&self.pin_path) {
                 eprintln!("warning: cannot remove {}: {e}", self.pin_path.display());

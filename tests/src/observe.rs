@@ -1,8 +1,10 @@
-//! Reading a lab agent's observability surfaces: its HTTP endpoint (from
-//! inside the node namespace), its CLI on the pinned maps, and the
-//! Prometheus text it serves.
+//! Reading a lab agent's observability surfaces: its network port (from
+//! inside the node namespace: /metrics and health), its unix socket (/flows,
+//! /events, /status), its CLI on the pinned maps, and the Prometheus text it
+//! serves.
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::process::Command;
 use std::time::Duration;
 
@@ -11,20 +13,13 @@ use crate::netns::Netns;
 
 /// The agent's default `--listen`; each lab's node namespace has its own
 /// loopback, so parallel labs never collide on it.
-pub const ENDPOINT: &str = "127.0.0.1:9965";
+pub const ENDPOINT: &str = "127.0.0.1:9986";
 
-/// `GET path` on the agent's endpoint from inside `ns`: (status, body).
-/// HTTP/1.0, so the body ends when the connection closes (bounded by a 10 s
-/// read timeout).
-pub fn http_get(ns: &Netns, path: &str) -> (u16, String) {
-    let addr: SocketAddr = ENDPOINT.parse().unwrap();
-    let mut stream = ns
-        .run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
-        .unwrap_or_else(|e| panic!("connecting to {ENDPOINT} in {}: {e}", ns.name()));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {ENDPOINT}\r\n\r\n").unwrap();
+/// Sends `GET path` as HTTP/1.0 on `stream` and reads the answer until the
+/// agent closes the connection (bounded by a 10 s read timeout): (status,
+/// body).
+fn get_on(mut stream: impl Read + Write, path: &str) -> (u16, String) {
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
@@ -41,10 +36,52 @@ pub fn http_get(ns: &Netns, path: &str) -> (u16, String) {
     (status, body.to_owned())
 }
 
-/// `GET path` that must answer 200; returns the body.
+/// Connects to the agent's network port from inside `ns`.
+pub fn connect_port(ns: &Netns) -> TcpStream {
+    let addr: SocketAddr = ENDPOINT.parse().unwrap();
+    let stream = ns
+        .run_in(|| TcpStream::connect_timeout(&addr, Duration::from_secs(5)))
+        .unwrap_or_else(|e| panic!("connecting to {ENDPOINT} in {}: {e}", ns.name()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// Connects to the agent's unix socket.
+pub fn connect_socket(agent: &AgentProcess) -> UnixStream {
+    let stream = UnixStream::connect(agent.socket())
+        .unwrap_or_else(|e| panic!("connecting to {}: {e}", agent.socket().display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream
+}
+
+/// `GET path` on the agent's network port from inside `ns`: (status, body).
+pub fn http_get(ns: &Netns, path: &str) -> (u16, String) {
+    get_on(connect_port(ns), path)
+}
+
+/// `GET path` on the network port that must answer 200; returns the body.
 pub fn http_ok(ns: &Netns, path: &str) -> String {
     let (status, body) = http_get(ns, path);
     assert_eq!(status, 200, "GET {path} answered {status}: {body}");
+    body
+}
+
+/// `GET path` on the agent's unix socket: (status, body).
+pub fn socket_get(agent: &AgentProcess, path: &str) -> (u16, String) {
+    get_on(connect_socket(agent), path)
+}
+
+/// `GET path` on the unix socket that must answer 200; returns the body.
+pub fn socket_ok(agent: &AgentProcess, path: &str) -> String {
+    let (status, body) = socket_get(agent, path);
+    assert_eq!(
+        status, 200,
+        "GET {path} on the socket answered {status}: {body}"
+    );
     body
 }
 

@@ -6,7 +6,6 @@
 //! serves the agent's `/status` document, `version` against the kernel and
 //! the embedded object, and the completion scripts.
 use std::io::{Read as _, Write as _};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -360,9 +359,14 @@ struct FakeAgent {
 impl FakeAgent {
     fn serve(doc: &Status) -> FakeAgent {
         let body = serde_json::to_string(doc).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        // The agent serves /status on its unix socket only.
+        let dir = std::env::temp_dir().join(format!("netpol-fake-agent-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
         listener.set_nonblocking(true).unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
+        let addr = path.display().to_string();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let done = stop.clone();
         std::thread::spawn(move || {
@@ -422,7 +426,7 @@ fn status_reads_the_agents_document() {
         }],
     };
     let fake = FakeAgent::serve(&doc);
-    let out = agent(&["status", "--endpoint", &fake.addr]);
+    let out = agent(&["status", "--socket", &fake.addr]);
     let (c, stdout, stderr) = code(&out);
     assert_eq!(c, Some(0), "{stdout}{stderr}");
     for line in [
@@ -438,26 +442,26 @@ fn status_reads_the_agents_document() {
     }
     let expected = serde_json::to_value(&doc).unwrap();
     assert_eq!(
-        json_of(&agent(&["status", "--endpoint", &fake.addr, "-o", "json"])),
+        json_of(&agent(&["status", "--socket", &fake.addr, "-o", "json"])),
         expected
     );
     assert_eq!(
-        yaml_as_json(&agent(&["status", "--endpoint", &fake.addr, "-o", "yaml"])),
+        yaml_as_json(&agent(&["status", "--socket", &fake.addr, "-o", "yaml"])),
         expected
     );
     drop(fake);
 
     // No agent there: a runtime error that says where it looked.
-    let free = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    let free = std::env::temp_dir()
+        .join(format!("netpol-no-agent-{}", std::process::id()))
+        .join("agent.sock")
+        .display()
         .to_string();
-    let out = agent(&["status", "--endpoint", &free]);
+    let out = agent(&["status", "--socket", &free]);
     let (c, _, stderr) = code(&out);
     assert_eq!(c, Some(1), "{stderr}");
     assert!(
-        stderr.starts_with(&format!("netpol-agent: error: connecting to {free} (is the agent running with --listen {free}?)")),
+        stderr.starts_with(&format!("netpol-agent: error: connecting to {free} (is the agent running with --socket {free}, and are you root?)")),
         "{stderr}"
     );
 }

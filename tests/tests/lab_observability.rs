@@ -1,14 +1,19 @@
 //! Observability in the lab with the real agent: exact per-flow and aggregate
 //! counts read back from /metrics, /flows, `flows` and `stats`; promtool on
 //! /metrics; health and status; a flood of more denied flows than the flow
-//! map holds; audit mode and audit-only groups; `monitor` events.
+//! map holds; audit mode and audit-only groups; `monitor` events; what the
+//! network port and the unix socket each serve, and their bounds.
 
+use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use netpol_tests::observe::{cli_json, http_get, http_ok, metric_sum, promtool_check, ENDPOINT};
+use netpol_tests::observe::{
+    cli_json, connect_port, connect_socket, http_get, http_ok, metric_sum, promtool_check,
+    socket_get, socket_ok,
+};
 use netpol_tests::Family::V4;
 use netpol_tests::{
     agent_bin, require_root, tcp_exchange, AgentProcess, Lab, Netns, TcpEcho, UdpEcho,
@@ -129,7 +134,7 @@ fn exact_counts_from_metrics_flows_and_stats() {
     // Health, readiness and status before any traffic.
     assert_eq!(http_ok(&lab.node, "/healthz").trim(), "ok");
     assert_eq!(http_ok(&lab.node, "/readyz").trim(), "ready");
-    let status: serde_json::Value = serde_json::from_str(&http_ok(&lab.node, "/status")).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&socket_ok(&agent, "/status")).unwrap();
     assert_eq!(status["mode"], "enforce", "{status}");
     assert_eq!(status["policy_generation"], 1, "{status}");
     assert_eq!(status["last_reload_error"], serde_json::Value::Null);
@@ -199,20 +204,22 @@ fn exact_counts_from_metrics_flows_and_stats() {
     };
     let cli_flows = cli_json(&agent, &["flows", "--json"]);
     check_flows(&cli_flows, "netpol-agent flows --json");
-    let http_flows: serde_json::Value =
-        serde_json::from_str(&http_ok(&lab.node, "/flows")).unwrap();
+    let http_flows: serde_json::Value = serde_json::from_str(&socket_ok(&agent, "/flows")).unwrap();
     check_flows(&http_flows, "/flows");
 
     // Filters, sort and limit.
     let q = format!("/flows?verdict=drop&cidr={sw}/32&port=8080&proto=udp&direction=ingress");
-    let only: serde_json::Value = serde_json::from_str(&http_ok(&lab.node, &q)).unwrap();
+    let only: serde_json::Value = serde_json::from_str(&socket_ok(&agent, &q)).unwrap();
     assert_eq!(only.as_array().unwrap().len(), 1, "{q}: {only}");
     let top: serde_json::Value =
-        serde_json::from_str(&http_ok(&lab.node, "/flows?limit=1&sort=bytes")).unwrap();
+        serde_json::from_str(&socket_ok(&agent, "/flows?limit=1&sort=bytes")).unwrap();
     assert_eq!(top[0]["bytes"], N * allowed_frame, "{top}");
-    let (status, body) = http_get(&lab.node, "/flows?verdict=allow");
+    let (status, body) = socket_get(&agent, "/flows?verdict=allow");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("verdict"), "{body}");
+    let (status, body) = socket_get(&agent, "/flows?limit=10001");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.starts_with("limit: "), "{body}");
 
     // Aggregates from /metrics: the rule's passes and the new drops.
     let metrics = http_ok(&lab.node, "/metrics");
@@ -372,7 +379,7 @@ fn audit_mode_lets_a_denied_edge_connect_and_counts_it() {
     }
     let lab = Lab::localplus();
     let agent = AgentProcess::spawn(&lab, &localplus(), &["--mode", "audit"]);
-    let status: serde_json::Value = serde_json::from_str(&http_ok(&lab.node, "/status")).unwrap();
+    let status: serde_json::Value = serde_json::from_str(&socket_ok(&agent, "/status")).unwrap();
     assert_eq!(status["mode"], "audit");
     let world = lab.ep("world");
     let a = lab.ep("ledger-a");
@@ -434,14 +441,13 @@ fn monitor_prints_denied_new_flows() {
         return;
     }
     let lab = Lab::localplus();
-    let _agent = AgentProcess::spawn(&lab, &localplus(), &[]);
+    let agent = AgentProcess::spawn(&lab, &localplus(), &[]);
     // The lab's own start-up drops (MLD reports) must not be the event seen.
     settle(&lab.node);
-    let mut mon = Command::new("nsenter")
-        .arg(format!("--net={}", lab.node.path().display()))
-        .arg("--")
-        .arg(agent_bin())
-        .args(["monitor", "--json", "--count", "1", "--endpoint", ENDPOINT])
+    // The socket is a path: monitor needs no network namespace.
+    let mut mon = Command::new(agent_bin())
+        .args(["monitor", "--json", "--count", "1", "--socket"])
+        .arg(agent.socket())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -539,10 +545,10 @@ fn audit_only_rule_allows_and_reports_what_it_alone_allows() {
 }
 
 /// Polls /status until the live policy generation is `gen` (bounded).
-fn wait_generation(node: &Netns, gen: u64) {
+fn wait_generation(agent: &AgentProcess, gen: u64) {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let s: serde_json::Value = serde_json::from_str(&http_ok(node, "/status")).unwrap();
+        let s: serde_json::Value = serde_json::from_str(&socket_ok(agent, "/status")).unwrap();
         if s["policy_generation"] == gen {
             return;
         }
@@ -560,7 +566,7 @@ fn per_rule_counters_follow_rule_names_across_a_reordering_reload() {
     const M: u64 = 3;
     let dir = PolicyDir::new("# nothing yet\n");
     let lab = Lab::localplus();
-    let _agent = AgentProcess::spawn(&lab, dir.path(), &[]);
+    let agent = AgentProcess::spawn(&lab, dir.path(), &[]);
     let a = lab.ep("ledger-a");
     let b = lab.ep("ledger-b");
     let _echo = UdpEcho::spawn(&b.ns, b.sock(V4, 7777));
@@ -581,7 +587,7 @@ fn per_rule_counters_follow_rule_names_across_a_reordering_reload() {
         "rules:\n  - name: aaa-new-first\n    from: [10.0.9.0/24]\n    to: [10.0.9.0/24]\n",
     )
     .unwrap();
-    wait_generation(&lab.node, 2);
+    wait_generation(&agent, 2);
     udp_echoes(&a.ns, a.ip(V4), b.sock(V4, 7777), M as usize, 10);
     let m = http_ok(&lab.node, "/metrics");
     assert_eq!(
@@ -598,4 +604,145 @@ fn per_rule_counters_follow_rule_names_across_a_reordering_reload() {
         0,
         "the new rule inherits nobody's counts"
     );
+}
+
+/// Sends `GET path` as HTTP/1.1 on `stream` and reads the answer's head
+/// (bounded): the status and what came with it. The connection stays open,
+/// for an `/events` stream.
+fn open_get(stream: &mut (impl Read + Write), path: &str) -> (u16, String) {
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("GET {path}: {e} after {:?}", String::from_utf8_lossy(&got)),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: no status in {text:?}"));
+    (status, text)
+}
+
+/// Waits (bounded) for the peer to close `stream`; false if it did not
+/// within `within`.
+fn closed_within(stream: &mut impl Read, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut buf = [0u8; 256];
+    while Instant::now() < deadline {
+        match stream.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+#[test]
+fn network_port_serves_metrics_and_health_only_and_both_listeners_are_bounded() {
+    use netpol_agent::telemetry::http::{EVENT_SUBSCRIBERS_MAX, NETWORK_CONNECTIONS_MAX};
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::localplus();
+    let agent = AgentProcess::spawn(&lab, &localplus(), &[]);
+
+    // What any pod could reach: metrics and health, and nothing else.
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        http_ok(&lab.node, path);
+    }
+    for path in ["/flows", "/flows?limit=1", "/events", "/status"] {
+        let (status, body) = http_get(&lab.node, path);
+        assert_eq!(status, 404, "the network port answered {path}: {body}");
+    }
+    // The socket serves all of it, to root only.
+    for path in ["/metrics", "/healthz", "/readyz", "/flows", "/status"] {
+        socket_ok(&agent, path);
+    }
+    let sock = std::fs::symlink_metadata(agent.socket()).unwrap();
+    assert!(sock.file_type().is_socket());
+    assert_eq!(sock.mode() & 0o777, 0o600, "socket mode {:o}", sock.mode());
+    assert_eq!(sock.uid(), 0);
+    let dir = std::fs::metadata(agent.socket().parent().unwrap()).unwrap();
+    assert_eq!(
+        dir.mode() & 0o022,
+        0,
+        "socket directory mode {:o}",
+        dir.mode()
+    );
+
+    // Event subscribers: the bound, then a 503, then a slot again once a
+    // subscriber has gone.
+    let mut subscribers: Vec<_> = (0..EVENT_SUBSCRIBERS_MAX)
+        .map(|i| {
+            let mut s = connect_socket(&agent);
+            let (status, head) = open_get(&mut s, "/events");
+            assert_eq!(status, 200, "subscriber {i}: {head}");
+            s
+        })
+        .collect();
+    let mut extra = connect_socket(&agent);
+    let (status, head) = open_get(&mut extra, "/events");
+    assert_eq!(
+        status,
+        503,
+        "subscriber {}: {head}",
+        EVENT_SUBSCRIBERS_MAX + 1
+    );
+    drop(extra);
+    drop(subscribers.pop());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut s = connect_socket(&agent);
+        let (status, head) = open_get(&mut s, "/events");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a gone subscriber's slot never came back: {head}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(subscribers);
+
+    // Network connections: the bound, then a 503 at once, not a hang.
+    let held: Vec<_> = (0..NETWORK_CONNECTIONS_MAX)
+        .map(|_| connect_port(&lab.node))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let (status, body) = http_get(&lab.node, "/healthz");
+    assert_eq!(
+        status,
+        503,
+        "connection {}: {body}",
+        NETWORK_CONNECTIONS_MAX + 1
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    // A connection that sends no request is closed by the agent, so idle
+    // connections cannot hold the bound for long.
+    let mut idle = held.into_iter().next().unwrap();
+    idle.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(15)),
+        "an idle connection was kept open"
+    );
+    // Once they are gone, the port serves again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while http_get(&lab.node, "/healthz").0 != 200 {
+        assert!(Instant::now() < deadline, "the port stayed saturated");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -438,10 +438,124 @@ fn a_second_agent_waits_for_the_first() {
         ready >= stopped,
         "the second agent was ready before the first exited"
     );
+    // The wait names the pin directory and the agent holding it.
+    let waited = format!(
+        "another netpol-agent holds {} (pid {}",
+        pins.display(),
+        first.pid()
+    );
+    assert!(second.log().contains(&waited), "{}", second.log());
+}
+
+/// `netpol-agent ARGS` in the lab's node namespace, bounded to 30 s.
+fn run_in_node(lab: &Lab, args: &[&str]) -> std::process::Output {
+    let mut child = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", lab.node.path().display()))
+        .arg("--")
+        .arg(agent_bin())
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start netpol-agent");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "netpol-agent {args:?} still running after 30 s:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A second agent that cannot take the pin directory in time gives up with
+/// the holder named; so does `uninstall` while an agent runs.
+#[test]
+fn a_second_agent_gives_up_after_its_wait_and_names_the_holder() {
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::localplus();
+    let first = AgentProcess::spawn(&lab, Path::new(EXAMPLE), &[]);
+    let pins = first.pin_path().to_str().unwrap().to_owned();
+    let holder = format!("another netpol-agent holds {pins} (pid {}", first.pid());
+    let sock_dir = DirGuard(std::env::temp_dir().join(format!(
+        "netpol-sock-{}",
+        netpol_tests::netns::unique_suffix()
+    )));
+    std::fs::create_dir(&sock_dir.0).unwrap();
+    let socket = sock_dir.0.join("agent.sock");
+    let ifaces: Vec<String> = lab
+        .node_ifaces
+        .iter()
+        .map(|i| format!("--iface={i}"))
+        .collect();
+    let mut args = vec!["run", "--policy-dir", EXAMPLE, "--pin-path", &pins];
+    args.extend(ifaces.iter().map(String::as_str));
+    args.extend([
+        "--lock-wait-secs",
+        "1",
+        "--socket",
+        socket.to_str().unwrap(),
+    ]);
+    let started = Instant::now();
+    let out = run_in_node(&lab, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&holder), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15), "{err}");
+
+    let out = run_in_node(&lab, &["uninstall", "--pin-path", &pins]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(
-        second.log().contains("another netpol-agent is running"),
+        err.contains(&holder) && err.contains("stop it first"),
+        "{err}"
+    );
+    assert!(
+        Path::new(&pins).exists(),
+        "uninstall removed a running agent's pins"
+    );
+}
+
+/// Any hostNetwork process can bind an abstract unix socket name; the name
+/// earlier agents locked with must not keep an agent from starting.
+#[test]
+fn a_squatter_on_the_old_abstract_lock_name_does_not_block_the_agent() {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+
+    if !require_root() {
+        return;
+    }
+    let lab = Lab::localplus();
+    let pins = AgentProcess::new_pin_path();
+    let _guard = PinsGuard(pins.clone());
+    let mut name = b"netpol-agent:".to_vec();
+    name.extend_from_slice(pins.as_os_str().as_encoded_bytes());
+    // Held in the node's network namespace, where the agent runs.
+    let _squatter = lab
+        .node
+        .run_in(|| UnixListener::bind_addr(&SocketAddr::from_abstract_name(&name)?))
+        .expect("bind the abstract name");
+    let ifaces: Vec<String> = lab.node_ifaces.clone();
+    // Panics (with the log) unless the agent is ready within 20 s.
+    let agent = AgentProcess::spawn_custom(
+        &lab,
+        Path::new(EXAMPLE),
+        &as_strs(&ifaces),
+        Some(&pins),
+        &[],
+    );
+    assert!(
+        !agent.log().contains("another netpol-agent"),
         "{}",
-        second.log()
+        agent.log()
     );
 }
 

@@ -17,7 +17,7 @@ use netpol_agent::datapath::CountingOptions;
 use netpol_agent::datapath::RuleInfo;
 use netpol_agent::datapath::{Datapath, LoadOptions};
 use netpol_agent::policy::CompileOptions;
-use netpol_agent::telemetry::flows::{read_flows, FlowRecord};
+use netpol_agent::telemetry::flows::{read_flows, FlowFilter, FlowRecord};
 use netpol_tests::netns::unique_suffix;
 use netpol_tests::packet::{Packet, TCP_ACK, TCP_FIN, TCP_SYN};
 use netpol_tests::progrun::{compiled, small_maps, TC_ACT_UNSPEC, XDP_DROP, XDP_PASS};
@@ -79,7 +79,9 @@ fn load_with(counting: CountingOptions) -> PinnedDatapath {
 }
 
 fn flows(p: &PinnedDatapath) -> Vec<FlowRecord> {
-    read_flows(&Pinned::new(&p.dir), &p.rules).unwrap()
+    let mut all = FlowFilter::default().selection().unwrap();
+    read_flows(&Pinned::new(&p.dir), &p.rules, &mut all).unwrap();
+    all.into_records()
 }
 
 fn find<'a>(f: &'a [FlowRecord], src: &str, dst: &str, dir: &str) -> Option<&'a FlowRecord> {

@@ -23,19 +23,20 @@ use crate::{
 pub fn load(
     path: &Path,
     objects: Option<&Path>,
+    limits: &policy::ReadLimits,
 ) -> Result<(Policy, Cluster), policy::PolicyErrors> {
     match objects {
-        Some(objects) if path.is_dir() => policy::load_dir_with_objects(path, objects),
+        Some(objects) if path.is_dir() => policy::load_dir_with_objects(path, objects, limits),
         Some(objects) => {
-            let (cluster, netpols) = policy::load_objects(objects)?;
-            let mut files = vec![policy::read_file_with(path, true)?];
+            let (cluster, netpols) = policy::load_objects(objects, limits)?;
+            let mut files = vec![policy::read_file_with(path, true, limits)?];
             files.extend(netpols);
             let mut p = policy::merge(files)?;
             policy::with_cluster(&mut p, &cluster);
             Ok((p, cluster))
         }
-        None if path.is_dir() => Ok((policy::load_dir(path)?, Cluster::default())),
-        None => Ok((policy::load_file(path)?, Cluster::default())),
+        None if path.is_dir() => Ok((policy::load_dir(path, limits)?, Cluster::default())),
+        None => Ok((policy::load_file(path, limits)?, Cluster::default())),
     }
 }
 
@@ -66,7 +67,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let name = path.display().to_string();
     let format = args.output.format();
     readable_by_run(path)?;
-    let policy = match load(path, args.kube_objects.as_deref()) {
+    let policy = match load(path, args.kube_objects.as_deref(), &args.read.limits()) {
         Ok((policy, _)) => policy,
         Err(errors) => {
             // Scripts asked for a document: they get one with the errors (and

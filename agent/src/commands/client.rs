@@ -1,7 +1,7 @@
 //! How the commands that talk to a running agent (`monitor`, `status`) reach
-//! its endpoint: the one place that knows the transport, so that changing it
-//! changes every such command.
-use std::{future::Future, time::Duration};
+//! it: HTTP on its root-only unix socket (flows, events and status are not
+//! served on the network port). The one place that knows the transport.
+use std::{future::Future, path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
@@ -9,7 +9,7 @@ use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
-use tokio::net::TcpStream;
+use tokio::net::UnixStream;
 
 use crate::cli::AgentEndpoint;
 
@@ -27,13 +27,16 @@ pub fn block_on<F: Future>(f: F) -> anyhow::Result<F::Output> {
 }
 
 pub struct AgentClient {
+    socket: PathBuf,
+    /// How errors name the agent: its socket's path.
     endpoint: String,
 }
 
 impl AgentClient {
     pub fn new(agent: &AgentEndpoint) -> Self {
         Self {
-            endpoint: agent.endpoint.clone(),
+            socket: agent.socket.clone(),
+            endpoint: agent.socket.display().to_string(),
         }
     }
 
@@ -41,9 +44,12 @@ impl AgentClient {
     /// its body still streaming. Anything but 200 OK is an error.
     pub async fn get(&self, path: &str, accept: &str) -> anyhow::Result<hyper::Response<Incoming>> {
         let endpoint = &self.endpoint;
-        let hint =
-            || format!("connecting to {endpoint} (is the agent running with --listen {endpoint}?)");
-        let stream = match tokio::time::timeout(TIMEOUT, TcpStream::connect(endpoint)).await {
+        let hint = || {
+            format!(
+                "connecting to {endpoint} (is the agent running with --socket {endpoint}, and are you root?)"
+            )
+        };
+        let stream = match tokio::time::timeout(TIMEOUT, UnixStream::connect(&self.socket)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(anyhow::Error::from(e).context(hint())),
             Err(_) => {
@@ -57,7 +63,7 @@ impl AgentClient {
         // Drives the connection for as long as the body is read.
         tokio::spawn(conn);
         let request = hyper::Request::get(path)
-            .header(hyper::header::HOST, endpoint)
+            .header(hyper::header::HOST, "localhost")
             .header(hyper::header::ACCEPT, accept)
             .body(Empty::<Bytes>::new())?;
         let response = tokio::time::timeout(TIMEOUT, sender.send_request(request))
@@ -86,15 +92,23 @@ impl AgentClient {
 #[cfg(test)]
 mod tests {
     use std::io::{Read as _, Write as _};
-    use std::net::TcpListener;
+    use std::os::unix::net::UnixListener;
 
     use super::*;
 
     /// Serves one connection with `response` (status line, headers, body)
     /// and hands back the request it read.
     fn serve_once(response: &'static str) -> (String, std::thread::JoinHandle<String>) {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
+        let dir = std::env::temp_dir().join(format!(
+            "netpol-client-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let addr = path.display().to_string();
         let handle = std::thread::spawn(move || {
             let (mut s, _) = listener.accept().unwrap();
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -115,7 +129,7 @@ mod tests {
 
     fn client(endpoint: &str) -> AgentClient {
         AgentClient::new(&AgentEndpoint {
-            endpoint: endpoint.to_string(),
+            socket: PathBuf::from(endpoint),
         })
     }
 
@@ -152,10 +166,10 @@ mod tests {
         server.join().unwrap();
 
         // Nothing listens there any more.
-        let free = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
+        let free = std::env::temp_dir()
+            .join(format!("netpol-client-none-{}", std::process::id()))
+            .join("agent.sock")
+            .display()
             .to_string();
         let err = block_on(client(&free).get_json::<serde_json::Value>("/status"))
             .unwrap()
@@ -163,7 +177,7 @@ mod tests {
         let text = format!("{err:#}");
         assert!(
             text.starts_with(&format!(
-                "connecting to {free} (is the agent running with --listen {free}?): "
+                "connecting to {free} (is the agent running with --socket {free}, and are you root?): "
             )),
             "{text}"
         );

@@ -21,7 +21,11 @@ const MAX_NEAR: usize = 10;
 pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
     // An answer about a file `run` would not read would mislead.
     check::readable_by_run(&args.policy_dir)?;
-    let (policy, cluster) = check::load(&args.policy_dir, args.kube_objects.as_deref())?;
+    let (policy, cluster) = check::load(
+        &args.policy_dir,
+        args.kube_objects.as_deref(),
+        &args.read.limits(),
+    )?;
     let (src, dst) = addresses(&args.src, &args.dst, &cluster)?;
     if src.is_ipv4() != dst.is_ipv4() {
         let msg = format!("{src} and {dst} are of different address families: a packet has one");

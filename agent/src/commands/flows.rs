@@ -16,10 +16,12 @@ pub fn flows(args: &FlowsArgs) -> anyhow::Result<()> {
     let pinned = Pinned::new(&args.pin_path);
     loop {
         let rules = rule_names(&pinned)?;
-        let flows = args
+        let mut selection = args
             .filter
-            .apply(read_flows(&pinned, &rules)?)
+            .selection()
             .map_err(|e| UsageError(format!("--{e}")))?;
+        read_flows(&pinned, &rules, &mut selection)?;
+        let flows = selection.into_records();
         let format = args.output.format();
         if format == OutputFormat::Table && args.watch.is_some() {
             // Clear the screen, like watch(1).

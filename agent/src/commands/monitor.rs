@@ -1,5 +1,6 @@
-//! `netpol-agent monitor`: follows a running agent's `/events` stream and
-//! prints one line per new flow's verdict, like tcpdump for verdicts.
+//! `netpol-agent monitor`: follows a running agent's `/events` stream (on its
+//! unix socket) and prints one line per new flow's verdict, like tcpdump for
+//! verdicts.
 use std::io::Write;
 
 use bytes::BytesMut;

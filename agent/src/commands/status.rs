@@ -15,7 +15,7 @@ pub fn status(args: &StatusArgs) -> anyhow::Result<()> {
     print!(
         "{}",
         output::render(args.output.format(), &status, |s| table(
-            &args.agent.endpoint,
+            &args.agent.socket.display().to_string(),
             s
         ))?
     );
@@ -101,9 +101,9 @@ mod tests {
     #[test]
     fn table_shows_every_field() {
         assert_eq!(
-            table("127.0.0.1:9965", &sample()),
+            table("/run/netpol-agent/agent.sock", &sample()),
             "\
-agent:             127.0.0.1:9965
+agent:             /run/netpol-agent/agent.sock
 mode:              audit
 ready:             yes
 policy generation: 7

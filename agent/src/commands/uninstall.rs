@@ -1,16 +1,22 @@
 //! `netpol-agent uninstall`: takes enforcement off the node.
 use anyhow::{bail, Context as _};
 
-use crate::{bpffs::layout as pin, cli::UninstallArgs};
+use crate::{
+    bpffs::{layout as pin, lock},
+    cli::UninstallArgs,
+};
 
 pub fn uninstall(args: &UninstallArgs) -> anyhow::Result<()> {
-    if crate::bpffs::lock::running(&args.pin_path) {
-        bail!(
-            "a netpol-agent is running on {}: stop it first (stopping it leaves \
-             enforcement in place; uninstall then removes it)",
-            args.pin_path.display()
-        );
-    }
+    // Held until the pins are gone: an agent starting meanwhile waits, then
+    // starts on an empty directory.
+    let _lock = match lock::try_acquire(&args.pin_path) {
+        Ok(guard) => guard,
+        Err(e @ lock::LockError::Held { .. }) => bail!(
+            "{e}: stop it first (stopping it leaves enforcement in place; uninstall \
+             then removes it)"
+        ),
+        Err(e) => return Err(e).context("taking the pin directory's lock"),
+    };
     let layout = pin::PinLayout::new(&args.pin_path);
     if !layout.root().exists() {
         println!(

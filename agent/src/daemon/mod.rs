@@ -10,7 +10,7 @@ mod policy_dir;
 
 pub use agent::ReloadStats;
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _};
 use log::{info, warn};
@@ -52,7 +52,8 @@ async fn start_observability(
         s.policy_generation = gen;
         s.attached = attached;
     });
-    crate::telemetry::http::serve(args.counting.listen, state.clone()).await?;
+    crate::telemetry::http::serve(args.counting.listen, &args.counting.socket, state.clone())
+        .await?;
     let events = state.clone();
     tokio::spawn(async move {
         if let Err(e) = crate::telemetry::events::consume(events).await {
@@ -99,12 +100,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let hup = signal(SignalKind::hangup())?;
+    // The lock lives in bpffs, so bpffs comes first.
+    crate::bpffs::ensure_bpffs().context("mounting bpffs")?;
+    let lock_wait = Duration::from_secs(args.lock_wait_secs);
     let _instance = tokio::select! {
-        g = crate::bpffs::lock::acquire(&args.pin_path) => g.context("taking the pin directory")?,
+        g = crate::bpffs::lock::acquire(&args.pin_path, lock_wait) => g.context("taking the pin directory")?,
         _ = term.recv() => return Ok(()),
         _ = int.recv() => return Ok(()),
     };
-    crate::bpffs::ensure_bpffs().context("mounting bpffs")?;
     let pins = PinLayout::new(&args.pin_path);
     let (mut dp, adoption) = Datapath::load_pinned(&load_options(&args), &pins).context(
         "loading the eBPF programs (needs root or CAP_BPF+CAP_NET_ADMIN+CAP_PERFMON, \

@@ -38,9 +38,10 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 /// must not lock the workloads or the node out (unless the flags say so). The
 /// datapath is not touched.
 pub(super) fn compile_dir(args: &RunArgs, host: &[IpAddr]) -> anyhow::Result<policy::Compiled> {
+    let limits = args.read.limits();
     let policy = match &args.kube_objects {
-        Some(objects) => policy::load_dir_with_objects(&args.policy_dir, objects)?.0,
-        None => policy::load_dir(&args.policy_dir)?,
+        Some(objects) => policy::load_dir_with_objects(&args.policy_dir, objects, &limits)?.0,
+        None => policy::load_dir(&args.policy_dir, &limits)?,
     };
     let opts = CompileOptions {
         host_addrs: host.to_vec(),

@@ -1,44 +1,38 @@
 //! Reading a policy directory and merging its files into one `Policy`.
 
 use std::collections::HashMap;
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::cluster::{merge_clusters, parse_objects, pods_group, resolve, Cluster};
 use super::error::{Origin, PolicyError, PolicyErrors};
 use super::model::{Peer, Policy, PolicyFile};
 use super::parse::{parse_partial, Ctx};
+use super::source::{self, ReadLimits};
 use super::suggest::did_you_mean;
 
 /// Reads and parses one file, without merging; errors name it by `path` as given.
-pub fn read_file(path: &Path) -> Result<PolicyFile, PolicyErrors> {
-    read_file_with(path, false)
+pub fn read_file(path: &Path, limits: &ReadLimits) -> Result<PolicyFile, PolicyErrors> {
+    read_file_with(path, false, limits)
 }
 
 /// `read_file`; with `kube`, NetworkPolicies keep their selectors (as
 /// `parse_str_with` reads them).
-pub fn read_file_with(path: &Path, kube: bool) -> Result<PolicyFile, PolicyErrors> {
-    let (file, errors) = read_partial(path, kube);
+pub fn read_file_with(
+    path: &Path,
+    kube: bool,
+    limits: &ReadLimits,
+) -> Result<PolicyFile, PolicyErrors> {
+    let text = source::read_file(path, limits)?;
+    let (file, errors) = parse_partial(&path.display().to_string(), &text, kube);
     PolicyErrors::check(errors)?;
-    // Only an unreadable file or invalid YAML leaves no file, and both are errors.
+    // Only invalid YAML leaves no file, and that is an error.
     Ok(file.unwrap_or_default())
-}
-
-/// Reads one file and parses as much of it as it can (`parse_partial`);
-/// `None` when it cannot be read or its YAML is invalid.
-fn read_partial(path: &Path, kube: bool) -> (Option<PolicyFile>, Vec<PolicyError>) {
-    let name = path.display().to_string();
-    match fs::read_to_string(path) {
-        Ok(text) => parse_partial(&name, &text, kube),
-        Err(e) => (
-            None,
-            vec![PolicyError::file(&name, format!("cannot read: {e}"))],
-        ),
-    }
 }
 
 /// The extensions of the files `run` reads from a policy directory.
 pub const POLICY_EXTENSIONS: [&str; 2] = [".yaml", ".yml"];
+/// JSON is YAML.
+const OBJECT_EXTENSIONS: &[&str] = &[".yaml", ".yml", ".json"];
 
 /// Whether `run` reads a file of this name from a policy directory (see
 /// `policy_files`).
@@ -47,56 +41,36 @@ pub fn is_policy_file_name(name: &str) -> bool {
 }
 
 /// Loads one file as a whole policy (its rules may name only its own groups).
-pub fn load_file(path: &Path) -> Result<Policy, PolicyErrors> {
-    merge(vec![read_file(path)?])
+pub fn load_file(path: &Path, limits: &ReadLimits) -> Result<Policy, PolicyErrors> {
+    merge(vec![read_file(path, limits)?])
 }
 
 /// The policy files of `dir`: `*.yaml` and `*.yml`, sorted by name, not
 /// recursive. Names starting with '.' are skipped: editors' temporary files and
 /// the `..data` / `..2024_01_01` entries Kubernetes uses to swap a ConfigMap's
-/// contents atomically (the visible names are symlinks through `..data`, which
-/// are followed).
+/// contents atomically (the visible names are symlinks through `..data`, read
+/// from the one generation `..data` points to).
 pub fn policy_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
-    files_with(dir, &POLICY_EXTENSIONS)
+    Ok(source::list(dir, &POLICY_EXTENSIONS)?
+        .into_iter()
+        .map(|e| PathBuf::from(e.name))
+        .collect())
 }
 
 /// The Kubernetes object files of `dir`: `*.yaml`, `*.yml` and `*.json`
 /// (JSON is YAML), under the same rules as `policy_files`.
 pub fn object_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
-    files_with(dir, &[".yaml", ".yml", ".json"])
-}
-
-fn files_with(dir: &Path, extensions: &[&str]) -> Result<Vec<PathBuf>, PolicyErrors> {
-    let dir_name = dir.display().to_string();
-    let read_err = |e: std::io::Error| PolicyError::file(&dir_name, format!("cannot read: {e}"));
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).map_err(read_err)? {
-        let entry = entry.map_err(read_err)?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else { continue };
-        let policy_ext = extensions.iter().any(|e| name.ends_with(e));
-        if name.starts_with('.') || !policy_ext {
-            continue;
-        }
-        let path = entry.path();
-        match fs::metadata(&path) {
-            Ok(m) if m.is_dir() => continue,
-            Ok(_) => out.push(path),
-            Err(e) => {
-                let msg = format!("cannot read: {e}");
-                return Err(PolicyError::file(path.display().to_string(), msg).into());
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
+    Ok(source::list(dir, OBJECT_EXTENSIONS)?
+        .into_iter()
+        .map(|e| PathBuf::from(e.name))
+        .collect())
 }
 
 /// Loads and merges every policy file of `dir`, reporting the errors of all
 /// files at once. A directory without policy files is an empty policy, which
 /// denies all workload traffic.
-pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
-    let read = read_policy_files(dir, false)?;
+pub fn load_dir(dir: &Path, limits: &ReadLimits) -> Result<Policy, PolicyErrors> {
+    let read = read_policy_files(dir, false, limits)?;
     read.merge(Vec::new())
 }
 
@@ -109,14 +83,20 @@ struct ReadFiles {
     opaque: bool,
 }
 
-fn read_policy_files(dir: &Path, kube: bool) -> Result<ReadFiles, PolicyErrors> {
+fn read_policy_files(
+    dir: &Path,
+    kube: bool,
+    limits: &ReadLimits,
+) -> Result<ReadFiles, PolicyErrors> {
+    // One bounded read of one ConfigMap generation (see `source`).
+    let texts = source::read_dir(dir, &POLICY_EXTENSIONS, limits)?;
     let mut read = ReadFiles {
         files: Vec::new(),
-        errors: Vec::new(),
-        opaque: false,
+        opaque: !texts.errors.is_empty(),
+        errors: texts.errors,
     };
-    for path in policy_files(dir)? {
-        let (file, errors) = read_partial(&path, kube);
+    for t in texts.texts {
+        let (file, errors) = parse_partial(&t.name, &t.text, kube);
         read.errors.extend(errors);
         match file {
             Some(f) => read.files.push(f),
@@ -236,19 +216,15 @@ fn duplicate(kind: &str, name: &str, at: Option<&Origin>, first: Option<&Origin>
 
 /// The Kubernetes objects of `dir` (Namespaces, Pods) and the NetworkPolicies
 /// among them, as policy files. Every file's errors are reported at once.
-pub fn load_objects(dir: &Path) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
+pub fn load_objects(
+    dir: &Path,
+    limits: &ReadLimits,
+) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
     let mut clusters = Vec::new();
     let mut files = Vec::new();
-    let mut errors = Vec::new();
-    for path in object_files(dir)? {
-        let name = path.display().to_string();
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) => {
-                errors.push(PolicyError::file(&name, format!("cannot read: {e}")));
-                continue;
-            }
-        };
+    let read = source::read_dir(dir, OBJECT_EXTENSIONS, limits)?;
+    let mut errors = read.errors;
+    for source::Text { name, text } in read.texts {
         match objects_from_str(&name, &text) {
             Ok((cluster, netpols)) => {
                 clusters.push(cluster);
@@ -286,11 +262,12 @@ pub fn objects_from_str(
 pub fn load_dir_with_objects(
     dir: &Path,
     objects: &Path,
+    limits: &ReadLimits,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
-    let mut read = read_policy_files(dir, true)?;
+    let mut read = read_policy_files(dir, true, limits)?;
     // The groups a NetworkPolicy makes are named by its own rules only, so
     // objects that fail to load hide no group a policy file could name.
-    let (cluster, netpols) = match load_objects(objects) {
+    let (cluster, netpols) = match load_objects(objects, limits) {
         Ok(loaded) => loaded,
         Err(e) => {
             read.errors.extend(e.0);

@@ -3,6 +3,8 @@
 //!
 //! - `yaml`: YAML text to a tree with positions (keeps repeated keys).
 //! - `parse`: one file's tree to a `PolicyFile`; `cidr`, `ports`: the scalars.
+//! - `source`: files read as hostile input (regular files only, bounded,
+//!   one ConfigMap generation per directory).
 //! - `load`: a directory's files, merged into a `Policy`.
 //! - `selector`, `cluster`: label selectors, and the Kubernetes objects
 //!   (Namespaces, Pods) selector groups are resolved against.
@@ -32,6 +34,7 @@ mod netpol;
 mod parse;
 mod ports;
 mod selector;
+mod source;
 mod suggest;
 mod trace;
 mod yaml;
@@ -69,6 +72,7 @@ pub use netpol::{Direction, NetworkPolicy, SideRule, Workloads};
 pub use parse::{parse_str, parse_str_with};
 pub use ports::{blocks as port_blocks, parse as parse_port};
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
+pub use source::{ReadLimits, DEFAULT_DIR_SIZE_MAX, DEFAULT_FILE_SIZE_MAX};
 pub use trace::{
     check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
     RuleCheck, Side, SideVerdict, WorkloadVerdict,

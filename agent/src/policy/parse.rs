@@ -2,6 +2,8 @@
 //! the position and path of the node it is about. Anything not understood is an
 //! error: a misspelt key silently ignored could weaken the policy.
 
+use std::collections::HashSet;
+
 use ipnet::IpNet;
 
 use super::cidr;
@@ -339,19 +341,26 @@ impl Ctx<'_> {
             }
             _ => (self.cidr_list(node, field), Vec::new()),
         };
+        // Sets, not list scans: a group may list tens of thousands of CIDRs.
+        let mut seen = HashSet::new();
         for (_, _, net) in &cidrs {
-            if !group.cidrs.contains(net) {
+            if seen.insert(*net) {
                 group.cidrs.push(*net);
             }
         }
+        let networks: HashSet<IpNet> = seen.iter().map(IpNet::trunc).collect();
+        let mut seen_except = HashSet::new();
         for (pos, f, net) in except {
-            if !group.cidrs.iter().any(|c| c.contains(&net)) {
+            let inside = (0..=net.prefix_len())
+                .filter_map(|len| IpNet::new(net.addr(), len).ok())
+                .any(|n| networks.contains(&n.trunc()));
+            if !inside {
                 self.err(
                     pos,
                     &f,
                     format!("{net} is not inside any of the group's CIDRs"),
                 );
-            } else if !group.except.contains(&net) {
+            } else if seen_except.insert(net) {
                 group.except.push(net);
             }
         }

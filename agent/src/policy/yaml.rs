@@ -2,6 +2,12 @@
 //! events. The ready-made trees of YAML crates keep mappings in hash maps, which
 //! silently drop a repeated key: in a policy a repeated `ports:` or group name
 //! must be an error, so mappings here keep every entry in order.
+//!
+//! An alias is a copy of its anchored node, so a few hundred bytes of nested
+//! aliases ("billion laughs") would expand to gigabytes; and nested block
+//! sequences (`- - - ...`) nest as deep as a line is long, which the
+//! recursive drop of the tree would follow until the stack overflows. Both
+//! are bounded here, with the position of the node that crossed the bound.
 
 use std::collections::HashMap;
 
@@ -91,16 +97,82 @@ fn pos_of(span: &Span) -> Pos {
     }
 }
 
+/// Alias uses one file may make: policies and Kubernetes objects need a
+/// handful at most.
+pub(crate) const MAX_ALIASES: usize = 1_000;
+/// Nodes that anchors and aliases may copy in one file, children included:
+/// each anchor keeps a copy of its node, each alias makes another.
+pub(crate) const MAX_COPIED_NODES: usize = 100_000;
+/// Scalar text that anchors and aliases may copy in one file, in bytes.
+pub(crate) const MAX_COPIED_TEXT: usize = 1 << 20;
+/// Nesting of sequences and mappings: policy files and Kubernetes objects
+/// nest about ten levels.
+pub(crate) const MAX_DEPTH: usize = 128;
+
+/// How much a node costs to copy: the nodes of its subtree and their text.
+#[derive(Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    text: usize,
+}
+
+impl Size {
+    fn add(&mut self, other: Size) {
+        self.nodes = self.nodes.saturating_add(other.nodes);
+        self.text = self.text.saturating_add(other.text);
+    }
+}
+
 enum Frame {
-    Seq(Node, usize),
-    Map(Node, usize, Option<Node>),
+    Seq(Node, usize, Size),
+    Map(Node, usize, Size, Option<Node>),
+}
+
+impl Frame {
+    fn size(&mut self) -> &mut Size {
+        match self {
+            Frame::Seq(_, _, s) | Frame::Map(_, _, s, _) => s,
+        }
+    }
+}
+
+/// What anchors and aliases have copied so far.
+#[derive(Default)]
+struct Copies {
+    aliases: usize,
+    copied: Size,
+}
+
+impl Copies {
+    /// Counts one copy of a node of `size` (for an alias when `alias`), or
+    /// says which bound it crosses.
+    fn copy(&mut self, size: Size, alias: bool) -> Result<(), String> {
+        const WHY: &str = "each alias copies its anchored node, and nested aliases multiply";
+        self.aliases += usize::from(alias);
+        self.copied.add(size);
+        if self.aliases > MAX_ALIASES {
+            return Err(format!("more than {MAX_ALIASES} aliases"));
+        }
+        if self.copied.nodes > MAX_COPIED_NODES {
+            return Err(format!(
+                "anchors and aliases expand to more than {MAX_COPIED_NODES} nodes ({WHY})"
+            ));
+        }
+        if self.copied.text > MAX_COPIED_TEXT {
+            return Err(format!(
+                "anchors and aliases expand to more than {MAX_COPIED_TEXT} bytes of text ({WHY})"
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Parses every document of `text`.
 pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    let mut anchors: HashMap<usize, (Node, Size)> = HashMap::new();
+    let mut copies = Copies::default();
     for item in Parser::new_from_str(text) {
         let (event, span) = item.map_err(|e| SyntaxError {
             pos: Pos {
@@ -113,6 +185,10 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
         let done = match event {
             Event::Scalar(value, style, anchor, tag) => {
                 let str_tag = tag.as_ref().is_some_and(|t| t.suffix == "str");
+                let size = Size {
+                    nodes: 1,
+                    text: value.len(),
+                };
                 let node = Node {
                     pos,
                     kind: Kind::Scalar(Scalar {
@@ -120,10 +196,15 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                         plain: style == ScalarStyle::Plain && !str_tag,
                     }),
                 };
-                Some((node, anchor))
+                Some((node, anchor, size))
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(n) => Some((n.clone(), 0)),
+                Some((n, size)) => {
+                    copies
+                        .copy(*size, true)
+                        .map_err(|message| SyntaxError { pos, message })?;
+                    Some((n.clone(), 0, *size))
+                }
                 None => {
                     return Err(SyntaxError {
                         pos,
@@ -131,40 +212,50 @@ pub(crate) fn parse(text: &str) -> Result<Vec<Node>, SyntaxError> {
                     })
                 }
             },
-            Event::SequenceStart(anchor, _) => {
-                let node = Node {
-                    pos,
-                    kind: Kind::Seq(Vec::new()),
-                };
-                stack.push(Frame::Seq(node, anchor));
-                None
-            }
-            Event::MappingStart(anchor, _) => {
-                let node = Node {
-                    pos,
-                    kind: Kind::Map(Vec::new()),
-                };
-                stack.push(Frame::Map(node, anchor, None));
+            Event::SequenceStart(anchor, _) | Event::MappingStart(anchor, _) => {
+                if stack.len() >= MAX_DEPTH {
+                    return Err(SyntaxError {
+                        pos,
+                        message: format!("nested deeper than {MAX_DEPTH} levels"),
+                    });
+                }
+                let size = Size { nodes: 1, text: 0 };
+                stack.push(if matches!(event, Event::SequenceStart(..)) {
+                    let kind = Kind::Seq(Vec::new());
+                    Frame::Seq(Node { pos, kind }, anchor, size)
+                } else {
+                    let kind = Kind::Map(Vec::new());
+                    Frame::Map(Node { pos, kind }, anchor, size, None)
+                });
                 None
             }
             Event::SequenceEnd | Event::MappingEnd => match stack.pop() {
-                Some(Frame::Seq(n, a)) | Some(Frame::Map(n, a, _)) => Some((n, a)),
+                Some(Frame::Seq(n, a, s)) | Some(Frame::Map(n, a, s, _)) => Some((n, a, s)),
                 None => None,
             },
             _ => None,
         };
-        let Some((node, anchor)) = done else { continue };
+        let Some((node, anchor, size)) = done else {
+            continue;
+        };
         if anchor != 0 {
-            anchors.insert(anchor, node.clone());
+            copies.copy(size, false).map_err(|message| SyntaxError {
+                pos: node.pos,
+                message,
+            })?;
+            anchors.insert(anchor, (node.clone(), size));
+        }
+        if let Some(parent) = stack.last_mut() {
+            parent.size().add(size);
         }
         match stack.last_mut() {
             None => docs.push(node),
-            Some(Frame::Seq(parent, _)) => {
+            Some(Frame::Seq(parent, ..)) => {
                 if let Kind::Seq(items) = &mut parent.kind {
                     items.push(node);
                 }
             }
-            Some(Frame::Map(parent, _, key)) => match key.take() {
+            Some(Frame::Map(parent, _, _, key)) => match key.take() {
                 None => *key = Some(node),
                 Some(k) => {
                     let mut node = node;

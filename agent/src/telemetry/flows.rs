@@ -2,7 +2,8 @@
 //! conntrack (plus the deltas still pending in the per-CPU flow caches),
 //! denied and audited flows from the bounded denied-flow maps.
 use std::{
-    collections::HashMap as StdHashMap,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap as StdHashMap},
     hash::Hash,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
@@ -115,7 +116,7 @@ struct Entry<'a> {
     last: u64,
 }
 
-fn records<K: FlowKey>(key: &K, e: &Entry, clock: Clock, out: &mut Vec<FlowRecord>) {
+fn records<K: FlowKey>(key: &K, e: &Entry, clock: Clock, out: &mut Selection) {
     let (a, pa, b, pb, proto) = key.endpoints();
     for (i, c) in e.counters.iter().enumerate() {
         if c.packets == 0 {
@@ -127,7 +128,7 @@ fn records<K: FlowKey>(key: &K, e: &Entry, clock: Clock, out: &mut Vec<FlowRecor
         } else {
             (a, pa, b, pb)
         };
-        out.push(FlowRecord {
+        out.offer(FlowRecord {
             src,
             dst,
             proto: proto_name(proto),
@@ -177,7 +178,7 @@ fn allowed<K: FlowKey>(
     cache: &str,
     rules: &[RuleInfo],
     clock: Clock,
-    out: &mut Vec<FlowRecord>,
+    out: &mut Selection,
 ) -> anyhow::Result<()>
 where
     FlowCache<K>: Pod,
@@ -217,7 +218,7 @@ fn denied<K: FlowKey>(
     pinned: &Pinned,
     name: &str,
     clock: Clock,
-    out: &mut Vec<FlowRecord>,
+    out: &mut Selection,
 ) -> anyhow::Result<()> {
     let map = pinned.lru::<K, DeniedValue>(name)?;
     for item in map.iter() {
@@ -240,21 +241,21 @@ fn denied<K: FlowKey>(
     Ok(())
 }
 
-/// Every flow record the maps hold, unfiltered and unsorted.
-pub fn read_flows(pinned: &Pinned, rules: &[RuleInfo]) -> anyhow::Result<Vec<FlowRecord>> {
+/// Offers every flow record the maps hold to `out`, one at a time: the maps
+/// may hold millions, and only what `out` keeps stays in memory.
+pub fn read_flows(pinned: &Pinned, rules: &[RuleInfo], out: &mut Selection) -> anyhow::Result<()> {
     let cfg: Config = pinned.array::<Config>(map_names::CONFIG)?.get(&0, 0)?;
     let clock = Clock {
         now: kernel_jiffies(),
         hz: cfg.hz,
     };
-    let mut out = Vec::new();
     allowed::<CtKey4>(
         pinned,
         map_names::CT4,
         map_names::FLOWCACHE4,
         rules,
         clock,
-        &mut out,
+        out,
     )?;
     allowed::<CtKey6>(
         pinned,
@@ -262,12 +263,16 @@ pub fn read_flows(pinned: &Pinned, rules: &[RuleInfo]) -> anyhow::Result<Vec<Flo
         map_names::FLOWCACHE6,
         rules,
         clock,
-        &mut out,
+        out,
     )?;
-    denied::<CtKey4>(pinned, map_names::DENIED4, clock, &mut out)?;
-    denied::<CtKey6>(pinned, map_names::DENIED6, clock, &mut out)?;
-    Ok(out)
+    denied::<CtKey4>(pinned, map_names::DENIED4, clock, out)?;
+    denied::<CtKey6>(pinned, map_names::DENIED6, clock, out)?;
+    Ok(())
 }
+
+/// Records `/flows` and `flows` return at most (the busiest); `limit` asks
+/// for fewer.
+pub const FLOW_RECORDS_MAX: usize = 10_000;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -296,7 +301,7 @@ pub struct FlowFilter {
     /// Only this hook direction: ingress or egress.
     #[arg(long)]
     pub direction: Option<String>,
-    /// At most this many records (the busiest first).
+    /// At most this many records, the busiest (10000 at most, and by default).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Order by packets or bytes, descending.
@@ -322,8 +327,9 @@ fn parse_net(text: &str) -> Result<IpNet, FilterError> {
 }
 
 impl FlowFilter {
-    /// Filters, sorts and truncates `flows`.
-    pub fn apply(&self, mut flows: Vec<FlowRecord>) -> Result<Vec<FlowRecord>, FilterError> {
+    /// The filter checked, ready to keep the records it selects as they are
+    /// read.
+    pub fn selection(&self) -> Result<Selection, FilterError> {
         let net = self.cidr.as_deref().map(parse_net).transpose()?;
         let check = |field: &'static str, v: &Option<String>, allowed: &[&str]| match v {
             Some(v) if !allowed.contains(&v.as_str()) => Err(FilterError {
@@ -347,22 +353,118 @@ impl FlowFilter {
                 }
             }),
         };
-        flows.retain(|f| {
-            self.verdict.as_deref().is_none_or(|v| f.verdict == v)
-                && self.direction.as_deref().is_none_or(|d| f.direction == d)
-                && proto.as_deref().is_none_or(|p| f.proto == p)
-                && self.port.is_none_or(|p| f.sport == p || f.dport == p)
-                && net.is_none_or(|n| n.contains(&f.src) || n.contains(&f.dst))
-        });
-        let key = |f: &FlowRecord| match self.sort.unwrap_or_default() {
-            SortBy::Packets => (f.packets, f.bytes),
-            SortBy::Bytes => (f.bytes, f.packets),
+        let limit = match self.limit {
+            Some(n) if n > FLOW_RECORDS_MAX => {
+                return Err(FilterError {
+                    field: "limit",
+                    message: format!("{n} is more than the {FLOW_RECORDS_MAX} records returned"),
+                })
+            }
+            Some(n) => n,
+            None => FLOW_RECORDS_MAX,
         };
-        flows.sort_by_key(|f| std::cmp::Reverse(key(f)));
-        if let Some(n) = self.limit {
-            flows.truncate(n);
+        Ok(Selection {
+            filter: self.clone(),
+            net,
+            proto,
+            sort: self.sort.unwrap_or_default(),
+            limit,
+            kept: BinaryHeap::new(),
+            offered: 0,
+        })
+    }
+
+    /// Filters, sorts and truncates `flows`.
+    pub fn apply(&self, flows: Vec<FlowRecord>) -> Result<Vec<FlowRecord>, FilterError> {
+        let mut s = self.selection()?;
+        for f in flows {
+            s.offer(f);
         }
-        Ok(flows)
+        Ok(s.into_records())
+    }
+}
+
+/// A record ranked by the sort key; among equals, the one offered first
+/// ranks higher (as a stable sort would order them).
+struct Ranked {
+    rank: ((u64, u64), Reverse<u64>),
+    record: FlowRecord,
+}
+
+impl PartialEq for Ranked {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank == other.rank
+    }
+}
+
+impl Eq for Ranked {}
+
+impl PartialOrd for Ranked {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ranked {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank.cmp(&other.rank)
+    }
+}
+
+/// The records a filter selects, at most `limit` of them, the busiest: it
+/// never holds more than that, however many records it is offered.
+pub struct Selection {
+    filter: FlowFilter,
+    net: Option<IpNet>,
+    proto: Option<String>,
+    sort: SortBy,
+    limit: usize,
+    /// The lowest ranked on top, to be replaced by a busier one.
+    kept: BinaryHeap<Reverse<Ranked>>,
+    offered: u64,
+}
+
+impl Selection {
+    fn selects(&self, f: &FlowRecord) -> bool {
+        let c = &self.filter;
+        c.verdict.as_deref().is_none_or(|v| f.verdict == v)
+            && c.direction.as_deref().is_none_or(|d| f.direction == d)
+            && self.proto.as_deref().is_none_or(|p| f.proto == p)
+            && c.port.is_none_or(|p| f.sport == p || f.dport == p)
+            && self
+                .net
+                .is_none_or(|n| n.contains(&f.src) || n.contains(&f.dst))
+    }
+
+    pub fn offer(&mut self, record: FlowRecord) {
+        if self.limit == 0 || !self.selects(&record) {
+            return;
+        }
+        let key = match self.sort {
+            SortBy::Packets => (record.packets, record.bytes),
+            SortBy::Bytes => (record.bytes, record.packets),
+        };
+        self.offered += 1;
+        let ranked = Ranked {
+            rank: (key, Reverse(self.offered)),
+            record,
+        };
+        if self.kept.len() < self.limit {
+            self.kept.push(Reverse(ranked));
+        } else if self.kept.peek().is_some_and(|Reverse(low)| ranked > *low) {
+            self.kept.pop();
+            self.kept.push(Reverse(ranked));
+        }
+    }
+
+    /// The records kept, busiest first.
+    pub fn into_records(self) -> Vec<FlowRecord> {
+        // Ascending order of Reverse(rank) is descending order of rank.
+        self.kept
+            .into_sorted_vec()
+            .into_iter()
+            .map(|Reverse(r)| r.record)
+            .collect()
     }
 }
 
@@ -451,6 +553,42 @@ mod tests {
             cidr: Some("10.0.0.0/33".into()),
             ..FlowFilter::default()
         };
-        assert_eq!(bad.apply(flows).unwrap_err().field, "cidr");
+        assert_eq!(bad.apply(flows.clone()).unwrap_err().field, "cidr");
+        let bad = FlowFilter {
+            limit: Some(FLOW_RECORDS_MAX + 1),
+            ..FlowFilter::default()
+        };
+        assert_eq!(bad.apply(flows).unwrap_err().field, "limit");
+    }
+
+    /// However many records are offered, a selection holds at most its
+    /// limit: the busiest, in order, ties in the order offered.
+    #[test]
+    fn selection_keeps_only_the_busiest_records() {
+        let f = FlowFilter {
+            limit: Some(3),
+            ..FlowFilter::default()
+        };
+        let mut s = f.selection().unwrap();
+        for i in 0..100_000u64 {
+            s.offer(rec("10.0.2.10", 53, i % 1000, "pass"));
+            assert!(s.kept.len() <= 3);
+        }
+        let got: Vec<u64> = s.into_records().iter().map(|r| r.packets).collect();
+        assert_eq!(got, [999, 999, 999]);
+        let mut s = FlowFilter::default().selection().unwrap();
+        for i in 0..(FLOW_RECORDS_MAX as u64 + 500) {
+            s.offer(rec("10.0.2.10", 53, i, "pass"));
+        }
+        let got = s.into_records();
+        assert_eq!(got.len(), FLOW_RECORDS_MAX, "the default cap");
+        assert_eq!(got[0].packets, FLOW_RECORDS_MAX as u64 + 499);
+        let ties = FlowFilter::default()
+            .apply(vec![
+                rec("10.0.0.1", 1, 5, "pass"),
+                rec("10.0.0.2", 1, 5, "pass"),
+            ])
+            .unwrap();
+        assert_eq!(ties[0].src.to_string(), "10.0.0.1", "stable among equals");
     }
 }

@@ -166,7 +166,9 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
             limit: Some(top),
             ..FlowFilter::default()
         };
-        for f in filter.apply(read_flows(&state.pinned, &rules)?)? {
+        let mut busiest = filter.selection()?;
+        read_flows(&state.pinned, &rules, &mut busiest)?;
+        for f in busiest.into_records() {
             let (src, dst, sport, dport) = (
                 f.src.to_string(),
                 f.dst.to_string(),

@@ -81,7 +81,7 @@ fn extra_prefixes(n: usize) -> Vec<ipnet::IpNet> {
 
 fn policy_with(n: usize) -> anyhow::Result<Policy> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus");
-    let mut p = policy::load_dir(&dir)?;
+    let mut p = policy::load_dir(&dir, &policy::ReadLimits::default())?;
     let extra = policy::parse_str(
         "bench.yaml",
         "rules:\n  - name: bench-extra-to-wallet\n    from: bench-extra\n    to: svc-wallet\n    ports: [9999/tcp]\n",

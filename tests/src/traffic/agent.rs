@@ -1,6 +1,7 @@
 //! netpol-agent driven through its real binary and CLI, in any lab namespace
 //! (tests/src/agent.rs's AgentProcess is tied to the node-shaped lab).
 use std::io::{BufRead, BufReader};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -14,6 +15,8 @@ use crate::netns::{unique_suffix, Netns};
 pub struct NetpolAgent {
     child: Child,
     pin_path: PathBuf,
+    /// Holds the agent's unix socket; removed on drop.
+    socket_dir: PathBuf,
     log: mpsc::Receiver<String>,
     lines: Vec<String>,
 }
@@ -37,6 +40,12 @@ impl NetpolAgent {
         ensure_bpffs();
         let pin_path =
             PathBuf::from("/sys/fs/bpf").join(format!("netpol-traffic-{}", unique_suffix()));
+        // A socket of its own: the default one is the node's.
+        let socket_dir = std::env::temp_dir().join(format!("netpol-sock-{}", unique_suffix()));
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&socket_dir)
+            .with_context(|| format!("creating {}", socket_dir.display()))?;
         let mut cmd = Command::new("nsenter");
         // nsenter execs the agent in the namespace but keeps the root mount
         // namespace, so the agent pins into the real bpffs.
@@ -47,6 +56,8 @@ impl NetpolAgent {
             .arg(policy_dir)
             .arg("--pin-path")
             .arg(&pin_path)
+            .arg("--socket")
+            .arg(socket_dir.join("agent.sock"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -64,6 +75,7 @@ impl NetpolAgent {
         let mut agent = NetpolAgent {
             child,
             pin_path,
+            socket_dir,
             log: rx,
             lines: Vec::new(),
         };
@@ -137,6 +149,7 @@ impl Drop for NetpolAgent {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        let _ = std::fs::remove_dir_all(&self.socket_dir);
         if self.pin_path.exists() {
             let _ = std::fs::remove_dir_all(&self.pin_path);
         }

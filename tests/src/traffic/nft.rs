@@ -218,7 +218,8 @@ fn family(f: &Family, v6: bool, sets: &mut String) -> String {
 /// The ruleset for `iface` from the policy directory `dir`, and how many set
 /// elements it has.
 pub fn ruleset(dir: &Path, iface: &str) -> anyhow::Result<(String, usize)> {
-    let p = policy::load_dir(dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p = policy::load_dir(dir, &policy::ReadLimits::default())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let (v4, v6) = elements(&p);
     let count =
         |f: &Family| f.pairs.len() + f.big.iter().map(|(a, b)| a.len() + b.len()).sum::<usize>();

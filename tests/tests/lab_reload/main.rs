@@ -1,5 +1,5 @@
-//! Hot reload under traffic and rejection of a bad reload, with the real
-//! agent in the node-shaped lab.
+//! Hot reload under traffic, rejection of a bad reload, and of hostile files
+//! in the policy directory, with the real agent in the node-shaped lab.
 //!
 //! Two policies, A (examples/localplus) and B (A plus merchant -> wallet
 //! 50051/tcp, minus prometheus -> services 8080/tcp), are swapped 200 times by
@@ -15,10 +15,11 @@
 //! Modules: `policies` (variants A and B, the policy directory), `agent`
 //! (SIGHUP, the log, the counters), `sockets` (an echo server that keeps the
 //! steady flow's server side, a connect that keeps the stream), `traffic`
-//! (the generators' reports), and one module per test: `under_traffic` and
-//! `invalid`.
+//! (the generators' reports), and one module per test: `under_traffic`,
+//! `invalid` and `hostile`.
 
 mod agent;
+mod hostile;
 mod invalid;
 mod policies;
 mod sockets;

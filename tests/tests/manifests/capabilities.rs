@@ -14,14 +14,15 @@ use netpol_tests::{
     agent_bin, check_all, ensure_bpffs, require_root, serve, Edge, Lab, Mode, READY_MARKER,
 };
 
-use crate::kustomize::{capabilities_added, kustomization, the_container};
-use crate::support::{deploy, read, require_python};
+use crate::kustomize::{args_of, capabilities_added, flag, kustomization, the_container};
+use crate::support::{arr, deploy, read, require_python};
 
 /// The agent started the way the DaemonSet's securityContext starts it: uid 0
 /// holding only the given capabilities, no_new_privs, and (as a container
 /// runtime does for `readOnlyRootFilesystem`) in a private mount namespace
 /// where `/`, `/sys` and `/proc/sys` are read-only and only the bpffs mount
-/// at /sys/fs/bpf is writable. Stopped and its pins removed on drop.
+/// at /sys/fs/bpf and the DaemonSet's emptyDir (a fresh tmpfs, 0777 as the
+/// kubelet makes it) are writable. Stopped and its pins removed on drop.
 pub struct CappedAgent {
     pub child: Child,
     log: Arc<Mutex<Vec<String>>>,
@@ -30,30 +31,40 @@ pub struct CappedAgent {
 
 /// Remounts what a container sees read-only (its own mount namespace only:
 /// a bind remount does not touch the submounts, so bpffs stays writable),
-/// then execs the rest of the command line: unshare, sh, nsenter and setpriv
-/// all exec, so the child's pid is the agent's.
+/// mounts the emptyDir at $1, then execs the rest of the command line:
+/// nsenter, unshare, sh and setpriv all exec, so the child's pid is the
+/// agent's.
 const READ_ONLY_ROOT: &str = "set -e
 mount -o remount,bind,ro /
 mount -o remount,bind,ro /sys
 mount --bind /proc/sys /proc/sys
 mount -o remount,bind,ro /proc/sys
+mount -t tmpfs -o mode=0777,size=1m empty-dir \"$1\"
+shift
 exec \"$@\"";
 
+/// Where the DaemonSet's agent has its socket: the `--socket` argument, and
+/// the emptyDir mount it is created in.
+pub struct SocketPlace {
+    pub socket: String,
+    pub empty_dir: String,
+}
+
 impl CappedAgent {
-    pub fn spawn(lab: &Lab, caps: &[&str]) -> CappedAgent {
+    pub fn spawn(lab: &Lab, caps: &[&str], place: &SocketPlace) -> CappedAgent {
         let set: String = std::iter::once("-all".to_owned())
             .chain(caps.iter().map(|c| format!("+{}", c.to_lowercase())))
             .collect::<Vec<_>>()
             .join(",");
         let pin_path =
             PathBuf::from("/sys/fs/bpf").join(format!("netpol-caps-{}", unique_suffix()));
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
-            .arg(READ_ONLY_ROOT)
-            .arg("sh")
-            .arg("nsenter")
-            .arg(format!("--net={}", lab.node.path().display()))
-            .args(["--", "setpriv", "--no-new-privs"])
+        // The network namespace first: its path is under /run, which the
+        // emptyDir then covers.
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", lab.node.path().display()))
+            .args(["--", "unshare", "--mount", "--propagation", "private", "--"])
+            .args(["sh", "-c", READ_ONLY_ROOT, "sh", &place.empty_dir])
+            .args(["setpriv", "--no-new-privs"])
             .arg(format!("--inh-caps={set}"))
             .arg(format!("--bounding-set={set}"))
             .arg("--")
@@ -66,6 +77,7 @@ impl CappedAgent {
             .arg(deploy().join("policy"))
             .arg("--pin-path")
             .arg(&pin_path)
+            .args(["--socket", &place.socket])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -167,8 +179,11 @@ fn daemonset_capabilities_are_sufficient_and_each_is_needed() {
         "setpriv (util-linux) is needed"
     );
     let ds = kustomization().resource("DaemonSet");
-    let added = capabilities_added(&the_container(&ds["spec"]["template"]["spec"], "DaemonSet"));
+    let pod = &ds["spec"]["template"]["spec"];
+    let container = the_container(pod, "DaemonSet");
+    let added = capabilities_added(&container);
     let caps: Vec<&str> = added.iter().map(String::as_str).collect();
+    let place = socket_place(pod, &container);
     assert!(!caps.contains(&"SYS_ADMIN"));
     ensure_bpffs();
 
@@ -179,7 +194,7 @@ fn daemonset_capabilities_are_sufficient_and_each_is_needed() {
     ];
     let _servers = serve(&lab, &edges);
     {
-        let mut agent = CappedAgent::spawn(&lab, &caps);
+        let mut agent = CappedAgent::spawn(&lab, &caps, &place);
         if let Err(status) = agent.outcome() {
             panic!(
                 "with only {caps:?} the agent exited ({status}):\n{}",
@@ -204,6 +219,7 @@ fn daemonset_capabilities_are_sufficient_and_each_is_needed() {
             ("/sys", true),
             ("/proc/sys", true),
             ("/sys/fs/bpf", false),
+            (place.empty_dir.as_str(), false),
         ] {
             assert_eq!(
                 agent.read_only(target),
@@ -221,11 +237,37 @@ fn daemonset_capabilities_are_sufficient_and_each_is_needed() {
     }
     for missing in &caps {
         let fewer: Vec<&str> = caps.iter().copied().filter(|c| c != missing).collect();
-        let mut agent = CappedAgent::spawn(&lab, &fewer);
+        let mut agent = CappedAgent::spawn(&lab, &fewer, &place);
         assert!(
             agent.outcome().is_err(),
             "the agent enforces without CAP_{missing}: drop it from the DaemonSet\n{}",
             agent.log()
         );
     }
+}
+
+/// The DaemonSet's `--socket` and the emptyDir volume its directory is
+/// created in (the root file system being read-only).
+pub fn socket_place(pod: &serde_json::Value, container: &serde_json::Value) -> SocketPlace {
+    let args = args_of(container);
+    let socket = flag(&args, "--socket")
+        .expect("the DaemonSet passes --socket")
+        .to_owned();
+    let dir = Path::new(&socket)
+        .parent()
+        .expect("a socket in a directory");
+    let empty_dirs: Vec<&str> = arr(&pod["volumes"], "volumes")
+        .iter()
+        .filter(|v| v["emptyDir"].is_object())
+        .filter_map(|v| v["name"].as_str())
+        .collect();
+    let empty_dir = arr(&container["volumeMounts"], "volumeMounts")
+        .iter()
+        .filter(|m| m["name"].as_str().is_some_and(|n| empty_dirs.contains(&n)))
+        .filter_map(|m| m["mountPath"].as_str())
+        // Strictly above: the agent makes the directory itself, 0700.
+        .find(|p| dir.starts_with(p) && dir != Path::new(p))
+        .unwrap_or_else(|| panic!("no emptyDir mounted above {} for the socket", dir.display()))
+        .to_owned();
+    SocketPlace { socket, empty_dir }
 }

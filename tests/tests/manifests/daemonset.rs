@@ -10,6 +10,29 @@ use crate::kustomize::{
 };
 use crate::support::{arr, require_python};
 
+/// Ports that CNIs and node agents listen on in the host network namespace.
+const HOST_PORTS_TAKEN: &[(u16, &str)] = &[
+    (4240, "Cilium health"),
+    (4244, "Hubble"),
+    (9879, "Cilium agent health"),
+    (9890, "Cilium agent gops"),
+    (9962, "Cilium agent metrics"),
+    (9963, "Cilium operator metrics"),
+    (9964, "Cilium Envoy metrics"),
+    (9965, "Hubble metrics"),
+    (9091, "Calico Felix metrics"),
+    (9099, "Calico Felix health"),
+    (5473, "Calico Typha"),
+    (61678, "AWS VPC CNI metrics"),
+    (61679, "AWS VPC CNI introspection"),
+    (10248, "kubelet health"),
+    (10250, "kubelet"),
+    (10255, "kubelet read-only"),
+    (10249, "kube-proxy metrics"),
+    (10256, "kube-proxy health"),
+    (9100, "node-exporter"),
+];
+
 #[test]
 fn daemonset_runs_on_every_pool_with_least_privilege() {
     if !require_python() {
@@ -128,6 +151,24 @@ fn daemonset_runs_on_every_pool_with_least_privilege() {
         };
         assert_eq!(port, Some(listen.port() as u64), "{probe} port");
     }
+    // The node's network is shared with every hostNetwork agent: the port
+    // must be none of theirs, and below the ephemeral range (32768 and up),
+    // where an outgoing connection could hold it.
+    for (port, owner) in HOST_PORTS_TAKEN {
+        assert_ne!(listen.port(), *port, "--listen clashes with {owner}");
+    }
+    assert!(
+        listen.port() < 32768,
+        "--listen {listen} in the ephemeral range"
+    );
+    // Flows, events and status go through the unix socket, whose directory
+    // the agent creates in an emptyDir (the root file system is read-only).
+    let place = crate::capabilities::socket_place(pod, &c);
+    assert!(
+        place.socket.starts_with("/run/"),
+        "--socket {}",
+        place.socket
+    );
     let annotations = &spec["template"]["metadata"]["annotations"];
     assert_eq!(annotations["prometheus.io/scrape"], "true");
     assert_eq!(

@@ -392,7 +392,7 @@ fn directory_loading_and_check_accept_network_policies() {
         "rules:\n  - name: ping\n    from: any\n    to: any\n    ports: [icmp/8]\n",
     )
     .unwrap();
-    let p = load_dir(&dir);
+    let p = load_dir(&dir, &ReadLimits::default());
     let _ = std::fs::remove_dir_all(&dir);
     let p = p.unwrap();
     assert_eq!(p.rules.len(), 5);

@@ -71,7 +71,7 @@ fn merges_policy_files_in_name_order_and_skips_the_rest() {
         .collect();
     assert_eq!(files, ["a.yml", "b.yaml", "c.yaml"]);
 
-    let p = load_dir(&d.0).unwrap();
+    let p = load_dir(&d.0, &ReadLimits::default()).unwrap();
     let names: Vec<&str> = p.rules.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["first", "second"]);
     assert!(p.enforce_host, "set by the file behind the symlink");
@@ -82,12 +82,15 @@ fn merges_policy_files_in_name_order_and_skips_the_rest() {
 #[test]
 fn empty_directory_is_an_empty_policy() {
     let d = TempDir::new();
-    assert_eq!(load_dir(&d.0).unwrap(), Policy::default());
+    assert_eq!(
+        load_dir(&d.0, &ReadLimits::default()).unwrap(),
+        Policy::default()
+    );
 }
 
 #[test]
 fn missing_directory() {
-    let e = load_dir(Path::new("/nonexistent/netpol")).unwrap_err();
+    let e = load_dir(Path::new("/nonexistent/netpol"), &ReadLimits::default()).unwrap_err();
     assert!(
         e.to_string()
             .starts_with("/nonexistent/netpol: cannot read:"),
@@ -100,7 +103,7 @@ fn names_are_unique_across_files() {
     let d = TempDir::new();
     d.write("a.yaml", "groups:\n  web: [10.0.0.0/8]\nrules:\n  - name: r\n    from: web\n    to: any\n")
         .write("b.yaml", "groups:\n  db: [10.1.0.0/16]\n  web: [10.2.0.0/16]\nrules:\n  - name: r\n    from: db\n    to: any\n");
-    let e = load_dir(&d.0).unwrap_err();
+    let e = load_dir(&d.0, &ReadLimits::default()).unwrap_err();
     let expected = [
         format!(
             "{}:3:3: groups.web: group \"web\" is already defined at {}:2:3",
@@ -121,7 +124,7 @@ fn unknown_groups_are_reported_where_used() {
     let d = TempDir::new();
     d.write("a.yaml", "groups:\n  svc-ledger: [10.0.1.0/24]\n")
         .write("b.yaml", "rules:\n  - name: r\n    from: [svc-ledger, svc-legder]\n    to: 10.0.1.300\n  - name: w\n    within: [nope]\n");
-    let e = load_dir(&d.0).unwrap_err();
+    let e = load_dir(&d.0, &ReadLimits::default()).unwrap_err();
     let b = d.show("b.yaml");
     let expected = [
         format!("{b}:3:24: rules[0].from[1]: unknown group \"svc-legder\"; did you mean \"svc-ledger\"?"),
@@ -140,7 +143,7 @@ fn every_file_with_errors_is_reported() {
     )
     .write("b.yaml", "groups:\n  x: [10.0.0.1/8]\n")
     .write("c.yaml", "groups: [\n");
-    let e = load_dir(&d.0).unwrap_err();
+    let e = load_dir(&d.0, &ReadLimits::default()).unwrap_err();
     assert_eq!(e.len(), 3, "{e}");
     assert_eq!(e.0[0].file, d.show("a.yaml"));
     assert_eq!(e.0[1].file, d.show("b.yaml"));
@@ -162,7 +165,7 @@ fn errors_in_files_and_across_them_come_in_one_pass() {
         "rules:\n  - name: b\n    from: [db, dbb]\n    to: any\n  - name: c\n    from: frontend\n    to: any\n",
     )
     .write("c.yaml", "groups:\n  db: [10.2.0.0/16]\n");
-    let e = load_dir(&d.0).unwrap_err();
+    let e = load_dir(&d.0, &ReadLimits::default()).unwrap_err();
     let (a, b, c) = (d.show("a.yaml"), d.show("b.yaml"), d.show("c.yaml"));
     let lines: Vec<String> = e.iter().map(ToString::to_string).collect();
     assert_eq!(lines.len(), 5, "{e}");
@@ -193,7 +196,7 @@ fn a_file_that_is_not_yaml_may_define_any_group() {
     let d = TempDir::new();
     d.write("a.yaml", "groups: [\n")
         .write("b.yaml", "groups:\n  x: [10.0.0.0/8]\n  x: [10.1.0.0/16]\nrules:\n  - name: b\n    from: web\n    to: any\n");
-    let e = load_dir(&d.0).unwrap_err();
+    let e = load_dir(&d.0, &ReadLimits::default()).unwrap_err();
     let lines: Vec<String> = e.iter().map(ToString::to_string).collect();
     // The YAML error and b.yaml's own error, but no "unknown group web":
     // a.yaml, unreadable as YAML, might be where web is defined.
@@ -213,13 +216,13 @@ fn load_file_is_one_file_as_a_policy() {
         "a.yaml",
         "rules:\n  - name: r\n    from: web\n    to: any\n",
     );
-    let e = load_file(&d.0.join("a.yaml")).unwrap_err();
+    let e = load_file(&d.0.join("a.yaml"), &ReadLimits::default()).unwrap_err();
     assert!(
         e.to_string()
             .ends_with("rules[0].from: unknown group \"web\""),
         "{e}"
     );
-    let f = read_file(&d.0.join("a.yaml")).unwrap();
+    let f = read_file(&d.0.join("a.yaml"), &ReadLimits::default()).unwrap();
     assert_eq!(f.rules.len(), 1);
 }
 
@@ -231,7 +234,7 @@ fn ip(s: &str) -> IpAddr {
 /// round (allowed where listed, denied elsewhere), in IPv4 and IPv6.
 #[test]
 fn localplus_example() {
-    let p = load_dir(&example_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let p = load_dir(&example_dir(), &ReadLimits::default()).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(p.groups.len(), 14);
     assert_eq!(p.rules.len(), 12);
     let c = compile(&p, &CompileOptions::default()).unwrap();

@@ -8,3 +8,4 @@ mod k8s;
 mod load;
 mod netpol;
 mod parse;
+mod source;

@@ -42,7 +42,7 @@ fn cluster() -> (Cluster, String) {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("objects.yaml"), &text).unwrap();
-    let (c, _) = load_objects(&dir).unwrap();
+    let (c, _) = load_objects(&dir, &crate::policy::ReadLimits::default()).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     (c, text)
 }

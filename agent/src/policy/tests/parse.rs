@@ -481,3 +481,65 @@ rules:
         "p.yaml:4:12: groups.canary.audit: expected true or false, found a string"
     );
 }
+
+/// Nine levels of nine aliases each: 9^9 copies of a string if expanded.
+const ALIAS_BOMB: &str = r#"a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"#;
+
+#[test]
+fn alias_expansion_is_bounded_and_positioned() {
+    // Line 5's sequence crosses the bound when its anchor keeps a copy: the
+    // anchors and aliases of a to e copy 10 + 91 + 820 + 7381 + 66430 nodes
+    // and 9 * (10 + 91 + 820 + 7381) nodes.
+    assert_eq!(
+        errors(ALIAS_BOMB),
+        "p.yaml:5:4: invalid YAML: anchors and aliases expand to more than 100000 nodes \
+         (each alias copies its anchored node, and nested aliases multiply)"
+    );
+    // Many small aliases: bounded by count.
+    let many = format!("x: &x 1\ny: [{}]\n", vec!["*x"; 1001].join(","));
+    let e = errors(&many);
+    assert!(e.starts_with("p.yaml:2:"), "{e}");
+    assert!(e.ends_with("invalid YAML: more than 1000 aliases"), "{e}");
+    // Few aliases of a long string: bounded by text.
+    let long = format!("x: &x \"{}\"\ny: [*x,*x,*x,*x,*x]\n", "a".repeat(300_000));
+    let e = errors(&long);
+    assert!(
+        e.contains("expand to more than 1048576 bytes of text"),
+        "{e}"
+    );
+}
+
+#[test]
+fn aliases_within_the_bounds_still_work() {
+    let f = ok(
+        "groups:\n  web: &web [10.0.0.0/8]\n  also-web: *web\nrules:\n  - name: r\n    from: web\n    to: also-web\n    ports: &p [443/tcp]\n  - name: s\n    from: also-web\n    to: web\n    ports: *p\n",
+    );
+    assert_eq!(f.groups.len(), 2);
+    assert_eq!(f.groups[1].cidrs, vec![net("10.0.0.0/8")]);
+    assert_eq!(f.rules[1].ports, f.rules[0].ports);
+}
+
+#[test]
+fn nesting_is_bounded_before_the_stack_is() {
+    // Block sequences nest as deep as the line is long; flow ones too.
+    let block = format!("rules:\n{}x\n", "- ".repeat(300_000));
+    assert_eq!(
+        errors(&block),
+        "p.yaml:2:255: invalid YAML: nested deeper than 128 levels"
+    );
+    let flow = format!("rules: {}{}\n", "[".repeat(200), "]".repeat(200));
+    assert!(
+        errors(&flow).contains("nested deeper than 128 levels"),
+        "{}",
+        errors(&flow)
+    );
+}
