@@ -4,6 +4,7 @@
 //! - `yaml`: YAML text to a tree with positions (keeps repeated keys).
 //! - `parse`: one file's tree to a `PolicyFile`; `cidr`, `ports`: the scalars.
 //! - `load`: a directory's files, merged into a `Policy`.
+//! - `api_objects`: Kubernetes objects from the API server, read as files are.
 //! - `identity`, `compile`: a `Policy` to map contents.
 //! - `evaluate`: the datapath's lookups over compiled maps, in plain Rust.
 //! - `k8s`: Kubernetes NetworkPolicy documents, read into the same model.
@@ -11,6 +12,7 @@
 //! - `limits`, `lockout`: whether a policy fits the maps, and whether
 //!   enforcing it would cut off the workloads or the node.
 
+mod api_objects;
 mod cidr;
 mod cluster;
 mod combine;
@@ -34,6 +36,7 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use api_objects::{load_dir_with_cluster, objects_from_parts, parse_object_text};
 pub use cluster::{
     merge_clusters, pods_group, resolve, Cluster, NamedPort, Pod, NAMESPACE_NAME_LABEL, PODS_GROUP,
 };
