@@ -57,6 +57,8 @@ pub struct Request {
     /// The `resourceVersion` parameter, if any.
     pub resource_version: Option<u64>,
     pub bookmarks: bool,
+    /// The Authorization header, as sent.
+    pub authorization: Option<String>,
     /// The status answered (200, or 503 during an outage), 0 for a
     /// connection dropped instead of answered; a watch answered 410 Gone in
     /// its first event still has 200, with `gone` set.
@@ -326,6 +328,7 @@ async fn serve(
     State(shared): State<Arc<Shared>>,
     axum::extract::Path(resource): axum::extract::Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    headers: axum::http::HeaderMap,
 ) -> Response {
     let Some(resource) = RESOURCES.into_iter().find(|r| *r == resource) else {
         return (StatusCode::NOT_FOUND, "not served").into_response();
@@ -342,6 +345,10 @@ async fn serve(
         watch,
         resource_version,
         bookmarks,
+        authorization: headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
         status: 200,
         gone: false,
         at: Instant::now(),

@@ -132,6 +132,14 @@ fn watch_events_reach_the_kernel() {
         "{metrics}"
     );
     assert_edges(&lab, &before, &agent, "objects as first listed");
+    // Every request carried the kubeconfig's credentials.
+    let requests = api.requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer fake-token")),
+        "{requests:?}"
+    );
 
     // The wallet pod is relabelled by a MODIFIED watch event: ledger-to-wallet
     // stops covering it, and ledger-b becomes the wallet.
