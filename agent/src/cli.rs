@@ -178,10 +178,20 @@ pub struct RunArgs {
     /// NetworkPolicies; *.yaml, *.yml, *.json, `kind: List` as `kubectl get
     /// -o yaml` prints them): selector groups take the addresses of the pods
     /// they select.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "kubernetes")]
     pub kube_objects: Option<PathBuf>,
     #[command(flatten)]
     pub read: ReadArgs,
+    /// Read Namespaces, Pods and NetworkPolicies from the Kubernetes API and
+    /// follow them (list + watch): the in-cluster service account, or the
+    /// kubeconfig KUBECONFIG names. The first policy is enforced once the
+    /// initial lists are in.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// The name of this node as Kubernetes knows it (its pods'
+    /// `spec.nodeName`); default: the host name, as kubelet.
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
     /// Where maps are pinned in bpffs.
     #[arg(long, default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,

@@ -9,6 +9,8 @@
 //! - `datapath`: the eBPF object, its maps and links (uses `policy`, `bpffs`).
 //! - `telemetry`: counters, flows, events, status and the HTTP endpoint
 //!   (reads `datapath`, `bpffs`, `policy`).
+//! - `kube`: Namespaces, Pods and NetworkPolicies watched on the API server
+//!   (uses `policy`).
 //! - `cli`, `commands`, `daemon`: the command line and what each command
 //!   does; `daemon` is `run`'s long-lived agent. Nothing imports them.
 
@@ -18,6 +20,7 @@ pub mod commands;
 pub mod daemon;
 pub mod datapath;
 pub mod host;
+pub mod kube;
 pub mod policy;
 pub mod telemetry;
 

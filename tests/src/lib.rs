@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod edges;
+pub mod fake_api;
 pub mod lab;
 pub mod net;
 pub mod netns;

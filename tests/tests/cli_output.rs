@@ -424,6 +424,7 @@ fn status_reads_the_agents_document() {
             interface: "uplink0".into(),
             xdp_mode: "driver".into(),
         }],
+        kubernetes_synced: None,
     };
     let fake = FakeAgent::serve(&doc);
     let out = agent(&["status", "--socket", &fake.addr]);

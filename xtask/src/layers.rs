@@ -13,12 +13,21 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("policy", &[]),
     ("bpffs", &[]),
     ("host", &[]),
+    ("kube", &["policy"]),
     ("datapath", &["policy", "bpffs"]),
     ("telemetry", &["datapath", "bpffs", "policy"]),
     ("cli", &["policy", "datapath", "telemetry"]),
     (
         "daemon",
-        &["cli", "policy", "bpffs", "host", "datapath", "telemetry"],
+        &[
+            "cli",
+            "policy",
+            "bpffs",
+            "host",
+            "kube",
+            "datapath",
+            "telemetry",
+        ],
     ),
     (
         "commands",

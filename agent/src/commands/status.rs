@@ -95,6 +95,7 @@ mod tests {
                     xdp_mode: "generic".into(),
                 },
             ],
+            kubernetes_synced: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The running agent: what it holds once enforcement is live, and one handler
-//! per event (a policy change, a link event, the host tick, the conntrack
-//! sweep). Every handler keeps the last good policy enforced when it fails.
+//! per event (a policy change, a Kubernetes change, a link event, the host
+//! tick, the conntrack sweep). Every handler keeps the last good policy
+//! enforced when it fails.
 use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
 
 use log::{error, info, warn};
@@ -14,6 +15,7 @@ use crate::{
     cli::RunArgs,
     datapath::{Datapath, StableIdentityIds, StableRuleIds},
     host::{dirwatch::DirWatch, hostaddrs, linkwatch::LinkWatch},
+    kube::KubeView,
     telemetry::status::AgentState,
 };
 
@@ -46,6 +48,9 @@ pub(super) struct Agent {
     pub watch: Option<DirWatch>,
     /// The same for the Kubernetes objects directory, when there is one.
     pub objects_watch: Option<DirWatch>,
+    /// With `--kubernetes`: the API server's view, synced before the first
+    /// policy was compiled.
+    pub kube: Option<KubeView>,
     pub links: Option<LinkWatch>,
     pub reloads: ReloadStats,
 }
@@ -56,6 +61,7 @@ enum Event {
     Hangup,
     PolicyDirChanged(std::io::Result<()>),
     ObjectsChanged(std::io::Result<()>),
+    KubeChanged,
     Link(std::io::Result<()>),
     HostTick,
     GcTick,
@@ -76,6 +82,7 @@ impl Agent {
                 _ = sig.hup.recv() => Event::Hangup,
                 r = watched(&mut self.watch) => Event::PolicyDirChanged(r),
                 r = watched(&mut self.objects_watch) => Event::ObjectsChanged(r),
+                _ = kube_changed(&mut self.kube) => Event::KubeChanged,
                 r = link_event(&mut self.links) => Event::Link(r),
                 _ = host_tick.tick() => Event::HostTick,
                 _ = gc_tick.tick() => Event::GcTick,
@@ -88,6 +95,7 @@ impl Agent {
                 }
                 Event::PolicyDirChanged(r) => self.on_policy_dir_changed(r),
                 Event::ObjectsChanged(r) => self.on_objects_changed(r),
+                Event::KubeChanged => self.on_kube_changed(),
                 Event::Link(r) => self.on_link_event(r),
                 Event::HostTick => self.on_host_tick(),
                 Event::GcTick => self.on_gc_tick(),
@@ -123,6 +131,16 @@ impl Agent {
         }
         self.objects_watch = open_watch(&dir);
         info!("{} changed: reloading", dir.display());
+        self.reload();
+    }
+
+    /// The API server reported a burst of changes (already debounced): the
+    /// same reload as a change of the objects directory.
+    fn on_kube_changed(&mut self) {
+        let Some(view) = &self.kube else { return };
+        let synced = view.synced();
+        self.obs.update(|s| s.kubernetes_synced = Some(synced));
+        info!("Kubernetes objects changed: reloading");
         self.reload();
     }
 
@@ -180,7 +198,7 @@ impl Agent {
     /// Compiles the policy directory and swaps it in; a policy that does not
     /// compile or apply leaves the last good one enforced.
     fn reload(&mut self) {
-        let result = compile_dir(&self.args, &self.host)
+        let result = compile_dir(&self.args, &self.host, self.kube.as_ref())
             .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
             .and_then(|mut c| {
                 self.rule_ids.renumber(&mut c);
@@ -226,6 +244,13 @@ pub(super) fn open_watch(dir: &Path) -> Option<DirWatch> {
 async fn watched(watch: &mut Option<DirWatch>) -> std::io::Result<()> {
     match watch {
         Some(w) => w.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn kube_changed(view: &mut Option<KubeView>) {
+    match view {
+        Some(v) => v.changed().await,
         None => std::future::pending().await,
     }
 }

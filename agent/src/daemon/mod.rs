@@ -25,6 +25,7 @@ use crate::{
     cli::RunArgs,
     datapath::{Datapath, StableIdentityIds},
     host::{hostaddrs, ifaces, linkwatch::LinkWatch},
+    kube::{KubeView, DEFAULT_DEBOUNCE},
     telemetry::status::{AgentState, Attached},
     READY_MARKER,
 };
@@ -65,8 +66,26 @@ async fn start_observability(
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let host = hostaddrs::discover().context("listing the node's addresses")?;
+    // Handlers first: a signal sent once the ready marker is out must never hit
+    // the default action (SIGHUP's would kill the agent).
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let hup = signal(SignalKind::hangup())?;
+    let kube = if args.kubernetes {
+        let Some(view) = kube_view(&args, &mut term, &mut int).await? else {
+            return Ok(());
+        };
+        Some(view)
+    } else {
+        None
+    };
     // Compile before touching the kernel: a bad policy must not half-start.
-    let mut compiled = compile_dir(&args, &host).with_context(|| match &args.kube_objects {
+    let compiled = compile_dir(&args, &host, kube.as_ref());
+    let mut compiled = compiled.with_context(|| match &args.kube_objects {
+        _ if kube.is_some() => format!(
+            "policy directory {} with the Kubernetes API's objects rejected",
+            args.policy_dir.display()
+        ),
         Some(o) => format!(
             "policy directory {} with Kubernetes objects {} rejected",
             args.policy_dir.display(),
@@ -95,11 +114,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
-    // Handlers first: a signal sent once the ready marker is out must never hit
-    // the default action (SIGHUP's would kill the agent).
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let hup = signal(SignalKind::hangup())?;
     // The lock lives in bpffs, so bpffs comes first.
     crate::bpffs::ensure_bpffs().context("mounting bpffs")?;
     let lock_wait = Duration::from_secs(args.lock_wait_secs);
@@ -133,6 +147,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let selected = reconcile(&mut dp, &args.ifaces, true)?;
     dp.commit_pins().context("pinning the maps")?;
     let obs = start_observability(&args, &compiled, gen, attached_status(&dp)).await?;
+    let synced = kube.as_ref().map(KubeView::synced);
+    obs.update(|s| s.kubernetes_synced = synced);
     info!(
         "{READY_MARKER} policy generation {gen} ({} identities, {} rule entries) on {}",
         compiled.identities.len(),
@@ -145,6 +161,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         host,
         watch: open_watch(&args.policy_dir),
         objects_watch: args.kube_objects.as_deref().and_then(open_watch),
+        kube,
         links,
         args,
         dp,
@@ -155,4 +172,49 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     agent.serve(Signals { term, int, hup }).await;
     Ok(())
+}
+
+/// Connects to the API server and waits until the first lists of every
+/// watched resource are in: enforcing before that would judge workloads by
+/// a partial view (pods without their namespace's labels, NetworkPolicies
+/// missing). `None` when TERM or INT came first.
+async fn kube_view(
+    args: &RunArgs,
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) -> anyhow::Result<Option<KubeView>> {
+    let node = crate::kube::node_name(args.node_name.as_deref())?;
+    let client = crate::kube::client().await?;
+    let mut view = KubeView::start(client, node, DEFAULT_DEBOUNCE);
+    info!(
+        "Kubernetes API: watching namespaces, pods and networkpolicies as node {}",
+        view.node_name()
+    );
+    let mut waiting = tokio::time::interval(std::time::Duration::from_secs(10));
+    waiting.tick().await;
+    while !view.synced() {
+        tokio::select! {
+            _ = view.changed() => {}
+            _ = waiting.tick() => warn!(
+                "Kubernetes API: still waiting for the first list of {:?}; no policy is \
+                 enforced until then (check the API server address and the RBAC in deploy/)",
+                view.unsynced().iter().map(ToString::to_string).collect::<Vec<_>>()
+            ),
+            _ = term.recv() => return Ok(None),
+            _ = int.recv() => return Ok(None),
+        }
+    }
+    if let Ok((cluster, _)) = view.snapshot() {
+        let here = cluster
+            .pods
+            .iter()
+            .filter(|p| p.node_name.as_deref() == Some(view.node_name()))
+            .count();
+        info!(
+            "Kubernetes API: synced ({} namespaces, {} pods, {here} on this node)",
+            cluster.namespaces.len(),
+            cluster.pods.len()
+        );
+    }
+    Ok(Some(view))
 }

@@ -1,6 +1,7 @@
 //! The policy as `run` enforces it: read, compiled with the node's addresses,
 //! vetted against the map sizes and the lockout rules, and numbered with
-//! rule ids that stay stable across reloads.
+//! rule ids that stay stable across reloads. The workloads come from the
+//! objects directory or from the Kubernetes API.
 use std::{net::IpAddr, time::Duration};
 
 use log::warn;
@@ -9,6 +10,7 @@ use crate::{
     bpffs::Pinned,
     cli::RunArgs,
     datapath::{Adoption, LoadOptions, StableRuleIds, Timeouts},
+    kube::KubeView,
     policy::{self, CompileOptions},
 };
 
@@ -37,11 +39,22 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 /// Reads, compiles and vets the policy directory: it must fit the maps and
 /// must not lock the workloads or the node out (unless the flags say so). The
 /// datapath is not touched.
-pub(super) fn compile_dir(args: &RunArgs, host: &[IpAddr]) -> anyhow::Result<policy::Compiled> {
+/// With `--kubernetes`, the workloads and NetworkPolicies are `kube`'s view.
+pub(super) fn compile_dir(
+    args: &RunArgs,
+    host: &[IpAddr],
+    kube: Option<&KubeView>,
+) -> anyhow::Result<policy::Compiled> {
     let limits = args.read.limits();
-    let policy = match &args.kube_objects {
-        Some(objects) => policy::load_dir_with_objects(&args.policy_dir, objects, &limits)?.0,
-        None => policy::load_dir(&args.policy_dir, &limits)?,
+    let policy = match (kube, &args.kube_objects) {
+        (Some(view), _) => {
+            let (cluster, netpols) = view.snapshot()?;
+            policy::load_dir_with_cluster(&args.policy_dir, cluster, netpols, &limits)?.0
+        }
+        (None, Some(objects)) => {
+            policy::load_dir_with_objects(&args.policy_dir, objects, &limits)?.0
+        }
+        (None, None) => policy::load_dir(&args.policy_dir, &limits)?,
     };
     let opts = CompileOptions {
         host_addrs: host.to_vec(),

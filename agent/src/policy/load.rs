@@ -3,10 +3,10 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::cluster::{merge_clusters, parse_objects, pods_group, resolve, Cluster};
+use super::cluster::{merge_clusters, pods_group, resolve, Cluster};
 use super::error::{Origin, PolicyError, PolicyErrors};
 use super::model::{Peer, Policy, PolicyFile};
-use super::parse::{parse_partial, Ctx};
+use super::parse::parse_partial;
 use super::source::{self, ReadLimits};
 use super::suggest::did_you_mean;
 
@@ -243,17 +243,22 @@ pub fn objects_from_str(
     name: &str,
     text: &str,
 ) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
-    let (cluster, netpols) = parse_objects(name, text)?;
-    if netpols.is_empty() {
-        return Ok((cluster, Vec::new()));
-    }
-    let mut cx = Ctx::new_kube(name);
-    for doc in &netpols {
-        cx.read_document(doc);
-    }
-    let (file, errors) = cx.take();
-    PolicyErrors::check(errors)?;
-    Ok((cluster, vec![file]))
+    let (cluster, file) = super::api_objects::parse_object_text(name, text)?;
+    Ok((cluster, file.into_iter().collect()))
+}
+
+/// A policy directory with workloads and NetworkPolicies already read (from
+/// the API server): the same merge and resolution as `load_dir_with_objects`.
+pub fn load_dir_with_cluster(
+    dir: &Path,
+    cluster: Cluster,
+    netpols: Vec<PolicyFile>,
+    limits: &ReadLimits,
+) -> Result<(Policy, Cluster), PolicyErrors> {
+    let read = read_policy_files(dir, true, limits)?;
+    let mut policy = read.merge(netpols)?;
+    with_cluster(&mut policy, &cluster);
+    Ok((policy, cluster))
 }
 
 /// A policy directory with the workloads of a Kubernetes objects directory:

@@ -12,12 +12,14 @@
 //!   `netpol`: with them (selectors, named ports, Kubernetes' isolation).
 //! - `identity`, `compile`: a `Policy` to map contents; `combine`: the
 //!   NetworkPolicy sides combined into allowed pairs.
+//! - `api_objects`: Kubernetes objects from the API server, read as files are.
 //! - `evaluate`: the datapath's lookups over compiled maps, in plain Rust.
 //! - `trace`: every rule judged on its own against a packet, and each
 //!   NetworkPolicy side (`explain`).
 //! - `limits`, `lockout`: whether a policy fits the maps, and whether
 //!   enforcing it would cut off the workloads or the node.
 
+mod api_objects;
 mod cidr;
 mod cluster;
 mod combine;
@@ -42,6 +44,7 @@ mod yaml;
 #[cfg(test)]
 mod tests;
 
+pub use api_objects::{objects_from_parts, parse_object_text};
 pub use cluster::{
     merge_clusters, pods_group, resolve, Cluster, NamedPort, Pod, NAMESPACE_NAME_LABEL, PODS_GROUP,
 };
@@ -56,9 +59,9 @@ pub use identity::IdentityInfo;
 pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNOTATION};
 pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
 pub use load::{
-    is_policy_file_name, load_dir, load_dir_with_objects, load_file, load_objects, merge,
-    object_files, objects_from_str, policy_files, read_file, read_file_with, with_cluster,
-    POLICY_EXTENSIONS,
+    is_policy_file_name, load_dir, load_dir_with_cluster, load_dir_with_objects, load_file,
+    load_objects, merge, object_files, objects_from_str, policy_files, read_file, read_file_with,
+    with_cluster, POLICY_EXTENSIONS,
 };
 pub use lockout::{
     lockout_findings, lockout_problems, refuse_lockout, LockoutKind, LockoutProblem,

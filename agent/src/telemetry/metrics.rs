@@ -92,6 +92,13 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
         "1 when the last reload was rejected (the error is in /status)",
         i64::from(status.last_reload_error.is_some()),
     )?;
+    if let Some(synced) = status.kubernetes_synced {
+        s.gauge(
+            "kubernetes_synced",
+            "With --kubernetes: 1 when every watched resource's list from the API server has completed",
+            i64::from(synced),
+        )?;
+    }
 
     let attached = s.gauges(
         "programs_attached",

@@ -31,6 +31,9 @@ pub struct Status {
     /// Error of the last reload, cleared by the next good one.
     pub last_reload_error: Option<String>,
     pub attached: Vec<Attached>,
+    /// With `--kubernetes`: whether every watched resource's list from the
+    /// API server has completed (false while one is redone); null without.
+    pub kubernetes_synced: Option<bool>,
 }
 
 pub struct AgentState {

@@ -9,13 +9,15 @@
 //! Modules: `support` (repository paths, the tools the checks need, YAML read
 //! as JSON) and `kustomize` (deploy/kustomization.yaml and what it refers
 //! to) serve the tests, grouped by artefact: `schemas`, `wiring`,
-//! `daemonset`, `agent_cli`, `dockerfile`, `vagrant` and `capabilities`.
+//! `daemonset`, `rbac`, `agent_cli`, `dockerfile`, `vagrant` and
+//! `capabilities`.
 
 mod agent_cli;
 mod capabilities;
 mod daemonset;
 mod dockerfile;
 mod kustomize;
+mod rbac;
 mod schemas;
 mod support;
 mod vagrant;

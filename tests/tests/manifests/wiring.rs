@@ -27,10 +27,11 @@ fn kustomization_ties_the_resources_together() {
     for r in [&sa, &ds] {
         assert_eq!(r["metadata"]["namespace"], namespace, "{}", r["kind"]);
     }
+    // Only the pods that ask get a token: the agent's, for --kubernetes.
     assert_eq!(sa["automountServiceAccountToken"], false);
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
-    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(pod["automountServiceAccountToken"], true);
 
     // The policy ConfigMap: byte-identical copies of examples/localplus, all
     // of them, under a stable name the DaemonSet mounts.
