@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use netpol_tests::fake_api::FakeApi;
-use netpol_tests::observe::http_ok;
+use netpol_tests::observe::{http_ok, socket_ok};
 use netpol_tests::Family::{V4, V6};
 use netpol_tests::Proto::Tcp;
 use netpol_tests::{check_all, require_root, serve, AgentProcess, Edge, Lab, Mode};
@@ -124,7 +124,7 @@ fn watch_events_reach_the_kernel() {
     );
     assert!(log.contains("5 pods, 5 on this node"), "{log}");
     assert!(log.contains("1 networkpolicies listed"), "{log}");
-    let status: Value = serde_json::from_str(&http_ok(&lab.node, "/status")).unwrap();
+    let status: Value = serde_json::from_str(&socket_ok(&agent, "/status")).unwrap();
     assert_eq!(status["kubernetes_synced"], true, "{status}");
     let metrics = http_ok(&lab.node, "/metrics");
     assert!(
