@@ -147,3 +147,17 @@ fn judge(edge: &Edge, result: Result<(), ExchangeError>, mode: Mode) -> Option<S
         (false, Ok(())) => Some(format!("{edge}: should be denied, but data was echoed")),
     }
 }
+
+/// Asserts that every edge behaves as it expects under `agent`, printing the
+/// failures and the agent's log otherwise; `when` names the moment checked.
+pub fn assert_enforced(lab: &Lab, edges: &[Edge], agent: &crate::AgentProcess, when: &str) {
+    let failures = check_all(lab, edges, Mode::Enforced);
+    assert!(
+        failures.is_empty(),
+        "{when}: {} of {} edges behaved wrongly:\n{}\n--- agent log ---\n{}",
+        failures.len(),
+        edges.len(),
+        failures.join("\n"),
+        agent.log()
+    );
+}

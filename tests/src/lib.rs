@@ -15,7 +15,7 @@ pub mod observe;
 pub mod privilege;
 
 pub use agent::{agent_bin, ensure_bpffs, AgentProcess, READY_MARKER};
-pub use edges::{check, check_all, serve, Edge, Expect, Mode, Servers};
+pub use edges::{assert_enforced, check, check_all, serve, Edge, Expect, Mode, Servers};
 pub use lab::{Endpoint, Family, Lab};
 pub use net::{
     connect_from, exchange, ping, ping_available, tcp_exchange, udp_exchange, EchoServer,

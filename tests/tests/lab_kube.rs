@@ -11,7 +11,7 @@ use std::{
 
 use netpol_tests::Family::{V4, V6};
 use netpol_tests::Proto::Tcp;
-use netpol_tests::{check_all, require_root, serve, AgentProcess, Edge, Lab, Mode};
+use netpol_tests::{assert_enforced, require_root, serve, AgentProcess, Edge, Lab};
 
 const POLICY: &str = r#"
 groups:
@@ -98,18 +98,6 @@ fn after_new_generation(agent: &AgentProcess, what: &str, change: impl FnOnce())
     }
 }
 
-fn assert_edges(lab: &Lab, edges: &[Edge], agent: &AgentProcess, when: &str) {
-    let failures = check_all(lab, edges, Mode::Enforced);
-    assert!(
-        failures.is_empty(),
-        "{when}: {} of {} edges behaved wrongly:\n{}\n--- agent log ---\n{}",
-        failures.len(),
-        edges.len(),
-        failures.join("\n"),
-        agent.log()
-    );
-}
-
 #[test]
 fn namespace_policies_follow_the_pods() {
     if !require_root() {
@@ -150,7 +138,7 @@ fn namespace_policies_follow_the_pods() {
     let _servers = serve(&lab, &before);
     let objects_arg = objects_dir.to_str().unwrap();
     let agent = AgentProcess::spawn(&lab, &policy_dir, &["--kube-objects", objects_arg]);
-    assert_edges(&lab, &before, &agent, "objects as first read");
+    assert_enforced(&lab, &before, &agent, "objects as first read");
 
     // The wallet pod is relabelled and its namespace leaves the app tier:
     // both rules stop covering it, without a restart.
@@ -170,7 +158,7 @@ fn namespace_policies_follow_the_pods() {
         Edge::allow("ledger-a", "merchant", V4, Tcp, 7777),
     ];
     // Every server these edges need is already up (same ends and ports).
-    assert_edges(&lab, &after, &agent, "after the relabel");
+    assert_enforced(&lab, &after, &agent, "after the relabel");
 }
 
 /// A directory removed when the test ends, however it ends.
@@ -258,7 +246,7 @@ fn network_policies_isolate_what_they_select() {
     let _servers = serve(&lab, &before);
     let objects_arg = objects_dir.to_str().unwrap();
     let agent = AgentProcess::spawn(&lab, &policy_dir, &["--kube-objects", objects_arg]);
-    assert_edges(&lab, &before, &agent, "ingress policy on the wallet");
+    assert_enforced(&lab, &before, &agent, "ingress policy on the wallet");
 
     after_new_generation(&agent, "a NetworkPolicy was added", || {
         write_atomically(&objects_dir, "ledger.yaml", LEDGER_EGRESS);
@@ -275,5 +263,5 @@ fn network_policies_isolate_what_they_select() {
         // ledger-b (not selected) does not judge: allowed.
         Edge::allow("ledger-a", "ledger-b", V4, Tcp, 50051),
     ];
-    assert_edges(&lab, &after, &agent, "after the egress policy");
+    assert_enforced(&lab, &after, &agent, "after the egress policy");
 }

@@ -9,7 +9,7 @@ use netpol_tests::fake_api::FakeApi;
 use netpol_tests::observe::{http_ok, socket_ok};
 use netpol_tests::Family::{V4, V6};
 use netpol_tests::Proto::Tcp;
-use netpol_tests::{check_all, require_root, serve, AgentProcess, Edge, Lab, Mode};
+use netpol_tests::{assert_enforced, require_root, serve, AgentProcess, Edge, Lab};
 use serde_json::{json, Value};
 
 /// Groups by namespace and labels, resolved from the API's objects.
@@ -47,18 +47,6 @@ const OTEL_INGRESS: &str = r#"{"apiVersion": "networking.k8s.io/v1", "kind": "Ne
   "metadata": {"name": "otel-ingress", "namespace": "observability"},
   "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
            "ingress": [{"ports": [{"protocol": "TCP", "port": 4317}]}]}}"#;
-
-fn assert_edges(lab: &Lab, edges: &[Edge], agent: &AgentProcess, when: &str) {
-    let failures = check_all(lab, edges, Mode::Enforced);
-    assert!(
-        failures.is_empty(),
-        "{when}: {} of {} edges behaved wrongly:\n{}\n--- agent log ---\n{}",
-        failures.len(),
-        edges.len(),
-        failures.join("\n"),
-        agent.log()
-    );
-}
 
 #[test]
 fn watch_events_reach_the_kernel() {
@@ -131,7 +119,7 @@ fn watch_events_reach_the_kernel() {
         metrics.contains("netpol_agent_kubernetes_synced 1"),
         "{metrics}"
     );
-    assert_edges(&lab, &before, &agent, "objects as first listed");
+    assert_enforced(&lab, &before, &agent, "objects as first listed");
     // Every request carried the kubeconfig's credentials.
     let requests = api.requests();
     assert!(
@@ -161,7 +149,7 @@ fn watch_events_reach_the_kernel() {
         Edge::allow("ledger-a", "ledger-b", V4, Tcp, 50051),
         Edge::allow("ledger-a", "merchant", V4, Tcp, 7777),
     ];
-    assert_edges(&lab, &after, &agent, "after the relabel");
+    assert_enforced(&lab, &after, &agent, "after the relabel");
     // Two events within the debounce window: one reload, not two.
     std::thread::sleep(Duration::from_millis(500));
     let reloads = agent.log().matches(" enforced").count() - n;
