@@ -8,6 +8,8 @@
 //! - `clock`, `ct_gc`: the kernel's jiffies and the conntrack sweeper.
 //! - `counters`, `rule_names`, `rule_ids`: verdict counters and the rule ids
 //!   they are kept by, stable across reloads.
+//! - `sources`: the `SOURCES` map (anti-spoofing): interface roles and the
+//!   addresses each pod interface owns.
 //! - `test_run`: BPF_PROG_TEST_RUN for tests and benchmarks.
 //! - `error`, `handles`: typed errors and typed access to maps and programs.
 mod attach;
@@ -21,6 +23,7 @@ mod options;
 mod rule_ids;
 mod rule_names;
 mod slots;
+mod sources;
 mod test_run;
 
 pub use attach::Attachment;
@@ -34,6 +37,7 @@ pub use options::{
 pub use rule_ids::StableRuleIds;
 pub use rule_names::{publish_rule_names, rule_names, RuleInfo};
 pub use slots::{ApplyStats, HOST_HASH_MIN};
+pub use sources::{source_addr, IfaceRole, SourcePlan, SourceSync};
 
 use std::path::PathBuf;
 

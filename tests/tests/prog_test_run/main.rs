@@ -20,5 +20,6 @@ mod l2;
 mod malformed;
 mod peers;
 mod reload;
+mod spoofing;
 mod transport;
 mod truncation;
