@@ -90,8 +90,13 @@ pub mod reason {
     pub const DROP_MALFORMED_IPV6: u32 = 13;
     /// Truncated TCP/UDP/SCTP/ICMP header or bad TCP data offset.
     pub const DROP_MALFORMED_L4: u32 = 14;
+    /// Entered a pod interface with a source address not routed to it, or an
+    /// uplink with the address of a pod of this node (see `SOURCES`).
+    pub const DROP_SPOOFED: u32 = 15;
+    /// Entered a pod interface whose addresses are not known yet.
+    pub const DROP_UNKNOWN_ENDPOINT: u32 = 16;
 
-    pub const COUNT: u32 = 15;
+    pub const COUNT: u32 = 17;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "established",
@@ -109,6 +114,8 @@ pub mod reason {
         "malformed-ipv4",
         "malformed-ipv6",
         "malformed-l4",
+        "spoofed",
+        "unknown-endpoint",
     ];
 }
 

@@ -12,6 +12,7 @@ mod counters;
 mod events;
 mod keys;
 mod names;
+mod sources;
 mod values;
 
 pub use config::*;
@@ -19,13 +20,14 @@ pub use counters::*;
 pub use events::*;
 pub use keys::*;
 pub use names::*;
+pub use sources::*;
 pub use values::*;
 
 /// Version of the pinned map layout: the types of these modules and what their
 /// fields mean. Bump it whenever either changes, even when the sizes do not:
 /// an agent never adopts maps pinned under another version (it builds fresh
 /// ones beside them), so old state is never misread.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -50,6 +52,8 @@ mod pod {
     unsafe impl aya::Pod for TokenBucket {}
     unsafe impl aya::Pod for VerdictEvent {}
     unsafe impl aya::Pod for RuleName {}
+    unsafe impl aya::Pod for SourceKey {}
+    unsafe impl aya::Pod for SourceValue {}
 }
 
 #[cfg(test)]
@@ -79,6 +83,8 @@ mod tests {
         assert_eq!(size_of::<FragKey4>(), 4 + 4 + 2 + 1 + 1);
         assert_eq!(size_of::<FragKey6>(), 16 + 16 + 4 + 1 + 3);
         assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<SourceKey>(), 4 + 16);
+        assert_eq!(size_of::<SourceValue>(), 4 + 4);
         assert_eq!(size_of::<FlowCache4>(), 16 + 8 + 4 + 4 + 64);
         assert_eq!(size_of::<FlowCache6>(), 40 + 8 + 4 + 4 + 64);
     }
@@ -89,6 +95,19 @@ mod tests {
         let bytes: [u8; 12] = unsafe { core::mem::transmute(k) };
         assert_eq!(bytes, [1, 1, 2, 3, 4, 5, 6, 7, 8, 6, 0x1f, 0x90]);
         assert_eq!(bytes, k.to_bytes());
+    }
+
+    #[test]
+    fn source_key_is_big_endian() {
+        let k = SourceKey::new(0x0102_0304, SourceKey::mapped_v4([10, 0, 1, 10]));
+        let bytes: [u8; 20] = unsafe { core::mem::transmute(k) };
+        assert_eq!(
+            bytes,
+            [1, 2, 3, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 1, 10]
+        );
+        assert_eq!(k.ifindex(), 0x0102_0304);
+        assert!(!k.is_iface());
+        assert!(SourceKey::iface(7).is_iface());
     }
 
     #[test]

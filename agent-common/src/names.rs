@@ -25,6 +25,7 @@ pub mod map_names {
     pub const RULE_NAMES: &str = "RULE_NAMES";
     pub const HOSTS4: &str = "HOSTS4";
     pub const HOSTS6: &str = "HOSTS6";
+    pub const SOURCES: &str = "SOURCES";
 }
 
 /// Program names (the Rust function names in agent-ebpf).

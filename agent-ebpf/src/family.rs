@@ -4,7 +4,7 @@
 //! (which the verifier needs to inline the lookup).
 use agent_common::{
     stat, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache, FragKey4, FragKey6, FragValue, IdKey4,
-    IdKey6, IdentityValue, CFG_F_HOSTS4, CFG_F_HOSTS6,
+    IdKey6, IdentityValue, SourceKey, CFG_F_HOSTS4, CFG_F_HOSTS6,
 };
 use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray};
 
@@ -48,6 +48,10 @@ pub trait Family {
     /// 4 or 6, for events.
     const FAMILY: u8;
     fn addr16(a: &Self::Addr) -> [u8; 16];
+    /// The address as `SOURCES` keys hold it (IPv4-mapped for IPv4).
+    fn source_addr(a: &Self::Addr) -> [u8; 16];
+    /// IPv6 link-local (fe80::/10): not routed, never checked against `SOURCES`.
+    fn link_local(a: &Self::Addr) -> bool;
 }
 
 pub struct V4;
@@ -72,6 +76,15 @@ impl Family for V4 {
         let mut out = [0u8; 16];
         out[..4].copy_from_slice(a);
         out
+    }
+
+    #[inline(always)]
+    fn source_addr(a: &[u8; 4]) -> [u8; 16] {
+        SourceKey::mapped_v4(*a)
+    }
+    #[inline(always)]
+    fn link_local(_a: &[u8; 4]) -> bool {
+        false
     }
 
     #[inline(always)]
@@ -167,6 +180,15 @@ impl Family for V6 {
     #[inline(always)]
     fn addr16(a: &[u8; 16]) -> [u8; 16] {
         *a
+    }
+
+    #[inline(always)]
+    fn source_addr(a: &[u8; 16]) -> [u8; 16] {
+        *a
+    }
+    #[inline(always)]
+    fn link_local(a: &[u8; 16]) -> bool {
+        a[0] == 0xfe && a[1] & 0xc0 == 0x80
     }
 
     #[inline(always)]

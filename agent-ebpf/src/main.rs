@@ -29,6 +29,8 @@ mod parse;
 #[cfg(target_arch = "bpf")]
 mod policy;
 #[cfg(target_arch = "bpf")]
+mod sources;
+#[cfg(target_arch = "bpf")]
 mod verdict;
 
 #[cfg(target_arch = "bpf")]
@@ -58,7 +60,9 @@ mod prog {
             end: ctx.data_end(),
             len: ctx.data_end() - ctx.data(),
         };
-        if judge(&b, DIR_INGRESS) {
+        // SAFETY: the context the kernel passed in; a plain field read.
+        let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
+        if judge(&b, DIR_INGRESS, ifindex) {
             xdp_action::XDP_PASS
         } else {
             xdp_action::XDP_DROP
@@ -80,7 +84,8 @@ mod prog {
             len,
         };
         // Pass means "next": other TCX programs on the interface still run.
-        if judge(&b, DIR_EGRESS) {
+        // Sources are checked where packets enter (XDP), not where they leave.
+        if judge(&b, DIR_EGRESS, 0) {
             TC_ACT_UNSPEC
         } else {
             TC_ACT_SHOT

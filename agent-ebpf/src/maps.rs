@@ -2,8 +2,9 @@
 //! resizes them at load time from its flags.
 use agent_common::{
     stat, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache4, FlowCache6, FragKey4,
-    FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleName, RuleValue, TokenBucket,
-    BUCKET_SLOTS, COUNTER_SLOTS, FLOW_CACHE_SLOTS, RULE_COUNTER_STRIDE, RULE_IDS,
+    FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleName, RuleValue, SourceKey,
+    SourceValue, TokenBucket, BUCKET_SLOTS, COUNTER_SLOTS, FLOW_CACHE_SLOTS, RULE_COUNTER_STRIDE,
+    RULE_IDS,
 };
 use aya_ebpf::{
     macros::map,
@@ -94,3 +95,10 @@ pub static BUCKETS: PerCpuArray<TokenBucket> = PerCpuArray::with_max_entries(BUC
 /// datapath never reads it.
 #[map]
 pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(RULE_IDS, 0);
+
+/// Which source addresses may enter through which interface
+/// (`agent_common::sources`), written by the agent from the node's routes.
+/// Not preallocated: a node holds a few entries per pod.
+#[map]
+pub static SOURCES: HashMap<SourceKey, SourceValue> =
+    HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);

@@ -1,6 +1,6 @@
-//! One decision for both hooks: the flow cache, then conntrack (one lookup,
-//! direction-normalised key), then identities and the rule trie, then
-//! counters. This module only says in which order the steps run and what each
+//! One decision for both hooks: the source check (XDP), the flow cache, then
+//! conntrack (one lookup, direction-normalised key), then identities and the
+//! rule trie, then counters. This module only says in which order the steps run and what each
 //! outcome means; each step lives in the module of its concern.
 use agent_common::{
     reason, Config, CtValue, CFG_F_EVENTS_ALLOWED, CT_F_REPLY_SEEN, EVENT_VERDICT_PASS, MODE_AUDIT,
@@ -17,7 +17,7 @@ use crate::{
     frag::{later_fragment, note_first_fragment},
     maps::CONFIG,
     parse::{parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, L3},
-    policy,
+    policy, sources,
 };
 
 /// Verdict of an IP packet, counting it on its flow. Each step is reached only
@@ -126,23 +126,35 @@ fn decide_family<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decisi
     r
 }
 
+/// The source check (XDP only: `ifindex` is 0 on TC), then the decision.
+/// It comes before the flow cache and conntrack, so a forged source never
+/// reaches a flow its owner opened.
 #[inline(always)]
-fn judge_v4(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt) -> Decision {
-    let ip = parse_ipv4(b, l3).map_err(|r| (r, false))?;
-    decide_family::<V4>(cfg, &ip, pkt)
+fn guarded<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt, ifindex: u32) -> Decision {
+    if ifindex != 0 {
+        sources::check::<F>(ifindex, &ip.src).map_err(|r| (r, false))?;
+    }
+    decide_family::<F>(cfg, ip, pkt)
 }
 
 #[inline(always)]
-fn judge_v6(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt) -> Decision {
+fn judge_v4(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt, ifindex: u32) -> Decision {
+    let ip = parse_ipv4(b, l3).map_err(|r| (r, false))?;
+    guarded::<V4>(cfg, &ip, pkt, ifindex)
+}
+
+#[inline(always)]
+fn judge_v6(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt, ifindex: u32) -> Decision {
     match parse_ipv6(b, l3).map_err(|r| (r, false))? {
-        Parsed6::Ip(ip) => decide_family::<V6>(cfg, &ip, pkt),
+        Parsed6::Ip(ip) => guarded::<V6>(cfg, &ip, pkt, ifindex),
         Parsed6::NeighbourDiscovery => Ok((reason::PASS_NEIGHBOUR_DISCOVERY, 0)),
     }
 }
 
 /// Judges one frame. Returns true when it may pass, after counting it.
+/// `ifindex` is the interface an XDP packet entered on (0: no source check).
 #[inline(always)]
-pub fn judge(b: &Bounds, dir: u32) -> bool {
+pub fn judge(b: &Bounds, dir: u32, ifindex: u32) -> bool {
     let Some(cfg) = CONFIG.get(0) else {
         return false;
     };
@@ -154,8 +166,8 @@ pub fn judge(b: &Bounds, dir: u32) -> bool {
     // through the kernel's return thunk, which costs real time on CPUs that
     // need SRSO mitigation (as these do).
     let verdict = match parse_l2(b) {
-        Ok(L3::V4(l3)) => judge_v4(b, l3, cfg, &pkt),
-        Ok(L3::V6(l3)) => judge_v6(b, l3, cfg, &pkt),
+        Ok(L3::V4(l3)) => judge_v4(b, l3, cfg, &pkt, ifindex),
+        Ok(L3::V6(l3)) => judge_v6(b, l3, cfg, &pkt, ifindex),
         Ok(L3::NonIp) => Ok((reason::PASS_NON_IP, 0)),
         Err(r) => Err((r, false)),
     };

@@ -214,7 +214,20 @@ pub struct RunArgs {
     pub limits: Limits,
     #[command(flatten)]
     pub timeouts: TimeoutArgs,
-    /// Seconds between re-reads of the node's own addresses (the `host` group).
+    /// An enforced interface that is not a pod interface (name or glob,
+    /// repeatable): its traffic may come from anywhere except this node's
+    /// pods. Every other enforced interface is a pod interface, whose traffic
+    /// must come from the addresses routed to it. Default: the interfaces
+    /// holding the node's default route.
+    #[arg(long = "uplink", value_name = "IFACE")]
+    pub uplinks: Vec<String>,
+    /// Do not check pod interfaces that have no route to a pod address yet
+    /// (by default their IP traffic is dropped as `unknown-endpoint` until
+    /// the CNI's route appears).
+    #[arg(long)]
+    pub allow_unknown_endpoints: bool,
+    /// Seconds between re-reads of the node's own addresses (the `host` group)
+    /// and routes (the addresses behind each pod interface).
     #[arg(long, default_value_t = 5)]
     pub host_refresh_secs: u64,
     /// Seconds between sweeps of expired conntrack entries.

@@ -10,6 +10,7 @@ use tokio::signal::unix::Signal;
 use super::{
     interfaces::{attached_status, reconcile},
     policy_dir::compile_dir,
+    sources::Sources,
 };
 use crate::{
     cli::RunArgs,
@@ -52,6 +53,8 @@ pub(super) struct Agent {
     /// policy was compiled.
     pub kube: Option<KubeView>,
     pub links: Option<LinkWatch>,
+    /// Pod interfaces, uplinks and pod addresses as the source check has them.
+    pub sources: Sources,
     pub reloads: ReloadStats,
 }
 
@@ -146,14 +149,14 @@ impl Agent {
 
     fn on_link_event(&mut self, r: std::io::Result<()>) {
         if let Err(e) = r {
-            warn!("link events: {e}; re-checking interfaces every few seconds");
+            warn!("link and route events: {e}; re-checking interfaces every few seconds");
             self.links = None;
         }
         self.reconcile_interfaces();
     }
 
-    /// A safety net for lost link and directory events, and the poll of the
-    /// node's addresses.
+    /// A safety net for lost link, route and directory events, and the poll
+    /// of the node's addresses.
     fn on_host_tick(&mut self) {
         if self.watch.is_none() {
             self.watch = open_watch(&self.args.policy_dir);
@@ -187,7 +190,12 @@ impl Agent {
         }
     }
 
+    /// Sources first, then attachments: a new pod interface is checked
+    /// (fails closed until its route appears) from its first packet.
     fn reconcile_interfaces(&mut self) {
+        if let Err(e) = self.sources.refresh(&mut self.dp, &self.args) {
+            warn!("source check not updated, will retry: {e:#}");
+        }
         if let Err(e) = reconcile(&mut self.dp, &self.args.ifaces, false) {
             warn!("{e:#}");
         }

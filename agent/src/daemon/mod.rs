@@ -3,10 +3,13 @@
 //!
 //! - `policy_dir`: the policy directory compiled and vetted for this node.
 //! - `interfaces`: --iface patterns reconciled with the interfaces present.
+//! - `sources`: pod interfaces and uplinks, and the addresses routed to each
+//!   pod interface, for the datapath's source check.
 //! - `agent`: the running agent, one handler per event.
 mod agent;
 mod interfaces;
 mod policy_dir;
+mod sources;
 
 pub use agent::ReloadStats;
 
@@ -144,6 +147,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // The new policy goes live before the links switch programs, so the
     // first packet the new programs see is judged by it.
     let gen = dp.apply(&compiled).context("writing the policy maps")?;
+    // Before attaching: every pod interface is checked from its first packet.
+    let mut sources = sources::Sources::default();
+    sources
+        .refresh(&mut dp, &args)
+        .context("learning pod addresses from the routes")?;
     let selected = reconcile(&mut dp, &args.ifaces, true)?;
     dp.commit_pins().context("pinning the maps")?;
     let obs = start_observability(&args, &compiled, gen, attached_status(&dp)).await?;
@@ -168,6 +176,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         obs,
         rule_ids,
         identity_ids,
+        sources,
         reloads: ReloadStats::default(),
     };
     agent.serve(Signals { term, int, hup }).await;

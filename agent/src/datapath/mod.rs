@@ -9,6 +9,8 @@
 //! - `counters`, `rule_names`, `rule_ids`: verdict counters and the rule ids
 //!   they are kept by, stable across reloads; `identity_ids`: identity ids
 //!   stable across reloads, so a pod event rewrites only what it changes.
+//! - `sources`: the `SOURCES` map (anti-spoofing): interface roles and the
+//!   addresses each pod interface owns.
 //! - `test_run`: BPF_PROG_TEST_RUN for tests and benchmarks.
 //! - `error`, `handles`: typed errors and typed access to maps and programs.
 mod attach;
@@ -23,6 +25,7 @@ mod options;
 mod rule_ids;
 mod rule_names;
 mod slots;
+mod sources;
 mod test_run;
 
 pub use attach::Attachment;
@@ -37,6 +40,7 @@ pub use options::{
 pub use rule_ids::StableRuleIds;
 pub use rule_names::{publish_rule_names, rule_names, RuleInfo};
 pub use slots::{ApplyStats, HOST_HASH_MIN};
+pub use sources::{source_addr, IfaceRole, SourcePlan, SourceSync};
 
 use std::path::PathBuf;
 

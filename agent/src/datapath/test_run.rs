@@ -8,11 +8,34 @@ use aya::programs::{SchedClassifier, TestRun, TestRunOptions, Xdp};
 use super::{error::*, handles::*, Datapath};
 
 impl Datapath {
-    /// Runs the XDP program once on `frame` (BPF_PROG_TEST_RUN); returns the action.
+    /// Runs the XDP program once on `frame` (BPF_PROG_TEST_RUN); returns the
+    /// action. The kernel presents it as received on loopback (ifindex 1).
     pub fn xdp_test_run(&self, frame: &[u8], repeat: u32) -> Result<(u32, Duration)> {
+        self.xdp_test_run_on(frame, None, repeat)
+    }
+
+    /// As `xdp_test_run`, as if `frame` entered the interface `ifindex`
+    /// (`xdp_md.ingress_ifindex`; it must exist in the caller's network
+    /// namespace, queue 0).
+    pub fn xdp_test_run_on(
+        &self,
+        frame: &[u8],
+        ifindex: Option<u32>,
+        repeat: u32,
+    ) -> Result<(u32, Duration)> {
         let xdp: &Xdp = program_ref(&self.ebpf, prog_names::XDP)?;
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex,
+        // rx_queue_index, egress_ifindex. The kernel wants data 0 and
+        // data_end the frame's length.
+        let ctx: Vec<u8> = [0, frame.len() as u32, 0, ifindex.unwrap_or(0), 0, 0]
+            .iter()
+            .flat_map(|w| w.to_ne_bytes())
+            .collect();
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
+        if ifindex.is_some() {
+            opts.ctx_in = Some(&ctx);
+        }
         opts.repeat = repeat;
         let r = xdp
             .test_run(opts)

@@ -9,6 +9,11 @@ pub fn list() -> std::io::Result<Vec<String>> {
     Ok(names)
 }
 
+/// The ifindex of interface `name`, if it exists.
+pub fn index_of(name: &str) -> Option<u32> {
+    nix::net::if_::if_nametoindex(name).ok()
+}
+
 /// Interfaces matching any pattern; `lo` only when named exactly.
 pub fn select(
     patterns: &[String],

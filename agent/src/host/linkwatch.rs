@@ -1,6 +1,9 @@
-//! Interface appearances and disappearances, from rtnetlink link events.
-//! The messages themselves are not parsed: any link event triggers a fresh
-//! listing and a reconcile, which is simpler and cannot miss a rename.
+//! Interface appearances and disappearances, and route changes, from
+//! rtnetlink link and route events. The messages themselves are not parsed:
+//! any event triggers a fresh listing (interfaces, routes) and a reconcile,
+//! which is simpler and cannot miss a rename. Route events matter because a
+//! CNI adds a pod's host route after its veth is up: until the agent sees
+//! it, the pod's traffic is refused (`unknown-endpoint`).
 use std::{
     io,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
@@ -9,13 +12,15 @@ use std::{
 use tokio::io::unix::AsyncFd;
 
 const RTMGRP_LINK: u32 = 1;
+const RTMGRP_IPV4_ROUTE: u32 = 0x40;
+const RTMGRP_IPV6_ROUTE: u32 = 0x400;
 
 pub struct LinkWatch {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl LinkWatch {
-    /// Subscribes to link events of the caller's network namespace. Open it
+    /// Subscribes to link and route events of the caller's network namespace. Open it
     /// before the first listing so nothing created in between is missed.
     pub fn new() -> io::Result<Self> {
         // SAFETY: plain socket(2); the descriptor is owned below.
@@ -33,7 +38,7 @@ impl LinkWatch {
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = RTMGRP_LINK;
+        addr.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_ROUTE;
         // SAFETY: `addr` is a valid sockaddr_nl of the size given.
         let r = unsafe {
             libc::bind(
@@ -51,7 +56,7 @@ impl LinkWatch {
         Ok(Self { fd })
     }
 
-    /// Waits for link events and drains them. An overrun (ENOBUFS) means
+    /// Waits for link or route events and drains them. An overrun (ENOBUFS) means
     /// events were lost, which a full reconcile covers just the same.
     pub async fn changed(&mut self) -> io::Result<()> {
         let mut buf = [0u8; 16384];

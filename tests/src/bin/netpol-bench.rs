@@ -5,6 +5,7 @@
 //! the median of each, so drift on a shared machine hits both sides alike.
 use std::{net::Ipv4Addr, path::PathBuf, time::Instant};
 
+use agent_common::SRC_ORIGIN_ROUTE;
 use anyhow::Context as _;
 use aya::{
     programs::{TestRun, TestRunOptions, Xdp},
@@ -12,7 +13,9 @@ use aya::{
 };
 use clap::Parser;
 use netpol_agent::{
-    datapath::{CountingOptions, Datapath, LoadOptions, StableIdentityIds},
+    datapath::{
+        CountingOptions, Datapath, IfaceRole, LoadOptions, SourcePlan, StableIdentityIds,
+    },
     policy::{self, CompileOptions, Group, Policy},
 };
 use netpol_tests::bench_frames as frames;
@@ -50,6 +53,64 @@ struct Args {
     identity_events: usize,
     #[arg(long, default_value = "target/bench/microbench.json")]
     json: PathBuf,
+    /// What the source check sees on the interface the frames enter
+    /// (loopback): `pod` (a pod interface owning every frame's source: one
+    /// hash hit per packet), `uplink` (one miss, then the interface's role),
+    /// `none` (an interface that is not checked: two misses).
+    #[arg(long, value_enum, default_value_t = SourcesMode::Pod)]
+    sources: SourcesMode,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum SourcesMode {
+    Pod,
+    Uplink,
+    None,
+}
+
+/// Loopback's ifindex: BPF_PROG_TEST_RUN frames enter on it.
+const LO: u32 = 1;
+
+/// The source address of an Ethernet + IPv4/IPv6 frame.
+fn frame_source(f: &[u8]) -> Option<std::net::IpAddr> {
+    match u16::from_be_bytes([*f.get(12)?, *f.get(13)?]) {
+        0x0800 => {
+            let a: [u8; 4] = f.get(26..30)?.try_into().ok()?;
+            Some(a.into())
+        }
+        0x86dd => {
+            let a: [u8; 16] = f.get(22..38)?.try_into().ok()?;
+            Some(a.into())
+        }
+        _ => None,
+    }
+}
+
+/// Writes `SOURCES` for `mode`, so every scenario keeps its verdict.
+fn set_sources(dp: &mut Datapath, mode: SourcesMode) -> anyhow::Result<()> {
+    let mut plan = SourcePlan::default();
+    match mode {
+        SourcesMode::None => {}
+        SourcesMode::Pod => {
+            plan.roles.insert(LO, IfaceRole::Pod);
+            for s in frames::scenarios() {
+                for f in s.setup.iter().chain([&s.frame]) {
+                    if let Some(a) = frame_source(f) {
+                        plan.own(LO, a, SRC_ORIGIN_ROUTE);
+                    }
+                }
+            }
+        }
+        SourcesMode::Uplink => {
+            // Pods elsewhere on the node, none of them a frame's source.
+            plan.roles.insert(LO, IfaceRole::Uplink);
+            plan.roles.insert(4000, IfaceRole::Pod);
+            plan.own(4000, "10.0.3.10".parse()?, SRC_ORIGIN_ROUTE);
+            plan.own(4000, "fd00:0:3::10".parse()?, SRC_ORIGIN_ROUTE);
+        }
+    }
+    dp.sync_sources(&plan)?;
+    Ok(())
 }
 
 #[derive(serde::Serialize)]
@@ -218,6 +279,7 @@ fn counters_table(args: &Args, noop: &Xdp) -> anyhow::Result<Vec<CountersRow>> {
         };
         let mut dp = Datapath::load(&opts)?;
         dp.apply(&compiled)?;
+        set_sources(&mut dp, args.sources)?;
         Ok(dp)
     };
     let (on, off) = (load(true)?, load(false)?);
@@ -502,6 +564,7 @@ fn main() -> anyhow::Result<()> {
             ..LoadOptions::default()
         };
         let mut dp = Datapath::load(&opts)?;
+        set_sources(&mut dp, args.sources)?;
         let t = Instant::now();
         dp.apply(&compiled)?;
         eprintln!(
@@ -554,6 +617,7 @@ fn main() -> anyhow::Result<()> {
     }
     let meta = serde_json::json!({
         "kernel": std::fs::read_to_string("/proc/sys/kernel/osrelease")?.trim(),
+        "sources": format!("{:?}", args.sources).to_lowercase(),
         "repeat": args.repeat,
         "rounds": args.rounds,
         "results": rows,

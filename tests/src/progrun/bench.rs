@@ -1,6 +1,6 @@
 //! One loaded datapath, and the checks a test runs frames through.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
 use netpol_agent::datapath::{Datapath, LoadOptions};
 use netpol_agent::policy::{CompileOptions, Compiled};
@@ -23,6 +23,9 @@ pub struct Bench {
     pub test: &'static str,
     pub dp: Datapath,
     failures: RefCell<Vec<String>>,
+    /// The interface XDP frames enter on (`xdp_md.ingress_ifindex`); `None`:
+    /// the kernel's default for test runs, loopback.
+    ingress: Cell<Option<u32>>,
 }
 
 impl std::ops::Drop for Bench {
@@ -62,6 +65,7 @@ impl Bench {
             test,
             dp,
             failures: RefCell::default(),
+            ingress: Cell::new(None),
         };
         bench.apply(yaml, opts);
         Some(bench)
@@ -79,6 +83,12 @@ impl Bench {
         self.dp
             .apply(c)
             .unwrap_or_else(|e| panic!("{test}: applying the policy: {:#}", anyhow::Error::from(e)))
+    }
+
+    /// Makes later XDP frames enter on `ifindex` (which must exist in the
+    /// test's network namespace: loopback, 1, always does).
+    pub fn ingress_on(&self, ifindex: Option<u32>) {
+        self.ingress.set(ifindex);
     }
 
     pub fn counts(&self) -> Counts {
@@ -108,7 +118,8 @@ impl Bench {
         let before = self.counts();
         let (ok_action, got, want_name) = match hook {
             Hook::Xdp => {
-                let (action, _) = self.dp.xdp_test_run(frame, 1).map_err(|e| {
+                let run = self.dp.xdp_test_run_on(frame, self.ingress.get(), 1);
+                let (action, _) = run.map_err(|e| {
                     format!(
                         "{}: {scenario}: XDP test run failed: {e:?}\n{}",
                         self.test,

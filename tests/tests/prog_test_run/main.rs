@@ -20,6 +20,7 @@ mod l2;
 mod malformed;
 mod peers;
 mod reload;
+mod spoofing;
 mod transport;
 mod truncation;
 mod workloads;

@@ -1,0 +1,40 @@
+//! Anti-spoofing: a packet entering a pod interface must come from an address
+//! routed to that interface, and a packet entering an uplink must not come
+//! from a pod of this node. Runs before the flow cache and conntrack, so a
+//! forged packet cannot ride on another pod's established flow.
+use agent_common::{reason, SourceKey, SRC_IFACE_POD, SRC_IFACE_UNKNOWN, SRC_LOCAL_POD, SRC_OWNED};
+
+use crate::{family::Family, maps::SOURCES};
+
+/// What an entry of `SOURCES` says about a packet that found it.
+#[inline(always)]
+fn verdict(kind: u32) -> Result<(), u32> {
+    match kind {
+        // An uplink's own entry (and any kind this build does not know) is no
+        // objection.
+        SRC_OWNED => Ok(()),
+        SRC_LOCAL_POD | SRC_IFACE_POD => Err(reason::DROP_SPOOFED),
+        SRC_IFACE_UNKNOWN => Err(reason::DROP_UNKNOWN_ENDPOINT),
+        _ => Ok(()),
+    }
+}
+
+/// `Err(drop reason)` when `src` may not enter through `ifindex`. One hash
+/// lookup for a pod's own address; a miss looks up the interface's role
+/// (none: the interface is not guarded). IPv6 link-local sources are not
+/// routed traffic and are not checked.
+#[inline(always)]
+pub fn check<F: Family>(ifindex: u32, src: &F::Addr) -> Result<(), u32> {
+    if F::link_local(src) {
+        return Ok(());
+    }
+    let key = SourceKey::new(ifindex, F::source_addr(src));
+    // SAFETY: the value is read at once; the agent replaces entries whole.
+    if let Some(v) = unsafe { SOURCES.get(key) } {
+        return verdict(v.kind);
+    }
+    match unsafe { SOURCES.get(SourceKey::iface(ifindex)) } {
+        Some(v) => verdict(v.kind),
+        None => Ok(()),
+    }
+}

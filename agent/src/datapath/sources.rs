@@ -1,0 +1,283 @@
+//! The `SOURCES` map (anti-spoofing): which interfaces are pod interfaces or
+//! uplinks, and which source addresses each pod interface owns. Written
+//! entry by entry, in an order that never refuses a packet the old or the new
+//! contents would both allow (see `Datapath::sync_sources`).
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
+};
+
+use agent_common::{
+    map_names, SourceKey, SourceValue, SRC_IFACE_POD, SRC_IFACE_UNKNOWN, SRC_IFACE_UPLINK,
+    SRC_LOCAL_POD, SRC_OWNED,
+};
+use aya::maps::{HashMap, MapData};
+
+use super::{error::*, handles::*, Datapath};
+
+/// What an enforced interface is, for the source check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IfaceRole {
+    /// The host side of a pod's link: packets entering it come from the pod
+    /// and must carry one of its addresses.
+    Pod,
+    /// The node's link to the network: packets entering it must not carry the
+    /// address of a pod of this node.
+    Uplink,
+}
+
+/// The contents `SOURCES` should have: interface roles, and the addresses
+/// owned by each pod interface with where each claim came from
+/// (`SRC_ORIGIN_*`: the node's routes today; the Kubernetes API may add its
+/// own claims to the same plan).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SourcePlan {
+    pub roles: BTreeMap<u32, IfaceRole>,
+    pub owned: BTreeMap<u32, BTreeMap<IpAddr, u32>>,
+    /// A pod interface without a known address is not checked (instead of
+    /// dropping its traffic as `unknown-endpoint`).
+    pub allow_unknown: bool,
+}
+
+/// The key form of an address (IPv4-mapped for IPv4).
+pub fn source_addr(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(v4) => SourceKey::mapped_v4(v4.octets()),
+        IpAddr::V6(v6) => v6.octets(),
+    }
+}
+
+impl SourcePlan {
+    /// Records that `addr` belongs behind `ifindex`, claimed by `origin`.
+    pub fn own(&mut self, ifindex: u32, addr: IpAddr, origin: u32) {
+        *self
+            .owned
+            .entry(ifindex)
+            .or_default()
+            .entry(addr)
+            .or_default() |= origin;
+    }
+
+    /// Addresses owned by pod interfaces (claims on other interfaces are
+    /// ignored), deduplicated.
+    pub fn pod_addresses(&self) -> BTreeSet<IpAddr> {
+        self.owned
+            .iter()
+            .filter(|(i, _)| self.roles.get(i) == Some(&IfaceRole::Pod))
+            .flat_map(|(_, a)| a.keys().copied())
+            .collect()
+    }
+
+    /// The map entries this plan stands for.
+    pub fn entries(&self) -> BTreeMap<SourceKey, SourceValue> {
+        let mut out = BTreeMap::new();
+        let local: BTreeMap<IpAddr, u32> = {
+            let mut m = BTreeMap::new();
+            for (i, addrs) in &self.owned {
+                if self.roles.get(i) == Some(&IfaceRole::Pod) {
+                    for (a, o) in addrs {
+                        *m.entry(*a).or_default() |= *o;
+                    }
+                }
+            }
+            m
+        };
+        for (&ifindex, role) in &self.roles {
+            let kind = match role {
+                IfaceRole::Uplink => {
+                    for (a, &origin) in &local {
+                        let v = SourceValue {
+                            kind: SRC_LOCAL_POD,
+                            origin,
+                        };
+                        out.insert(SourceKey::new(ifindex, source_addr(*a)), v);
+                    }
+                    SRC_IFACE_UPLINK
+                }
+                IfaceRole::Pod => {
+                    let owned = self.owned.get(&ifindex).filter(|a| !a.is_empty());
+                    match owned {
+                        Some(addrs) => {
+                            for (a, &origin) in addrs {
+                                let v = SourceValue {
+                                    kind: SRC_OWNED,
+                                    origin,
+                                };
+                                out.insert(SourceKey::new(ifindex, source_addr(*a)), v);
+                            }
+                            SRC_IFACE_POD
+                        }
+                        None if self.allow_unknown => continue,
+                        None => SRC_IFACE_UNKNOWN,
+                    }
+                }
+            };
+            out.insert(SourceKey::iface(ifindex), SourceValue { kind, origin: 0 });
+        }
+        out
+    }
+}
+
+/// What one sync changed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SourceSync {
+    pub written: usize,
+    pub removed: usize,
+}
+
+/// The order in which differences are applied: new and changed addresses
+/// first (an interface never refuses an address it is about to own), then
+/// interface roles, then removed roles, then removed addresses (a departing
+/// interface stops being checked before its addresses go).
+pub fn sync_steps(
+    have: &BTreeMap<SourceKey, SourceValue>,
+    want: &BTreeMap<SourceKey, SourceValue>,
+) -> (Vec<(SourceKey, SourceValue)>, Vec<SourceKey>) {
+    let changed = |k: &SourceKey, v: &SourceValue| have.get(k) != Some(v);
+    let mut writes: Vec<(SourceKey, SourceValue)> = want
+        .iter()
+        .filter(|(k, v)| !k.is_iface() && changed(k, v))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    writes.extend(
+        want.iter()
+            .filter(|(k, v)| k.is_iface() && changed(k, v))
+            .map(|(k, v)| (*k, *v)),
+    );
+    let mut removes: Vec<SourceKey> = have
+        .keys()
+        .filter(|k| k.is_iface() && !want.contains_key(k))
+        .copied()
+        .collect();
+    removes.extend(
+        have.keys()
+            .filter(|k| !k.is_iface() && !want.contains_key(k))
+            .copied(),
+    );
+    (writes, removes)
+}
+
+impl Datapath {
+    /// The current contents of `SOURCES`.
+    pub fn sources(&self) -> Result<BTreeMap<SourceKey, SourceValue>> {
+        let map: HashMap<&MapData, SourceKey, SourceValue> =
+            typed_map_ref(&self.ebpf, map_names::SOURCES)?;
+        map.iter()
+            .map(|r| r.map_err(map_err(map_names::SOURCES)))
+            .collect()
+    }
+
+    /// Makes `SOURCES` hold `plan`, diffing against what the map holds now
+    /// (which an earlier agent may have written: the map is pinned).
+    pub fn sync_sources(&mut self, plan: &SourcePlan) -> Result<SourceSync> {
+        let have = self.sources()?;
+        let want = plan.entries();
+        let (writes, removes) = sync_steps(&have, &want);
+        let mut map: HashMap<&mut MapData, SourceKey, SourceValue> =
+            typed_map(&mut self.ebpf, map_names::SOURCES)?;
+        for (k, v) in &writes {
+            map.insert(k, v, 0).map_err(map_err(map_names::SOURCES))?;
+        }
+        for k in &removes {
+            match map.remove(k) {
+                Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_err(map_names::SOURCES)(e)),
+            }
+        }
+        Ok(SourceSync {
+            written: writes.len(),
+            removed: removes.len(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_common::{SRC_ORIGIN_KUBE, SRC_ORIGIN_ROUTE};
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn plan() -> SourcePlan {
+        let mut p = SourcePlan::default();
+        p.roles.insert(2, IfaceRole::Uplink);
+        p.roles.insert(5, IfaceRole::Pod);
+        p.roles.insert(6, IfaceRole::Pod);
+        p.own(5, ip("10.0.1.10"), SRC_ORIGIN_ROUTE);
+        p.own(5, ip("fd00:0:1::10"), SRC_ORIGIN_ROUTE);
+        p.own(5, ip("10.0.1.10"), SRC_ORIGIN_KUBE);
+        // Routed to an interface that is not a pod interface: ignored.
+        p.own(9, ip("10.9.9.9"), SRC_ORIGIN_ROUTE);
+        p
+    }
+
+    #[test]
+    fn entries_of_pods_and_uplinks() {
+        let e = plan().entries();
+        let v4 = SourceKey::new(5, SourceKey::mapped_v4([10, 0, 1, 10]));
+        assert_eq!(
+            e[&v4],
+            SourceValue {
+                kind: SRC_OWNED,
+                origin: SRC_ORIGIN_ROUTE | SRC_ORIGIN_KUBE
+            }
+        );
+        assert_eq!(
+            e[&SourceKey::new(5, source_addr(ip("fd00:0:1::10")))].kind,
+            SRC_OWNED
+        );
+        assert_eq!(e[&SourceKey::iface(5)].kind, SRC_IFACE_POD);
+        // No address yet: fails closed.
+        assert_eq!(e[&SourceKey::iface(6)].kind, SRC_IFACE_UNKNOWN);
+        assert_eq!(e[&SourceKey::iface(2)].kind, SRC_IFACE_UPLINK);
+        assert_eq!(
+            e[&SourceKey::new(2, SourceKey::mapped_v4([10, 0, 1, 10]))].kind,
+            SRC_LOCAL_POD
+        );
+        assert!(!e.contains_key(&SourceKey::new(2, SourceKey::mapped_v4([10, 9, 9, 9]))));
+        assert!(!e.contains_key(&SourceKey::iface(9)));
+        // Three interface entries, two owned addresses, two on the uplink.
+        assert_eq!(e.len(), 3 + 2 + 2);
+    }
+
+    #[test]
+    fn allow_unknown_leaves_addressless_pods_unchecked() {
+        let mut p = plan();
+        p.allow_unknown = true;
+        let e = p.entries();
+        assert!(!e.contains_key(&SourceKey::iface(6)));
+        assert_eq!(e[&SourceKey::iface(5)].kind, SRC_IFACE_POD);
+    }
+
+    #[test]
+    fn sync_order_never_refuses_an_address_early() {
+        let mut before = SourcePlan::default();
+        before.roles.insert(6, IfaceRole::Pod);
+        before.roles.insert(7, IfaceRole::Pod);
+        before.own(7, ip("10.0.7.1"), SRC_ORIGIN_ROUTE);
+        let mut after = SourcePlan::default();
+        after.roles.insert(6, IfaceRole::Pod);
+        after.own(6, ip("10.0.6.1"), SRC_ORIGIN_ROUTE);
+        let (writes, removes) = sync_steps(&before.entries(), &after.entries());
+        // The new address, then the role that refuses everything else.
+        assert_eq!(
+            writes.iter().map(|(k, _)| *k).collect::<Vec<_>>(),
+            [
+                SourceKey::new(6, SourceKey::mapped_v4([10, 0, 6, 1])),
+                SourceKey::iface(6)
+            ]
+        );
+        // The departed interface's role, then its address.
+        assert_eq!(
+            removes,
+            [
+                SourceKey::iface(7),
+                SourceKey::new(7, SourceKey::mapped_v4([10, 0, 7, 1]))
+            ]
+        );
+        let (w, r) = sync_steps(&after.entries(), &after.entries());
+        assert!(w.is_empty() && r.is_empty());
+    }
+}
