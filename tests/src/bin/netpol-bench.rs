@@ -13,9 +13,7 @@ use aya::{
 };
 use clap::Parser;
 use netpol_agent::{
-    datapath::{
-        CountingOptions, Datapath, IfaceRole, LoadOptions, SourcePlan, StableIdentityIds,
-    },
+    datapath::{CountingOptions, Datapath, IfaceRole, LoadOptions, SourcePlan, StableIdentityIds},
     policy::{self, CompileOptions, Group, Policy},
 };
 use netpol_tests::bench_frames as frames;
