@@ -112,7 +112,7 @@ rules:
 
 #[test]
 fn check_prints_a_document_in_every_format() {
-    let dir = repo().join("examples/localplus");
+    let dir = repo().join("examples/localplus-cidr");
     let dir = dir.to_str().unwrap();
     let table = agent(&["check", dir]);
     let (c, stdout, stderr) = code(&table);
@@ -224,7 +224,7 @@ fn check_refuses_what_run_refuses() {
     // Too big for the maps `run` would size.
     let out = agent(&[
         "check",
-        repo().join("examples/localplus").to_str().unwrap(),
+        repo().join("examples/localplus-cidr").to_str().unwrap(),
         "--rule-max",
         "10",
     ]);

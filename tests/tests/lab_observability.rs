@@ -21,7 +21,7 @@ use netpol_tests::{
 };
 
 fn localplus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-cidr")
 }
 
 /// Ethernet + IPv4 + UDP headers in front of a payload.

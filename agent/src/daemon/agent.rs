@@ -208,16 +208,23 @@ impl Agent {
     fn reload(&mut self) {
         let result = compile_dir(&self.args, &self.host, self.kube.as_ref())
             .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
-            .and_then(|mut c| {
+            .and_then(|(mut c, cluster)| {
                 self.rule_ids.renumber(&mut c);
                 self.identity_ids.renumber(&mut c);
                 self.dp
                     .apply(&c)
-                    .map(|gen| (gen, c))
+                    .map(|gen| (gen, c, cluster))
                     .map_err(|e| format!("reload failed, previous policy stays: {e}"))
             });
         match result {
-            Ok((gen, compiled)) => {
+            Ok((gen, compiled, cluster)) => {
+                // The pods this policy knows decide which routed addresses
+                // are owned: a pod that arrived may now send, and a deleted
+                // pod's address is owned by nobody from here on.
+                self.sources.learn_pods(cluster.as_ref());
+                if let Err(e) = self.sources.refresh(&mut self.dp, &self.args) {
+                    warn!("source check not updated, will retry: {e:#}");
+                }
                 self.applied_host.clone_from(&self.host);
                 self.reloads.ok += 1;
                 self.reloads.last_error = None;

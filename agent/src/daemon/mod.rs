@@ -84,7 +84,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // Compile before touching the kernel: a bad policy must not half-start.
     let compiled = compile_dir(&args, &host, kube.as_ref());
-    let mut compiled = compiled.with_context(|| match &args.kube_objects {
+    let (mut compiled, cluster) = compiled.with_context(|| match &args.kube_objects {
         _ if kube.is_some() => format!(
             "policy directory {} with the Kubernetes API's objects rejected",
             args.policy_dir.display()
@@ -96,6 +96,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         None => format!("policy directory {} rejected", args.policy_dir.display()),
     })?;
+
+    // With Kubernetes identity, the source check takes this node's pods.
+    let node = match &kube {
+        Some(view) => Some(view.node_name().to_owned()),
+        None if args.kube_objects.is_some() => {
+            Some(crate::kube::node_name(args.node_name.as_deref())?)
+        }
+        None => None,
+    };
 
     // Subscribed before the first listing, so no interface slips in between.
     let links = LinkWatch::new()
@@ -148,7 +157,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // first packet the new programs see is judged by it.
     let gen = dp.apply(&compiled).context("writing the policy maps")?;
     // Before attaching: every pod interface is checked from its first packet.
-    let mut sources = sources::Sources::default();
+    let mut sources = sources::Sources::new(node);
+    sources.learn_pods(cluster.as_ref());
     sources
         .refresh(&mut dp, &args)
         .context("learning pod addresses from the routes")?;

@@ -40,21 +40,26 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 /// must not lock the workloads or the node out (unless the flags say so). The
 /// datapath is not touched.
 /// With `--kubernetes`, the workloads and NetworkPolicies are `kube`'s view.
+/// The workloads the policy was compiled with come back with it (`None`
+/// without Kubernetes identity): the source check must see the same pods.
 pub(super) fn compile_dir(
     args: &RunArgs,
     host: &[IpAddr],
     kube: Option<&KubeView>,
-) -> anyhow::Result<policy::Compiled> {
+) -> anyhow::Result<(policy::Compiled, Option<policy::Cluster>)> {
     let limits = args.read.limits();
-    let policy = match (kube, &args.kube_objects) {
+    let (policy, cluster) = match (kube, &args.kube_objects) {
         (Some(view), _) => {
             let (cluster, netpols) = view.snapshot()?;
-            policy::load_dir_with_cluster(&args.policy_dir, cluster, netpols, &limits)?.0
+            let (p, c) =
+                policy::load_dir_with_cluster(&args.policy_dir, cluster, netpols, &limits)?;
+            (p, Some(c))
         }
         (None, Some(objects)) => {
-            policy::load_dir_with_objects(&args.policy_dir, objects, &limits)?.0
+            let (p, c) = policy::load_dir_with_objects(&args.policy_dir, objects, &limits)?;
+            (p, Some(c))
         }
-        (None, None) => policy::load_dir(&args.policy_dir, &limits)?,
+        (None, None) => (policy::load_dir(&args.policy_dir, &limits)?, None),
     };
     let opts = CompileOptions {
         host_addrs: host.to_vec(),
@@ -73,7 +78,7 @@ pub(super) fn compile_dir(
         args.allow_empty_policy,
         args.allow_host_lockout,
     )?;
-    Ok(compiled)
+    Ok((compiled, cluster))
 }
 
 /// Rule ids for the first policy: per-rule counters are kept by id, so ids

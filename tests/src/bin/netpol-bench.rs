@@ -139,7 +139,7 @@ fn extra_prefixes(n: usize) -> Vec<ipnet::IpNet> {
 }
 
 fn policy_with(n: usize) -> anyhow::Result<Policy> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus");
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-cidr");
     let mut p = policy::load_dir(&dir, &policy::ReadLimits::default())?;
     let extra = policy::parse_str(
         "bench.yaml",

@@ -165,7 +165,7 @@ pub struct PolicyDir {
 
 impl PolicyDir {
     pub fn localplus_plus(extra: &[ipnet::IpNet]) -> anyhow::Result<PolicyDir> {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-cidr");
         let path = std::env::temp_dir().join(format!("netpol-traffic-policy-{}", unique_suffix()));
         std::fs::create_dir_all(&path)?;
         let dir = PolicyDir { path };

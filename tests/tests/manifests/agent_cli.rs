@@ -112,12 +112,12 @@ fn configmap_policy_passes_agent_check() {
     // The same policy as the examples, compiled to the same maps.
     let examples = run(Command::new(agent_bin())
         .arg("check")
-        .arg(repo().join("examples/localplus")));
-    assert_success(&examples, "netpol-agent check examples/localplus");
+        .arg(repo().join("examples/localplus-cidr")));
+    assert_success(&examples, "netpol-agent check examples/localplus-cidr");
     let strip = |o: &Output| {
         String::from_utf8_lossy(&o.stdout)
             .replace("deploy/policy", "DIR")
-            .replace("examples/localplus", "DIR")
+            .replace("examples/localplus-cidr", "DIR")
     };
     assert_eq!(strip(&out), strip(&examples));
 }

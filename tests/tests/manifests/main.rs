@@ -1,7 +1,7 @@
 //! The deployment artefacts, checked offline: every Kubernetes manifest in
 //! deploy/ against the Kubernetes schemas (kubernetes-validate, strict), the
 //! DaemonSet's scheduling, privileges, mounts and probes, its arguments against
-//! the agent's real CLI, the policy ConfigMap against examples/localplus, the
+//! the agent's real CLI, the policy ConfigMap against examples/localplus-cidr, the
 //! Dockerfile against the build, the Vagrantfile and tests/e2e scripts for
 //! syntax; and, on the real kernel, that the DaemonSet's capabilities are
 //! exactly what the agent needs.

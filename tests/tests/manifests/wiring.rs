@@ -33,7 +33,7 @@ fn kustomization_ties_the_resources_together() {
     assert_eq!(pod["serviceAccountName"], sa["metadata"]["name"]);
     assert_eq!(pod["automountServiceAccountToken"], true);
 
-    // The policy ConfigMap: byte-identical copies of examples/localplus, all
+    // The policy ConfigMap: byte-identical copies of examples/localplus-cidr, all
     // of them, under a stable name the DaemonSet mounts.
     let gen = k.generator();
     assert_eq!(
@@ -44,7 +44,7 @@ fn kustomization_ties_the_resources_together() {
         .iter()
         .map(|f| s(f, "files[]").to_owned())
         .collect();
-    let examples = repo().join("examples/localplus");
+    let examples = repo().join("examples/localplus-cidr");
     let mut expected = BTreeSet::new();
     for entry in std::fs::read_dir(&examples).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
@@ -53,7 +53,7 @@ fn kustomization_ties_the_resources_together() {
             assert_eq!(
                 read(&copy),
                 read(&examples.join(&name)),
-                "{} differs from examples/localplus/{name}: copy it again",
+                "{} differs from examples/localplus-cidr/{name}: copy it again",
                 copy.display()
             );
             expected.insert(format!("policy/{name}"));
@@ -62,7 +62,7 @@ fn kustomization_ties_the_resources_together() {
     assert!(!expected.is_empty());
     assert_eq!(
         listed, expected,
-        "the generator lists exactly examples/localplus"
+        "the generator lists exactly examples/localplus-cidr"
     );
     let policy_volume = arr(&pod["volumes"], "volumes")
         .iter()

@@ -36,7 +36,7 @@ impl Drop for TempDir {
 }
 
 fn example_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-cidr")
 }
 
 #[test]
