@@ -221,9 +221,10 @@ pub struct RunArgs {
     /// holding the node's default route.
     #[arg(long = "uplink", value_name = "IFACE")]
     pub uplinks: Vec<String>,
-    /// Do not check pod interfaces that have no route to a pod address yet
-    /// (by default their IP traffic is dropped as `unknown-endpoint` until
-    /// the CNI's route appears).
+    /// Do not check pod interfaces that own no address yet: no route to a
+    /// pod address, or with Kubernetes identity no pod of this node holding
+    /// the routed address (by default their IP traffic is dropped as
+    /// `unknown-endpoint` until both are there).
     #[arg(long)]
     pub allow_unknown_endpoints: bool,
     /// Seconds between re-reads of the node's own addresses (the `host` group)

@@ -4,7 +4,8 @@
 //! - `policy_dir`: the policy directory compiled and vetted for this node.
 //! - `interfaces`: --iface patterns reconciled with the interfaces present.
 //! - `sources`: pod interfaces and uplinks, and the addresses routed to each
-//!   pod interface, for the datapath's source check.
+//!   pod interface (held by a pod of this node, with Kubernetes identity),
+//!   for the datapath's source check.
 //! - `agent`: the running agent, one handler per event.
 mod agent;
 mod interfaces;
