@@ -28,3 +28,4 @@ pub mod bench_frames;
 pub mod packet;
 pub mod progrun;
 pub mod reference;
+pub mod reference_k8s;

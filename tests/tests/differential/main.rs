@@ -37,7 +37,9 @@
 //! `policy` and `policy_gen` (generated policies), `yaml` (their text),
 //! `packets` (flow-opening packets), `judges` (the three judges), `harness`
 //! (one datapath for the whole run), `shrink` and `report` (what a
-//! disagreement becomes), `random_run` (the test) and `regressions`.
+//! disagreement becomes), `random_run` (the test), `regressions`, and
+//! `workloads` (the same three judges over generated Kubernetes objects,
+//! selector groups and NetworkPolicies, against `reference_k8s`).
 
 mod addrs;
 mod harness;
@@ -50,6 +52,7 @@ mod regressions;
 mod report;
 mod rng;
 mod shrink;
+mod workloads;
 mod yaml;
 
 /// Policies per run by default: 13 s here idle, 25 s loaded (debug build, 2
