@@ -10,7 +10,7 @@ use std::{
 };
 
 use netpol_tests::Family::{V4, V6};
-use netpol_tests::Proto::Tcp;
+use netpol_tests::Proto::{Tcp, Udp};
 use netpol_tests::{assert_enforced, require_root, serve, AgentProcess, Edge, Lab, NODE_NAME};
 
 const POLICY: &str = r#"
@@ -198,7 +198,7 @@ spec:
   - from:
     - namespaceSelector: {matchLabels: {tier: app}}
       podSelector: {matchLabels: {app: ledger}}
-    ports: [{protocol: TCP, port: 50051}]
+    ports: [{protocol: TCP, port: 50051}, {protocol: UDP, port: 5353}]
 ";
 
 const LEDGER_EGRESS: &str = "
@@ -214,8 +214,8 @@ spec:
     ports: [{port: 50051}]
 ";
 
-/// NetworkPolicies alone, with Kubernetes' semantics: only what a policy
-/// selects is isolated, a connection needs both ends' sides, and adding an
+/// NetworkPolicies alone, with Kubernetes' semantics (TCP and UDP): only
+/// what a policy selects is isolated, a connection needs both ends' sides, and adding an
 /// egress policy later takes effect without a restart.
 #[test]
 fn network_policies_isolate_what_they_select() {
@@ -240,6 +240,11 @@ fn network_policies_isolate_what_they_select() {
         Edge::deny("ledger-b", "wallet", V4, Tcp, 50051),
         Edge::deny("gateway", "wallet", V4, Tcp, 50051),
         Edge::deny("ledger-a", "wallet", V4, Tcp, 7777),
+        // UDP: the port the policy names, from the peers it names only.
+        Edge::allow("ledger-a", "wallet", V4, Udp, 5353),
+        Edge::allow("merchant", "wallet", V6, Udp, 5353),
+        Edge::deny("ledger-b", "wallet", V4, Udp, 5353),
+        Edge::deny("ledger-a", "wallet", V4, Udp, 7777),
         // Pods no policy selects stay open, as in Kubernetes.
         Edge::allow("otel", "ledger-a", V4, Tcp, 7777),
         Edge::allow("ledger-a", "merchant", V4, Tcp, 7777),
