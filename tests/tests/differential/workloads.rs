@@ -588,7 +588,7 @@ fn objects_yaml(w: &Workloads) -> String {
             }
             writeln!(y, "  policyTypes: [{}]", t.join(", ")).unwrap();
         }
-        // Indented under spec by two more spaces than the helper writes.
+        // np_rules_yaml writes keys four spaces deep; under spec they sit at two.
         let mut rules = String::new();
         if let Some(r) = &np.ingress {
             np_rules_yaml(&mut rules, "ingress", "from", r);
