@@ -68,7 +68,8 @@ pub mod reason {
     /// ARP and other non-IP frames.
     pub const PASS_NON_IP: u32 = 2;
     /// IPv6 neighbour discovery (ICMPv6 133-137) and multicast listener
-    /// discovery (130-132, 143), which neighbour discovery relies on.
+    /// discovery (130-132, 143), which neighbour discovery relies on, confined
+    /// to the link (see `DROP_ND_INVALID`).
     pub const PASS_NEIGHBOUR_DISCOVERY: u32 = 3;
     /// A later fragment of a datagram whose first fragment passed.
     pub const PASS_FRAGMENT: u32 = 4;
@@ -95,8 +96,13 @@ pub mod reason {
     pub const DROP_SPOOFED: u32 = 15;
     /// Entered a pod interface whose addresses are not known yet.
     pub const DROP_UNKNOWN_ENDPOINT: u32 = 16;
+    /// ICMPv6 neighbour or multicast listener discovery without the shape
+    /// RFC 4861 / RFC 3810 require of link traffic (hop limit, source and
+    /// destination scope), fragmented, or a router advertisement or redirect
+    /// entering a pod interface.
+    pub const DROP_ND_INVALID: u32 = 17;
 
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 18;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "established",
@@ -116,6 +122,7 @@ pub mod reason {
         "malformed-l4",
         "spoofed",
         "unknown-endpoint",
+        "nd-invalid",
     ];
 }
 

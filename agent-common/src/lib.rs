@@ -27,7 +27,7 @@ pub use values::*;
 /// fields mean. Bump it whenever either changes, even when the sizes do not:
 /// an agent never adopts maps pinned under another version (it builds fresh
 /// ones beside them), so old state is never misread.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -3,6 +3,8 @@
 //! read is bounds-checked; a failure names the layer so it is counted.
 use agent_common::{reason, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
+use crate::nd::{self, Nd};
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -79,7 +81,9 @@ pub enum L3 {
 /// Outcome of parsing an IPv6 packet.
 pub enum Parsed6 {
     Ip(Ip<[u8; 16]>),
-    NeighbourDiscovery,
+    /// ICMPv6 neighbour or multicast listener discovery, and what it is
+    /// (`nd::shape`).
+    NeighbourDiscovery(Nd),
 }
 
 /// Bounds of the packet: [start, end) readable, `len` bytes in total (TC may
@@ -186,8 +190,10 @@ pub fn parse_ipv4(b: &Bounds, l3: usize) -> Result<Ip<[u8; 4]>, u32> {
     })
 }
 
+/// `entering`: the packet enters the node (XDP), which neighbour discovery's
+/// scope rules need.
 #[inline(always)]
-pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
+pub fn parse_ipv6(b: &Bounds, l3: usize, entering: bool) -> Result<Parsed6, u32> {
     const BAD: u32 = reason::DROP_MALFORMED_IPV6;
     let h = b.hdr::<IPV6_HLEN>(l3).ok_or(BAD)?;
     if h[0] >> 4 != 6 {
@@ -200,6 +206,7 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
     }
     let ip_end = l3 + IPV6_HLEN + payload_len;
     let mut next = h[6];
+    let hop_limit = h[7];
     let src = addr::<16>(h, 8);
     let dst = addr::<16>(h, 24);
     let mut off = l3 + IPV6_HLEN;
@@ -257,15 +264,22 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
     let l4 = if let Frag::Later(_) = frag {
         no_l4(next)
     } else {
-        let l4 = parse_l4(b, off, ip_end, next, true)?;
-        // Neighbour discovery (133-137) and the multicast listener messages it
-        // relies on (130-132, 143: joining solicited-node groups, which
-        // MLD-snooping switches need to see) are link infrastructure.
-        if next == IPPROTO_ICMPV6 && matches!(l4.policy_port >> 8, 130..=137 | 143) {
-            return Ok(Parsed6::NeighbourDiscovery);
-        }
-        l4
+        parse_l4(b, off, ip_end, next, true)?
     };
+    // Neighbour discovery (133-137) and the multicast listener messages it
+    // relies on (130-132, 143: joining solicited-node groups, which
+    // MLD-snooping switches need to see) are link infrastructure, if they
+    // have its shape. (A later fragment has no L4 header: its policy_port is 0.)
+    let ty = (l4.policy_port >> 8) as u8;
+    if next == IPPROTO_ICMPV6 && matches!(ty, 130..=137 | 143) {
+        // RFC 6980: discovery messages are never fragmented.
+        let shape = if frag == Frag::None {
+            nd::shape(ty, hop_limit, &src, &dst, entering)
+        } else {
+            Nd::Invalid
+        };
+        return Ok(Parsed6::NeighbourDiscovery(shape));
+    }
     Ok(Parsed6::Ip(Ip {
         src,
         dst,

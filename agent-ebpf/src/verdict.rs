@@ -16,6 +16,7 @@ use crate::{
     flowcache,
     frag::{later_fragment, note_first_fragment},
     maps::CONFIG,
+    nd,
     parse::{parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, L3},
     policy, sources,
 };
@@ -145,9 +146,15 @@ fn judge_v4(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt, ifindex: u32) -> Dec
 
 #[inline(always)]
 fn judge_v6(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt, ifindex: u32) -> Decision {
-    match parse_ipv6(b, l3).map_err(|r| (r, false))? {
+    match parse_ipv6(b, l3, ifindex != 0).map_err(|r| (r, false))? {
         Parsed6::Ip(ip) => guarded::<V6>(cfg, &ip, pkt, ifindex),
-        Parsed6::NeighbourDiscovery => Ok((reason::PASS_NEIGHBOUR_DISCOVERY, 0)),
+        Parsed6::NeighbourDiscovery(shape) => {
+            if nd::passes(shape, ifindex) {
+                Ok((reason::PASS_NEIGHBOUR_DISCOVERY, 0))
+            } else {
+                Err((reason::DROP_ND_INVALID, false))
+            }
+        }
     }
 }
 

@@ -23,7 +23,7 @@ pub struct Stats {
     /// rule than the first: legal (the contract names no rule), worth knowing.
     pub credited_not_first: u64,
     pub ct_checked: u64,
-    /// Neighbour discovery / MLD packets (pass whatever the policy).
+    /// Neighbour discovery / MLD packets (judged by link rules, not policy).
     pub infra: u64,
     pub max_identities: usize,
     pub max_rule_entries: usize,
@@ -131,7 +131,7 @@ impl Harness {
             if obs.ct_rule.is_some() {
                 s.ct_checked += 1;
             }
-            s.infra += u64::from(obs.infra);
+            s.infra += u64::from(obs.discovery.is_some());
         }
         Ok(())
     }

@@ -1,8 +1,8 @@
-//! ICMP and ICMPv6: echo flows, errors judged by type and code, and IPv6
-//! neighbour discovery and MLD, which pass whatever the policy.
+//! ICMP and ICMPv6: echo flows and errors judged by type and code (IPv6
+//! neighbour discovery and MLD are in `nd`).
 
 use agent_common::reason::*;
-use netpol_tests::packet::{Ext, Packet, ETH_P_8021Q};
+use netpol_tests::packet::Packet;
 use netpol_tests::progrun::Want::{Drop, Pass};
 use netpol_tests::progrun::{Bench, Fam, BASE, V4, V6};
 
@@ -139,89 +139,4 @@ fn icmp_errors_follow_policy() {
         );
     }
     b.assert_ct("ICMP errors open no flow", (0, 0));
-}
-
-#[test]
-fn ipv6_neighbour_discovery_passes() {
-    // An empty policy: nothing is allowed, ND must still pass.
-    let Some(b) = Bench::new("ipv6_neighbour_discovery_passes", "{}") else {
-        return;
-    };
-    let target: std::net::Ipv6Addr = "fd00:2::7".parse().unwrap();
-    let nd = |ty: u8, src: &str, dst: &str| {
-        Packet::ip(src, dst)
-            .icmpv6(ty, 0, 0)
-            .payload(&target.octets())
-            .ipv6_mut(|h| h.hop_limit = 255)
-    };
-    b.xdp(
-        "router solicitation",
-        &nd(133, "fe80::1", "ff02::2"),
-        Pass(PASS_NEIGHBOUR_DISCOVERY),
-    );
-    b.xdp(
-        "router advertisement",
-        &nd(134, "fe80::2", "ff02::1"),
-        Pass(PASS_NEIGHBOUR_DISCOVERY),
-    );
-    b.xdp(
-        "neighbour solicitation",
-        &nd(135, "fd00:1::5", "ff02::1:ff00:7"),
-        Pass(PASS_NEIGHBOUR_DISCOVERY),
-    );
-    b.xdp(
-        "neighbour advertisement",
-        &nd(136, "fd00:2::7", "fd00:1::5"),
-        Pass(PASS_NEIGHBOUR_DISCOVERY),
-    );
-    b.xdp(
-        "redirect",
-        &nd(137, "fe80::2", "fd00:1::5"),
-        Pass(PASS_NEIGHBOUR_DISCOVERY),
-    );
-    b.xdp(
-        "neighbour solicitation, 802.1Q-tagged",
-        &nd(135, "::", "ff02::1:ff00:7").vlan(ETH_P_8021Q, 10),
-        Pass(PASS_NEIGHBOUR_DISCOVERY),
-    );
-    b.xdp(
-        "neighbour solicitation behind a hop-by-hop header",
-        &nd(135, "fe80::1", "ff02::1:ff00:7").ext(Ext::hop_by_hop()),
-        Pass(PASS_NEIGHBOUR_DISCOVERY),
-    );
-    // Multicast listener discovery: ND relies on it to join solicited-node
-    // groups (MLD-snooping switches forward NS only to members).
-    for (ty, name) in [
-        (130, "MLD query"),
-        (131, "MLD report"),
-        (132, "MLD done"),
-        (143, "MLDv2 report"),
-    ] {
-        b.xdp(
-            name,
-            &nd(ty, "fe80::1", "ff02::16"),
-            Pass(PASS_NEIGHBOUR_DISCOVERY),
-        );
-    }
-    // Just outside those ranges: ordinary ICMPv6, judged by policy.
-    b.xdp(
-        "node information query (139)",
-        &nd(139, "fe80::1", "ff02::2"),
-        Drop(DROP_POLICY),
-    );
-    b.xdp(
-        "ICMPv6 type 129 without a request",
-        &nd(129, "fe80::1", "ff02::2"),
-        Drop(DROP_POLICY),
-    );
-    b.xdp(
-        "router renumbering (138)",
-        &nd(138, "fe80::1", "ff02::2"),
-        Drop(DROP_POLICY),
-    );
-    b.tc(
-        "neighbour solicitation",
-        &nd(135, "fe80::1", "ff02::1:ff00:7"),
-        Pass(PASS_NEIGHBOUR_DISCOVERY),
-    );
 }

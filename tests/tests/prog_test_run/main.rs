@@ -18,6 +18,7 @@ mod icmp;
 mod ipv6_ext;
 mod l2;
 mod malformed;
+mod nd;
 mod peers;
 mod reload;
 mod spoofing;
