@@ -75,6 +75,9 @@ pub mod reason {
     pub const PASS_FRAGMENT: u32 = 4;
     /// A conntrack entry from an older policy was re-checked and still allowed.
     pub const PASS_RECHECKED: u32 = 5;
+    /// An ICMP or ICMPv6 error quoting a packet of a live conntrack entry's
+    /// flow, sent back to that packet's source.
+    pub const PASS_RELATED: u32 = 6;
 
     pub const FIRST_DROP_REASON: u32 = 8;
     /// No rule allows the packet (default deny).
@@ -89,7 +92,8 @@ pub mod reason {
     pub const DROP_MALFORMED_IPV4: u32 = 12;
     /// Truncated IPv6 header, bad version, or broken/too long extension chain.
     pub const DROP_MALFORMED_IPV6: u32 = 13;
-    /// Truncated TCP/UDP/SCTP/ICMP header or bad TCP data offset.
+    /// Truncated TCP/UDP/SCTP/ICMP header or bad TCP data offset, or an ICMP
+    /// error whose quoted IP header and 8 transport bytes are cut or bad.
     pub const DROP_MALFORMED_L4: u32 = 14;
     /// Entered a pod interface with a source address not routed to it, or an
     /// uplink with the address of a pod of this node (see `SOURCES`).
@@ -101,8 +105,11 @@ pub mod reason {
     /// destination scope), fragmented, or a router advertisement or redirect
     /// entering a pod interface.
     pub const DROP_ND_INVALID: u32 = 17;
+    /// An ICMP or ICMPv6 error whose quoted header belongs to no live flow
+    /// (or is not sent back to the quoted packet's source).
+    pub const DROP_ICMP_UNRELATED: u32 = 18;
 
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 19;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "established",
@@ -111,7 +118,7 @@ pub mod reason {
         "neighbour-discovery",
         "fragment",
         "rechecked",
-        "unused-6",
+        "related",
         "unused-7",
         "policy-denied",
         "revoked",
@@ -123,6 +130,7 @@ pub mod reason {
         "spoofed",
         "unknown-endpoint",
         "nd-invalid",
+        "icmp-unrelated",
     ];
 }
 

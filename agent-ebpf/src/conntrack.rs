@@ -59,10 +59,11 @@ pub fn ct_flags_after(flags: u32, is_orig: bool, proto: u8, tcp_flags: u8) -> u3
 }
 
 /// Whether a packet may belong to a tracked flow. One that opens a flow goes
-/// straight to the policy, and a stateless one never has an entry.
+/// straight to the policy, a stateless one never has an entry, and an ICMP
+/// error is matched by what it quotes (`related`).
 #[inline(always)]
 pub fn looks_up(track: Track) -> bool {
-    track != Track::Open && track != Track::PolicyOnly
+    matches!(track, Track::Lookup | Track::LookupNoCreate | Track::Reply)
 }
 
 /// Whether a packet the policy allows creates (or replaces) its flow's entry.

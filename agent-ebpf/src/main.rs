@@ -31,6 +31,8 @@ mod parse;
 #[cfg(target_arch = "bpf")]
 mod policy;
 #[cfg(target_arch = "bpf")]
+mod related;
+#[cfg(target_arch = "bpf")]
 mod sources;
 #[cfg(target_arch = "bpf")]
 mod verdict;

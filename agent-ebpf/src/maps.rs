@@ -102,3 +102,10 @@ pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(RULE_IDS, 0);
 #[map]
 pub static SOURCES: HashMap<SourceKey, SourceValue> =
     HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// Scratch space for the conntrack key an ICMP error quotes (one per CPU):
+/// the programs' stack, near BPF's 512 bytes, has no room for another key.
+#[map]
+pub static QUOTE_KEY4: PerCpuArray<CtKey4> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static QUOTE_KEY6: PerCpuArray<CtKey6> = PerCpuArray::with_max_entries(1, 0);

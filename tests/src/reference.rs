@@ -172,6 +172,19 @@ pub fn verdict(
         .next()
 }
 
+/// Whether ICMP or ICMPv6 `port` (`type << 8 | code`) is an error
+/// (destination unreachable, source quench, time exceeded, parameter problem;
+/// ICMPv6 1-4). An error passes only when the header it quotes belongs to a
+/// tracked flow, whatever the policy (docs/datapath.md).
+pub fn is_icmp_error(proto: u8, port: u16) -> bool {
+    let ty = port >> 8;
+    match proto {
+        1 => matches!(ty, 3 | 4 | 11 | 12),
+        58 => matches!(ty, 1..=4),
+        _ => false,
+    }
+}
+
 /// Whether ICMPv6 `port` (`type << 8 | code`) is neighbour discovery
 /// (133-137) or the multicast listener discovery it relies on (130-132, 143).
 pub fn is_discovery(proto: u8, port: u16) -> bool {

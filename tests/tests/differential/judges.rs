@@ -91,6 +91,9 @@ pub struct Observation {
     /// IPv6 neighbour discovery or MLD: `Some(passes)` whatever the policy
     /// (`reference::discovery`).
     pub discovery: Option<bool>,
+    /// An ICMP error: these quote nothing, so no flow, and are dropped
+    /// whatever the policy (`reference::is_icmp_error`).
+    pub icmp_error: bool,
     pub allowing: Vec<String>,
     /// `policy::evaluate`: rule id and name.
     pub evaluate: Option<(u32, String)>,
@@ -104,7 +107,7 @@ impl Observation {
     /// Whether the packet should pass: policy allows it, unless it is
     /// discovery, which link rules decide alone.
     pub fn passes(&self) -> bool {
-        self.discovery.unwrap_or(self.reference.is_some())
+        !self.icmp_error && self.discovery.unwrap_or(self.reference.is_some())
     }
 
     /// The checks that failed, by name (empty: all agree).
@@ -177,6 +180,7 @@ impl Observation {
             match self.discovery {
                 Some(true) => " (policy); passes anyway: neighbour discovery / MLD on the link",
                 Some(false) => " (policy); dropped anyway: neighbour discovery / MLD off the link",
+                None if self.icmp_error => " (policy); dropped anyway: an ICMP error of no flow",
                 None => "",
             },
             self.allowing,
@@ -261,6 +265,7 @@ pub fn observe(
         // Frames carry the builder's hop limit, 64: a discovery message with
         // it was routed, and is dropped on both hooks.
         discovery: reference::discovery(p.src, p.dst, p.proto, p.port, 64, true),
+        icmp_error: reference::is_icmp_error(p.proto, p.port),
         allowing,
         evaluate,
         xdp_action,

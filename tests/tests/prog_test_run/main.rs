@@ -20,6 +20,7 @@ mod l2;
 mod malformed;
 mod nd;
 mod peers;
+mod related;
 mod reload;
 mod spoofing;
 mod transport;
