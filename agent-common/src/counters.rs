@@ -108,8 +108,11 @@ pub mod reason {
     /// An ICMP or ICMPv6 error whose quoted header belongs to no live flow
     /// (or is not sent back to the quoted packet's source).
     pub const DROP_ICMP_UNRELATED: u32 = 18;
+    /// A new flow whose source has used up its conntrack quota
+    /// (`Config::ct_source_rate`).
+    pub const DROP_CT_QUOTA: u32 = 19;
 
-    pub const COUNT: u32 = 19;
+    pub const COUNT: u32 = 20;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "established",
@@ -131,6 +134,7 @@ pub mod reason {
         "unknown-endpoint",
         "nd-invalid",
         "icmp-unrelated",
+        "ct-quota",
     ];
 }
 

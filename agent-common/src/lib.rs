@@ -64,7 +64,7 @@ mod tests {
     // Sizes equal the sum of the fields: no implicit padding anywhere.
     #[test]
     fn no_implicit_padding() {
-        assert_eq!(size_of::<Config>(), 4 * 4 + 8 * 13);
+        assert_eq!(size_of::<Config>(), 4 * 4 + 8 * 15);
         assert_eq!(size_of::<IdentityValue>(), 8);
         assert_eq!(size_of::<RuleKey>(), 1 + 4 + 4 + 1 + 2);
         assert_eq!(size_of::<IdKey4>(), 1 + 4);

@@ -28,6 +28,8 @@ pub mod map_names {
     pub const SOURCES: &str = "SOURCES";
     pub const QUOTE_KEY4: &str = "QUOTE_KEY4";
     pub const QUOTE_KEY6: &str = "QUOTE_KEY6";
+    pub const CT_SOURCES: &str = "CT_SOURCES";
+    pub const NEW_FLOW: &str = "NEW_FLOW";
 }
 
 /// Program names (the Rust function names in agent-ebpf).

@@ -18,7 +18,7 @@ use crate::{
     maps::CONFIG,
     nd,
     parse::{parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, Track, L3},
-    policy, related, sources,
+    policy, quota, related, sources,
 };
 
 /// Verdict of an IP packet, counting it on its flow. Each step is reached only
@@ -56,6 +56,9 @@ fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -
             Err(audit) => return deny(&fl, reason::DROP_POLICY, audit),
         };
     if conntrack::creates(l4.track) {
+        if !quota::take(&fl) {
+            return Err((reason::DROP_CT_QUOTA, false));
+        }
         open(&fl, rule.rule_id);
     }
     Ok((reason::PASS_POLICY, rule.rule_id))

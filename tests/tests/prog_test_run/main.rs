@@ -11,6 +11,7 @@
 
 mod audit;
 mod conntrack;
+mod ct_abuse;
 mod egress;
 mod fragments;
 mod frame_length;
