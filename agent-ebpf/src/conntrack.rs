@@ -189,13 +189,15 @@ pub fn create<F: Family>(fl: &Flow<F>, rule_id: u32) -> bool {
     if fl.counting {
         first_count(&mut value.counters, fl.idx, fl.pkt.len);
     }
+    // Passed by reference: by value it would be copied back onto the stack.
+    let value: &CtValue = value;
     // Create-only first, so creations (for fill and eviction figures) are
     // counted once; a SYN reusing a live flow's ports then replaces it.
-    if F::ct().insert(fl.key, &*value, BPF_NOEXIST).is_ok() {
+    if F::ct().insert(fl.key, value, BPF_NOEXIST).is_ok() {
         bump_stat(F::CT_CREATED);
         true
     } else {
-        let _ = F::ct().insert(fl.key, &*value, 0);
+        let _ = F::ct().insert(fl.key, value, 0);
         false
     }
 }

@@ -41,7 +41,10 @@ fn take_from(cfg: &Config, s: &mut NewFlow, t: u64) -> bool {
         return true;
     }
     let cap = cfg.ct_source_burst.wrapping_mul(hz);
-    match CT_SOURCES.get_ptr_mut(&s.src) {
+    // Key and value are passed by reference: by value they would be copied
+    // back onto the stack.
+    let src = &s.src;
+    match CT_SOURCES.get_ptr_mut(src) {
         Some(b) => {
             // SAFETY: map value pointer from a successful lookup.
             let b = unsafe { &mut *b };
@@ -62,7 +65,8 @@ fn take_from(cfg: &Config, s: &mut NewFlow, t: u64) -> bool {
                 last: t,
             };
             // A full map evicts the least recently used source.
-            let _ = CT_SOURCES.insert(&s.src, &s.bucket, 0);
+            let bucket = &s.bucket;
+            let _ = CT_SOURCES.insert(src, bucket, 0);
             cap >= hz
         }
     }
