@@ -68,12 +68,16 @@ pub mod reason {
     /// ARP and other non-IP frames.
     pub const PASS_NON_IP: u32 = 2;
     /// IPv6 neighbour discovery (ICMPv6 133-137) and multicast listener
-    /// discovery (130-132, 143), which neighbour discovery relies on.
+    /// discovery (130-132, 143), which neighbour discovery relies on, confined
+    /// to the link (see `DROP_ND_INVALID`).
     pub const PASS_NEIGHBOUR_DISCOVERY: u32 = 3;
     /// A later fragment of a datagram whose first fragment passed.
     pub const PASS_FRAGMENT: u32 = 4;
     /// A conntrack entry from an older policy was re-checked and still allowed.
     pub const PASS_RECHECKED: u32 = 5;
+    /// An ICMP or ICMPv6 error quoting a packet of a live conntrack entry's
+    /// flow, sent back to that packet's source.
+    pub const PASS_RELATED: u32 = 6;
 
     pub const FIRST_DROP_REASON: u32 = 8;
     /// No rule allows the packet (default deny).
@@ -88,15 +92,27 @@ pub mod reason {
     pub const DROP_MALFORMED_IPV4: u32 = 12;
     /// Truncated IPv6 header, bad version, or broken/too long extension chain.
     pub const DROP_MALFORMED_IPV6: u32 = 13;
-    /// Truncated TCP/UDP/SCTP/ICMP header or bad TCP data offset.
+    /// Truncated TCP/UDP/SCTP/ICMP header or bad TCP data offset, or an ICMP
+    /// error whose quoted IP header and 8 transport bytes are cut or bad.
     pub const DROP_MALFORMED_L4: u32 = 14;
     /// Entered a pod interface with a source address not routed to it, or an
     /// uplink with the address of a pod of this node (see `SOURCES`).
     pub const DROP_SPOOFED: u32 = 15;
     /// Entered a pod interface whose addresses are not known yet.
     pub const DROP_UNKNOWN_ENDPOINT: u32 = 16;
+    /// ICMPv6 neighbour or multicast listener discovery without the shape
+    /// RFC 4861 / RFC 3810 require of link traffic (hop limit, source and
+    /// destination scope), fragmented, or a router advertisement or redirect
+    /// entering a pod interface.
+    pub const DROP_ND_INVALID: u32 = 17;
+    /// An ICMP or ICMPv6 error whose quoted header belongs to no live flow
+    /// (or is not sent back to the quoted packet's source).
+    pub const DROP_ICMP_UNRELATED: u32 = 18;
+    /// A new flow whose source has used up its conntrack quota
+    /// (`Config::ct_source_rate`).
+    pub const DROP_CT_QUOTA: u32 = 19;
 
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 20;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "established",
@@ -105,7 +121,7 @@ pub mod reason {
         "neighbour-discovery",
         "fragment",
         "rechecked",
-        "unused-6",
+        "related",
         "unused-7",
         "policy-denied",
         "revoked",
@@ -116,6 +132,9 @@ pub mod reason {
         "malformed-l4",
         "spoofed",
         "unknown-endpoint",
+        "nd-invalid",
+        "icmp-unrelated",
+        "ct-quota",
     ];
 }
 

@@ -25,9 +25,15 @@ mod frag;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod nd;
+#[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
 mod policy;
+#[cfg(target_arch = "bpf")]
+mod quota;
+#[cfg(target_arch = "bpf")]
+mod related;
 #[cfg(target_arch = "bpf")]
 mod sources;
 #[cfg(target_arch = "bpf")]

@@ -38,3 +38,13 @@ pub fn check<F: Family>(ifindex: u32, src: &F::Addr) -> Result<(), u32> {
         None => Ok(()),
     }
 }
+
+/// Whether `ifindex` is a pod interface (addresses known or not yet).
+#[inline(always)]
+pub fn is_pod(ifindex: u32) -> bool {
+    // SAFETY: the value is read at once; the agent replaces entries whole.
+    match unsafe { SOURCES.get(SourceKey::iface(ifindex)) } {
+        Some(v) => v.kind == SRC_IFACE_POD || v.kind == SRC_IFACE_UNKNOWN,
+        None => false,
+    }
+}

@@ -16,17 +16,23 @@ use crate::{
     flowcache,
     frag::{later_fragment, note_first_fragment},
     maps::CONFIG,
-    parse::{parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, L3},
-    policy, sources,
+    nd,
+    parse::{parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, Track, L3},
+    policy, quota, related, sources,
 };
 
 /// Verdict of an IP packet, counting it on its flow. Each step is reached only
 /// when the cheaper one before it cannot answer: the flow cache, conntrack,
 /// then the policy, which opens the flow or denies it.
 #[inline(always)]
-fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
+fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
     if let Frag::Later(id) = ip.frag {
         return later_fragment::<F>(cfg, ip, id);
+    }
+    // Before the flow's key exists: the error's own key is never used, and
+    // the quote's key would need stack beside it.
+    if ip.l4.track == Track::Related {
+        return related::judge::<F>(b, cfg, ip);
     }
     let l4 = &ip.l4;
     let (key, src_is_b) = ct_key::<F>(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
@@ -50,6 +56,9 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
             Err(audit) => return deny(&fl, reason::DROP_POLICY, audit),
         };
     if conntrack::creates(l4.track) {
+        if !quota::take(&fl) {
+            return Err((reason::DROP_CT_QUOTA, false));
+        }
         open(&fl, rule.rule_id);
     }
     Ok((reason::PASS_POLICY, rule.rule_id))
@@ -118,8 +127,8 @@ fn open<F: Family>(fl: &Flow<F>, rule_id: u32) {
 }
 
 #[inline(always)]
-fn decide_family<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
-    let r = decide_ip::<F>(cfg, ip, pkt);
+fn decide_family<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
+    let r = decide_ip::<F>(b, cfg, ip, pkt);
     if r.is_ok() {
         note_first_fragment::<F>(ip);
     }
@@ -130,24 +139,36 @@ fn decide_family<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decisi
 /// It comes before the flow cache and conntrack, so a forged source never
 /// reaches a flow its owner opened.
 #[inline(always)]
-fn guarded<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt, ifindex: u32) -> Decision {
+fn guarded<F: Family>(
+    b: &Bounds,
+    cfg: &Config,
+    ip: &Ip<F::Addr>,
+    pkt: &Pkt,
+    ifindex: u32,
+) -> Decision {
     if ifindex != 0 {
         sources::check::<F>(ifindex, &ip.src).map_err(|r| (r, false))?;
     }
-    decide_family::<F>(cfg, ip, pkt)
+    decide_family::<F>(b, cfg, ip, pkt)
 }
 
 #[inline(always)]
 fn judge_v4(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt, ifindex: u32) -> Decision {
     let ip = parse_ipv4(b, l3).map_err(|r| (r, false))?;
-    guarded::<V4>(cfg, &ip, pkt, ifindex)
+    guarded::<V4>(b, cfg, &ip, pkt, ifindex)
 }
 
 #[inline(always)]
 fn judge_v6(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt, ifindex: u32) -> Decision {
-    match parse_ipv6(b, l3).map_err(|r| (r, false))? {
-        Parsed6::Ip(ip) => guarded::<V6>(cfg, &ip, pkt, ifindex),
-        Parsed6::NeighbourDiscovery => Ok((reason::PASS_NEIGHBOUR_DISCOVERY, 0)),
+    match parse_ipv6(b, l3, ifindex != 0).map_err(|r| (r, false))? {
+        Parsed6::Ip(ip) => guarded::<V6>(b, cfg, &ip, pkt, ifindex),
+        Parsed6::NeighbourDiscovery(shape) => {
+            if nd::passes(shape, ifindex) {
+                Ok((reason::PASS_NEIGHBOUR_DISCOVERY, 0))
+            } else {
+                Err((reason::DROP_ND_INVALID, false))
+            }
+        }
     }
 }
 

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::datapath::{CountingOptions, Mode, DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE};
+use crate::datapath::{
+    CountingOptions, Mode, DEFAULT_CT_SOURCE_BURST, DEFAULT_CT_SOURCE_RATE,
+    DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE,
+};
 use crate::policy::{self, CapacityError, CompileError, LockoutRefused, PolicyErrors};
 use crate::telemetry::{
     flows::FlowFilter,
@@ -304,6 +307,14 @@ pub struct Limits {
     /// Fragmented datagrams tracked at once, per address family.
     #[arg(long, default_value_t = 8192)]
     pub frag_max: u32,
+    /// New conntrack entries each source address may create per second (0:
+    /// no limit); a new flow over it is dropped (`ct-quota`), so one
+    /// workload cannot evict the others' flows from the shared table.
+    #[arg(long, default_value_t = DEFAULT_CT_SOURCE_RATE)]
+    pub ct_source_rate: u32,
+    /// New conntrack entries a source address may create at once above the rate.
+    #[arg(long, default_value_t = DEFAULT_CT_SOURCE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ct_source_burst: u32,
 }
 
 /// Conntrack timeouts. A live flow's last_seen is refreshed about once a second

@@ -168,10 +168,10 @@ KIND_SUBNETS=$(docker network inspect kind -f '{{range .IPAM.Config}}{{.Subnet}}
 	echo "    from: e2e-allowed"
 	echo "    to: e2e-server"
 	echo "    ports: [8080/tcp]"
-	echo "  - name: pmtu-and-ping"
+	echo "  - name: ping"
 	echo "    from: any"
 	echo "    to: any"
-	echo "    ports: [icmp/3:4, icmp/8, icmpv6/128, icmpv6/2]"
+	echo "    ports: [icmp/8, icmpv6/128]"
 } >"$WORK/e2e.yaml"
 log "policy:"
 cat "$WORK/e2e.yaml" >&2

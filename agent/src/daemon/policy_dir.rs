@@ -32,6 +32,8 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
         rule_max: args.limits.rule_max,
         frag_max: args.limits.frag_max,
         counting: args.counting.options(),
+        ct_source_rate: args.limits.ct_source_rate,
+        ct_source_burst: args.limits.ct_source_burst,
         ..LoadOptions::default()
     }
 }

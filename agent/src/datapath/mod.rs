@@ -34,8 +34,8 @@ pub use error::DatapathError;
 pub use identity_ids::StableIdentityIds;
 pub use load::Adoption;
 pub use options::{
-    CountingOptions, LoadOptions, Mode, Timeouts, DEFAULT_DENIED_FLOW_BURST,
-    DEFAULT_DENIED_FLOW_RATE,
+    CountingOptions, LoadOptions, Mode, Timeouts, DEFAULT_CT_SOURCE_BURST, DEFAULT_CT_SOURCE_RATE,
+    DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE,
 };
 pub use rule_ids::StableRuleIds;
 pub use rule_names::{publish_rule_names, rule_names, RuleInfo};

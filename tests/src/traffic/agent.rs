@@ -58,6 +58,10 @@ impl NetpolAgent {
             .arg(&pin_path)
             .arg("--socket")
             .arg(socket_dir.join("agent.sock"))
+            // The new-flow scenarios open flows from one source at line
+            // rate: a bucket that never runs dry keeps the quota's cost in
+            // the measurement without its drops.
+            .args(["--ct-source-burst", &u32::MAX.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

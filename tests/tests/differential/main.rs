@@ -14,10 +14,12 @@
 //! equal the one the generator meant. One datapath is reused for every policy,
 //! so each `apply` also exercises the diff against the slot's previous contents.
 //! Only packets that open flows are sent: TCP SYN and ICMP echo requests (which
-//! skip conntrack), other ICMP types (policy only), and UDP, SCTP and other
+//! skip conntrack), other ICMP types (policy only; errors quote no flow, so
+//! they are dropped whatever the policy), and UDP, SCTP and other
 //! protocols with a 5-tuple never used before, so no conntrack entry can match.
-//! A few IPv6 neighbour discovery / MLD packets are sent too: they must pass
-//! whatever the policy (`reference::infrastructure`).
+//! A few IPv6 neighbour discovery / MLD packets are sent too: with the
+//! builder's hop limit they were routed, so they are dropped whatever the
+//! policy (`reference::discovery`).
 //! When the datapath allows a packet that creates a conntrack entry, the entry's
 //! rule id is read back: it must be the rule `evaluate` names, and that rule must
 //! be one the reference says allows the packet (the contract does not say which
