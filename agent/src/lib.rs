@@ -13,10 +13,14 @@
 //!   (uses `policy`).
 //! - `cli`, `commands`, `daemon`: the command line and what each command
 //!   does; `daemon` is `run`'s long-lived agent. Nothing imports them.
+//! - `config`: `run`'s flags from a configuration file and `NETPOL_*`
+//!   environment variables, layered under the command line (uses `cli`,
+//!   `policy`).
 
 pub mod bpffs;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod daemon;
 pub mod datapath;
 pub mod host;
