@@ -160,7 +160,11 @@ pub fn layered_command(
             Err(e) => errors.push(e),
         }
     }
-    let known: Vec<String> = args.iter().filter_map(|a| a.get_long()).map(env_var).collect();
+    let known: Vec<String> = args
+        .iter()
+        .filter_map(|a| a.get_long())
+        .map(env_var)
+        .collect();
     for var in env.keys().filter(|k| k.starts_with(ENV_PREFIX)) {
         if !known.contains(var) && !NOT_SETTINGS.contains(&var.as_str()) {
             warnings.push(format!(
@@ -175,7 +179,12 @@ pub fn layered_command(
 
     let ids: BTreeMap<String, String> = args
         .iter()
-        .map(|a| (a.get_long().expect("filtered").to_owned(), a.get_id().to_string()))
+        .map(|a| {
+            (
+                a.get_long().expect("filtered").to_owned(),
+                a.get_id().to_string(),
+            )
+        })
         .collect();
     let cmd = cmd.mut_subcommand("run", |mut sc| {
         for (long, values) in layers {
@@ -327,12 +336,7 @@ fn from_file(
             ),
         ));
     };
-    let wrong = |found: &str, pos| {
-        err(
-            pos,
-            format!("expected {}, found {found}", expected(a)),
-        )
-    };
+    let wrong = |found: &str, pos| err(pos, format!("expected {}, found {found}", expected(a)));
     let scalars: Vec<&SettingScalar> = match (&s.value, shape(a)) {
         (SettingValue::Scalar(v), Shape::Switch) => {
             return match v.as_bool() {
@@ -347,9 +351,10 @@ fn from_file(
         (SettingValue::Scalar(v), _) => return Err(wrong(v.describe, v.pos)),
         (other, _) => return Err(wrong(other.describe(), s.pos)),
     };
-    if let Some(v) = scalars.iter().find(|v| {
-        matches!(v.describe, "nothing (null)" | "a list" | "a mapping")
-    }) {
+    if let Some(v) = scalars
+        .iter()
+        .find(|v| matches!(v.describe, "nothing (null)" | "a list" | "a mapping"))
+    {
         return Err(wrong(v.describe, v.pos));
     }
     let values: Vec<String> = scalars.iter().map(|v| v.text.clone()).collect();
@@ -388,13 +393,8 @@ fn from_env(run: &Command, a: &Arg, var: &str, text: &str) -> Result<Vec<String>
             .collect(),
         Shape::One => vec![text.to_owned()],
     };
-    validate(run, a, &values).map_err(|(i, why)| {
-        err(format!(
-            "{:?} is not {}: {why}",
-            values[i],
-            expected_one(a)
-        ))
-    })?;
+    validate(run, a, &values)
+        .map_err(|(i, why)| err(format!("{:?} is not {}: {why}", values[i], expected_one(a))))?;
     Ok(values)
 }
 
@@ -490,10 +490,22 @@ mod tests {
         let r = run_with(&["run"], &env).unwrap();
         assert_eq!(r.counting.listen.to_string(), "0.0.0.0:1002");
         assert_eq!(r.ifaces, ["env0", "env1"]);
-        assert_eq!(r.policy_dir, PathBuf::from("/etc/netpol"), "still the file's");
+        assert_eq!(
+            r.policy_dir,
+            PathBuf::from("/etc/netpol"),
+            "still the file's"
+        );
         // The command line over both; a repeated flag replaces the list.
         let r = run_with(
-            &["run", "--listen", "0.0.0.0:1003", "--iface", "cli0", "--iface", "cli1"],
+            &[
+                "run",
+                "--listen",
+                "0.0.0.0:1003",
+                "--iface",
+                "cli0",
+                "--iface",
+                "cli1",
+            ],
             &env,
         )
         .unwrap();
@@ -514,13 +526,18 @@ mod tests {
 
     #[test]
     fn switches_and_the_node_name() {
-        let file = TempFile::new("iface: [a]\npolicy-dir: p\nenforce-host: true\nlog-format: json\n");
+        let file =
+            TempFile::new("iface: [a]\npolicy-dir: p\nenforce-host: true\nlog-format: json\n");
         let f = file.arg();
         let r = run_with(&["run", "--config", &f], &[]).unwrap();
         assert!(r.enforce_host);
         assert_eq!(r.log_format, LogFormat::Json);
         // The environment switches off what the file switched on.
-        let r = run_with(&["run", "--config", &f], &[("NETPOL_ENFORCE_HOST", "false")]).unwrap();
+        let r = run_with(
+            &["run", "--config", &f],
+            &[("NETPOL_ENFORCE_HOST", "false")],
+        )
+        .unwrap();
         assert!(!r.enforce_host);
         let r = run_with(&["run", "--config", &f], &[("NODE_NAME", "n1")]).unwrap();
         assert_eq!(r.node_name.as_deref(), Some("n1"));
@@ -569,17 +586,15 @@ mod tests {
             format!("{f}:6:1: listen: expected an address and port (ADDR:PORT), found a list")
         );
         assert!(
-            lines[4].starts_with(&format!("{f}:7:7: mode: \"strict\" is not one of enforce, audit")),
+            lines[4].starts_with(&format!(
+                "{f}:7:7: mode: \"strict\" is not one of enforce, audit"
+            )),
             "{e}"
         );
         assert!(lines[5].contains("unknown setting \"iface2\""), "{e}");
         assert_eq!(lines.len(), 6, "{e}");
 
-        let e = run_with(
-            &["run", "--config", &f],
-            &[("NETPOL_CT_MAX", "-1")],
-        )
-        .unwrap_err();
+        let e = run_with(&["run", "--config", &f], &[("NETPOL_CT_MAX", "-1")]).unwrap_err();
         assert!(
             e.contains("environment: NETPOL_CT_MAX: \"-1\" is not a whole number"),
             "{e}"
@@ -587,7 +602,10 @@ mod tests {
         let e = run_with(&["run", "--config", "/nonexistent/netpol.yaml"], &[]).unwrap_err();
         assert!(e.starts_with("/nonexistent/netpol.yaml: "), "{e}");
         let e = run_with(&["run", "--config", "/dev/null"], &[]).unwrap_err();
-        assert!(e.contains("/dev/null") && e.contains("not a regular file"), "{e}");
+        assert!(
+            e.contains("/dev/null") && e.contains("not a regular file"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -632,7 +650,9 @@ mod tests {
                 candidates.extend(["7", "127.0.0.1:7", "x7"].map(String::from));
                 let v = candidates
                     .into_iter()
-                    .find(|c| !defaults.contains(c) && validate(run, a, &[c.clone()]).is_ok())
+                    .find(|c| {
+                        !defaults.contains(c) && validate(run, a, std::slice::from_ref(c)).is_ok()
+                    })
                     .unwrap_or_else(|| panic!("no sample value for --{:?}", a.get_long()));
                 (format!("{v:?}"), v.clone(), vec![v])
             }
@@ -674,7 +694,11 @@ mod tests {
                 assert_eq!(raw(&m), want, "--{long} from the file");
             }
             let env_value = if long == "config" { base.arg() } else { env };
-            let want = if long == "config" { vec![base.arg()] } else { want };
+            let want = if long == "config" {
+                vec![base.arg()]
+            } else {
+                want
+            };
             let vars: BTreeMap<String, String> = [
                 (env_var(long), env_value),
                 ("NETPOL_CONFIG".to_owned(), base.arg()),

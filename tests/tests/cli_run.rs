@@ -207,11 +207,7 @@ fn settings_come_from_the_command_line_then_the_environment_then_the_file() {
     );
 
     // The command line over both.
-    let out = run_configured(
-        &config,
-        &env,
-        &["--iface", "cli0", "--log-format", "json"],
-    );
+    let out = run_configured(&config, &env, &["--iface", "cli0", "--log-format", "json"]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     let records = json_records(&err);
@@ -250,7 +246,11 @@ fn bad_settings_name_file_line_and_key_and_exit_2() {
         )),
         "{err}"
     );
-    let out = run_configured(&config, &[("NETPOL_CONFIG", "/nonexistent/other.yaml")], &[]);
+    let out = run_configured(
+        &config,
+        &[("NETPOL_CONFIG", "/nonexistent/other.yaml")],
+        &[],
+    );
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("log-fromat") && !err.contains("other.yaml"),

@@ -172,7 +172,12 @@ fn exact_counts_from_metrics_flows_and_stats() {
     // enter the host side of ledger-a's veth, where XDP sees them come in,
     // yet they are traffic leaving the pod.
     const K: u64 = 4;
-    udp_send(&a.ns, a.ip(V4), &vec![world.sock(V4, 9999); K as usize], DENIED_LEN);
+    udp_send(
+        &a.ns,
+        a.ip(V4),
+        &vec![world.sock(V4, 9999); K as usize],
+        DENIED_LEN,
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     let allowed_frame = UDP_FRAME_OVERHEAD + ALLOWED_LEN as u64;
@@ -284,7 +289,11 @@ fn exact_counts_from_metrics_flows_and_stats() {
     let n = attached.len() as u64;
     let on = |labels: &[(&str, &str)]| metric_sum(&metrics, "netpol_agent_interfaces", labels);
     assert_eq!(on(&[("hook", "xdp")]), n, "{metrics}");
-    assert_eq!(on(&[("hook", "xdp"), ("mode", "native")]), n, "veths run XDP natively");
+    assert_eq!(
+        on(&[("hook", "xdp"), ("mode", "native")]),
+        n,
+        "veths run XDP natively"
+    );
     assert_eq!(on(&[("hook", "xdp"), ("mode", "generic")]), 0);
     assert_eq!(on(&[("hook", "tcx"), ("mode", "none")]), n);
     assert!(
@@ -355,7 +364,10 @@ fn sre_series(agent: &AgentProcess, metrics: &str) {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs_f64();
-    assert!(start > now - 3600.0 && start <= now + 1.0, "{start} vs {now}");
+    assert!(
+        start > now - 3600.0 && start <= now + 1.0,
+        "{start} vs {now}"
+    );
     assert!(one_sample(metrics, "process_open_fds").0 > 3.0);
     one_sample(metrics, "process_cpu_seconds_total");
     // The policy's content hash, the same as /status says.
@@ -364,11 +376,20 @@ fn sre_series(agent: &AgentProcess, metrics: &str) {
     assert_eq!(hash.len(), 16, "{status}");
     let (v, line) = one_sample(metrics, "netpol_agent_policy_hash_info");
     assert_eq!(v, 1.0);
-    assert_eq!(line, format!("netpol_agent_policy_hash_info{{hash=\"{hash}\"}} 1"));
+    assert_eq!(
+        line,
+        format!("netpol_agent_policy_hash_info{{hash=\"{hash}\"}} 1")
+    );
     // The first policy went live at start-up; the first sweep runs at once.
-    let (live, _) = one_sample(metrics, "netpol_agent_last_reload_success_timestamp_seconds");
+    let (live, _) = one_sample(
+        metrics,
+        "netpol_agent_last_reload_success_timestamp_seconds",
+    );
     assert!(live > now - 600.0 && live <= now + 1.0, "{live} vs {now}");
-    assert_eq!(one_sample(metrics, "netpol_agent_reload_duration_seconds_count").0, 0.0);
+    assert_eq!(
+        one_sample(metrics, "netpol_agent_reload_duration_seconds_count").0,
+        0.0
+    );
     assert!(one_sample(metrics, "netpol_agent_ct_gc_runs_total").0 >= 1.0);
     assert!(one_sample(metrics, "netpol_agent_ct_gc_duration_seconds_count").0 >= 1.0);
     one_sample(metrics, "netpol_agent_ct_gc_deleted_total");
@@ -445,7 +466,10 @@ fn flood_of_denied_flows_keeps_aggregates_exact_and_map_bounded() {
         assert!(scrapes < 2000, "the sender never finished");
     }
     sender.join().unwrap();
-    assert!(last[2] > 0, "the denied-flow map evicted under churn: {last:?}");
+    assert!(
+        last[2] > 0,
+        "the denied-flow map evicted under churn: {last:?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     let m = http_ok(&lab.node, "/metrics");
@@ -760,7 +784,10 @@ fn per_rule_counters_follow_rule_names_across_a_reordering_reload() {
     // A new rule: a new hash, the old series gone; the reload is timed.
     let hash1 = policy_hash(&agent, &m);
     assert_ne!(hash1, hash0);
-    assert_eq!(one_sample(&m, "netpol_agent_reload_duration_seconds_count").0, 1.0);
+    assert_eq!(
+        one_sample(&m, "netpol_agent_reload_duration_seconds_count").0,
+        1.0
+    );
     let (live1, _) = one_sample(&m, "netpol_agent_last_reload_success_timestamp_seconds");
     assert!(live1 >= live0, "{live1} < {live0}");
 
@@ -774,7 +801,11 @@ fn per_rule_counters_follow_rule_names_across_a_reordering_reload() {
     wait_generation(&agent, 3);
     let m = http_ok(&lab.node, "/metrics");
     assert_eq!(policy_hash(&agent, &m), hash1, "{m}");
-    let reloads = metric_sum(&m, "netpol_agent_policy_reloads_total", &[("result", "success")]);
+    let reloads = metric_sum(
+        &m,
+        "netpol_agent_policy_reloads_total",
+        &[("result", "success")],
+    );
     assert_eq!(
         one_sample(&m, "netpol_agent_reload_duration_seconds_count").0 as u64,
         reloads
@@ -787,7 +818,10 @@ fn policy_hash(agent: &AgentProcess, metrics: &str) -> String {
     let status: serde_json::Value = serde_json::from_str(&socket_ok(agent, "/status")).unwrap();
     let hash = status["policy_hash"].as_str().unwrap().to_owned();
     let (_, line) = one_sample(metrics, "netpol_agent_policy_hash_info");
-    assert_eq!(line, format!("netpol_agent_policy_hash_info{{hash=\"{hash}\"}} 1"));
+    assert_eq!(
+        line,
+        format!("netpol_agent_policy_hash_info{{hash=\"{hash}\"}} 1")
+    );
     hash
 }
 

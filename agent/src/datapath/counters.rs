@@ -1,7 +1,9 @@
 //! The verdict counters as the loaded object holds them, summed over CPUs.
 
 use agent_common::{map_names, reason, Counter, CtKey4, CtKey6, CtValue, COUNTER_SLOTS};
-use agent_common::{rule_counter_index, stat, RULE_IDS, RULE_REASONS, TRAFFIC_EGRESS, TRAFFIC_INGRESS};
+use agent_common::{
+    rule_counter_index, stat, RULE_IDS, RULE_REASONS, TRAFFIC_EGRESS, TRAFFIC_INGRESS,
+};
 use anyhow::Context as _;
 use aya::maps::PerCpuValues;
 use aya::maps::{HashMap, MapData, PerCpuArray};
@@ -70,7 +72,11 @@ pub fn read_counters<T: std::borrow::Borrow<MapData>>(
         let audited = (idx / reason::COUNT) % 2 == 1;
         let dir = idx / (2 * reason::COUNT);
         rows.push(CounterRow {
-            traffic: if dir == TRAFFIC_INGRESS { "ingress" } else { "egress" },
+            traffic: if dir == TRAFFIC_INGRESS {
+                "ingress"
+            } else {
+                "egress"
+            },
             verdict: if r < reason::FIRST_DROP_REASON {
                 "pass"
             } else if audited {

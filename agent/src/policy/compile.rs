@@ -310,9 +310,8 @@ impl Compiled {
         // A node address inside a group's CIDRs makes an identity of its own
         // (`host` and that group), on that node only; its rule entries repeat
         // those of `host` and of the group.
-        let node_split = |id: u32| {
-            has_host(id) && self.identity(id).is_some_and(|i| i.groups.len() > 1)
-        };
+        let node_split =
+            |id: u32| has_host(id) && self.identity(id).is_some_and(|i| i.groups.len() > 1);
         let mut lines: Vec<String> = Vec::new();
         for (net, v) in &self.ids_v4 {
             if !has_host(v.id) {
@@ -325,7 +324,10 @@ impl Compiled {
             }
         }
         for (len, key, value) in &self.rules {
-            let (src, dst) = (u32::from_be_bytes(key.src_id), u32::from_be_bytes(key.dst_id));
+            let (src, dst) = (
+                u32::from_be_bytes(key.src_id),
+                u32::from_be_bytes(key.dst_id),
+            );
             if node_split(src) || node_split(dst) {
                 continue;
             }

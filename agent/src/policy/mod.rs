@@ -78,9 +78,9 @@ pub use netpol::{Direction, NetworkPolicy, SideRule, Workloads};
 pub use parse::{parse_str, parse_str_with};
 pub use ports::{blocks as port_blocks, parse as parse_port};
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
-pub use settings::{read_settings, parse_settings, Setting, SettingScalar, SettingValue};
-pub use suggest::did_you_mean;
+pub use settings::{parse_settings, read_settings, Setting, SettingScalar, SettingValue};
 pub use source::{ReadLimits, DEFAULT_DIR_SIZE_MAX, DEFAULT_FILE_SIZE_MAX};
+pub use suggest::did_you_mean;
 pub use trace::{
     check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
     RuleCheck, Side, SideVerdict, WorkloadVerdict,

@@ -41,7 +41,9 @@ pub enum SettingValue {
     List(Vec<SettingScalar>),
     /// A mapping, or a list holding something else than scalars: no setting
     /// takes one; `describe` says what it is.
-    Other { describe: &'static str },
+    Other {
+        describe: &'static str,
+    },
 }
 
 impl SettingValue {
@@ -217,10 +219,7 @@ mod tests {
             "c.yaml:2:1: listen: set twice (first at line 1, column 1)"
         );
         let e = parse_settings("c.yaml", "- a\n").unwrap_err();
-        assert!(
-            e.first().to_string().contains("expected a mapping"),
-            "{e}"
-        );
+        assert!(e.first().to_string().contains("expected a mapping"), "{e}");
         let e = parse_settings("c.yaml", "a: 1\n---\nb: 2\n").unwrap_err();
         assert!(e.first().to_string().contains("several"), "{e}");
         let s = parse_settings("c.yaml", "iface: {a: 1}\nuplink: [[a]]\n").unwrap();

@@ -154,30 +154,54 @@ pub fn read_bookkeeping(pinned: &Pinned) -> anyhow::Result<Bookkeeping> {
         (
             "fragments",
             [map_names::FRAG4, map_names::FRAG6],
-            pinned.lru::<FragKey4, FragValue>(map_names::FRAG4)?.keys().count() as u64
-                + pinned.lru::<FragKey6, FragValue>(map_names::FRAG6)?.keys().count() as u64,
+            pinned
+                .lru::<FragKey4, FragValue>(map_names::FRAG4)?
+                .keys()
+                .count() as u64
+                + pinned
+                    .lru::<FragKey6, FragValue>(map_names::FRAG6)?
+                    .keys()
+                    .count() as u64,
         ),
         (
             "identities",
             [map_names::IDS4, map_names::IDS6],
-            pinned.lpm_trie::<IdKey4, IdentityValue>(map_names::IDS4)?.keys().count() as u64
-                + pinned.lpm_trie::<IdKey6, IdentityValue>(map_names::IDS6)?.keys().count() as u64,
+            pinned
+                .lpm_trie::<IdKey4, IdentityValue>(map_names::IDS4)?
+                .keys()
+                .count() as u64
+                + pinned
+                    .lpm_trie::<IdKey6, IdentityValue>(map_names::IDS6)?
+                    .keys()
+                    .count() as u64,
         ),
         (
             "hosts",
             [map_names::HOSTS4, map_names::HOSTS6],
-            pinned.hash::<IdKey4, IdentityValue>(map_names::HOSTS4)?.keys().count() as u64
-                + pinned.hash::<IdKey6, IdentityValue>(map_names::HOSTS6)?.keys().count() as u64,
+            pinned
+                .hash::<IdKey4, IdentityValue>(map_names::HOSTS4)?
+                .keys()
+                .count() as u64
+                + pinned
+                    .hash::<IdKey6, IdentityValue>(map_names::HOSTS6)?
+                    .keys()
+                    .count() as u64,
         ),
         (
             "rules",
             [map_names::RULES, ""],
-            pinned.lpm_trie::<RuleKey, RuleValue>(map_names::RULES)?.keys().count() as u64,
+            pinned
+                .lpm_trie::<RuleKey, RuleValue>(map_names::RULES)?
+                .keys()
+                .count() as u64,
         ),
         (
             "sources",
             [map_names::SOURCES, ""],
-            pinned.hash::<SourceKey, SourceValue>(map_names::SOURCES)?.keys().count() as u64,
+            pinned
+                .hash::<SourceKey, SourceValue>(map_names::SOURCES)?
+                .keys()
+                .count() as u64,
         ),
     ];
     for (map, names, entries) in agent_maps {

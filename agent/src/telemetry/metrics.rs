@@ -118,7 +118,10 @@ impl OwnMetrics {
     /// below an earlier reading; a counter must never go down (`rate()`
     /// would read it as a reset), so the highest value seen is reported.
     pub fn evictions(&self, map: &'static str, derived: u64) -> u64 {
-        let mut seen = self.evictions_seen.lock().unwrap_or_else(|p| p.into_inner());
+        let mut seen = self
+            .evictions_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         let max = seen.entry(map).or_default();
         *max = (*max).max(derived);
         *max
@@ -402,14 +405,26 @@ mod tests {
             interface: i.into(),
             xdp_mode: m.into(),
         };
-        let counts = interface_counts(&[a("uplink0", "driver"), a("lxc1", "generic"), a("lxc2", "driver")]);
+        let counts = interface_counts(&[
+            a("uplink0", "driver"),
+            a("lxc1", "generic"),
+            a("lxc2", "driver"),
+        ]);
         assert_eq!(
             counts,
-            vec![("xdp", "native", 2), ("xdp", "generic", 1), ("tcx", "none", 3)]
+            vec![
+                ("xdp", "native", 2),
+                ("xdp", "generic", 1),
+                ("tcx", "none", 3)
+            ]
         );
         assert_eq!(
             interface_counts(&[]),
-            vec![("xdp", "native", 0), ("xdp", "generic", 0), ("tcx", "none", 0)]
+            vec![
+                ("xdp", "native", 0),
+                ("xdp", "generic", 0),
+                ("tcx", "none", 0)
+            ]
         );
     }
 

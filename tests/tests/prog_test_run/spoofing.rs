@@ -6,9 +6,7 @@
 //! which each test makes a pod interface or an uplink in the `SOURCES` map;
 //! the other pods' interfaces exist only as map entries (IFINDEX_OTHER_POD).
 
-use agent_common::{
-    reason::*, SourceKey, SourceValue, SRC_IFACE_POD_UNCHECKED, SRC_ORIGIN_ROUTE,
-};
+use agent_common::{reason::*, SourceKey, SourceValue, SRC_IFACE_POD_UNCHECKED, SRC_ORIGIN_ROUTE};
 use netpol_agent::datapath::{IfaceRole, SourcePlan};
 use netpol_agent::policy::CompileOptions;
 use netpol_tests::packet::{Packet, TCP_ACK, TCP_SYN};

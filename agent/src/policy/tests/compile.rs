@@ -711,9 +711,11 @@ fn from_files(texts: &[(&str, &str)], host: &[&str]) -> Compiled {
 
 #[test]
 fn the_content_hash_names_what_is_enforced_not_how_it_was_written() {
-    let groups = "groups:\n  a: [10.0.1.0/24]\n  b: [10.0.2.0/24, \"fd00::/64\"]\n  c: [10.0.3.0/24]\n";
+    let groups =
+        "groups:\n  a: [10.0.1.0/24]\n  b: [10.0.2.0/24, \"fd00::/64\"]\n  c: [10.0.3.0/24]\n";
     let rules = "rules:\n  - name: a-to-b\n    from: a\n    to: b\n    ports: [443/tcp]\n  - name: c-to-a\n    from: c\n    to: a\n";
-    let reordered_groups = "groups:\n  c: [10.0.3.0/24]\n  b: [10.0.2.0/24, \"fd00::/64\"]\n  a: [10.0.1.0/24]\n";
+    let reordered_groups =
+        "groups:\n  c: [10.0.3.0/24]\n  b: [10.0.2.0/24, \"fd00::/64\"]\n  a: [10.0.1.0/24]\n";
     let reordered_rules = "rules:\n  - name: c-to-a\n    from: c\n    to: a\n  - name: a-to-b\n    from: a\n    to: b\n    ports: [443/tcp]\n";
     let one = from_files(&[("g.yaml", groups), ("r.yaml", rules)], &["192.168.0.1"]);
     let hash = one.content_hash();
@@ -725,11 +727,21 @@ fn the_content_hash_names_what_is_enforced_not_how_it_was_written() {
         &["192.168.0.2", "10.0.1.7"],
     );
     assert_ne!(one.ids_v4, two.ids_v4, "the node's addresses differ");
-    assert_eq!(two.content_hash(), hash, "{}\n---\n{}", one.canonical_text(), two.canonical_text());
+    assert_eq!(
+        two.content_hash(),
+        hash,
+        "{}\n---\n{}",
+        one.canonical_text(),
+        two.canonical_text()
+    );
     // Another port, another group address, another rule name: another hash.
     for (what, g, r) in [
         ("port", groups, rules.replace("443/tcp", "444/tcp")),
-        ("cidr", &groups.replace("10.0.3.0/24", "10.0.4.0/24") as &str, rules.to_owned()),
+        (
+            "cidr",
+            &groups.replace("10.0.3.0/24", "10.0.4.0/24") as &str,
+            rules.to_owned(),
+        ),
         ("name", groups, rules.replace("a-to-b", "a-to-b2")),
     ] {
         let other = from_files(&[("g.yaml", g), ("r.yaml", &r)], &["192.168.0.1"]);
