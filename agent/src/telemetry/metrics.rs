@@ -153,6 +153,18 @@ pub fn interface_counts(attached: &[Attached]) -> Vec<(&'static str, &'static st
     ]
 }
 
+/// The `reason` label of a datapath reason: the four kinds of malformed
+/// packet (`malformed-l2`, `-ipv4`, `-ipv6`, `-l4`) are one `malformed`
+/// series, which is what an alert on a rise of malformed drops reads;
+/// `netpol-agent stats` keeps the layer.
+pub fn metric_reason(reason: &'static str) -> &'static str {
+    if reason.starts_with("malformed-") {
+        "malformed"
+    } else {
+        reason
+    }
+}
+
 /// Builds metric families in a registry of one scrape.
 struct Scrape {
     reg: Registry,
@@ -226,7 +238,12 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
         &series,
     )?;
     for r in read_rows(&state.pinned, &rules)? {
-        let l = [r.traffic, r.verdict, r.reason, r.rule.as_str()];
+        let l = [
+            r.traffic,
+            r.verdict,
+            metric_reason(r.reason),
+            r.rule.as_str(),
+        ];
         packets.with_label_values(&l).inc_by(r.packets);
         bytes.with_label_values(&l).inc_by(r.bytes);
     }
@@ -397,6 +414,25 @@ mod tests {
         assert_eq!(last, 31);
         // Each map has its own.
         assert_eq!(own.evictions("denied_flows", 3), 3);
+    }
+
+    #[test]
+    fn malformed_reasons_are_one_series() {
+        for r in agent_common::reason::NAMES {
+            let label = metric_reason(r);
+            if r.starts_with("malformed") {
+                assert_eq!(label, "malformed", "{r}");
+            } else {
+                assert_eq!(label, r);
+            }
+        }
+        assert_eq!(
+            agent_common::reason::NAMES
+                .iter()
+                .filter(|r| metric_reason(r) == "malformed")
+                .count(),
+            4
+        );
     }
 
     #[test]
