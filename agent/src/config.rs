@@ -36,10 +36,15 @@ const NODE_NAME_ENV: &str = "NODE_NAME";
 /// `NETPOL_*` variables that are not settings: the build and test tooling
 /// reads them. They are not reported as unknown.
 const NOT_SETTINGS: &[&str] = &[
+    "NETPOL_AGENT_BIN",
     "NETPOL_BPF_TOOLCHAIN",
+    "NETPOL_EBPF_TOOLCHAIN",
     "NETPOL_GIT_REVISION",
+    "NETPOL_RUSTC_VERSION",
     "NETPOL_SETUP_NO_BPFFS",
 ];
+/// Prefixes of more such variables (the differential test's knobs).
+const NOT_SETTINGS_PREFIXES: &[&str] = &["NETPOL_DIFF_"];
 
 /// The environment variable of the flag `--long`: `policy-dir` ->
 /// `NETPOL_POLICY_DIR`.
@@ -74,10 +79,34 @@ pub fn parse(
     argv: Vec<OsString>,
     env: impl IntoIterator<Item = (OsString, OsString)>,
 ) -> Result<Parsed, ParseError> {
+    // Settings are text: a NETPOL_ variable that is not UTF-8 is refused
+    // (for `run`) rather than left out, which would quietly fall back to the
+    // file or the default.
+    let mut not_text = Vec::new();
     let env: BTreeMap<String, String> = env
         .into_iter()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .filter_map(|(k, v)| {
+            let k = k.into_string().ok()?;
+            match v.into_string() {
+                Ok(v) => Some((k, v)),
+                Err(_) => {
+                    if k.starts_with(ENV_PREFIX) || k == NODE_NAME_ENV {
+                        not_text.push(PolicyError {
+                            file: "environment".into(),
+                            line: 0,
+                            column: 0,
+                            field: k,
+                            message: "the value is not UTF-8 text".into(),
+                        });
+                    }
+                    None
+                }
+            }
+        })
         .collect();
+    if !not_text.is_empty() && argv.get(1).and_then(|a| a.to_str()) == Some("run") {
+        return Err(ParseError::Settings(PolicyErrors(not_text).into()));
+    }
     let (cmd, warnings) = layered_command(&argv, &env).map_err(ParseError::Settings)?;
     let matches = cmd.try_get_matches_from(argv).map_err(ParseError::Clap)?;
     let cli = Cli::from_arg_matches(&matches).map_err(ParseError::Clap)?;
@@ -166,7 +195,9 @@ pub fn layered_command(
         .map(env_var)
         .collect();
     for var in env.keys().filter(|k| k.starts_with(ENV_PREFIX)) {
-        if !known.contains(var) && !NOT_SETTINGS.contains(&var.as_str()) {
+        let tooling = NOT_SETTINGS.contains(&var.as_str())
+            || NOT_SETTINGS_PREFIXES.iter().any(|p| var.starts_with(p));
+        if !known.contains(var) && !tooling {
             warnings.push(format!(
                 "environment variable {var} is not a setting of run and is ignored{}",
                 did_you_mean(var, known.iter().map(String::as_str))
@@ -605,6 +636,23 @@ mod tests {
         assert!(
             e.contains("/dev/null") && e.contains("not a regular file"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn a_variable_that_is_not_text_is_refused() {
+        use std::os::unix::ffi::OsStringExt as _;
+        let vars = vec![(
+            OsString::from("NETPOL_POLICY_DIR"),
+            OsString::from_vec(vec![b'/', 0xff]),
+        )];
+        let argv = argv(&["run", "--iface", "a", "--policy-dir", "p"]);
+        let Err(ParseError::Settings(e)) = parse(argv, vars) else {
+            panic!("accepted")
+        };
+        assert_eq!(
+            crate::cli::error_lines(&e),
+            ["environment: NETPOL_POLICY_DIR: the value is not UTF-8 text"]
         );
     }
 
