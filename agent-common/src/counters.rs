@@ -20,10 +20,28 @@ pub const fn flow_counter_index(dir: u32, from_b: bool) -> usize {
     (dir as usize & 1) * 2 + from_b as usize
 }
 
+/// The hook's direction: XDP sees packets entering an interface, TC (TCX
+/// egress) packets leaving it.
 pub const DIR_INGRESS: u32 = 0;
 pub const DIR_EGRESS: u32 = 1;
 
-/// Counters are indexed by direction, whether the drop was only audited, and reason.
+/// The aggregates' side, read from the workload: `TRAFFIC_INGRESS` enters
+/// it (a pod, or the node from the network), `TRAFFIC_EGRESS` leaves it.
+/// On an uplink that is the hook's direction; on a pod interface (the host
+/// side of the pod's veth) it is the other way round: what enters the
+/// veth's XDP hook is leaving the pod. See `traffic_of`.
+pub const TRAFFIC_INGRESS: u32 = 0;
+pub const TRAFFIC_EGRESS: u32 = 1;
+
+/// The traffic side of a packet seen by the hook of direction `dir` on an
+/// interface that is (`pod_side`) or is not a pod interface.
+#[inline(always)]
+pub const fn traffic_of(dir: u32, pod_side: bool) -> u32 {
+    (dir & 1) ^ (pod_side as u32)
+}
+
+/// Counters are indexed by traffic side, whether the drop was only audited,
+/// and reason.
 pub const COUNTER_SLOTS: u32 = 2 * 2 * reason::COUNT;
 
 #[inline(always)]
@@ -37,8 +55,8 @@ pub const fn counter_index(dir: u32, audited: bool, reason: u32) -> u32 {
 /// counted by direction and reason only.
 pub const RULE_IDS: u32 = 4096;
 
-/// Per-rule counters: per rule id, `RULE_COUNTER_STRIDE` slots of (direction,
-/// rule reason), half of them per direction.
+/// Per-rule counters: per rule id, `RULE_COUNTER_STRIDE` slots of (traffic
+/// side, rule reason), half of them per side.
 pub const RULE_COUNTER_STRIDE: u32 = 8;
 /// Reasons a rule is credited with, in `rule_counter_index` order.
 pub const RULE_REASONS: [u32; 3] = [

@@ -68,7 +68,7 @@ mod prog {
         };
         // SAFETY: the context the kernel passed in; a plain field read.
         let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-        if judge(&b, DIR_INGRESS, ifindex) {
+        if judge(&b, DIR_INGRESS, ifindex, true) {
             xdp_action::XDP_PASS
         } else {
             xdp_action::XDP_DROP
@@ -90,8 +90,11 @@ mod prog {
             len,
         };
         // Pass means "next": other TCX programs on the interface still run.
-        // Sources are checked where packets enter (XDP), not where they leave.
-        if judge(&b, DIR_EGRESS, 0) {
+        // Sources are checked where packets enter (XDP), not where they leave;
+        // the interface still says from which side the packet is counted.
+        // SAFETY: the context the kernel passed in; a plain field read.
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        if judge(&b, DIR_EGRESS, ifindex, false) {
             TC_ACT_UNSPEC
         } else {
             TC_ACT_SHOT

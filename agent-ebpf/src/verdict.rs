@@ -3,7 +3,8 @@
 //! rule trie, then counters. This module only says in which order the steps run and what each
 //! outcome means; each step lives in the module of its concern.
 use agent_common::{
-    reason, Config, CtValue, CFG_F_EVENTS_ALLOWED, CT_F_REPLY_SEEN, EVENT_VERDICT_PASS, MODE_AUDIT,
+    reason, traffic_of, Config, CtValue, CFG_F_EVENTS_ALLOWED, CT_F_REPLY_SEEN, EVENT_VERDICT_PASS,
+    MODE_AUDIT,
 };
 
 use crate::{
@@ -173,9 +174,10 @@ fn judge_v6(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt, ifindex: u32) -> Dec
 }
 
 /// Judges one frame. Returns true when it may pass, after counting it.
-/// `ifindex` is the interface an XDP packet entered on (0: no source check).
+/// `ifindex` is the interface the hook runs on; `check_sources` runs the
+/// source check on it (XDP: where packets enter).
 #[inline(always)]
-pub fn judge(b: &Bounds, dir: u32, ifindex: u32) -> bool {
+pub fn judge(b: &Bounds, dir: u32, ifindex: u32, check_sources: bool) -> bool {
     let Some(cfg) = CONFIG.get(0) else {
         return false;
     };
@@ -186,9 +188,10 @@ pub fn judge(b: &Bounds, dir: u32, ifindex: u32) -> bool {
     // Everything is inlined into the entry point: a BPF-to-BPF call returns
     // through the kernel's return thunk, which costs real time on CPUs that
     // need SRSO mitigation (as these do).
+    let src_ifindex = if check_sources { ifindex } else { 0 };
     let verdict = match parse_l2(b) {
-        Ok(L3::V4(l3)) => judge_v4(b, l3, cfg, &pkt, ifindex),
-        Ok(L3::V6(l3)) => judge_v6(b, l3, cfg, &pkt, ifindex),
+        Ok(L3::V4(l3)) => judge_v4(b, l3, cfg, &pkt, src_ifindex),
+        Ok(L3::V6(l3)) => judge_v6(b, l3, cfg, &pkt, src_ifindex),
         Ok(L3::NonIp) => Ok((reason::PASS_NON_IP, 0)),
         Err(r) => Err((r, false)),
     };
@@ -196,6 +199,9 @@ pub fn judge(b: &Bounds, dir: u32, ifindex: u32) -> bool {
         Ok((r, rule_id)) => (true, r, rule_id, false),
         Err((r, audit)) => (false, r, 0, audit || cfg.mode == MODE_AUDIT),
     };
-    count_verdict(dir, pass, why, rule_id, audited, pkt.len);
+    // The aggregates read from the workload's side: on a pod interface the
+    // hook's direction is the pod's opposite one.
+    let traffic = traffic_of(dir, sources::is_pod(ifindex));
+    count_verdict(traffic, pass, why, rule_id, audited, pkt.len);
     pass || audited
 }

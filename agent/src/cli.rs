@@ -169,8 +169,28 @@ pub struct UninstallArgs {
     pub pin_path: PathBuf,
 }
 
+/// How `run` writes its log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people (env_logger's format).
+    #[default]
+    Text,
+    /// One JSON object per line: ts, level, target, msg.
+    Json,
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// A YAML file of settings: each key is a flag's long name (`policy-dir:
+    /// /etc/netpol`, `iface: [uplink0, "lxc*"]`). A flag on the command line
+    /// wins over its NETPOL_<FLAG> environment variable, which wins over the
+    /// file, which wins over the default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format: `text` for people, `json` for one object per line (ts,
+    /// level, target, msg) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Interface name or glob to enforce on (repeatable), e.g. `eth0` or `lxc*`.
     #[arg(long = "iface", required = true)]
     pub ifaces: Vec<String>,
@@ -192,8 +212,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub kubernetes: bool,
     /// The name of this node as Kubernetes knows it (its pods'
-    /// `spec.nodeName`); default: the host name, as kubelet.
-    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    /// `spec.nodeName`); default: NODE_NAME from the environment, else the
+    /// host name, as kubelet.
+    #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
     /// Where maps are pinned in bpffs.
     #[arg(long, default_value = DEFAULT_PIN_PATH)]

@@ -425,6 +425,7 @@ fn status_reads_the_agents_document() {
             xdp_mode: "driver".into(),
         }],
         kubernetes_synced: None,
+        policy_hash: "0123456789abcdef".into(),
     };
     let fake = FakeAgent::serve(&doc);
     let out = agent(&["status", "--socket", &fake.addr]);
@@ -435,6 +436,7 @@ fn status_reads_the_agents_document() {
         "mode:              enforce".into(),
         "ready:             yes".into(),
         "policy generation: 4".into(),
+        "policy hash:       0123456789abcdef".into(),
         "reloads:           3 succeeded, 1 failed".into(),
         "last reload error: p.yaml:5:13: rules[0].ports[0]: \"tcp:53\": write 53/tcp".into(),
         "  uplink0    driver   tcx egress".into(),

@@ -97,12 +97,12 @@ fn send_from(ns: &Netns, src: IpAddr, sport: u16, dst: SocketAddr, payload: &[u8
         .unwrap_or_else(|e| panic!("send {src} -> {dst}: {e}"));
 }
 
-/// Verdict counters of the agent: (direction, verdict, reason) -> packets.
+/// Verdict counters of the agent: (traffic, verdict, reason) -> packets.
 fn counters(agent: &AgentProcess) -> BTreeMap<(String, String, String), u64> {
     let mut out = BTreeMap::new();
     for r in cli_json(agent, &["stats", "--json"]).as_array().unwrap() {
         let key = (
-            r["direction"].as_str().unwrap_or("").to_owned(),
+            r["traffic"].as_str().unwrap_or("").to_owned(),
             r["verdict"].as_str().unwrap_or("").to_owned(),
             r["reason"].as_str().unwrap_or("").to_owned(),
         );
@@ -111,9 +111,11 @@ fn counters(agent: &AgentProcess) -> BTreeMap<(String, String, String), u64> {
     out
 }
 
+/// Drops of packets a pod sent: they enter the host side of its veth, and
+/// count as traffic leaving the workload (`egress`).
 fn dropped(agent: &AgentProcess, reason: &str) -> u64 {
     counters(agent)
-        .get(&("ingress".into(), "drop".into(), reason.into()))
+        .get(&("egress".into(), "drop".into(), reason.into()))
         .copied()
         .unwrap_or(0)
 }

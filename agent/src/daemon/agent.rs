@@ -2,7 +2,12 @@
 //! per event (a policy change, a Kubernetes change, a link event, the host
 //! tick, the conntrack sweep). Every handler keeps the last good policy
 //! enforced when it fails.
-use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use log::{error, info, warn};
 use tokio::signal::unix::Signal;
@@ -183,9 +188,16 @@ impl Agent {
     }
 
     fn on_gc_tick(&mut self) {
-        match self.dp.collect_expired() {
-            Ok(0) => {}
-            Ok(n) => info!("conntrack: reclaimed {n} expired entries"),
+        let started = Instant::now();
+        let result = self.dp.collect_expired();
+        let deleted = result.as_ref().map_or(0, |s| s.conntrack);
+        self.obs.own.swept(started.elapsed(), deleted as u64);
+        match result {
+            Ok(s) if s.conntrack + s.fragments == 0 => {}
+            Ok(s) => info!(
+                "conntrack: reclaimed {} expired entries ({} fragment entries)",
+                s.conntrack, s.fragments
+            ),
             Err(e) => warn!("conntrack sweep: {e}"),
         }
     }
@@ -206,6 +218,7 @@ impl Agent {
     /// Compiles the policy directory and swaps it in; a policy that does not
     /// compile or apply leaves the last good one enforced.
     fn reload(&mut self) {
+        let started = Instant::now();
         let result = compile_dir(&self.args, &self.host, self.kube.as_ref())
             .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
             .and_then(|(mut c, cluster)| {
@@ -228,12 +241,14 @@ impl Agent {
                 self.applied_host.clone_from(&self.host);
                 self.reloads.ok += 1;
                 self.reloads.last_error = None;
+                self.obs.own.policy_live(Some(started.elapsed()));
                 info!("policy generation {gen} enforced");
                 if let Err(e) = self.obs.set_rules(&compiled) {
                     warn!("publishing rule names: {e:#}");
                 }
             }
             Err(e) => {
+                self.obs.own.reload_failed(started.elapsed());
                 self.reloads.failed += 1;
                 error!("{e} ({} failed reloads so far)", self.reloads.failed);
                 self.reloads.last_error = Some(e);

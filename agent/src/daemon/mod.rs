@@ -52,6 +52,8 @@ async fn start_observability(
         args.counting.metrics_top_flows as usize,
     ));
     state.set_rules(compiled).context("publishing rule names")?;
+    // The first policy went live: the reload timestamp starts here.
+    state.own.policy_live(None);
     state.update(|s| {
         s.ready = true;
         s.policy_generation = gen;

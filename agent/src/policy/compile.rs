@@ -286,3 +286,71 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
         rule_audit,
     })
 }
+
+impl Compiled {
+    /// What this policy enforces, independent of where it came from: every
+    /// identity prefix and rule entry written with group and rule names
+    /// instead of ids (ids depend on the order of the files and on the
+    /// agent's history, and the rule names of a renumbered policy include
+    /// removed rules), one line each, sorted. A rule that allows nothing
+    /// enforces nothing and does not show. Prefixes of the node's own
+    /// addresses, and the entries of identities a node address splits off a
+    /// group, are left out: they differ between nodes by design, while the
+    /// policy does not.
+    pub fn canonical_text(&self) -> String {
+        let groups = |id: u32| -> String {
+            self.identity(id)
+                .map(|i| i.groups.join(","))
+                .unwrap_or_else(|| format!("#{id}"))
+        };
+        let has_host = |id: u32| {
+            self.identity(id)
+                .is_some_and(|i| i.groups.iter().any(|g| g == BUILTIN_HOST))
+        };
+        // A node address inside a group's CIDRs makes an identity of its own
+        // (`host` and that group), on that node only; its rule entries repeat
+        // those of `host` and of the group.
+        let node_split =
+            |id: u32| has_host(id) && self.identity(id).is_some_and(|i| i.groups.len() > 1);
+        let mut lines: Vec<String> = Vec::new();
+        for (net, v) in &self.ids_v4 {
+            if !has_host(v.id) {
+                lines.push(format!("prefix {net} [{}] {}", groups(v.id), v.flags));
+            }
+        }
+        for (net, v) in &self.ids_v6 {
+            if !has_host(v.id) {
+                lines.push(format!("prefix {net} [{}] {}", groups(v.id), v.flags));
+            }
+        }
+        for (len, key, value) in &self.rules {
+            let (src, dst) = (
+                u32::from_be_bytes(key.src_id),
+                u32::from_be_bytes(key.dst_id),
+            );
+            if node_split(src) || node_split(dst) {
+                continue;
+            }
+            let name = self.rule_name(value.rule_id).unwrap_or("");
+            lines.push(format!(
+                "rule /{len} [{}] -> [{}] {} {} {name} {}",
+                groups(src),
+                groups(dst),
+                key.proto,
+                u16::from_be_bytes(key.port),
+                value.flags
+            ));
+        }
+        lines.sort();
+        lines.dedup();
+        lines.join("\n")
+    }
+
+    /// The first 16 hex digits of the SHA-256 of `canonical_text`: two
+    /// nodes enforcing the same policy show the same hash.
+    pub fn content_hash(&self) -> String {
+        let mut hex = crate::sha256_hex(self.canonical_text().as_bytes());
+        hex.truncate(16);
+        hex
+    }
+}

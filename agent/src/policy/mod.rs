@@ -5,6 +5,8 @@
 //! - `parse`: one file's tree to a `PolicyFile`; `cidr`, `ports`: the scalars.
 //! - `source`: files read as hostile input (regular files only, bounded,
 //!   one ConfigMap generation per directory).
+//! - `settings`: a flat YAML mapping of names to scalars or lists, read the
+//!   same way, with positions (the agent's configuration file).
 //! - `load`: a directory's files, merged into a `Policy`.
 //! - `selector`, `cluster`: label selectors, and the Kubernetes objects
 //!   (Namespaces, Pods) selector groups are resolved against.
@@ -36,6 +38,7 @@ mod netpol;
 mod parse;
 mod ports;
 mod selector;
+mod settings;
 mod source;
 mod suggest;
 mod trace;
@@ -75,7 +78,9 @@ pub use netpol::{Direction, NetworkPolicy, SideRule, Workloads};
 pub use parse::{parse_str, parse_str_with};
 pub use ports::{blocks as port_blocks, parse as parse_port};
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
+pub use settings::{parse_settings, read_settings, Setting, SettingScalar, SettingValue};
 pub use source::{ReadLimits, DEFAULT_DIR_SIZE_MAX, DEFAULT_FILE_SIZE_MAX};
+pub use suggest::did_you_mean;
 pub use trace::{
     check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
     RuleCheck, Side, SideVerdict, WorkloadVerdict,

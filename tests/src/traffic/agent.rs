@@ -127,7 +127,9 @@ impl NetpolAgent {
             serde_json::from_slice(&out.stdout).context("parsing netpol-agent stats --json")?;
         let mut v = Verdicts::default();
         for r in rows {
-            if r["direction"] != "ingress" {
+            // The DUT's interface holds its default route: an uplink, whose
+            // XDP hook counts what enters the node (`ingress`).
+            if r["traffic"] != "ingress" {
                 continue;
             }
             let n = r["packets"].as_u64().unwrap_or(0);
