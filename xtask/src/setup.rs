@@ -36,6 +36,10 @@ const PACKAGES: &[&str] = &[
     "ruby",
     "python3",
     "python3-venv",
+    // The container test builds the image from the Dockerfile and runs it:
+    // Debian's podman, with runc (the runtime that works in this sandbox).
+    "podman",
+    "runc",
 ];
 
 /// Python tools the tests drive, installed into their own venv (Debian's
