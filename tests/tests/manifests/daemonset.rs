@@ -8,6 +8,13 @@ use serde_json::Value;
 use crate::kustomize::{capabilities_added, flag, flags, kustomization, the_container, CAPABILITIES};
 use crate::support::arr;
 
+/// The maps' memlock at the default sizes, measured with `bpftool map show`
+/// (docs/deploy.md): 119 MiB whatever the CPU count, 1.5 MiB per CPU; and the
+/// process's peak with room for a reload.
+const MAPS_FIXED_MIB: f64 = 119.0;
+const MAPS_PER_CPU_MIB: f64 = 1.5;
+const PROCESS_MIB: f64 = 48.0;
+
 /// A pod interface of each common CNI, named as that CNI names it.
 const CNI_INTERFACES: &[(&str, &str)] = &[
     ("AWS VPC CNI", "eni0a1b2c3d4e5"),
@@ -216,5 +223,24 @@ fn daemonset_runs_on_every_pool_with_least_privilege() {
                 "resources.{kind}.{res} is set"
             );
         }
+    }
+    // Memory from the measured maps (docs/deploy.md, "Memory and CPU"): the
+    // request holds a 16-CPU node's need, the limit a 96-CPU node's with 25%
+    // headroom, at the default map sizes the settings keep.
+    let mib = |q: &Value| {
+        let q = q.as_str().expect("a quantity");
+        q.strip_suffix("Mi")
+            .and_then(|n| n.parse::<f64>().ok())
+            .or_else(|| q.strip_suffix("Gi").and_then(|n| n.parse::<f64>().ok()).map(|g| g * 1024.0))
+            .unwrap_or_else(|| panic!("memory {q}: write it in Mi or Gi"))
+    };
+    let need = |cpus: f64| MAPS_FIXED_MIB + MAPS_PER_CPU_MIB * cpus + PROCESS_MIB;
+    assert!(mib(&c["resources"]["requests"]["memory"]) >= need(16.0));
+    assert!(mib(&c["resources"]["limits"]["memory"]) >= 1.25 * need(96.0));
+    for sized in ["--ct-max", "--denied-flow-max", "--frag-max", "--rule-max", "--prefix-max"] {
+        assert!(
+            flag(&args, sized).is_none(),
+            "{sized} changes the map memory: measure again and size the resources"
+        );
     }
 }

@@ -165,6 +165,8 @@ pub fn metric_names(expr: &str) -> BTreeSet<String> {
             .next()
             .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
             && next != Some("(")
+            // `sum by (...) (...)`: an aggregation with its grouping first.
+            && !next.is_some_and(|n| n == "by" || n == "without")
             && !KEYWORDS.contains(&t.to_lowercase().as_str())
             // Durations after `offset` and numbers like 1e3 start with a digit;
             // 0x... too. Names only.

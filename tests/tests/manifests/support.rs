@@ -141,12 +141,6 @@ pub fn yaml_docs_of(text: &str) -> Vec<Value> {
     yaml_docs(&path)
 }
 
-pub fn yaml_doc(path: &Path) -> Value {
-    let mut docs = yaml_docs(path);
-    assert_eq!(docs.len(), 1, "{} must hold one document", path.display());
-    docs.remove(0)
-}
-
 pub fn s<'a>(v: &'a Value, what: &str) -> &'a str {
     v.as_str()
         .unwrap_or_else(|| panic!("{what}: expected a string, found {v}"))
