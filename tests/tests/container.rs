@@ -31,6 +31,9 @@ use netpol_tests::{
 };
 
 const PODMAN: &str = "/usr/bin/podman";
+/// The seccomp profile podman applies by default (Debian's
+/// golang-github-containers-common).
+const SECCOMP_DEFAULT: &str = "/usr/share/containers/seccomp.json";
 
 /// podman's settings for this sandbox: runc and cgroupfs (no systemd), no
 /// default ulimits (raising them is refused here), events to a file.
@@ -106,6 +109,54 @@ impl Runtime {
             pin_path: PathBuf::from("/sys/fs/bpf").join(format!("netpol-container-{id}")),
             dir,
         }
+    }
+
+    /// podman's own default seccomp profile with bpf() allowed to holders of
+    /// CAP_BPF and perf_event_open() to holders of CAP_PERFMON, as the
+    /// RuntimeDefault profiles of containerd and Docker allow them: Debian
+    /// 12's podman predates those rules and allows both only with
+    /// CAP_SYS_ADMIN, which the DaemonSet does not grant. Everything else is
+    /// podman's default, so the container is as confined as under
+    /// RuntimeDefault on a cluster.
+    fn seccomp_profile(&self) -> PathBuf {
+        let path = self.dir.join("seccomp.json");
+        if path.exists() {
+            return path;
+        }
+        let default = std::fs::read_to_string(SECCOMP_DEFAULT)
+            .unwrap_or_else(|e| panic!("{SECCOMP_DEFAULT}: {e}"));
+        let mut profile: serde_json::Value =
+            serde_json::from_str(&default).expect("podman's seccomp profile is JSON");
+        assert_eq!(profile["defaultAction"], "SCMP_ACT_ERRNO");
+        let syscalls = profile["syscalls"]
+            .as_array_mut()
+            .expect("syscalls in the seccomp profile");
+        let mut denied_unless_sys_admin = false;
+        for rule in syscalls.iter_mut() {
+            // The rule denying them unless CAP_SYS_ADMIN: without them, the
+            // profile's default action (deny) applies to whoever lacks the
+            // capability added below.
+            if rule["action"] == "SCMP_ACT_ERRNO" {
+                if let Some(names) = rule["names"].as_array_mut() {
+                    let before = names.len();
+                    names.retain(|n| n != "bpf" && n != "perf_event_open");
+                    denied_unless_sys_admin |= names.len() != before;
+                }
+            }
+        }
+        assert!(
+            denied_unless_sys_admin,
+            "{SECCOMP_DEFAULT} changed: it no longer denies bpf() without CAP_SYS_ADMIN"
+        );
+        for (syscall, cap) in [("bpf", "CAP_BPF"), ("perf_event_open", "CAP_PERFMON")] {
+            syscalls.push(serde_json::json!({
+                "names": [syscall],
+                "action": "SCMP_ACT_ALLOW",
+                "includes": {"caps": [cap]},
+            }));
+        }
+        std::fs::write(&path, profile.to_string()).unwrap();
+        path
     }
 
     fn podman(&self) -> Command {
@@ -215,6 +266,10 @@ impl Runtime {
         }
         c.arg(format!("--network=ns:{}", lab.node.path().display()))
             .args(SECURITY)
+            .arg(format!(
+                "--security-opt=seccomp={}",
+                self.seccomp_profile().display()
+            ))
             // hostPath /sys/fs/bpf with mountPropagation: HostToContainer.
             .arg("--volume=/sys/fs/bpf:/sys/fs/bpf:rw,rslave")
             .arg(format!(
