@@ -248,7 +248,12 @@ impl Runtime {
                 if p.is_dir() {
                     dirs.push(p);
                 } else {
-                    out.push(p.strip_prefix(&root).unwrap().to_string_lossy().into_owned());
+                    out.push(
+                        p.strip_prefix(&root)
+                            .unwrap()
+                            .to_string_lossy()
+                            .into_owned(),
+                    );
                 }
             }
         }
@@ -342,7 +347,10 @@ impl Running {
         while !self.log().contains(READY_MARKER) {
             if let Some(status) = self.child.try_wait().unwrap() {
                 std::thread::sleep(Duration::from_millis(300));
-                panic!("the container exited ({status}) before enforcing:\n{}", self.log());
+                panic!(
+                    "the container exited ({status}) before enforcing:\n{}",
+                    self.log()
+                );
             }
             assert!(
                 Instant::now() < deadline,
@@ -409,7 +417,10 @@ fn the_podman_flags_are_the_daemonsets_security_context() {
         "mountPath: /run",
         "medium: Memory",
     ] {
-        assert!(ds.contains(line), "deploy/base/daemonset.yaml no longer says {line:?}");
+        assert!(
+            ds.contains(line),
+            "deploy/base/daemonset.yaml no longer says {line:?}"
+        );
     }
 }
 
@@ -460,7 +471,10 @@ fn the_image_enforces_survives_sigterm_and_uninstalls() {
     ];
     let _servers = serve(&lab, &edges);
     let failures = check_all(&lab, &edges, Mode::Open);
-    assert!(failures.is_empty(), "the lab without an agent: {failures:?}");
+    assert!(
+        failures.is_empty(),
+        "the lab without an agent: {failures:?}"
+    );
 
     let mut args: Vec<String> = vec!["run".into()];
     for iface in &lab.node_ifaces {
@@ -498,7 +512,11 @@ fn the_image_enforces_survives_sigterm_and_uninstalls() {
         "podman kill --signal TERM",
     );
     let status = agent.wait_exit(Duration::from_secs(30));
-    assert!(status.success(), "exit on SIGTERM: {status}\n{}", agent.log());
+    assert!(
+        status.success(),
+        "exit on SIGTERM: {status}\n{}",
+        agent.log()
+    );
     assert!(rt.pin_path.exists(), "the pins went with the container");
     let failures = check_all(&lab, &edges, Mode::Enforced);
     assert!(

@@ -59,7 +59,10 @@ fn deployed_arguments_parse_with_the_agent_cli() {
         return;
     };
     let ds = uninstall.resource("DaemonSet");
-    let init = &arr(&ds["spec"]["template"]["spec"]["initContainers"], "initContainers")[0];
+    let init = &arr(
+        &ds["spec"]["template"]["spec"]["initContainers"],
+        "initContainers",
+    )[0];
     let job_args = args_of(init);
     assert_eq!(job_args[0], "uninstall");
     assert_eq!(
@@ -111,7 +114,10 @@ fn overlay_policy_passes_agent_check() {
     let out = run(Command::new(agent_bin()).arg("check").arg(&copies));
     assert_success(&out, "netpol-agent check deploy/overlays/localplus/policy");
     let examples = run(Command::new(agent_bin()).arg("check").arg(&example));
-    assert_success(&examples, &format!("netpol-agent check {}", example.display()));
+    assert_success(
+        &examples,
+        &format!("netpol-agent check {}", example.display()),
+    );
     let strip = |o: &Output| {
         String::from_utf8_lossy(&o.stdout)
             .replace(&copies.display().to_string(), "DIR")

@@ -5,7 +5,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::kustomize::{capabilities_added, flag, flags, kustomization, the_container, CAPABILITIES};
+use crate::kustomize::{
+    capabilities_added, flag, flags, kustomization, the_container, CAPABILITIES,
+};
 use crate::support::arr;
 
 /// The maps' memlock at the default sizes, measured with `bpftool map show`
@@ -166,7 +168,10 @@ fn daemonset_runs_on_every_pool_with_least_privilege() {
     }
     let doc = crate::support::read(&crate::support::repo().join("docs/deploy.md"));
     for (cni, _) in CNI_INTERFACES {
-        assert!(doc.contains(cni), "docs/deploy.md's interface table lacks {cni}");
+        assert!(
+            doc.contains(cni),
+            "docs/deploy.md's interface table lacks {cni}"
+        );
     }
 
     // Probes and scraping all reach the port the agent listens on.
@@ -231,13 +236,23 @@ fn daemonset_runs_on_every_pool_with_least_privilege() {
         let q = q.as_str().expect("a quantity");
         q.strip_suffix("Mi")
             .and_then(|n| n.parse::<f64>().ok())
-            .or_else(|| q.strip_suffix("Gi").and_then(|n| n.parse::<f64>().ok()).map(|g| g * 1024.0))
+            .or_else(|| {
+                q.strip_suffix("Gi")
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .map(|g| g * 1024.0)
+            })
             .unwrap_or_else(|| panic!("memory {q}: write it in Mi or Gi"))
     };
     let need = |cpus: f64| MAPS_FIXED_MIB + MAPS_PER_CPU_MIB * cpus + PROCESS_MIB;
     assert!(mib(&c["resources"]["requests"]["memory"]) >= need(16.0));
     assert!(mib(&c["resources"]["limits"]["memory"]) >= 1.25 * need(96.0));
-    for sized in ["--ct-max", "--denied-flow-max", "--frag-max", "--rule-max", "--prefix-max"] {
+    for sized in [
+        "--ct-max",
+        "--denied-flow-max",
+        "--frag-max",
+        "--rule-max",
+        "--prefix-max",
+    ] {
         assert!(
             flag(&args, sized).is_none(),
             "{sized} changes the map memory: measure again and size the resources"

@@ -41,7 +41,11 @@ fn dockerfile_builds_with_the_project_setup() {
     // the runtime from scratch.
     assert_eq!(
         froms,
-        ["debian:12 AS builder", "${ROOTFS} AS rootfs", "scratch AS runtime"],
+        [
+            "debian:12 AS builder",
+            "${ROOTFS} AS rootfs",
+            "scratch AS runtime"
+        ],
     );
     assert_eq!(ins[0], ("ARG".to_owned(), "ROOTFS=builder".to_owned()));
 

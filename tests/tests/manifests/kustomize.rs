@@ -50,7 +50,9 @@ pub fn render(dir: &'static str) -> Option<Install> {
         return None;
     }
     let kubectl = kubectl()?;
-    let out = run(Command::new(kubectl).arg("kustomize").arg(deploy().join(dir)));
+    let out = run(Command::new(kubectl)
+        .arg("kustomize")
+        .arg(deploy().join(dir)));
     assert_success(&out, &format!("kubectl kustomize deploy/{dir}"));
     let docs = yaml_docs_of(&String::from_utf8_lossy(&out.stdout));
     assert!(!docs.is_empty(), "deploy/{dir} renders nothing");
@@ -81,10 +83,17 @@ impl Install {
                 n == name
                     || n.strip_prefix(name)
                         .and_then(|r| r.strip_prefix('-'))
-                        .is_some_and(|h| h.len() == 10 && h.bytes().all(|b| b.is_ascii_alphanumeric()))
+                        .is_some_and(|h| {
+                            h.len() == 10 && h.bytes().all(|b| b.is_ascii_alphanumeric())
+                        })
             })
             .collect();
-        assert_eq!(found.len(), 1, "one ConfigMap {name} in deploy/{}", self.dir);
+        assert_eq!(
+            found.len(),
+            1,
+            "one ConfigMap {name} in deploy/{}",
+            self.dir
+        );
         found[0].clone()
     }
 

@@ -219,7 +219,10 @@ fn dashboard_queries(dash: &Value) -> Vec<(String, String)> {
         for p in panels.as_array().into_iter().flatten() {
             for t in p["targets"].as_array().into_iter().flatten() {
                 let expr = t["expr"].as_str().expect("a target without expr");
-                out.push((p["title"].as_str().unwrap_or_default().to_owned(), expr.to_owned()));
+                out.push((
+                    p["title"].as_str().unwrap_or_default().to_owned(),
+                    expr.to_owned(),
+                ));
             }
             walk(&p["panels"], out);
         }
@@ -277,11 +280,9 @@ fn the_alerts_parse_use_exported_metrics_and_pass_their_unit_tests() {
             .flat_map(|t| arr(&t["alert_rule_test"], "alert_rule_test"))
             .filter(|c| c["alertname"] == *alert)
             .collect();
-        let firing = cases.iter().filter(|c| {
-            c["exp_alerts"]
-                .as_array()
-                .is_some_and(|a| !a.is_empty())
-        });
+        let firing = cases
+            .iter()
+            .filter(|c| c["exp_alerts"].as_array().is_some_and(|a| !a.is_empty()));
         let quiet = cases.iter().filter(|c| {
             c["exp_alerts"].is_null() || c["exp_alerts"].as_array().is_some_and(|a| a.is_empty())
         });
@@ -292,7 +293,10 @@ fn the_alerts_parse_use_exported_metrics_and_pass_their_unit_tests() {
     let out = run(Command::new(&promtool)
         .args(["test", "rules", "alerts.test.yaml"])
         .current_dir(&tmp.0));
-    assert_success(&out, "promtool test rules tests/monitoring/alerts.test.yaml");
+    assert_success(
+        &out,
+        "promtool test rules tests/monitoring/alerts.test.yaml",
+    );
 }
 
 #[test]
@@ -303,7 +307,10 @@ fn the_dashboard_queries_parse_and_use_exported_metrics() {
     assert!(queries.len() >= 10, "{} queries", queries.len());
     let exprs: Vec<String> = queries.iter().map(|(_, e)| grafana_to_promql(e)).collect();
     for ((title, raw), expr) in queries.iter().zip(&exprs) {
-        assert!(!expr.contains('$'), "{title}: an unknown Grafana variable in {raw}");
+        assert!(
+            !expr.contains('$'),
+            "{title}: an unknown Grafana variable in {raw}"
+        );
         let names = metric_names(expr);
         assert!(!names.is_empty(), "{title}: no metric in {raw}");
         for m in &names {
@@ -333,12 +340,22 @@ fn the_dashboard_queries_parse_and_use_exported_metrics() {
     // What the dashboard is for: verdicts by reason and by rule, the top
     // denied traffic, map fill, reload state.
     let all = |pred: &dyn Fn(&str) -> bool| exprs.iter().any(|e| pred(e));
-    assert!(all(&|e| e.contains("netpol_agent_packets_total") && e.contains("by (verdict, reason)")));
-    assert!(all(&|e| e.contains("netpol_agent_packets_total") && e.contains("by (rule")));
-    assert!(all(&|e| e.starts_with("topk(") && e.contains("verdict=\"drop\"")));
-    assert!(all(&|e| e.contains("netpol_agent_map_entries") && e.contains("/ netpol_agent_map_capacity")));
+    assert!(all(
+        &|e| e.contains("netpol_agent_packets_total") && e.contains("by (verdict, reason)")
+    ));
+    assert!(all(
+        &|e| e.contains("netpol_agent_packets_total") && e.contains("by (rule")
+    ));
+    assert!(all(
+        &|e| e.starts_with("topk(") && e.contains("verdict=\"drop\"")
+    ));
+    assert!(all(
+        &|e| e.contains("netpol_agent_map_entries") && e.contains("/ netpol_agent_map_capacity")
+    ));
     assert!(all(&|e| e.contains("netpol_agent_last_reload_failed")));
-    assert!(all(&|e| e.contains("netpol_agent_last_reload_success_timestamp_seconds")));
+    assert!(all(
+        &|e| e.contains("netpol_agent_last_reload_success_timestamp_seconds")
+    ));
     assert!(all(&|e| e.contains("netpol_agent_policy_hash_info")));
 }
 
@@ -362,20 +379,33 @@ fn the_checks_catch_a_wrong_metric_a_broken_query_and_a_wrong_alert() {
     assert!(!known("netpol_agent_reload_duration_seconds_total"));
 
     let Some(promtool) = promtool() else { return };
-    let out = check_promql(&promtool, &["sum(rate(netpol_agent_packets_total[5m])".to_owned()]);
-    assert!(!out.status.success(), "promtool accepted an unclosed parenthesis");
+    let out = check_promql(
+        &promtool,
+        &["sum(rate(netpol_agent_packets_total[5m])".to_owned()],
+    );
+    assert!(
+        !out.status.success(),
+        "promtool accepted an unclosed parenthesis"
+    );
 
     let Some(spec) = rule_file() else { return };
     let tmp = TempDir::new("alerts-wrong");
     std::fs::write(tmp.0.join("rules.yaml"), spec.to_string()).unwrap();
     let tests = read(&repo().join("tests/monitoring/alerts.test.yaml"));
-    let wrong = tests.replacen("summary: conntrack on node-a is 95% full", "summary: conntrack on node-a is 50% full", 1);
+    let wrong = tests.replacen(
+        "summary: conntrack on node-a is 95% full",
+        "summary: conntrack on node-a is 50% full",
+        1,
+    );
     assert_ne!(tests, wrong);
     std::fs::write(tmp.0.join("alerts.test.yaml"), wrong).unwrap();
     let out = run(Command::new(&promtool)
         .args(["test", "rules", "alerts.test.yaml"])
         .current_dir(&tmp.0));
-    assert!(!out.status.success(), "promtool test rules passed a wrong expectation");
+    assert!(
+        !out.status.success(),
+        "promtool test rules passed a wrong expectation"
+    );
 }
 
 #[test]
@@ -412,10 +442,12 @@ fn the_pod_monitor_scrapes_the_agents_metrics_port() {
     );
     assert_eq!(endpoints[0]["path"], "/metrics");
     // The alerts and the dashboard group by `node`.
-    assert!(arr(&endpoints[0]["relabelings"], "relabelings").iter().any(|r| {
-        r["targetLabel"] == "node"
-            && r["sourceLabels"] == serde_json::json!(["__meta_kubernetes_pod_node_name"])
-    }));
+    assert!(arr(&endpoints[0]["relabelings"], "relabelings")
+        .iter()
+        .any(|r| {
+            r["targetLabel"] == "node"
+                && r["sourceLabels"] == serde_json::json!(["__meta_kubernetes_pod_node_name"])
+        }));
     // The PrometheusRule's `up` alert names the job the Operator gives this
     // PodMonitor's targets: NAMESPACE/NAME.
     let job = format!(

@@ -42,7 +42,11 @@ pub fn example_policy(by_namespace: bool) -> PathBuf {
         found.len(),
         1,
         "one examples/localplus* policy written {}: {found:?}",
-        if by_namespace { "by namespace" } else { "by address" }
+        if by_namespace {
+            "by namespace"
+        } else {
+            "by address"
+        }
     );
     found.remove(0)
 }

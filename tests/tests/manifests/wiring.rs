@@ -9,9 +9,7 @@ use serde_json::Value;
 use crate::kustomize::{
     args_of, flag, kustomization, render, the_container, Install, BASE, UNINSTALL,
 };
-use crate::support::{
-    arr, deploy, example_policy, policy_files, read, repo, s, workspace_version,
-};
+use crate::support::{arr, deploy, example_policy, policy_files, read, repo, s, workspace_version};
 
 /// Where the DaemonSet mounts its settings, and the flag that reads them.
 const CONFIG_PATH: &str = "/etc/netpol-agent/config.yaml";
@@ -77,7 +75,10 @@ fn the_base_is_the_agent_alone_with_its_settings_in_a_configmap() {
         "DaemonSet/netpol-agent".into(),
     ]
     .into();
-    assert_eq!(names, expected, "deploy/base renders the agent and nothing else");
+    assert_eq!(
+        names, expected,
+        "deploy/base renders the agent and nothing else"
+    );
 
     let namespace = "netpol-agent";
     let ns = base.resource("Namespace");
@@ -114,8 +115,15 @@ fn the_base_is_the_agent_alone_with_its_settings_in_a_configmap() {
     let args = args_of(&c);
     assert_eq!(args[0], "run");
     assert_eq!(flag(&args, "--config"), Some(CONFIG_PATH));
-    assert_eq!(args.len(), 2, "every other setting in the ConfigMap: {args:?}");
-    assert_ne!(config_name, "netpol-agent-config", "the settings' name carries a hash");
+    assert_eq!(
+        args.len(),
+        2,
+        "every other setting in the ConfigMap: {args:?}"
+    );
+    assert_ne!(
+        config_name, "netpol-agent-config",
+        "the settings' name carries a hash"
+    );
     let (mounted, _) = base.mounted_file(pod, &c, CONFIG_PATH);
     assert_eq!(mounted["metadata"]["name"], config_name.as_str());
     let mount = arr(&c["volumeMounts"], "volumeMounts")
@@ -229,7 +237,11 @@ fn the_uninstall_daemonset_cleans_every_node_with_the_agents_image() {
     let inits = arr(&pod["initContainers"], "initContainers");
     assert_eq!(inits.len(), 1);
     let work = &inits[0];
-    assert_eq!(agent_image(&uninstall), agent_image(&base), "the agent's image");
+    assert_eq!(
+        agent_image(&uninstall),
+        agent_image(&base),
+        "the agent's image"
+    );
     let args = args_of(work);
     assert_eq!(args[0], "uninstall");
     assert_eq!(
@@ -242,7 +254,10 @@ fn the_uninstall_daemonset_cleans_every_node_with_the_agents_image() {
         &base.resource("DaemonSet")["spec"]["template"]["spec"],
         "DaemonSet containers",
     );
-    assert_eq!(*sc, agent["securityContext"], "the agent's security context");
+    assert_eq!(
+        *sc, agent["securityContext"],
+        "the agent's security context"
+    );
     let holder = the_container(pod, "containers");
     assert!(holder["args"].is_null() && holder["command"].is_null());
     assert_eq!(holder["securityContext"]["capabilities"]["drop"][0], "ALL");
