@@ -41,6 +41,7 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 /// datapath is not touched.
 /// With `--kubernetes`, the workloads and NetworkPolicies are `kube`'s view.
 pub(super) fn compile_dir(
+    compiler: &mut policy::Compiler,
     args: &RunArgs,
     host: &[IpAddr],
     kube: Option<&KubeView>,
@@ -60,7 +61,7 @@ pub(super) fn compile_dir(
         host_addrs: host.to_vec(),
         enforce_host: args.enforce_host,
     };
-    let compiled = policy::compile(&policy, &opts)?;
+    let compiled = compiler.compile(&policy, &opts)?;
     let limits = policy::MapLimits {
         prefix_max: args.limits.prefix_max,
         rule_max: args.limits.rule_max,
