@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     cli::RunArgs,
-    datapath::{Datapath, StableIdentityIds, StableRuleIds},
+    datapath::{Datapath, StableRuleIds},
     host::{dirwatch::DirWatch, hostaddrs, linkwatch::LinkWatch},
     kube::KubeView,
     telemetry::status::AgentState,
@@ -45,7 +45,8 @@ pub(super) struct Agent {
     pub dp: Datapath,
     pub obs: Arc<AgentState>,
     pub rule_ids: StableRuleIds,
-    pub identity_ids: StableIdentityIds,
+    /// Keeps identity ids across reloads and reuses the entries they share.
+    pub compiler: crate::policy::Compiler,
     /// The node's addresses as last listed, and as the live policy has them.
     pub host: Vec<IpAddr>,
     pub applied_host: Vec<IpAddr>,
@@ -219,16 +220,20 @@ impl Agent {
     /// compile or apply leaves the last good one enforced.
     fn reload(&mut self) {
         let started = Instant::now();
-        let result = compile_dir(&self.args, &self.host, self.kube.as_ref())
-            .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
-            .and_then(|(mut c, cluster)| {
-                self.rule_ids.renumber(&mut c);
-                self.identity_ids.renumber(&mut c);
-                self.dp
-                    .apply(&c)
-                    .map(|gen| (gen, c, cluster))
-                    .map_err(|e| format!("reload failed, previous policy stays: {e}"))
-            });
+        let result = compile_dir(
+            &mut self.compiler,
+            &self.args,
+            &self.host,
+            self.kube.as_ref(),
+        )
+        .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
+        .and_then(|(mut c, cluster)| {
+            self.rule_ids.renumber(&mut c);
+            self.dp
+                .apply(&c)
+                .map(|gen| (gen, c, cluster))
+                .map_err(|e| format!("reload failed, previous policy stays: {e}"))
+        });
         match result {
             Ok((gen, compiled, cluster)) => {
                 // The pods this policy knows decide which routed addresses

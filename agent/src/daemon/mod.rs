@@ -27,7 +27,7 @@ use policy_dir::{compile_dir, load_options, rule_ids_after};
 use crate::{
     bpffs::{PinLayout, Pinned},
     cli::RunArgs,
-    datapath::{Datapath, StableIdentityIds},
+    datapath::Datapath,
     host::{hostaddrs, ifaces, linkwatch::LinkWatch},
     kube::{KubeView, DEFAULT_DEBOUNCE},
     telemetry::status::{AgentState, Attached},
@@ -86,7 +86,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
     // Compile before touching the kernel: a bad policy must not half-start.
-    let compiled = compile_dir(&args, &host, kube.as_ref());
+    let mut compiler = crate::policy::Compiler::default();
+    let compiled = compile_dir(&mut compiler, &args, &host, kube.as_ref());
     let (mut compiled, cluster) = compiled.with_context(|| match &args.kube_objects {
         _ if kube.is_some() => format!(
             "policy directory {} with the Kubernetes API's objects rejected",
@@ -154,8 +155,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut rule_ids = rule_ids_after(&adoption, &args);
     rule_ids.renumber(&mut compiled);
-    let mut identity_ids = StableIdentityIds::default();
-    identity_ids.renumber(&mut compiled);
     // The new policy goes live before the links switch programs, so the
     // first packet the new programs see is judged by it.
     let gen = dp.apply(&compiled).context("writing the policy maps")?;
@@ -188,7 +187,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         dp,
         obs,
         rule_ids,
-        identity_ids,
+        compiler,
         sources,
         reloads: ReloadStats::default(),
     };

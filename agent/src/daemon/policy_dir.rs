@@ -45,6 +45,7 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 /// The workloads the policy was compiled with come back with it (`None`
 /// without Kubernetes identity): the source check must see the same pods.
 pub(super) fn compile_dir(
+    compiler: &mut policy::Compiler,
     args: &RunArgs,
     host: &[IpAddr],
     kube: Option<&KubeView>,
@@ -67,7 +68,7 @@ pub(super) fn compile_dir(
         host_addrs: host.to_vec(),
         enforce_host: args.enforce_host,
     };
-    let compiled = policy::compile(&policy, &opts)?;
+    let compiled = compiler.compile(&policy, &opts)?;
     let limits = policy::MapLimits {
         prefix_max: args.limits.prefix_max,
         rule_max: args.limits.rule_max,

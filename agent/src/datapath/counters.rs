@@ -35,7 +35,7 @@ impl Datapath {
         let max_rule = self
             .slots
             .iter()
-            .flat_map(|s| s.rules.values().map(|v| v.rule_id))
+            .flat_map(|s| s.rules.iter().map(|(_, v)| v.rule_id))
             .max()
             .unwrap_or(0);
         let by_rule: PerCpuArray<&MapData, Counter> =

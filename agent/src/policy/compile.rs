@@ -164,6 +164,20 @@ pub fn builtin_rules(policy: &Policy, opts: &CompileOptions) -> Vec<Rule> {
 
 pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, CompileError> {
     let ids = identity::build(policy, &opts.host_addrs)?;
+    compile_with(policy, opts, &ids, None)
+}
+
+/// `compile` over identities already built. With `only`, the rule entries
+/// are those whose source or destination is one of `only` (everything else
+/// in the output is complete): an entry depends on nothing but the groups of
+/// its two identities and the rules, so a caller holding the others from an
+/// earlier compile of the same rules can keep them.
+pub(super) fn compile_with(
+    policy: &Policy,
+    opts: &CompileOptions,
+    ids: &Identities,
+    only: Option<&IdSet>,
+) -> Result<Compiled, CompileError> {
     let mut rules: Vec<Rule> = Vec::with_capacity(policy.rules.len() + 2);
     for r in &policy.rules {
         let bad = |message: String| CompileError::BadRule {
@@ -191,14 +205,14 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
         } else {
             rule.ports.clone()
         };
-        let pairs = rule_pairs(&ids, rule)?
+        let pairs = rule_pairs(ids, rule)?
             .into_iter()
             .map(|(s, d)| (s, d, ports.clone()))
             .collect();
         effective.push((rule_id, pairs));
     }
     if let Some(w) = &policy.workloads {
-        super::combine::workload_rules(&ids, policy, w, &mut rules, &mut effective)?;
+        super::combine::workload_rules(ids, policy, w, &mut rules, &mut effective)?;
     }
 
     let mut entries: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
@@ -219,16 +233,23 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
                     .for_each(|s| *flags.entry(*s).or_default() |= fs);
                 dsts.iter()
                     .for_each(|d| *flags.entry(*d).or_default() |= fd);
+                let mut put = |s: u32, d: u32| {
+                    let key = RuleKey::new(s, d, proto, port);
+                    // Rules are visited in id order: the first one stays,
+                    // except that an enforcing rule takes an entry from an
+                    // audit-only one (audit marks only what it alone allows).
+                    let slot = entries.entry((key, prefix)).or_insert(rule_id);
+                    if rules[*slot as usize - 1].audit && !rule.audit {
+                        *slot = rule_id;
+                    }
+                };
                 for &s in srcs {
-                    for &d in dsts {
-                        let key = RuleKey::new(s, d, proto, port);
-                        // Rules are visited in id order: the first one stays,
-                        // except that an enforcing rule takes an entry from an
-                        // audit-only one (audit marks only what it alone allows).
-                        let slot = entries.entry((key, prefix)).or_insert(rule_id);
-                        if rules[*slot as usize - 1].audit && !rule.audit {
-                            *slot = rule_id;
-                        }
+                    match only {
+                        Some(only) if !only.contains(&s) => only
+                            .iter()
+                            .filter(|d| dsts.contains(d))
+                            .for_each(|&d| put(s, d)),
+                        _ => dsts.iter().for_each(|&d| put(s, d)),
                     }
                 }
             }
@@ -281,7 +302,7 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
                 (prefix, key, RuleValue { rule_id, flags })
             })
             .collect(),
-        identities: ids.infos,
+        identities: ids.infos.clone(),
         rule_names,
         rule_audit,
     })

@@ -35,7 +35,7 @@ struct Source {
 }
 
 pub(crate) struct Identities {
-    /// Sorted by id; ids are 1..=len.
+    /// Sorted by id.
     pub infos: Vec<IdentityInfo>,
     /// Group name to the ids of the identities holding it: rules name groups
     /// thousands of times with workloads, so each is looked up, not scanned.

@@ -13,7 +13,8 @@
 //! - `k8s`: NetworkPolicy documents without the objects (address form);
 //!   `netpol`: with them (selectors, named ports, Kubernetes' isolation).
 //! - `identity`, `compile`: a `Policy` to map contents; `combine`: the
-//!   NetworkPolicy sides combined into allowed pairs.
+//!   NetworkPolicy sides combined into allowed pairs; `incremental`: the
+//!   compiles of one agent, identity ids kept and entries reused across them.
 //! - `api_objects`: Kubernetes objects from the API server, read as files are.
 //! - `evaluate`: the datapath's lookups over compiled maps, in plain Rust.
 //! - `trace`: every rule judged on its own against a packet, and each
@@ -29,6 +30,7 @@ mod compile;
 mod error;
 mod evaluate;
 mod identity;
+mod incremental;
 mod k8s;
 mod limits;
 mod load;
@@ -59,6 +61,7 @@ pub use compile::{
 pub use error::{CompileError, Origin, PolicyError, PolicyErrors, Pos};
 pub use evaluate::{evaluate, identity_of, lookup_rule};
 pub use identity::IdentityInfo;
+pub use incremental::Compiler;
 pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNOTATION};
 pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
 pub use load::{
