@@ -32,6 +32,8 @@ pub fn table(endpoint: &str, s: &Status) -> String {
     row(&mut out, "mode", &s.mode);
     let ready = if s.ready {
         "yes"
+    } else if s.policy_fallback {
+        "no (policy directory rejected at start: enforcing the last good policy)"
     } else {
         "no (programs not attached or no policy loaded)"
     };
@@ -96,6 +98,7 @@ mod tests {
                 },
             ],
             kubernetes_synced: None,
+            policy_fallback: false,
         }
     }
 

@@ -9,7 +9,8 @@ use tokio::signal::unix::Signal;
 
 use super::{
     interfaces::{attached_status, reconcile},
-    policy_dir::compile_dir,
+    last_good::LastGood,
+    policy_dir::{compile_dir, compile_sources},
     sources::Sources,
 };
 use crate::{
@@ -17,6 +18,7 @@ use crate::{
     datapath::{Datapath, StableIdentityIds, StableRuleIds},
     host::{dirwatch::DirWatch, hostaddrs, linkwatch::LinkWatch},
     kube::KubeView,
+    policy::{self, Compiled},
     telemetry::status::AgentState,
 };
 
@@ -56,6 +58,10 @@ pub(super) struct Agent {
     /// Pod interfaces, uplinks and pod addresses as the source check has them.
     pub sources: Sources,
     pub reloads: ReloadStats,
+    pub last_good: LastGood,
+    /// The last good policy's files while the agent enforces them because
+    /// the policy directory was rejected at start; `None` once it compiles.
+    pub fallback: Option<policy::Sources>,
 }
 
 /// What woke the agent up.
@@ -204,23 +210,22 @@ impl Agent {
     }
 
     /// Compiles the policy directory and swaps it in; a policy that does not
-    /// compile or apply leaves the last good one enforced.
+    /// compile or apply leaves the last good one enforced. While the agent
+    /// runs on the last good policy from disk, that policy is compiled again
+    /// instead, so it follows the node's addresses and workloads.
     fn reload(&mut self) {
-        let result = compile_dir(&self.args, &self.host, self.kube.as_ref())
-            .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
-            .and_then(|mut c| {
-                self.rule_ids.renumber(&mut c);
-                self.identity_ids.renumber(&mut c);
-                self.dp
-                    .apply(&c)
-                    .map(|gen| (gen, c))
-                    .map_err(|e| format!("reload failed, previous policy stays: {e}"))
-            });
-        match result {
-            Ok((gen, compiled)) => {
+        match self.apply_dir() {
+            Ok((gen, compiled, sources)) => {
                 self.applied_host.clone_from(&self.host);
                 self.reloads.ok += 1;
                 self.reloads.last_error = None;
+                if self.fallback.take().is_some() {
+                    info!(
+                        "{} compiles again: the last good policy is replaced, ready",
+                        self.args.policy_dir.display()
+                    );
+                }
+                super::keep(&mut self.last_good, &sources);
                 info!("policy generation {gen} enforced");
                 if let Err(e) = self.obs.set_rules(&compiled) {
                     warn!("publishing rule names: {e:#}");
@@ -230,16 +235,52 @@ impl Agent {
                 self.reloads.failed += 1;
                 error!("{e} ({} failed reloads so far)", self.reloads.failed);
                 self.reloads.last_error = Some(e);
+                self.reapply_fallback();
             }
         }
         let gen = self.dp.config().policy_gen;
         let reloads = &self.reloads;
+        let fallback = self.fallback.is_some();
         self.obs.update(|s| {
+            s.ready = !fallback;
+            s.policy_fallback = fallback;
             s.policy_generation = gen;
             s.reloads_succeeded = reloads.ok;
             s.reloads_failed = reloads.failed;
             s.last_reload_error.clone_from(&reloads.last_error);
         });
+    }
+
+    fn apply_dir(&mut self) -> Result<(u32, Compiled, policy::Sources), String> {
+        let (mut c, sources) = compile_dir(&self.args, &self.host, self.kube.as_ref())
+            .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))?;
+        self.rule_ids.renumber(&mut c);
+        self.identity_ids.renumber(&mut c);
+        let gen = self
+            .dp
+            .apply(&c)
+            .map_err(|e| format!("reload failed, previous policy stays: {e}"))?;
+        Ok((gen, c, sources))
+    }
+
+    fn reapply_fallback(&mut self) {
+        let Some(kept) = &self.fallback else { return };
+        let applied =
+            compile_sources(&self.args, kept, &self.host, self.kube.as_ref()).and_then(|mut c| {
+                self.rule_ids.renumber(&mut c);
+                self.identity_ids.renumber(&mut c);
+                Ok((self.dp.apply(&c)?, c))
+            });
+        match applied {
+            Ok((gen, compiled)) => {
+                self.applied_host.clone_from(&self.host);
+                info!("policy generation {gen}: the last good policy, compiled again");
+                if let Err(e) = self.obs.set_rules(&compiled) {
+                    warn!("publishing rule names: {e:#}");
+                }
+            }
+            Err(e) => warn!("the last good policy stays as it was: {e:#}"),
+        }
     }
 }
 

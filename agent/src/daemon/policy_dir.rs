@@ -11,7 +11,7 @@ use crate::{
     cli::RunArgs,
     datapath::{Adoption, LoadOptions, StableRuleIds, Timeouts},
     kube::KubeView,
-    policy::{self, CompileOptions},
+    policy::{self, CompileOptions, Sources},
 };
 
 pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
@@ -38,10 +38,24 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 
 /// Reads, compiles and vets the policy directory: it must fit the maps and
 /// must not lock the workloads or the node out (unless the flags say so). The
-/// datapath is not touched.
+/// datapath is not touched. The files as read come back with the policy, to
+/// be kept as the last good one once it is enforced.
 /// With `--kubernetes`, the workloads and NetworkPolicies are `kube`'s view.
 pub(super) fn compile_dir(
     args: &RunArgs,
+    host: &[IpAddr],
+    kube: Option<&KubeView>,
+) -> anyhow::Result<(policy::Compiled, Sources)> {
+    let sources = policy::read_sources(&args.policy_dir, &args.read.limits())?;
+    let compiled = compile_sources(args, &sources, host, kube)?;
+    Ok((compiled, sources))
+}
+
+/// `compile_dir` of policy files already read (the directory's, or the last
+/// good ones kept on disk).
+pub(super) fn compile_sources(
+    args: &RunArgs,
+    sources: &Sources,
     host: &[IpAddr],
     kube: Option<&KubeView>,
 ) -> anyhow::Result<policy::Compiled> {
@@ -49,12 +63,10 @@ pub(super) fn compile_dir(
     let policy = match (kube, &args.kube_objects) {
         (Some(view), _) => {
             let (cluster, netpols) = view.snapshot()?;
-            policy::load_dir_with_cluster(&args.policy_dir, cluster, netpols, &limits)?.0
+            policy::load_sources_with_cluster(sources, cluster, netpols)?.0
         }
-        (None, Some(objects)) => {
-            policy::load_dir_with_objects(&args.policy_dir, objects, &limits)?.0
-        }
-        (None, None) => policy::load_dir(&args.policy_dir, &limits)?,
+        (None, Some(objects)) => policy::load_sources_with_objects(sources, objects, &limits)?.0,
+        (None, None) => policy::load_sources(sources)?,
     };
     let opts = CompileOptions {
         host_addrs: host.to_vec(),

@@ -58,6 +58,9 @@ impl NetpolAgent {
             .arg(&pin_path)
             .arg("--socket")
             .arg(socket_dir.join("agent.sock"))
+            // Its last good policy goes with its socket, not on the node.
+            .arg("--state-dir")
+            .arg(socket_dir.join("state"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
