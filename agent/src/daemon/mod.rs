@@ -28,7 +28,7 @@ use policy_dir::{compile_dir, compile_sources, load_options, rule_ids_after};
 
 use crate::{
     bpffs::{PinLayout, Pinned},
-    cli::RunArgs,
+    cli::{RunArgs, NOT_READY_TAINT},
     datapath::{Datapath, StableIdentityIds},
     host::{hostaddrs, ifaces, linkwatch::LinkWatch},
     kube::{KubeView, DEFAULT_DEBOUNCE},
@@ -187,6 +187,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             ""
         }
     );
+
+    // Only now, with programs attached and a policy live (the last good one
+    // counts: it protects the pods as well), may pods land on this node.
+    if let (true, Some(view)) = (args.remove_taint, &kube) {
+        let node = view.node_name().to_owned();
+        tokio::spawn(async move {
+            match crate::kube::client().await {
+                Ok(c) => crate::kube::remove_taint(c, node, NOT_READY_TAINT).await,
+                Err(e) => warn!("node {node}: cannot remove taint {NOT_READY_TAINT}: {e:#}"),
+            }
+        });
+    }
 
     let agent = Agent {
         applied_host: host.clone(),
