@@ -125,7 +125,7 @@ impl Rng {
         Rng(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -135,7 +135,7 @@ impl Rng {
 
     /// Uniform in `0..n` (`n` > 0).
     pub fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
+        (self.next_u64() % n as u64) as usize
     }
 
     pub fn chance(&mut self, one_in: usize) -> bool {
@@ -241,9 +241,9 @@ pub fn mutate(rng: &mut Rng, input: &[u8], other: &[u8]) -> Vec<u8> {
             }
             1 if len > 0 => {
                 let i = rng.below(len);
-                out[i] = rng.next() as u8;
+                out[i] = rng.next_u64() as u8;
             }
-            2 => out.insert(at, rng.next() as u8),
+            2 => out.insert(at, rng.next_u64() as u8),
             3 if len > 0 => {
                 let n = 1 + rng.below(len.min(64));
                 let start = rng.below(len - n + 1);
@@ -309,11 +309,35 @@ pub struct Report {
     pub peak_bytes: usize,
 }
 
+thread_local! {
+    /// Set while this thread runs a fuzz input: its panics are findings,
+    /// reported once by the driver, not printed by the panic hook each time
+    /// (minimising alone panics thousands of times).
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Installs, once, a panic hook that stays silent on fuzzing threads and
+/// prints as before everywhere else.
+fn quiet_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
 /// Runs one input of a byte target under the limits, catching panics.
 pub fn run_one(check: fn(&[u8]) -> Result<(), String>, input: &[u8]) -> Result<Stats, String> {
+    quiet_panics();
     let base = PeakAlloc::reset();
     let started = Instant::now();
+    QUIET.with(|q| q.set(true));
     let result = std::panic::catch_unwind(|| check(input));
+    QUIET.with(|q| q.set(false));
     let took = started.elapsed();
     let peak = PeakAlloc::peak_over(base);
     match result {
