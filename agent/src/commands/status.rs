@@ -129,6 +129,15 @@ interfaces (2):
             "{text}"
         );
         assert!(text.contains("last reload error: none\n"), "{text}");
+        let fallback = Status {
+            policy_fallback: true,
+            ..idle
+        };
+        let text = table("x", &fallback);
+        assert!(
+            text.contains("ready:             no (policy directory rejected at start"),
+            "{text}"
+        );
         assert!(text.ends_with("interfaces (0):\n"), "{text}");
     }
 
