@@ -95,6 +95,9 @@ struct Inner {
     /// (no list or watch: the agent reads its own Node and nothing else).
     nodes: BTreeMap<String, Value>,
     node_patches: Vec<NodePatch>,
+    /// A taint another controller adds to a Node just before the next PATCH
+    /// of it is judged: the patch's resourceVersion is then stale.
+    race_next_patch: Option<Value>,
 }
 
 /// A PATCH of a Node as the server saw it.
@@ -316,6 +319,12 @@ impl FakeApi {
         self.shared.lock().nodes.get(name).cloned()
     }
 
+    /// Before the next PATCH of a Node is judged, `taint` is added to it (a
+    /// new resourceVersion), as another controller racing the patch would.
+    pub fn race_next_node_patch(&self, taint: Value) {
+        self.shared.lock().race_next_patch = Some(taint);
+    }
+
     /// Every PATCH of a Node so far, in order.
     pub fn node_patches(&self) -> Vec<NodePatch> {
         self.shared.lock().node_patches.clone()
@@ -394,6 +403,18 @@ async fn patch_node(
         body: patch.clone(),
         status: 200,
     };
+    if let Some(taint) = inner.race_next_patch.take() {
+        inner.rv += 1;
+        let rv = inner.rv;
+        if let Some(node) = inner.nodes.get_mut(&name) {
+            let taints = &mut node["spec"]["taints"];
+            if !taints.is_array() {
+                *taints = json!([]);
+            }
+            taints.as_array_mut().unwrap().push(taint);
+            node["metadata"]["resourceVersion"] = json!(rv.to_string());
+        }
+    }
     let current = inner.nodes.get(&name).cloned();
     let answer = match current {
         None => {

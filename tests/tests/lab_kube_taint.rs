@@ -2,7 +2,8 @@
 //! `netpol-agent.io/agent-not-ready:NoSchedule` taint, and the agent removes
 //! it from its Node (and only it) once its programs and policy are live, so
 //! no pod is scheduled on a node that does not enforce yet. The stand-in API
-//! server serves the Node and records the PATCH.
+//! server serves the Node and records the PATCH; a taint another controller
+//! adds while the patch is in flight is never lost.
 use std::time::{Duration, Instant};
 
 use netpol_tests::fake_api::FakeApi;
@@ -100,4 +101,33 @@ fn the_agent_removes_its_not_ready_taint_once_it_enforces() {
         .find(&format!("taint {TAINT} removed"))
         .unwrap_or_else(|| panic!("no removal logged:\n{log}"));
     assert!(ready < removed, "taint removed before enforcing:\n{log}");
+}
+
+/// The patch carries the resourceVersion it was computed from: when another
+/// controller changes the Node in between, the server answers 409, and the
+/// retry starts from the Node as it is, so the other taint survives.
+#[test]
+fn a_taint_added_concurrently_survives_the_removal() {
+    let api = FakeApi::start();
+    api.set_node(json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": "n1"},
+        "spec": {"taints": [{"key": TAINT, "effect": "NoSchedule"}]},
+    }));
+    api.race_next_node_patch(json!({"key": "example.com/late", "effect": "NoSchedule"}));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let config = kube::Config::new(api.url().parse().unwrap());
+        let client = netpol_agent::kube::client_for(config).unwrap();
+        let removal = netpol_agent::kube::remove_taint(client, "n1".into(), TAINT);
+        tokio::time::timeout(Duration::from_secs(20), removal)
+            .await
+            .expect("the taint was not removed within 20 s");
+    });
+    let statuses: Vec<u16> = api.node_patches().iter().map(|p| p.status).collect();
+    assert_eq!(statuses, [409, 200]);
+    assert_eq!(taint_keys(&api.node("n1").unwrap()), ["example.com/late"]);
 }
