@@ -98,6 +98,12 @@ fn committed_regression_inputs_stay_fixed() {
             }
         }
     }
+    let frames = regressions(Target::Packets);
+    if !frames.is_empty() {
+        if let Some(failures) = packets::replay(&frames) {
+            assert!(failures.is_empty(), "{}", failures.join("\n"));
+        }
+    }
 }
 
 #[test]

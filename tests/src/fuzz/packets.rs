@@ -246,6 +246,28 @@ pub fn run(budget: Duration, seed: u64, crash_dir: &Path) -> Option<Report> {
     Some(report)
 }
 
+/// Runs committed regression frames: none may make the program abort (what a
+/// frame was found for is in its file name; every kind aborts or passes
+/// where it must not, and an abort is the one check that needs no flow).
+/// `None` when not root.
+pub fn replay(frames: &[(std::path::PathBuf, Vec<u8>)]) -> Option<Vec<String>> {
+    let bench = Bench::with(
+        "fuzz-replay",
+        BASE,
+        &small_maps(),
+        &CompileOptions::default(),
+    )?;
+    let mut failures = Vec::new();
+    for (path, frame) in frames {
+        match bench.dp.xdp_test_run_on(frame, None, 1) {
+            Ok((XDP_ABORTED, _)) => failures.push(format!("{}: XDP_ABORTED", path.display())),
+            Ok(_) => {}
+            Err(e) => failures.push(format!("{}: test run refused: {e:?}", path.display())),
+        }
+    }
+    Some(failures)
+}
+
 enum Check {
     /// Whether it must pass, and the flow, for the message.
     Verdict(bool, String),
