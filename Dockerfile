@@ -3,7 +3,14 @@
 # netpol-agent container image.
 #   docker build -t ghcr.io/localplus/netpol-agent:0.1.0 .
 #   docker push ghcr.io/localplus/netpol-agent:0.1.0
-# The DaemonSet gets the tag from deploy/kustomization.yaml (`images:`).
+# The DaemonSet gets the tag from deploy/base/kustomization.yaml (`images:`).
+#
+# The runtime stage copies its whole root file system from the stage named by
+# ROOTFS: the builder by default. The container test (tests/tests/container.rs)
+# builds this file with ROOTFS set to an image holding the same /out/rootfs,
+# made by the same deploy/image/rootfs.sh from a locally built binary, because
+# its machines can pull no base image.
+ARG ROOTFS=builder
 
 # --- builder: the project's own toolchain setup, then a release build -------
 # Debian 12, because `cargo xtask setup` installs the eBPF toolchain from
@@ -34,20 +41,24 @@ COPY . .
 RUN NETPOL_SETUP_NO_BPFFS=1 cargo xtask setup
 
 # agent/build.rs builds the eBPF programs (bpfel-unknown-none) and embeds them
-# in the binary.
+# in the binary. rootfs.sh then lays out the runtime's root file system: the
+# binary and exactly the libraries ldd says it loads.
 RUN cargo build --release --locked -p netpol-agent \
  && install -D -m 0755 target/release/netpol-agent /out/netpol-agent \
- && /out/netpol-agent --version
+ && /out/netpol-agent --version \
+ && sh deploy/image/rootfs.sh /out/netpol-agent /out/rootfs
 
-# --- runtime: distroless cc ---------------------------------------------------
-# The binary needs only glibc and libgcc_s (ldd: libc, libm, libgcc_s), which
-# distroless/cc-debian12 provides and the builder's Debian 12 glibc matches.
-# No shell, no package manager: the least to exploit in a process that holds
-# CAP_BPF and CAP_NET_ADMIN in the host network namespace. Debug with
-# `kubectl debug` and another image.
-FROM gcr.io/distroless/cc-debian12 AS runtime
+FROM ${ROOTFS} AS rootfs
 
-COPY --from=builder /out/netpol-agent /usr/local/bin/netpol-agent
+# --- runtime: from scratch ----------------------------------------------------
+# The binary, glibc's libraries it links (ldd: libc, libm, libgcc_s and the
+# loader) from the builder's Debian 12, and nothing else: no shell, no
+# package manager, the least to exploit in a process that holds CAP_BPF and
+# CAP_NET_ADMIN in the host network namespace. Debug with `kubectl debug`
+# and another image.
+FROM scratch AS runtime
+
+COPY --from=rootfs /out/rootfs/ /
 
 # Root, on purpose: BPF needs CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON in the
 # effective set, which Kubernetes (no ambient capabilities) grants only to

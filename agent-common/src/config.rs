@@ -63,4 +63,12 @@ pub struct Config {
     /// denied packets are counted in the aggregates only.
     pub record_rate: u64,
     pub record_burst: u64,
+    /// New conntrack entries each source address may create per second, and
+    /// the bucket's depth (0: no limit), kept per address in `CT_SOURCES`:
+    /// the conntrack table is shared by every workload of the node, so one
+    /// source opening flows (or sending bare ACKs) as fast as it can must not
+    /// evict everyone else's. Over the limit, a new flow is dropped
+    /// (`ct-quota`); established flows never pay for it.
+    pub ct_source_rate: u64,
+    pub ct_source_burst: u64,
 }

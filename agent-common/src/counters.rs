@@ -20,10 +20,28 @@ pub const fn flow_counter_index(dir: u32, from_b: bool) -> usize {
     (dir as usize & 1) * 2 + from_b as usize
 }
 
+/// The hook's direction: XDP sees packets entering an interface, TC (TCX
+/// egress) packets leaving it.
 pub const DIR_INGRESS: u32 = 0;
 pub const DIR_EGRESS: u32 = 1;
 
-/// Counters are indexed by direction, whether the drop was only audited, and reason.
+/// The aggregates' side, read from the workload: `TRAFFIC_INGRESS` enters
+/// it (a pod, or the node from the network), `TRAFFIC_EGRESS` leaves it.
+/// On an uplink that is the hook's direction; on a pod interface (the host
+/// side of the pod's veth) it is the other way round: what enters the
+/// veth's XDP hook is leaving the pod. See `traffic_of`.
+pub const TRAFFIC_INGRESS: u32 = 0;
+pub const TRAFFIC_EGRESS: u32 = 1;
+
+/// The traffic side of a packet seen by the hook of direction `dir` on an
+/// interface that is (`pod_side`) or is not a pod interface.
+#[inline(always)]
+pub const fn traffic_of(dir: u32, pod_side: bool) -> u32 {
+    (dir & 1) ^ (pod_side as u32)
+}
+
+/// Counters are indexed by traffic side, whether the drop was only audited,
+/// and reason.
 pub const COUNTER_SLOTS: u32 = 2 * 2 * reason::COUNT;
 
 #[inline(always)]
@@ -37,8 +55,8 @@ pub const fn counter_index(dir: u32, audited: bool, reason: u32) -> u32 {
 /// counted by direction and reason only.
 pub const RULE_IDS: u32 = 4096;
 
-/// Per-rule counters: per rule id, `RULE_COUNTER_STRIDE` slots of (direction,
-/// rule reason), half of them per direction.
+/// Per-rule counters: per rule id, `RULE_COUNTER_STRIDE` slots of (traffic
+/// side, rule reason), half of them per side.
 pub const RULE_COUNTER_STRIDE: u32 = 8;
 /// Reasons a rule is credited with, in `rule_counter_index` order.
 pub const RULE_REASONS: [u32; 3] = [
@@ -68,12 +86,16 @@ pub mod reason {
     /// ARP and other non-IP frames.
     pub const PASS_NON_IP: u32 = 2;
     /// IPv6 neighbour discovery (ICMPv6 133-137) and multicast listener
-    /// discovery (130-132, 143), which neighbour discovery relies on.
+    /// discovery (130-132, 143), which neighbour discovery relies on, confined
+    /// to the link (see `DROP_ND_INVALID`).
     pub const PASS_NEIGHBOUR_DISCOVERY: u32 = 3;
     /// A later fragment of a datagram whose first fragment passed.
     pub const PASS_FRAGMENT: u32 = 4;
     /// A conntrack entry from an older policy was re-checked and still allowed.
     pub const PASS_RECHECKED: u32 = 5;
+    /// An ICMP or ICMPv6 error quoting a packet of a live conntrack entry's
+    /// flow, sent back to that packet's source.
+    pub const PASS_RELATED: u32 = 6;
 
     pub const FIRST_DROP_REASON: u32 = 8;
     /// No rule allows the packet (default deny).
@@ -88,15 +110,27 @@ pub mod reason {
     pub const DROP_MALFORMED_IPV4: u32 = 12;
     /// Truncated IPv6 header, bad version, or broken/too long extension chain.
     pub const DROP_MALFORMED_IPV6: u32 = 13;
-    /// Truncated TCP/UDP/SCTP/ICMP header or bad TCP data offset.
+    /// Truncated TCP/UDP/SCTP/ICMP header or bad TCP data offset, or an ICMP
+    /// error whose quoted IP header and 8 transport bytes are cut or bad.
     pub const DROP_MALFORMED_L4: u32 = 14;
     /// Entered a pod interface with a source address not routed to it, or an
     /// uplink with the address of a pod of this node (see `SOURCES`).
     pub const DROP_SPOOFED: u32 = 15;
     /// Entered a pod interface whose addresses are not known yet.
     pub const DROP_UNKNOWN_ENDPOINT: u32 = 16;
+    /// ICMPv6 neighbour or multicast listener discovery without the shape
+    /// RFC 4861 / RFC 3810 require of link traffic (hop limit, source and
+    /// destination scope), fragmented, or a router advertisement or redirect
+    /// entering a pod interface.
+    pub const DROP_ND_INVALID: u32 = 17;
+    /// An ICMP or ICMPv6 error whose quoted header belongs to no live flow
+    /// (or is not sent back to the quoted packet's source).
+    pub const DROP_ICMP_UNRELATED: u32 = 18;
+    /// A new flow whose source has used up its conntrack quota
+    /// (`Config::ct_source_rate`).
+    pub const DROP_CT_QUOTA: u32 = 19;
 
-    pub const COUNT: u32 = 17;
+    pub const COUNT: u32 = 20;
 
     pub const NAMES: [&str; COUNT as usize] = [
         "established",
@@ -105,7 +139,7 @@ pub mod reason {
         "neighbour-discovery",
         "fragment",
         "rechecked",
-        "unused-6",
+        "related",
         "unused-7",
         "policy-denied",
         "revoked",
@@ -116,6 +150,9 @@ pub mod reason {
         "malformed-l4",
         "spoofed",
         "unknown-endpoint",
+        "nd-invalid",
+        "icmp-unrelated",
+        "ct-quota",
     ];
 }
 

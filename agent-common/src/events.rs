@@ -9,7 +9,8 @@ pub const BUCKET_RECORDS: u32 = 1;
 /// Slots in `BUCKETS`.
 pub const BUCKET_SLOTS: u32 = 2;
 
-/// Per-CPU token bucket limiting verdict events or denied-flow records.
+/// Token bucket limiting verdict events or denied-flow records (per CPU), or
+/// the conntrack entries of one source address (`CT_SOURCES`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TokenBucket {

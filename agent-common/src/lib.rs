@@ -27,7 +27,7 @@ pub use values::*;
 /// fields mean. Bump it whenever either changes, even when the sizes do not:
 /// an agent never adopts maps pinned under another version (it builds fresh
 /// ones beside them), so old state is never misread.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -64,7 +64,7 @@ mod tests {
     // Sizes equal the sum of the fields: no implicit padding anywhere.
     #[test]
     fn no_implicit_padding() {
-        assert_eq!(size_of::<Config>(), 4 * 4 + 8 * 13);
+        assert_eq!(size_of::<Config>(), 4 * 4 + 8 * 15);
         assert_eq!(size_of::<IdentityValue>(), 8);
         assert_eq!(size_of::<RuleKey>(), 1 + 4 + 4 + 1 + 2);
         assert_eq!(size_of::<IdKey4>(), 1 + 4);

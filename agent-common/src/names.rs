@@ -26,6 +26,10 @@ pub mod map_names {
     pub const HOSTS4: &str = "HOSTS4";
     pub const HOSTS6: &str = "HOSTS6";
     pub const SOURCES: &str = "SOURCES";
+    pub const QUOTE_KEY4: &str = "QUOTE_KEY4";
+    pub const QUOTE_KEY6: &str = "QUOTE_KEY6";
+    pub const CT_SOURCES: &str = "CT_SOURCES";
+    pub const NEW_FLOW: &str = "NEW_FLOW";
 }
 
 /// Program names (the Rust function names in agent-ebpf).

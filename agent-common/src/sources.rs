@@ -63,6 +63,20 @@ pub const SRC_IFACE_POD: u32 = 3;
 pub const SRC_IFACE_UNKNOWN: u32 = 4;
 /// Interface entry: an uplink; only `SRC_LOCAL_POD` sources are refused.
 pub const SRC_IFACE_UPLINK: u32 = 5;
+/// Interface entry: a pod interface with no address learned yet, left
+/// unchecked (`run --allow-unknown-endpoints`). The check lets everything
+/// through; the entry says the interface is a pod's, for the counters.
+pub const SRC_IFACE_POD_UNCHECKED: u32 = 6;
+
+/// Whether an interface entry of kind `kind` is a pod interface: its
+/// traffic is counted from the pod's side (see `traffic_of`).
+#[inline(always)]
+pub const fn is_pod_iface(kind: u32) -> bool {
+    matches!(
+        kind,
+        SRC_IFACE_POD | SRC_IFACE_UNKNOWN | SRC_IFACE_POD_UNCHECKED
+    )
+}
 
 /// `SourceValue::origin` bits: where the agent learnt an address entry. The
 /// datapath ignores them; they let several sources (the node's routes, the

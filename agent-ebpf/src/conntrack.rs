@@ -10,7 +10,7 @@ use crate::{
     counting::{bump_stat, first_count},
     family::Family,
     flow::Flow,
-    maps::BPF_NOEXIST,
+    maps::{new_flow, BPF_NOEXIST},
     parse::{Track, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -59,10 +59,11 @@ pub fn ct_flags_after(flags: u32, is_orig: bool, proto: u8, tcp_flags: u8) -> u3
 }
 
 /// Whether a packet may belong to a tracked flow. One that opens a flow goes
-/// straight to the policy, and a stateless one never has an entry.
+/// straight to the policy, a stateless one never has an entry, and an ICMP
+/// error is matched by what it quotes (`related`).
 #[inline(always)]
 pub fn looks_up(track: Track) -> bool {
-    track != Track::Open && track != Track::PolicyOnly
+    matches!(track, Track::Lookup | Track::LookupNoCreate | Track::Reply)
 }
 
 /// Whether a packet the policy allows creates (or replaces) its flow's entry.
@@ -153,17 +154,16 @@ pub fn remove<F: Family>(key: &F::CtKey) {
     bump_stat(stat::CT_REMOVED);
 }
 
-/// State of a new entry. A flow picked up mid-stream (agent restart, evicted
-/// entry) counts as established; a SYN starts a fresh handshake.
+/// State of a new entry. A SYN starts a fresh handshake; a flow picked up
+/// mid-stream (agent restart, evicted entry) starts in the same state, so it
+/// keeps the short handshake timeout until a packet of the other direction
+/// shows someone answers: otherwise one bare ACK with no flow behind it
+/// would hold an entry for the established timeout (hours).
 #[inline(always)]
-fn opening_flags(src_is_b: bool, proto: u8, tcp_flags: u8) -> u32 {
+fn opening_flags(src_is_b: bool, proto: u8) -> u32 {
     let mut flags = if src_is_b { CT_F_ORIG_B } else { 0 };
     if proto == IPPROTO_TCP {
-        flags |= if tcp_flags & TCP_SYN != 0 {
-            CT_F_SYN
-        } else {
-            CT_F_SYN | CT_F_SYNACK
-        };
+        flags |= CT_F_SYN;
     }
     flags
 }
@@ -172,12 +172,16 @@ fn opening_flags(src_is_b: bool, proto: u8, tcp_flags: u8) -> u32 {
 #[inline(always)]
 pub fn create<F: Family>(fl: &Flow<F>, rule_id: u32) -> bool {
     let l4 = &fl.ip.l4;
-    let mut value = CtValue {
+    let Some(scratch) = new_flow() else {
+        return false;
+    };
+    let value = &mut scratch.value;
+    *value = CtValue {
         created: fl.t,
         last_seen: fl.t,
         policy_gen: fl.gen,
         rule_id,
-        flags: opening_flags(fl.src_is_b, l4.proto, l4.tcp_flags),
+        flags: opening_flags(fl.src_is_b, l4.proto),
         orig_port: l4.policy_port,
         _pad: 0,
         counters: [Counter::default(); FLOW_COUNTER_SLOTS],
@@ -185,6 +189,8 @@ pub fn create<F: Family>(fl: &Flow<F>, rule_id: u32) -> bool {
     if fl.counting {
         first_count(&mut value.counters, fl.idx, fl.pkt.len);
     }
+    // Passed by reference: by value it would be copied back onto the stack.
+    let value: &CtValue = value;
     // Create-only first, so creations (for fill and eviction figures) are
     // counted once; a SYN reusing a live flow's ports then replaces it.
     if F::ct().insert(fl.key, value, BPF_NOEXIST).is_ok() {

@@ -52,8 +52,8 @@ pub fn bump_stat(idx: u32) {
 
 /// Counts a frame's verdict in the aggregates. A pass by a rule is counted
 /// once, under its rule (the per-reason totals are sums over rules);
-/// everything else by direction and reason. Either array is per-CPU and never
-/// evicts, so the aggregates lose no count.
+/// everything else by traffic side and reason. Either array is per-CPU and
+/// never evicts, so the aggregates lose no count.
 #[inline(always)]
 pub fn count_verdict(dir: u32, pass: bool, why: u32, rule_id: u32, audited: bool, len: u64) {
     let by_rule = match rule_counter_index(rule_id, dir, why) {

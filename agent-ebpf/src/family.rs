@@ -12,8 +12,9 @@ use crate::{
     flowcache::{hash_slot, words},
     maps::{
         CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6, IDS4,
-        IDS6,
+        IDS6, QUOTE_KEY4, QUOTE_KEY6,
     },
+    parse::{parse_quote_v4, parse_quote_v6, Bounds, Quote},
 };
 
 /// Per address family: which maps to use and how to build keys.
@@ -52,6 +53,10 @@ pub trait Family {
     fn source_addr(a: &Self::Addr) -> [u8; 16];
     /// IPv6 link-local (fe80::/10): not routed, never checked against `SOURCES`.
     fn link_local(a: &Self::Addr) -> bool;
+    /// The header an ICMP error of this family quotes (`parse::parse_quote_v4`).
+    fn quote(b: &Bounds, off: usize, len: usize) -> Result<Option<Quote<'_, Self::Addr>>, u32>;
+    /// This CPU's scratch key for the flow an ICMP error quotes.
+    fn quote_key() -> Option<*mut Self::CtKey>;
 }
 
 pub struct V4;
@@ -85,6 +90,14 @@ impl Family for V4 {
     #[inline(always)]
     fn link_local(_a: &[u8; 4]) -> bool {
         false
+    }
+    #[inline(always)]
+    fn quote(b: &Bounds, off: usize, len: usize) -> Result<Option<Quote<'_, [u8; 4]>>, u32> {
+        parse_quote_v4(b, off, len)
+    }
+    #[inline(always)]
+    fn quote_key() -> Option<*mut CtKey4> {
+        QUOTE_KEY4.get_ptr_mut(0)
     }
 
     #[inline(always)]
@@ -189,6 +202,14 @@ impl Family for V6 {
     #[inline(always)]
     fn link_local(a: &[u8; 16]) -> bool {
         a[0] == 0xfe && a[1] & 0xc0 == 0x80
+    }
+    #[inline(always)]
+    fn quote(b: &Bounds, off: usize, len: usize) -> Result<Option<Quote<'_, [u8; 16]>>, u32> {
+        parse_quote_v6(b, off, len)
+    }
+    #[inline(always)]
+    fn quote_key() -> Option<*mut CtKey6> {
+        QUOTE_KEY6.get_ptr_mut(0)
     }
 
     #[inline(always)]

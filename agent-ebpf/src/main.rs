@@ -25,9 +25,15 @@ mod frag;
 #[cfg(target_arch = "bpf")]
 mod maps;
 #[cfg(target_arch = "bpf")]
+mod nd;
+#[cfg(target_arch = "bpf")]
 mod parse;
 #[cfg(target_arch = "bpf")]
 mod policy;
+#[cfg(target_arch = "bpf")]
+mod quota;
+#[cfg(target_arch = "bpf")]
+mod related;
 #[cfg(target_arch = "bpf")]
 mod sources;
 #[cfg(target_arch = "bpf")]
@@ -62,7 +68,7 @@ mod prog {
         };
         // SAFETY: the context the kernel passed in; a plain field read.
         let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
-        if judge(&b, DIR_INGRESS, ifindex) {
+        if judge(&b, DIR_INGRESS, ifindex, true) {
             xdp_action::XDP_PASS
         } else {
             xdp_action::XDP_DROP
@@ -84,8 +90,11 @@ mod prog {
             len,
         };
         // Pass means "next": other TCX programs on the interface still run.
-        // Sources are checked where packets enter (XDP), not where they leave.
-        if judge(&b, DIR_EGRESS, 0) {
+        // Sources are checked where packets enter (XDP), not where they leave;
+        // the interface still says from which side the packet is counted.
+        // SAFETY: the context the kernel passed in; a plain field read.
+        let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+        if judge(&b, DIR_EGRESS, ifindex, false) {
             TC_ACT_UNSPEC
         } else {
             TC_ACT_SHOT

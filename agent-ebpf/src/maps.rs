@@ -102,3 +102,37 @@ pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(RULE_IDS, 0);
 #[map]
 pub static SOURCES: HashMap<SourceKey, SourceValue> =
     HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// Scratch space for the conntrack key an ICMP error quotes (one per CPU):
+/// the programs' stack, near BPF's 512 bytes, has no room for another key.
+#[map]
+pub static QUOTE_KEY4: PerCpuArray<CtKey4> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static QUOTE_KEY6: PerCpuArray<CtKey6> = PerCpuArray::with_max_entries(1, 0);
+
+/// The conntrack quota of each source address that opened a flow lately
+/// (`Config::ct_source_rate`). LRU: a source unseen for long enough starts
+/// again with a full bucket.
+#[map]
+pub static CT_SOURCES: LruHashMap<[u8; 16], TokenBucket> = LruHashMap::with_max_entries(65536, 0);
+
+/// Per-CPU room for what the new-flow path builds (`NewFlow`).
+#[map]
+pub static NEW_FLOW: PerCpuArray<NewFlow> = PerCpuArray::with_max_entries(1, 0);
+
+/// What the new-flow path builds before it writes a map: the conntrack quota
+/// map's key and new value, and the new conntrack entry. Built here rather
+/// than on the stack, which is near BPF's 512 bytes on that path.
+#[repr(C)]
+pub struct NewFlow {
+    pub src: [u8; 16],
+    pub bucket: TokenBucket,
+    pub value: CtValue,
+}
+
+/// This CPU's `NewFlow`.
+#[inline(always)]
+pub fn new_flow() -> Option<&'static mut NewFlow> {
+    // SAFETY: this CPU's slot; nothing else runs on it while a program does.
+    NEW_FLOW.get_ptr_mut(0).map(|p| unsafe { &mut *p })
+}

@@ -3,6 +3,8 @@
 //! read is bounds-checked; a failure names the layer so it is counted.
 use agent_common::{reason, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_SCTP, IPPROTO_TCP, IPPROTO_UDP};
 
+use crate::nd::{self, Nd};
+
 const ETH_P_IP: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86dd;
 const ETH_P_8021Q: u16 = 0x8100;
@@ -34,7 +36,10 @@ pub enum Track {
     /// Only ever a reply (ICMP echo reply): conntrack in the reply direction,
     /// then policy, never create.
     Reply,
-    /// Stateless (ICMP errors and other ICMP, TCP RST without a flow): policy only.
+    /// An ICMP or ICMPv6 error: passes only if the packet it quotes belongs to
+    /// a tracked flow (`related`), whatever the policy.
+    Related,
+    /// Stateless (other ICMP): policy only.
     PolicyOnly,
 }
 
@@ -50,6 +55,10 @@ pub enum Frag {
 pub struct L4 {
     pub proto: u8,
     /// Conntrack ports, host order (ICMP echo: the identifier on both sides).
+    /// An ICMP error (`Track::Related`) has no ports of its own: there `sport`
+    /// is the offset of the IP header it quotes and `dport` the bytes of the
+    /// IP packet from there on, which spares the stack two fields on every
+    /// packet's path.
     pub sport: u16,
     pub dport: u16,
     /// What rules match on: destination port, or ICMP `type << 8 | code`.
@@ -79,7 +88,9 @@ pub enum L3 {
 /// Outcome of parsing an IPv6 packet.
 pub enum Parsed6 {
     Ip(Ip<[u8; 16]>),
-    NeighbourDiscovery,
+    /// ICMPv6 neighbour or multicast listener discovery, and what it is
+    /// (`nd::shape`).
+    NeighbourDiscovery(Nd),
 }
 
 /// Bounds of the packet: [start, end) readable, `len` bytes in total (TC may
@@ -186,8 +197,10 @@ pub fn parse_ipv4(b: &Bounds, l3: usize) -> Result<Ip<[u8; 4]>, u32> {
     })
 }
 
+/// `entering`: the packet enters the node (XDP), which neighbour discovery's
+/// scope rules need.
 #[inline(always)]
-pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
+pub fn parse_ipv6(b: &Bounds, l3: usize, entering: bool) -> Result<Parsed6, u32> {
     const BAD: u32 = reason::DROP_MALFORMED_IPV6;
     let h = b.hdr::<IPV6_HLEN>(l3).ok_or(BAD)?;
     if h[0] >> 4 != 6 {
@@ -200,6 +213,7 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
     }
     let ip_end = l3 + IPV6_HLEN + payload_len;
     let mut next = h[6];
+    let hop_limit = h[7];
     let src = addr::<16>(h, 8);
     let dst = addr::<16>(h, 24);
     let mut off = l3 + IPV6_HLEN;
@@ -257,21 +271,123 @@ pub fn parse_ipv6(b: &Bounds, l3: usize) -> Result<Parsed6, u32> {
     let l4 = if let Frag::Later(_) = frag {
         no_l4(next)
     } else {
-        let l4 = parse_l4(b, off, ip_end, next, true)?;
-        // Neighbour discovery (133-137) and the multicast listener messages it
-        // relies on (130-132, 143: joining solicited-node groups, which
-        // MLD-snooping switches need to see) are link infrastructure.
-        if next == IPPROTO_ICMPV6 && matches!(l4.policy_port >> 8, 130..=137 | 143) {
-            return Ok(Parsed6::NeighbourDiscovery);
-        }
-        l4
+        parse_l4(b, off, ip_end, next, true)?
     };
+    // Neighbour discovery (133-137) and the multicast listener messages it
+    // relies on (130-132, 143: joining solicited-node groups, which
+    // MLD-snooping switches need to see) are link infrastructure, if they
+    // have its shape. (A later fragment has no L4 header: its policy_port is 0.)
+    let ty = (l4.policy_port >> 8) as u8;
+    if next == IPPROTO_ICMPV6 && matches!(ty, 130..=137 | 143) {
+        // RFC 6980: discovery messages are never fragmented.
+        let shape = if frag == Frag::None {
+            nd::shape(ty, hop_limit, &src, &dst, entering)
+        } else {
+            Nd::Invalid
+        };
+        return Ok(Parsed6::NeighbourDiscovery(shape));
+    }
     Ok(Parsed6::Ip(Ip {
         src,
         dst,
         frag,
         frag_proto,
         l4,
+    }))
+}
+
+/// The header an ICMP error quotes: the packet that caused it, as its sender
+/// sent it, as far as conntrack needs it. The addresses stay in the packet:
+/// the programs have no stack to spare for copies.
+pub struct Quote<'a, A> {
+    pub src: &'a A,
+    pub dst: &'a A,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+/// The `M` bytes at `i` of header `h`, in place.
+#[inline(always)]
+fn sub<const N: usize, const M: usize>(h: &[u8; N], i: usize) -> &[u8; M] {
+    const { assert!(M <= N) };
+    assert!(i + M <= N);
+    // SAFETY: inside `h` (asserted; every caller's `i` is a constant).
+    unsafe { &*(h.as_ptr().add(i) as *const [u8; M]) }
+}
+
+/// Bytes of the quoted transport header every error carries (RFC 792's "64
+/// bits of data"): ports, or an echo request's identifier.
+const QUOTED_L4: usize = 8;
+
+/// The conntrack ports of a quoted transport header; `None` when it opens no
+/// flow conntrack tracks (an ICMP message other than an echo request).
+#[inline(always)]
+fn quoted_ports(proto: u8, l4: &[u8; QUOTED_L4], v6: bool) -> Option<(u16, u16)> {
+    match proto {
+        IPPROTO_TCP | IPPROTO_UDP | IPPROTO_SCTP => Some((be16(l4, 0), be16(l4, 2))),
+        IPPROTO_ICMP if !v6 && l4[0] == 8 => Some((be16(l4, 4), be16(l4, 4))),
+        IPPROTO_ICMPV6 if v6 && l4[0] == 128 => Some((be16(l4, 4), be16(l4, 4))),
+        _ => None,
+    }
+}
+
+/// The IPv4 header and 8 transport bytes an ICMP error quotes, at `off`,
+/// `len` bytes of the outer IP packet long. `Err`: cut or not IPv4 (a
+/// malformed error); `Ok(None)`: well-formed but of no flow (a later
+/// fragment, an untracked protocol).
+#[inline(always)]
+pub fn parse_quote_v4(
+    b: &Bounds,
+    off: usize,
+    len: usize,
+) -> Result<Option<Quote<'_, [u8; 4]>>, u32> {
+    const BAD: u32 = reason::DROP_MALFORMED_L4;
+    // Bounded, so the verifier can follow the offsets derived from it.
+    if off > MAX_L4_OFFSET + 8 {
+        return Err(BAD);
+    }
+    let h = b.hdr::<20>(off).ok_or(BAD)?;
+    let ihl = (h[0] & 0x0f) as usize * 4;
+    if h[0] >> 4 != 4 || ihl < 20 || ihl + QUOTED_L4 > len {
+        return Err(BAD);
+    }
+    let l4 = b.hdr::<QUOTED_L4>(off + ihl).ok_or(BAD)?;
+    if be16(h, 6) & 0x1fff != 0 {
+        return Ok(None);
+    }
+    Ok(quoted_ports(h[9], l4, false).map(|(sport, dport)| Quote {
+        src: sub::<20, 4>(h, 12),
+        dst: sub::<20, 4>(h, 16),
+        sport,
+        dport,
+        proto: h[9],
+    }))
+}
+
+/// As `parse_quote_v4`, for the IPv6 header an ICMPv6 error quotes. Quoted
+/// extension headers are not walked: such a quote matches no flow.
+#[inline(always)]
+pub fn parse_quote_v6(
+    b: &Bounds,
+    off: usize,
+    len: usize,
+) -> Result<Option<Quote<'_, [u8; 16]>>, u32> {
+    const BAD: u32 = reason::DROP_MALFORMED_L4;
+    if off > MAX_L4_OFFSET + 8 {
+        return Err(BAD);
+    }
+    let h = b.hdr::<IPV6_HLEN>(off).ok_or(BAD)?;
+    if h[0] >> 4 != 6 || IPV6_HLEN + QUOTED_L4 > len {
+        return Err(BAD);
+    }
+    let l4 = b.hdr::<QUOTED_L4>(off + IPV6_HLEN).ok_or(BAD)?;
+    Ok(quoted_ports(h[6], l4, true).map(|(sport, dport)| Quote {
+        src: sub::<IPV6_HLEN, 16>(h, 8),
+        dst: sub::<IPV6_HLEN, 16>(h, 24),
+        sport,
+        dport,
+        proto: h[6],
     }))
 }
 
@@ -347,17 +463,27 @@ fn parse_l4(b: &Bounds, off: usize, ip_end: usize, proto: u8, v6: bool) -> Resul
             within(8)?;
             let (ty, code) = (h[0], h[1]);
             let (request, reply) = if v6 { (128, 129) } else { (8, 0) };
-            let (ports, track) = if ty == request {
-                (be16(h, 4), Track::Open)
-            } else if ty == reply {
-                (be16(h, 4), Track::Reply)
+            // Errors: destination unreachable, source quench, time exceeded,
+            // parameter problem; ICMPv6 adds packet too big (1-4).
+            let error = if v6 {
+                matches!(ty, 1..=4)
             } else {
-                (0, Track::PolicyOnly)
+                matches!(ty, 3 | 4 | 11 | 12)
+            };
+            let (sport, dport, track) = if ty == request {
+                (be16(h, 4), be16(h, 4), Track::Open)
+            } else if ty == reply {
+                (be16(h, 4), be16(h, 4), Track::Reply)
+            } else if error {
+                let quote = off + 8;
+                (quote as u16, (ip_end - quote) as u16, Track::Related)
+            } else {
+                (0, 0, Track::PolicyOnly)
             };
             Ok(L4 {
                 proto,
-                sport: ports,
-                dport: ports,
+                sport,
+                dport,
                 policy_port: (ty as u16) << 8 | code as u16,
                 tcp_flags: 0,
                 track,

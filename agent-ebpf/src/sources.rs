@@ -2,7 +2,9 @@
 //! routed to that interface, and a packet entering an uplink must not come
 //! from a pod of this node. Runs before the flow cache and conntrack, so a
 //! forged packet cannot ride on another pod's established flow.
-use agent_common::{reason, SourceKey, SRC_IFACE_POD, SRC_IFACE_UNKNOWN, SRC_LOCAL_POD, SRC_OWNED};
+use agent_common::{
+    is_pod_iface, reason, SourceKey, SRC_IFACE_POD, SRC_IFACE_UNKNOWN, SRC_LOCAL_POD, SRC_OWNED,
+};
 
 use crate::{family::Family, maps::SOURCES};
 
@@ -36,5 +38,18 @@ pub fn check<F: Family>(ifindex: u32, src: &F::Addr) -> Result<(), u32> {
     match unsafe { SOURCES.get(SourceKey::iface(ifindex)) } {
         Some(v) => verdict(v.kind),
         None => Ok(()),
+    }
+}
+
+/// Whether `ifindex` is a pod interface (its interface entry says so: with
+/// addresses, none yet, or left unchecked): router messages from it are
+/// dropped, and its packets are counted from the pod's side. Interfaces
+/// without an entry (not enforced, or a test run's) count as uplinks.
+#[inline(always)]
+pub fn is_pod(ifindex: u32) -> bool {
+    // SAFETY: the value is read at once; the agent replaces entries whole.
+    match unsafe { SOURCES.get(SourceKey::iface(ifindex)) } {
+        Some(v) => is_pod_iface(v.kind),
+        None => false,
     }
 }

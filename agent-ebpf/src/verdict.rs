@@ -3,7 +3,8 @@
 //! rule trie, then counters. This module only says in which order the steps run and what each
 //! outcome means; each step lives in the module of its concern.
 use agent_common::{
-    reason, Config, CtValue, CFG_F_EVENTS_ALLOWED, CT_F_REPLY_SEEN, EVENT_VERDICT_PASS, MODE_AUDIT,
+    reason, traffic_of, Config, CtValue, CFG_F_EVENTS_ALLOWED, CT_F_REPLY_SEEN, EVENT_VERDICT_PASS,
+    MODE_AUDIT,
 };
 
 use crate::{
@@ -16,17 +17,23 @@ use crate::{
     flowcache,
     frag::{later_fragment, note_first_fragment},
     maps::CONFIG,
-    parse::{parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, L3},
-    policy, sources,
+    nd,
+    parse::{parse_ipv4, parse_ipv6, parse_l2, Bounds, Frag, Ip, Parsed6, Track, L3},
+    policy, quota, related, sources,
 };
 
 /// Verdict of an IP packet, counting it on its flow. Each step is reached only
 /// when the cheaper one before it cannot answer: the flow cache, conntrack,
 /// then the policy, which opens the flow or denies it.
 #[inline(always)]
-fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
+fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
     if let Frag::Later(id) = ip.frag {
         return later_fragment::<F>(cfg, ip, id);
+    }
+    // Before the flow's key exists: the error's own key is never used, and
+    // the quote's key would need stack beside it.
+    if ip.l4.track == Track::Related {
+        return related::judge::<F>(b, cfg, ip);
     }
     let l4 = &ip.l4;
     let (key, src_is_b) = ct_key::<F>(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
@@ -50,6 +57,9 @@ fn decide_ip<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
             Err(audit) => return deny(&fl, reason::DROP_POLICY, audit),
         };
     if conntrack::creates(l4.track) {
+        if !quota::take(&fl) {
+            return Err((reason::DROP_CT_QUOTA, false));
+        }
         open(&fl, rule.rule_id);
     }
     Ok((reason::PASS_POLICY, rule.rule_id))
@@ -118,8 +128,8 @@ fn open<F: Family>(fl: &Flow<F>, rule_id: u32) {
 }
 
 #[inline(always)]
-fn decide_family<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
-    let r = decide_ip::<F>(cfg, ip, pkt);
+fn decide_family<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
+    let r = decide_ip::<F>(b, cfg, ip, pkt);
     if r.is_ok() {
         note_first_fragment::<F>(ip);
     }
@@ -130,31 +140,44 @@ fn decide_family<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decisi
 /// It comes before the flow cache and conntrack, so a forged source never
 /// reaches a flow its owner opened.
 #[inline(always)]
-fn guarded<F: Family>(cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt, ifindex: u32) -> Decision {
+fn guarded<F: Family>(
+    b: &Bounds,
+    cfg: &Config,
+    ip: &Ip<F::Addr>,
+    pkt: &Pkt,
+    ifindex: u32,
+) -> Decision {
     if ifindex != 0 {
         sources::check::<F>(ifindex, &ip.src).map_err(|r| (r, false))?;
     }
-    decide_family::<F>(cfg, ip, pkt)
+    decide_family::<F>(b, cfg, ip, pkt)
 }
 
 #[inline(always)]
 fn judge_v4(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt, ifindex: u32) -> Decision {
     let ip = parse_ipv4(b, l3).map_err(|r| (r, false))?;
-    guarded::<V4>(cfg, &ip, pkt, ifindex)
+    guarded::<V4>(b, cfg, &ip, pkt, ifindex)
 }
 
 #[inline(always)]
 fn judge_v6(b: &Bounds, l3: usize, cfg: &Config, pkt: &Pkt, ifindex: u32) -> Decision {
-    match parse_ipv6(b, l3).map_err(|r| (r, false))? {
-        Parsed6::Ip(ip) => guarded::<V6>(cfg, &ip, pkt, ifindex),
-        Parsed6::NeighbourDiscovery => Ok((reason::PASS_NEIGHBOUR_DISCOVERY, 0)),
+    match parse_ipv6(b, l3, ifindex != 0).map_err(|r| (r, false))? {
+        Parsed6::Ip(ip) => guarded::<V6>(b, cfg, &ip, pkt, ifindex),
+        Parsed6::NeighbourDiscovery(shape) => {
+            if nd::passes(shape, ifindex) {
+                Ok((reason::PASS_NEIGHBOUR_DISCOVERY, 0))
+            } else {
+                Err((reason::DROP_ND_INVALID, false))
+            }
+        }
     }
 }
 
 /// Judges one frame. Returns true when it may pass, after counting it.
-/// `ifindex` is the interface an XDP packet entered on (0: no source check).
+/// `ifindex` is the interface the hook runs on; `check_sources` runs the
+/// source check on it (XDP: where packets enter).
 #[inline(always)]
-pub fn judge(b: &Bounds, dir: u32, ifindex: u32) -> bool {
+pub fn judge(b: &Bounds, dir: u32, ifindex: u32, check_sources: bool) -> bool {
     let Some(cfg) = CONFIG.get(0) else {
         return false;
     };
@@ -165,9 +188,10 @@ pub fn judge(b: &Bounds, dir: u32, ifindex: u32) -> bool {
     // Everything is inlined into the entry point: a BPF-to-BPF call returns
     // through the kernel's return thunk, which costs real time on CPUs that
     // need SRSO mitigation (as these do).
+    let src_ifindex = if check_sources { ifindex } else { 0 };
     let verdict = match parse_l2(b) {
-        Ok(L3::V4(l3)) => judge_v4(b, l3, cfg, &pkt, ifindex),
-        Ok(L3::V6(l3)) => judge_v6(b, l3, cfg, &pkt, ifindex),
+        Ok(L3::V4(l3)) => judge_v4(b, l3, cfg, &pkt, src_ifindex),
+        Ok(L3::V6(l3)) => judge_v6(b, l3, cfg, &pkt, src_ifindex),
         Ok(L3::NonIp) => Ok((reason::PASS_NON_IP, 0)),
         Err(r) => Err((r, false)),
     };
@@ -175,6 +199,9 @@ pub fn judge(b: &Bounds, dir: u32, ifindex: u32) -> bool {
         Ok((r, rule_id)) => (true, r, rule_id, false),
         Err((r, audit)) => (false, r, 0, audit || cfg.mode == MODE_AUDIT),
     };
-    count_verdict(dir, pass, why, rule_id, audited, pkt.len);
+    // The aggregates read from the workload's side: on a pod interface the
+    // hook's direction is the pod's opposite one.
+    let traffic = traffic_of(dir, sources::is_pod(ifindex));
+    count_verdict(traffic, pass, why, rule_id, audited, pkt.len);
     pass || audited
 }

@@ -5,7 +5,10 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::datapath::{CountingOptions, Mode, DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE};
+use crate::datapath::{
+    CountingOptions, Mode, DEFAULT_CT_SOURCE_BURST, DEFAULT_CT_SOURCE_RATE,
+    DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE,
+};
 use crate::policy::{self, CapacityError, CompileError, LockoutRefused, PolicyErrors};
 use crate::telemetry::{
     flows::FlowFilter,
@@ -64,6 +67,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Built once per process and matched once: its size costs nothing, and
+// boxing `RunArgs` would only add indirection to every use of it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load the programs, enforce the policy directory, keep it in sync.
@@ -171,8 +177,28 @@ pub struct UninstallArgs {
     pub pin_path: PathBuf,
 }
 
+/// How `run` writes its log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Lines for people (env_logger's format).
+    #[default]
+    Text,
+    /// One JSON object per line: ts, level, target, msg.
+    Json,
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
+    /// A YAML file of settings: each key is a flag's long name (`policy-dir:
+    /// /etc/netpol`, `iface: [uplink0, "lxc*"]`). A flag on the command line
+    /// wins over its NETPOL_<FLAG> environment variable, which wins over the
+    /// file, which wins over the default.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Log format: `text` for people, `json` for one object per line (ts,
+    /// level, target, msg) for log collectors.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Interface name or glob to enforce on (repeatable), e.g. `eth0` or `lxc*`.
     #[arg(long = "iface", required = true)]
     pub ifaces: Vec<String>,
@@ -194,8 +220,9 @@ pub struct RunArgs {
     #[arg(long)]
     pub kubernetes: bool,
     /// The name of this node as Kubernetes knows it (its pods'
-    /// `spec.nodeName`); default: the host name, as kubelet.
-    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    /// `spec.nodeName`); default: NODE_NAME from the environment, else the
+    /// host name, as kubelet.
+    #[arg(long, value_name = "NAME")]
     pub node_name: Option<String>,
     /// Where maps are pinned in bpffs.
     #[arg(long, default_value = DEFAULT_PIN_PATH)]
@@ -226,9 +253,10 @@ pub struct RunArgs {
     /// holding the node's default route.
     #[arg(long = "uplink", value_name = "IFACE")]
     pub uplinks: Vec<String>,
-    /// Do not check pod interfaces that have no route to a pod address yet
-    /// (by default their IP traffic is dropped as `unknown-endpoint` until
-    /// the CNI's route appears).
+    /// Do not check pod interfaces that own no address yet: no route to a
+    /// pod address, or with Kubernetes identity no pod of this node holding
+    /// the routed address (by default their IP traffic is dropped as
+    /// `unknown-endpoint` until both are there).
     #[arg(long)]
     pub allow_unknown_endpoints: bool,
     /// Seconds between re-reads of the node's own addresses (the `host` group)
@@ -320,6 +348,14 @@ pub struct Limits {
     /// Fragmented datagrams tracked at once, per address family.
     #[arg(long, default_value_t = 8192)]
     pub frag_max: u32,
+    /// New conntrack entries each source address may create per second (0:
+    /// no limit); a new flow over it is dropped (`ct-quota`), so one
+    /// workload cannot evict the others' flows from the shared table.
+    #[arg(long, default_value_t = DEFAULT_CT_SOURCE_RATE)]
+    pub ct_source_rate: u32,
+    /// New conntrack entries a source address may create at once above the rate.
+    #[arg(long, default_value_t = DEFAULT_CT_SOURCE_BURST, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ct_source_burst: u32,
 }
 
 /// Conntrack timeouts. A live flow's last_seen is refreshed about once a second

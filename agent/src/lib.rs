@@ -13,10 +13,14 @@
 //!   (uses `policy`).
 //! - `cli`, `commands`, `daemon`: the command line and what each command
 //!   does; `daemon` is `run`'s long-lived agent. Nothing imports them.
+//! - `config`: `run`'s flags from a configuration file and `NETPOL_*`
+//!   environment variables, layered under the command line (uses `cli`,
+//!   `policy`).
 
 pub mod bpffs;
 pub mod cli;
 pub mod commands;
+pub mod config;
 pub mod daemon;
 pub mod datapath;
 pub mod host;
@@ -31,3 +35,19 @@ pub static LAB_EBPF: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR")
 
 /// Logged once the programs are attached and the policy is live; tests wait for it.
 pub const READY_MARKER: &str = "netpol-agent: enforcing";
+
+/// Lower-case hex SHA-256 of `data`.
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The SHA-256 of the embedded eBPF object (`version` prints it, and
+/// `/metrics` has it in `netpol_agent_build_info`), computed once.
+pub fn ebpf_sha256() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| sha256_hex(NETPOL_EBPF))
+}

@@ -13,16 +13,33 @@
 //!
 //! The mapping lives in `netpol_agent::cli` (`exit_code`, `error_lines`) so it
 //! is unit-tested; any `PolicyErrors` in an error's chain means 2.
-use clap::Parser as _;
 use netpol_agent::{
-    cli::{self, Cli, Command},
+    cli::{self, Command, LogFormat},
     commands,
+    config::{self, ParseError},
 };
 
 fn main() -> std::process::ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
-    let result = match cli.command {
+    // `run`'s flags may also come from NETPOL_* variables and --config FILE.
+    let parsed = match config::parse(std::env::args_os().collect(), std::env::vars_os()) {
+        Ok(p) => p,
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::Settings(e)) => {
+            for line in cli::error_lines(&e) {
+                eprintln!("{line}");
+            }
+            return cli::exit_code(&e).into();
+        }
+    };
+    let format = match &parsed.cli.command {
+        Command::Run(args) => args.log_format,
+        _ => LogFormat::Text,
+    };
+    commands::log::init(format);
+    for w in &parsed.warnings {
+        log::warn!("{w}");
+    }
+    let result = match parsed.cli.command {
         Command::Run(args) => commands::run::run(args).map(|()| cli::EXIT_OK),
         Command::Check(args) => commands::check::check(&args).map(|()| cli::EXIT_OK),
         Command::Explain(args) => commands::explain::explain(&args).map(|allowed| {
@@ -44,7 +61,12 @@ fn main() -> std::process::ExitCode {
         Ok(code) => code.into(),
         Err(e) => {
             for line in cli::error_lines(&e) {
-                eprintln!("{line}");
+                // A log collector reading JSON gets the final error as a
+                // record too.
+                match format {
+                    LogFormat::Json => log::error!("{line}"),
+                    LogFormat::Text => eprintln!("{line}"),
+                }
             }
             cli::exit_code(&e).into()
         }

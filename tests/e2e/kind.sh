@@ -5,13 +5,14 @@
 # spot=true:PreferNoSchedule.
 #
 # It builds the image from the Dockerfile, loads it into the cluster, applies
-# deploy/ (through an overlay that only swaps the image tag and the policy),
+# deploy/overlays/localplus (through an overlay that only swaps the image tag
+# and the policy),
 # waits for the rollout and for readiness on every worker, checks an allowed
 # and a denied pod-to-pod edge, deletes the DaemonSet and checks enforcement
-# stays, runs the uninstall Job on every worker and checks it is gone, and
+# stays, runs the cleanup DaemonSet of deploy/uninstall and checks it is gone, and
 # deletes the cluster (also on failure). In between, NetworkPolicies applied
 # with kubectl and pod labels changed with kubectl are enforced as the agents
-# watch them on the API server (deploy/ runs them with --kubernetes).
+# watch them on the API server (deploy/base runs them with --kubernetes).
 #
 # Needs docker (a running engine), kind and kubectl; a kernel >= 6.6. The
 # Vagrantfile's "kind" provisioner installs them and runs this script.
@@ -168,23 +169,23 @@ KIND_SUBNETS=$(docker network inspect kind -f '{{range .IPAM.Config}}{{.Subnet}}
 	echo "    from: e2e-allowed"
 	echo "    to: e2e-server"
 	echo "    ports: [8080/tcp]"
-	echo "  - name: pmtu-and-ping"
+	echo "  - name: ping"
 	echo "    from: any"
 	echo "    to: any"
-	echo "    ports: [icmp/3:4, icmp/8, icmpv6/128, icmpv6/2]"
+	echo "    ports: [icmp/8, icmpv6/128]"
 } >"$WORK/e2e.yaml"
 log "policy:"
 cat "$WORK/e2e.yaml" >&2
 
 # The overlay changes only the image and the policy; everything else is
-# deploy/ as shipped.
+# deploy/overlays/localplus as shipped (its node pools' tolerations included).
 mkdir "$WORK/overlay"
 mv "$WORK/e2e.yaml" "$WORK/overlay/e2e.yaml"
 cat >"$WORK/overlay/kustomization.yaml" <<KUST
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-  - $(realpath --relative-to="$WORK/overlay" "$REPO/deploy")
+  - $(realpath --relative-to="$WORK/overlay" "$REPO/deploy/overlays/localplus")
 configMapGenerator:
   - name: netpol-agent-policy
     behavior: replace
@@ -285,13 +286,26 @@ fetch allowed || fail "allowed edge blocked after the DaemonSet was deleted"
 if fetch denied; then fail "denied edge opened when the DaemonSet was deleted"; fi
 log "enforcement stays after the DaemonSet is deleted"
 
-# Uninstall on every worker, with the same image.
-for node in "${WORKERS[@]}"; do
-	sed -e "s/NODE_NAME/$node/g" -e "s#image: ghcr.io/localplus/netpol-agent:.*#image: $IMAGE#" \
-		"$REPO/deploy/uninstall/job.yaml" | k apply -f -
-done
-k -n "$AGENT_NS" wait --for=condition=complete job -l app.kubernetes.io/component=uninstall --timeout=180s ||
-	fail "uninstall jobs did not complete"
+# Uninstall on every worker: the cleanup DaemonSet of deploy/uninstall, with
+# the same image; Ready on every node means its uninstall succeeded there.
+mkdir "$WORK/uninstall"
+cat >"$WORK/uninstall/kustomization.yaml" <<KUST
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources:
+  - $(realpath --relative-to="$WORK/uninstall" "$REPO/deploy/uninstall")
+images:
+  - name: ghcr.io/localplus/netpol-agent
+    newName: netpol-agent
+    newTag: e2e
+KUST
+k apply -k "$WORK/uninstall"
+k -n "$AGENT_NS" rollout status daemonset/netpol-agent-uninstall --timeout=180s ||
+	fail "the cleanup DaemonSet did not become ready on every node"
+# Every node, the control plane included (it tolerates every taint).
+cleaned=$(k -n "$AGENT_NS" get daemonset netpol-agent-uninstall -o jsonpath='{.status.numberReady}/{.status.desiredNumberScheduled}')
+[ "$cleaned" = 4/4 ] || fail "uninstall ran on $cleaned nodes, expected 4/4"
+k delete -k "$WORK/uninstall" --wait=true --timeout=60s
 fetch denied || fail "denied edge still blocked after uninstall"
 log "uninstall removed enforcement"
 

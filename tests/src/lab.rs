@@ -100,6 +100,9 @@ const NODE_V6: &str = "fd00::5";
 const REMOTE_V4: &str = "10.0.0.2";
 const REMOTE_V6: &str = "fd00::2";
 pub const UPLINK: &str = "uplink0";
+/// The lab node's name for Kubernetes (`--node-name`): the `spec.nodeName`
+/// of the lab's own pods in examples/localplus/objects.
+pub const NODE_NAME: &str = "node-a";
 
 pub struct Lab {
     pub node: Arc<Netns>,

@@ -17,7 +17,7 @@ pub mod privilege;
 
 pub use agent::{agent_bin, ensure_bpffs, AgentProcess, READY_MARKER};
 pub use edges::{assert_enforced, check, check_all, serve, Edge, Expect, Mode, Servers};
-pub use lab::{Endpoint, Family, Lab};
+pub use lab::{Endpoint, Family, Lab, NODE_NAME};
 pub use net::{
     connect_from, exchange, ping, ping_available, tcp_exchange, udp_exchange, EchoServer,
     ExchangeError, Proto, TcpEcho, UdpEcho, ALLOWED_TIMEOUT, DENIED_TIMEOUT,
@@ -29,3 +29,4 @@ pub mod bench_frames;
 pub mod packet;
 pub mod progrun;
 pub mod reference;
+pub mod reference_k8s;

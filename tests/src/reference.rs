@@ -25,7 +25,7 @@
 //!   rules follow the user's: `builtin:host-ingress` (any -> host) and
 //!   `builtin:host-egress` (host -> any), on everything.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 use netpol_agent::policy::{Group, Peer, Policy, PortSpec, Rule};
@@ -172,12 +172,73 @@ pub fn verdict(
         .next()
 }
 
-/// Whether a packet is link infrastructure that passes whatever the policy:
-/// IPv6 neighbour discovery (ICMPv6 133-137, docs/design.md section 2) and the
-/// multicast listener discovery it relies on (130-132, 143; README). ARP, the
-/// other such case, is not an IP packet. `port` is ICMPv6 `type << 8 | code`.
-pub fn infrastructure(src: IpAddr, proto: u8, port: u16) -> bool {
-    src.is_ipv6() && proto == 58 && matches!(port >> 8, 130..=137 | 143)
+/// Whether ICMP or ICMPv6 `port` (`type << 8 | code`) is an error
+/// (destination unreachable, source quench, time exceeded, parameter problem;
+/// ICMPv6 1-4). An error passes only when the header it quotes belongs to a
+/// tracked flow, whatever the policy (docs/datapath.md).
+pub fn is_icmp_error(proto: u8, port: u16) -> bool {
+    let ty = port >> 8;
+    match proto {
+        1 => matches!(ty, 3 | 4 | 11 | 12),
+        58 => matches!(ty, 1..=4),
+        _ => false,
+    }
+}
+
+/// Whether ICMPv6 `port` (`type << 8 | code`) is neighbour discovery
+/// (133-137) or the multicast listener discovery it relies on (130-132, 143).
+pub fn is_discovery(proto: u8, port: u16) -> bool {
+    proto == 58 && matches!(port >> 8, 130..=137 | 143)
+}
+
+/// The verdict on IPv6 neighbour or listener discovery, which is link
+/// infrastructure (docs/datapath.md): `Some(true)` when it has the shape of
+/// link traffic and passes whatever the policy, `Some(false)` when it breaks
+/// RFC 4861 / RFC 3810 or is addressed off the link, and is dropped whatever
+/// the policy, `None` when it is not discovery. `entering`: an XDP packet entering the node (a router
+/// advertisement or redirect entering a pod interface is also dropped; this
+/// model has no pod interfaces). Fragmented messages are dropped too; this
+/// model sends none.
+pub fn discovery(
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    port: u16,
+    hop_limit: u8,
+    entering: bool,
+) -> Option<bool> {
+    let (IpAddr::V6(s), IpAddr::V6(d)) = (src, dst) else {
+        return None;
+    };
+    if !is_discovery(proto, port) {
+        return None;
+    }
+    let ty = port >> 8;
+    let link_local = |a: Ipv6Addr| a.segments()[0] & 0xffc0 == 0xfe80;
+    let multicast = |a: Ipv6Addr| a.octets()[0] == 0xff;
+    let link_multicast = |a: Ipv6Addr| a.segments()[0] & 0xff0f == 0xff02;
+    if ty < 133 || ty == 143 {
+        let src_ok = link_local(s) || (ty == 143 && s.is_unspecified());
+        return Some(hop_limit == 1 && src_ok && multicast(d));
+    }
+    if hop_limit != 255 {
+        return Some(false);
+    }
+    if (ty == 134 || ty == 137) && !link_local(s) {
+        return Some(false);
+    }
+    if s.is_unspecified() {
+        let seg = d.segments();
+        let solicited = seg[..6] == [0xff02, 0, 0, 0, 0, 1] && seg[6] >> 8 == 0xff;
+        if !(ty == 133 || (ty == 135 && solicited)) {
+            return Some(false);
+        }
+    }
+    if multicast(d) {
+        return Some(link_multicast(d));
+    }
+    let same_64 = s.segments()[..4] == d.segments()[..4];
+    Some(link_local(d) || !entering || same_64)
 }
 
 #[cfg(test)]

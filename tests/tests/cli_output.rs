@@ -112,7 +112,7 @@ rules:
 
 #[test]
 fn check_prints_a_document_in_every_format() {
-    let dir = repo().join("examples/localplus");
+    let dir = repo().join("examples/localplus-cidr");
     let dir = dir.to_str().unwrap();
     let table = agent(&["check", dir]);
     let (c, stdout, stderr) = code(&table);
@@ -224,7 +224,7 @@ fn check_refuses_what_run_refuses() {
     // Too big for the maps `run` would size.
     let out = agent(&[
         "check",
-        repo().join("examples/localplus").to_str().unwrap(),
+        repo().join("examples/localplus-cidr").to_str().unwrap(),
         "--rule-max",
         "10",
     ]);
@@ -426,6 +426,7 @@ fn status_reads_the_agents_document() {
         }],
         kubernetes_synced: None,
         policy_fallback: false,
+        policy_hash: "0123456789abcdef".into(),
     };
     let fake = FakeAgent::serve(&doc);
     let out = agent(&["status", "--socket", &fake.addr]);
@@ -436,6 +437,7 @@ fn status_reads_the_agents_document() {
         "mode:              enforce".into(),
         "ready:             yes".into(),
         "policy generation: 4".into(),
+        "policy hash:       0123456789abcdef".into(),
         "reloads:           3 succeeded, 1 failed".into(),
         "last reload error: p.yaml:5:13: rules[0].ports[0]: \"tcp:53\": write 53/tcp".into(),
         "  uplink0    driver   tcx egress".into(),

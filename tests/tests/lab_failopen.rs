@@ -17,7 +17,8 @@ use netpol_tests::{
     agent_bin, assert_enforced, ensure_bpffs, require_root, serve, AgentProcess, Edge, Lab, Netns,
 };
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/localplus");
+/// The LOCAL-PLUS policy by address: no Kubernetes objects needed.
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/localplus-cidr");
 const STATE_FILE: &str = "last-good-policy.json";
 /// A policy file that does not parse: port out of range.
 const BAD: &str = "rules:\n  - name: broken\n    from: any\n    to: any\n    ports: [70000/tcp]\n";
@@ -43,7 +44,9 @@ fn scratch(name: &str) -> DirGuard {
 fn copy_example(to: &Path) {
     for e in std::fs::read_dir(EXAMPLE).unwrap() {
         let e = e.unwrap();
-        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        if e.path().is_file() {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
     }
 }
 

@@ -10,8 +10,8 @@ use std::{
 };
 
 use netpol_tests::Family::{V4, V6};
-use netpol_tests::Proto::Tcp;
-use netpol_tests::{assert_enforced, require_root, serve, AgentProcess, Edge, Lab};
+use netpol_tests::Proto::{Tcp, Udp};
+use netpol_tests::{assert_enforced, require_root, serve, AgentProcess, Edge, Lab, NODE_NAME};
 
 const POLICY: &str = r#"
 groups:
@@ -37,7 +37,7 @@ rules:
 /// The lab's pods in namespaces that cut across their address ranges:
 /// merchant (10.0.3.10) is a ledger pod, ledger-b (10.0.1.11) a wallet worker.
 fn objects(lab: &Lab, wallet_app: &str, wallet_ns_tier: &str) -> String {
-    let pod = |name: &str, ns: &str, app: &str| {
+    let pod = |name: &str, ns: &str, app: &str, node: &str| {
         let ep = lab.ep(name);
         let v6 = ep
             .v6
@@ -45,7 +45,7 @@ fn objects(lab: &Lab, wallet_app: &str, wallet_ns_tier: &str) -> String {
             .unwrap_or_default();
         format!(
             "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: {name}, namespace: {ns}, labels: {{app: {app}}}}}\n  \
-             status: {{phase: Running, podIP: \"{v4}\", podIPs: [{{ip: \"{v4}\"}}{v6}]}}\n",
+             spec: {{nodeName: {node}}}\n  status: {{phase: Running, podIP: \"{v4}\", podIPs: [{{ip: \"{v4}\"}}{v6}]}}\n",
             v4 = ep.v4
         )
     };
@@ -60,13 +60,13 @@ fn objects(lab: &Lab, wallet_app: &str, wallet_ns_tier: &str) -> String {
             "- {{apiVersion: v1, kind: Namespace, metadata: {{name: {ns}, labels: {{tier: {tier}}}}}}}\n"
         );
     }
-    out += &pod("ledger-a", "svc-ledger", "ledger");
-    out += &pod("merchant", "svc-ledger", "ledger");
-    out += &pod("wallet", "svc-wallet", wallet_app);
-    out += &pod("ledger-b", "svc-wallet", "wallet-worker");
-    out += &pod("otel", "observability", "otel");
+    out += &pod("ledger-a", "svc-ledger", "ledger", NODE_NAME);
+    out += &pod("merchant", "svc-ledger", "ledger", NODE_NAME);
+    out += &pod("wallet", "svc-wallet", wallet_app, NODE_NAME);
+    out += &pod("ledger-b", "svc-wallet", "wallet-worker", NODE_NAME);
+    out += &pod("otel", "observability", "otel", NODE_NAME);
     // A pod of another node: its address is behind the uplink.
-    out += &pod("gateway", "platform", "gateway");
+    out += &pod("gateway", "platform", "gateway", "node-b");
     out
 }
 
@@ -137,7 +137,11 @@ fn namespace_policies_follow_the_pods() {
     ];
     let _servers = serve(&lab, &before);
     let objects_arg = objects_dir.to_str().unwrap();
-    let agent = AgentProcess::spawn(&lab, &policy_dir, &["--kube-objects", objects_arg]);
+    let agent = AgentProcess::spawn(
+        &lab,
+        &policy_dir,
+        &["--kube-objects", objects_arg, "--node-name", NODE_NAME],
+    );
     assert_enforced(&lab, &before, &agent, "objects as first read");
 
     // The wallet pod is relabelled and its namespace leaves the app tier:
@@ -194,7 +198,7 @@ spec:
   - from:
     - namespaceSelector: {matchLabels: {tier: app}}
       podSelector: {matchLabels: {app: ledger}}
-    ports: [{protocol: TCP, port: 50051}]
+    ports: [{protocol: TCP, port: 50051}, {protocol: UDP, port: 5353}]
 ";
 
 const LEDGER_EGRESS: &str = "
@@ -210,8 +214,8 @@ spec:
     ports: [{port: 50051}]
 ";
 
-/// NetworkPolicies alone, with Kubernetes' semantics: only what a policy
-/// selects is isolated, a connection needs both ends' sides, and adding an
+/// NetworkPolicies alone, with Kubernetes' semantics (TCP and UDP): only
+/// what a policy selects is isolated, a connection needs both ends' sides, and adding an
 /// egress policy later takes effect without a restart.
 #[test]
 fn network_policies_isolate_what_they_select() {
@@ -236,6 +240,11 @@ fn network_policies_isolate_what_they_select() {
         Edge::deny("ledger-b", "wallet", V4, Tcp, 50051),
         Edge::deny("gateway", "wallet", V4, Tcp, 50051),
         Edge::deny("ledger-a", "wallet", V4, Tcp, 7777),
+        // UDP: the port the policy names, from the peers it names only.
+        Edge::allow("ledger-a", "wallet", V4, Udp, 5353),
+        Edge::allow("merchant", "wallet", V6, Udp, 5353),
+        Edge::deny("ledger-b", "wallet", V4, Udp, 5353),
+        Edge::deny("ledger-a", "wallet", V4, Udp, 7777),
         // Pods no policy selects stay open, as in Kubernetes.
         Edge::allow("otel", "ledger-a", V4, Tcp, 7777),
         Edge::allow("ledger-a", "merchant", V4, Tcp, 7777),
@@ -245,7 +254,11 @@ fn network_policies_isolate_what_they_select() {
     ];
     let _servers = serve(&lab, &before);
     let objects_arg = objects_dir.to_str().unwrap();
-    let agent = AgentProcess::spawn(&lab, &policy_dir, &["--kube-objects", objects_arg]);
+    let agent = AgentProcess::spawn(
+        &lab,
+        &policy_dir,
+        &["--kube-objects", objects_arg, "--node-name", NODE_NAME],
+    );
     assert_enforced(&lab, &before, &agent, "ingress policy on the wallet");
 
     after_new_generation(&agent, "a NetworkPolicy was added", || {

@@ -1,7 +1,7 @@
 //! The LOCAL-PLUS reference policy (docs/design.md section 2) enforced by the
 //! real agent in a node-shaped namespace lab, checked with real sockets:
-//! written with address groups, and by namespace with the lab's Kubernetes
-//! objects.
+//! written by namespace with the lab's Kubernetes objects, and with address
+//! groups for hosts without Kubernetes.
 
 use std::path::PathBuf;
 
@@ -9,6 +9,7 @@ use netpol_tests::Family::{V4, V6};
 use netpol_tests::Proto::{Tcp, Udp};
 use netpol_tests::{
     check, check_all, ping, require_root, serve, AgentProcess, Edge, Lab, Mode, ALLOWED_TIMEOUT,
+    NODE_NAME,
 };
 
 const SERVICES: [&str; 3] = ["ledger-a", "wallet", "merchant"];
@@ -67,8 +68,20 @@ fn localplus_edges() -> Vec<Edge> {
     e
 }
 
+/// The LOCAL-PLUS policy as it is written, by namespace and labels.
 fn policy_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus")
+}
+
+/// The lab's Kubernetes objects, for the lab's node.
+fn objects_args() -> Vec<String> {
+    let objects = policy_dir().join("objects");
+    vec![
+        "--kube-objects".into(),
+        objects.to_str().unwrap().into(),
+        "--node-name".into(),
+        NODE_NAME.into(),
+    ]
 }
 
 #[test]
@@ -102,6 +115,7 @@ fn lab_topology_without_agent() {
     neighbour_discovery_survives(&lab, &|| String::from("(no agent running)"));
 }
 
+/// The policy by namespace, with the lab's Kubernetes objects.
 #[test]
 fn localplus_policy_enforced() {
     if !require_root() {
@@ -110,7 +124,9 @@ fn localplus_policy_enforced() {
     let lab = Lab::localplus();
     let edges = localplus_edges();
     let _servers = serve(&lab, &edges);
-    let agent = AgentProcess::spawn(&lab, &policy_dir(), &[]);
+    let args = objects_args();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let agent = AgentProcess::spawn(&lab, &policy_dir(), &args);
 
     let failures = check_all(&lab, &edges, Mode::Enforced);
     assert!(
@@ -125,29 +141,30 @@ fn localplus_policy_enforced() {
     neighbour_discovery_survives(&lab, &|| agent.log());
 }
 
-/// The same policy written by namespace and labels (examples/localplus-k8s),
-/// with the lab's Kubernetes objects: exactly the same edges hold.
+/// The same policy written by address (examples/localplus-cidr), for hosts
+/// without Kubernetes: exactly the same edges hold.
 #[test]
-fn localplus_policy_by_namespace_enforced() {
+fn localplus_policy_by_address_enforced() {
     if !require_root() {
         return;
     }
     let lab = Lab::localplus();
     let edges = localplus_edges();
     let _servers = serve(&lab, &edges);
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-k8s");
-    let objects = dir.join("objects");
-    let agent = AgentProcess::spawn(&lab, &dir, &["--kube-objects", objects.to_str().unwrap()]);
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-cidr");
+    let agent = AgentProcess::spawn(&lab, &dir, &[]);
 
     let failures = check_all(&lab, &edges, Mode::Enforced);
     assert!(
         failures.is_empty(),
-        "{} of {} edges behaved wrongly under the LOCAL-PLUS policy by namespace:\n{}\n--- agent log ---\n{}",
+        "{} of {} edges behaved wrongly under the LOCAL-PLUS policy by address:\n{}\n--- agent log ---\n{}",
         failures.len(),
         edges.len(),
         failures.join("\n"),
         agent.log()
     );
+
+    neighbour_discovery_survives(&lab, &|| agent.log());
 }
 
 /// ARP and IPv6 ND must pass the agent: with every neighbour table emptied,

@@ -21,7 +21,7 @@ use netpol_tests::{
 };
 
 fn localplus() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-cidr")
 }
 
 /// Ethernet + IPv4 + UDP headers in front of a payload.
@@ -58,29 +58,35 @@ fn udp_send(ns: &Netns, src: IpAddr, dsts: &[SocketAddr], len: usize) {
     }
 }
 
-/// Ingress policy-denied packets without a rule, from /metrics.
-fn denied_ingress(node: &Netns) -> u64 {
+/// Policy-denied packets without a rule of one traffic side (`ingress`:
+/// entering a workload, `egress`: leaving one), from /metrics.
+fn denied(node: &Netns, traffic: &str) -> u64 {
     let m = http_ok(node, "/metrics");
     metric_sum(
         &m,
         "netpol_agent_packets_total",
         &[
-            ("direction", "ingress"),
+            ("traffic", traffic),
             ("verdict", "drop"),
             ("reason", "policy-denied"),
         ],
     )
 }
 
-/// Waits (bounded) until no denied packet has been counted for 1.5 s: a fresh
-/// lab's interfaces send MLD reports for a moment, which the policy drops.
+/// Waits (bounded) until no denied packet entering a workload has been
+/// counted for 1.5 s: a fresh lab's interfaces send MLD reports for a
+/// moment, which the policy drops.
 fn settle(node: &Netns) -> u64 {
+    settle_side(node, "ingress")
+}
+
+fn settle_side(node: &Netns, traffic: &str) -> u64 {
     let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = denied_ingress(node);
+    let mut last = denied(node, traffic);
     let mut since = Instant::now();
     while Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(250));
-        let now = denied_ingress(node);
+        let now = denied(node, traffic);
         if now != last {
             (last, since) = (now, Instant::now());
         } else if since.elapsed() >= Duration::from_millis(1500) {
@@ -146,6 +152,7 @@ fn exact_counts_from_metrics_flows_and_stats() {
         .collect();
     assert!(attached.contains(&"uplink0"), "{status}");
     let before_denied = settle(&lab.node);
+    let before_denied_out = denied(&lab.node, "egress");
 
     // N echoes ledger-a -> ledger-b (intra-namespace), M datagrams world ->
     // ledger-a:8080/udp (no rule).
@@ -159,6 +166,16 @@ fn exact_counts_from_metrics_flows_and_stats() {
         &world.ns,
         world.ip(V4),
         &vec![denied_dst; M as usize],
+        DENIED_LEN,
+    );
+    // K datagrams ledger-a -> world:9999/udp (no rule): dropped as they
+    // enter the host side of ledger-a's veth, where XDP sees them come in,
+    // yet they are traffic leaving the pod.
+    const K: u64 = 4;
+    udp_send(
+        &a.ns,
+        a.ip(V4),
+        &vec![world.sock(V4, 9999); K as usize],
         DENIED_LEN,
     );
     std::thread::sleep(Duration::from_millis(300));
@@ -221,10 +238,12 @@ fn exact_counts_from_metrics_flows_and_stats() {
     assert_eq!(status, 400, "{body}");
     assert!(body.starts_with("limit: "), "{body}");
 
-    // Aggregates from /metrics: the rule's passes and the new drops.
+    // Aggregates from /metrics: the rule's passes and the new drops. Each
+    // datagram is counted leaving its pod (XDP on the sender's veth:
+    // egress) and entering the other (TC on the receiver's veth: ingress).
     let metrics = http_ok(&lab.node, "/metrics");
     for dir in ["ingress", "egress"] {
-        let rule = [("direction", dir), ("rule", "intra-namespace")];
+        let rule = [("traffic", dir), ("rule", "intra-namespace")];
         assert_eq!(
             metric_sum(&metrics, "netpol_agent_packets_total", &rule),
             2 * N,
@@ -236,28 +255,52 @@ fn exact_counts_from_metrics_flows_and_stats() {
             "{dir} bytes of intra-namespace"
         );
     }
-    let denied = [
-        ("direction", "ingress"),
+    // world -> ledger-a is dropped where it enters the node (the uplink's
+    // XDP hook): traffic entering the workload.
+    let denied_in = [
+        ("traffic", "ingress"),
         ("verdict", "drop"),
         ("reason", "policy-denied"),
     ];
     assert_eq!(
-        metric_sum(&metrics, "netpol_agent_packets_total", &denied) - before_denied,
+        metric_sum(&metrics, "netpol_agent_packets_total", &denied_in) - before_denied,
         M,
         "denied packets:\n{metrics}"
+    );
+    let denied_out = [
+        ("traffic", "egress"),
+        ("verdict", "drop"),
+        ("reason", "policy-denied"),
+    ];
+    assert_eq!(
+        metric_sum(&metrics, "netpol_agent_packets_total", &denied_out) - before_denied_out,
+        K,
+        "packets a pod sent, dropped on its veth, count as egress:\n{metrics}"
+    );
+    assert!(
+        !metrics.contains("direction=\""),
+        "the hook's direction is no label any more:\n{metrics}"
     );
     assert_eq!(
         metric_sum(&metrics, "netpol_agent_policy_generation", &[]),
         1
     );
+    // Interfaces by hook and mode: no series per interface.
+    let n = attached.len() as u64;
+    let on = |labels: &[(&str, &str)]| metric_sum(&metrics, "netpol_agent_interfaces", labels);
+    assert_eq!(on(&[("hook", "xdp")]), n, "{metrics}");
     assert_eq!(
-        metric_sum(
-            &metrics,
-            "netpol_agent_programs_attached",
-            &[("interface", "uplink0")]
-        ),
-        2
+        on(&[("hook", "xdp"), ("mode", "native")]),
+        n,
+        "veths run XDP natively"
     );
+    assert_eq!(on(&[("hook", "xdp"), ("mode", "generic")]), 0);
+    assert_eq!(on(&[("hook", "tcx"), ("mode", "none")]), n);
+    assert!(
+        !metrics.contains("interface=\"") && !metrics.contains("programs_attached"),
+        "{metrics}"
+    );
+    sre_series(&agent, &metrics);
     let (ok, out) = promtool_check(&metrics);
     assert!(ok, "promtool check metrics failed:\n{out}\n{metrics}");
 
@@ -271,14 +314,104 @@ fn exact_counts_from_metrics_flows_and_stats() {
             .sum()
     };
     let rule_in =
-        |r: &serde_json::Value| r["rule"] == "intra-namespace" && r["direction"] == "ingress";
+        |r: &serde_json::Value| r["rule"] == "intra-namespace" && r["traffic"] == "ingress";
     assert_eq!(sum(&rule_in, "packets"), 2 * N, "{stats}");
     assert_eq!(sum(&rule_in, "bytes"), 2 * N * allowed_frame, "{stats}");
     let drop_in = |r: &serde_json::Value| {
-        r["verdict"] == "drop" && r["reason"] == "policy-denied" && r["direction"] == "ingress"
+        r["verdict"] == "drop" && r["reason"] == "policy-denied" && r["traffic"] == "ingress"
     };
     assert_eq!(sum(&drop_in, "packets") - before_denied, M, "{stats}");
     drop(agent);
+}
+
+/// The value of the one sample of `name` (any labels), and its line.
+fn one_sample<'m>(metrics: &'m str, name: &str) -> (f64, &'m str) {
+    let lines: Vec<&str> = metrics
+        .lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with(['{', ' ']))
+        })
+        .collect();
+    assert_eq!(lines.len(), 1, "one series of {name}: {lines:?}");
+    let value = lines[0].rsplit_once(' ').unwrap().1.parse().unwrap();
+    (value, lines[0])
+}
+
+/// The series an SRE alerts on, as a running agent serves them.
+fn sre_series(agent: &AgentProcess, metrics: &str) {
+    // Build info: the version and the eBPF object's hash `version` prints.
+    let version = Command::new(agent_bin())
+        .args(["version", "-o", "json"])
+        .output()
+        .unwrap();
+    let version: serde_json::Value = serde_json::from_slice(&version.stdout).unwrap();
+    let (v, line) = one_sample(metrics, "netpol_agent_build_info");
+    assert_eq!(v, 1.0);
+    for (label, want) in [
+        ("version", &version["version"]),
+        ("revision", &version["git_revision"]),
+        ("ebpf_sha256", &version["ebpf_object"]["sha256"]),
+    ] {
+        let want = format!("{label}=\"{}\"", want.as_str().unwrap());
+        assert!(line.contains(&want), "{want} in {line}");
+    }
+    // Process metrics.
+    let (rss, _) = one_sample(metrics, "process_resident_memory_bytes");
+    assert!(rss > 1e6, "{rss}");
+    let (start, _) = one_sample(metrics, "process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        start > now - 3600.0 && start <= now + 1.0,
+        "{start} vs {now}"
+    );
+    assert!(one_sample(metrics, "process_open_fds").0 > 3.0);
+    one_sample(metrics, "process_cpu_seconds_total");
+    // The policy's content hash, the same as /status says.
+    let status: serde_json::Value = serde_json::from_str(&socket_ok(agent, "/status")).unwrap();
+    let hash = status["policy_hash"].as_str().unwrap();
+    assert_eq!(hash.len(), 16, "{status}");
+    let (v, line) = one_sample(metrics, "netpol_agent_policy_hash_info");
+    assert_eq!(v, 1.0);
+    assert_eq!(
+        line,
+        format!("netpol_agent_policy_hash_info{{hash=\"{hash}\"}} 1")
+    );
+    // The first policy went live at start-up; the first sweep runs at once.
+    let (live, _) = one_sample(
+        metrics,
+        "netpol_agent_last_reload_success_timestamp_seconds",
+    );
+    assert!(live > now - 600.0 && live <= now + 1.0, "{live} vs {now}");
+    assert_eq!(
+        one_sample(metrics, "netpol_agent_reload_duration_seconds_count").0,
+        0.0
+    );
+    assert!(one_sample(metrics, "netpol_agent_ct_gc_runs_total").0 >= 1.0);
+    assert!(one_sample(metrics, "netpol_agent_ct_gc_duration_seconds_count").0 >= 1.0);
+    one_sample(metrics, "netpol_agent_ct_gc_deleted_total");
+    // Every bounded map's fill and capacity.
+    for map in [
+        "conntrack",
+        "denied_flows",
+        "fragments",
+        "identities",
+        "hosts",
+        "rules",
+        "sources",
+    ] {
+        let m = [("map", map)];
+        let capacity = metric_sum(metrics, "netpol_agent_map_capacity", &m);
+        let entries = metric_sum(metrics, "netpol_agent_map_entries", &m);
+        assert!(capacity > 0, "{map}:\n{metrics}");
+        assert!(entries <= capacity, "{map}: {entries} > {capacity}");
+        if ["conntrack", "identities", "rules", "sources"].contains(&map) {
+            assert!(entries > 0, "{map} holds entries now:\n{metrics}");
+        }
+    }
 }
 
 #[test]
@@ -287,6 +420,7 @@ fn flood_of_denied_flows_keeps_aggregates_exact_and_map_bounded() {
         return;
     }
     const FLOWS: u16 = 1500;
+    const ROUNDS: u64 = 4;
     const MAP: u32 = 128;
     let lab = Lab::localplus();
     let map = MAP.to_string();
@@ -295,7 +429,47 @@ fn flood_of_denied_flows_keeps_aggregates_exact_and_map_bounded() {
     let world = lab.ep("world");
     let target = lab.ep("ledger-a");
     let dsts: Vec<SocketAddr> = (0..FLOWS).map(|i| target.sock(V4, 20000 + i)).collect();
-    udp_send(&world.ns, world.ip(V4), &dsts, 20);
+    // ROUNDS times the same flows, paced, so the map churns (every round
+    // re-creates what the last one evicted) while /metrics is scraped.
+    let sender = {
+        let (ns, src, dsts) = (world.ns.clone(), world.ip(V4), dsts.clone());
+        std::thread::spawn(move || {
+            for _ in 0..ROUNDS {
+                for chunk in dsts.chunks(100) {
+                    udp_send(&ns, src, chunk, 20);
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        })
+    };
+    // Evictions (and creations) never go down from one scrape to the next.
+    let series = |m: &str| -> Vec<u64> {
+        ["conntrack", "denied_flows"]
+            .iter()
+            .flat_map(|map| {
+                [
+                    metric_sum(m, "netpol_agent_map_evictions_total", &[("map", map)]),
+                    metric_sum(m, "netpol_agent_map_created_total", &[("map", map)]),
+                ]
+            })
+            .collect()
+    };
+    let mut last = series(&http_ok(&lab.node, "/metrics"));
+    let mut scrapes = 0;
+    while !sender.is_finished() || scrapes < 5 {
+        let now = series(&http_ok(&lab.node, "/metrics"));
+        for (i, (n, l)) in now.iter().zip(&last).enumerate() {
+            assert!(n >= l, "series {i} went from {l} to {n} under churn");
+        }
+        last = now;
+        scrapes += 1;
+        assert!(scrapes < 2000, "the sender never finished");
+    }
+    sender.join().unwrap();
+    assert!(
+        last[2] > 0,
+        "the denied-flow map evicted under churn: {last:?}"
+    );
     std::thread::sleep(Duration::from_millis(300));
 
     let m = http_ok(&lab.node, "/metrics");
@@ -303,14 +477,14 @@ fn flood_of_denied_flows_keeps_aggregates_exact_and_map_bounded() {
         &m,
         "netpol_agent_packets_total",
         &[
-            ("direction", "ingress"),
+            ("traffic", "ingress"),
             ("verdict", "drop"),
             ("reason", "policy-denied"),
         ],
     );
     assert_eq!(
         denied - before,
-        u64::from(FLOWS),
+        ROUNDS * u64::from(FLOWS),
         "every packet counted:\n{m}"
     );
     let flows = [("map", "denied_flows")];
@@ -575,10 +749,13 @@ fn per_rule_counters_follow_rule_names_across_a_reordering_reload() {
         metric_sum(
             m,
             "netpol_agent_packets_total",
-            &[("direction", "ingress"), ("rule", "intra-namespace")],
+            &[("traffic", "ingress"), ("rule", "intra-namespace")],
         )
     };
-    assert_eq!(intra(&http_ok(&lab.node, "/metrics")), 2 * N);
+    let m = http_ok(&lab.node, "/metrics");
+    assert_eq!(intra(&m), 2 * N);
+    let hash0 = policy_hash(&agent, &m);
+    let (live0, _) = one_sample(&m, "netpol_agent_last_reload_success_timestamp_seconds");
 
     // A file that sorts first puts a new rule in front of all others: every
     // rule's position (the compiler's id) moves by one.
@@ -604,6 +781,48 @@ fn per_rule_counters_follow_rule_names_across_a_reordering_reload() {
         0,
         "the new rule inherits nobody's counts"
     );
+    // A new rule: a new hash, the old series gone; the reload is timed.
+    let hash1 = policy_hash(&agent, &m);
+    assert_ne!(hash1, hash0);
+    assert_eq!(
+        one_sample(&m, "netpol_agent_reload_duration_seconds_count").0,
+        1.0
+    );
+    let (live1, _) = one_sample(&m, "netpol_agent_last_reload_success_timestamp_seconds");
+    assert!(live1 >= live0, "{live1} < {live0}");
+
+    // The same content from another file, read in another order: the hash
+    // names the content, not the files or the generation.
+    std::fs::rename(
+        dir.path().join("00-first.yaml"),
+        dir.path().join("zz-moved.yaml"),
+    )
+    .unwrap();
+    wait_generation(&agent, 3);
+    let m = http_ok(&lab.node, "/metrics");
+    assert_eq!(policy_hash(&agent, &m), hash1, "{m}");
+    let reloads = metric_sum(
+        &m,
+        "netpol_agent_policy_reloads_total",
+        &[("result", "success")],
+    );
+    assert_eq!(
+        one_sample(&m, "netpol_agent_reload_duration_seconds_count").0 as u64,
+        reloads
+    );
+}
+
+/// The live policy's hash: the one `netpol_agent_policy_hash_info` series,
+/// the same as /status says.
+fn policy_hash(agent: &AgentProcess, metrics: &str) -> String {
+    let status: serde_json::Value = serde_json::from_str(&socket_ok(agent, "/status")).unwrap();
+    let hash = status["policy_hash"].as_str().unwrap().to_owned();
+    let (_, line) = one_sample(metrics, "netpol_agent_policy_hash_info");
+    assert_eq!(
+        line,
+        format!("netpol_agent_policy_hash_info{{hash=\"{hash}\"}} 1")
+    );
+    hash
 }
 
 /// Sends `GET path` as HTTP/1.1 on `stream` and reads the answer's head

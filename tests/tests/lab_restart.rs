@@ -21,7 +21,7 @@ use netpol_tests::{
     Lab, Mode, Proto::Tcp, ALLOWED_TIMEOUT, DENIED_TIMEOUT,
 };
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/localplus");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/localplus-cidr");
 
 /// Removes a scratch directory, whatever happens.
 struct DirGuard(PathBuf);

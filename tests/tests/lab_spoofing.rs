@@ -2,7 +2,9 @@
 //! addresses (or the node's) on its own interface gets its packets
 //! delivered when no agent runs, and dropped and counted `spoofed` when the
 //! agent enforces; a pod interface whose route is not there yet fails closed
-//! (`unknown-endpoint`) until the agent learns it from the routes.
+//! (`unknown-endpoint`) until the agent learns it from the routes, and with
+//! Kubernetes objects, until the pod's object names it too (and again once
+//! that object is deleted).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -15,7 +17,7 @@ use std::time::{Duration, Instant};
 use netpol_tests::observe::cli_json;
 use netpol_tests::{
     connect_from, require_root, udp_exchange, AgentProcess, Lab, Netns, ALLOWED_TIMEOUT,
-    DENIED_TIMEOUT,
+    DENIED_TIMEOUT, NODE_NAME,
 };
 
 const PORT: u16 = 7777;
@@ -23,7 +25,7 @@ const PORT: u16 = 7777;
 const NODE_V6: &str = "fd00::5";
 
 fn policy_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-cidr")
 }
 
 /// Datagrams received: (payload, sender).
@@ -95,12 +97,12 @@ fn send_from(ns: &Netns, src: IpAddr, sport: u16, dst: SocketAddr, payload: &[u8
         .unwrap_or_else(|e| panic!("send {src} -> {dst}: {e}"));
 }
 
-/// Verdict counters of the agent: (direction, verdict, reason) -> packets.
+/// Verdict counters of the agent: (traffic, verdict, reason) -> packets.
 fn counters(agent: &AgentProcess) -> BTreeMap<(String, String, String), u64> {
     let mut out = BTreeMap::new();
     for r in cli_json(agent, &["stats", "--json"]).as_array().unwrap() {
         let key = (
-            r["direction"].as_str().unwrap_or("").to_owned(),
+            r["traffic"].as_str().unwrap_or("").to_owned(),
             r["verdict"].as_str().unwrap_or("").to_owned(),
             r["reason"].as_str().unwrap_or("").to_owned(),
         );
@@ -109,9 +111,11 @@ fn counters(agent: &AgentProcess) -> BTreeMap<(String, String, String), u64> {
     out
 }
 
+/// Drops of packets a pod sent: they enter the host side of its veth, and
+/// count as traffic leaving the workload (`egress`).
 fn dropped(agent: &AgentProcess, reason: &str) -> u64 {
     counters(agent)
-        .get(&("ingress".into(), "drop".into(), reason.into()))
+        .get(&("egress".into(), "drop".into(), reason.into()))
         .copied()
         .unwrap_or(0)
 }
@@ -354,4 +358,225 @@ fn new_pod_fails_closed_until_its_route_is_learnt() {
     drop(agent);
     lab.node.ip(&["link", "del", host_if]);
     drop(pod);
+}
+
+/// Writes `text` to `dir/name` by rename, as a controller would, so the
+/// agent never reads half a file.
+fn write_atomically(dir: &std::path::Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, dir.join(name)).unwrap();
+}
+
+/// A directory removed when the test ends, however it ends.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn generations(agent: &AgentProcess) -> usize {
+    agent.log().matches(" enforced").count()
+}
+
+/// Waits (bounded) until the agent has logged more than `seen` enforced
+/// policy generations; returns the new count.
+fn wait_generation_after(agent: &AgentProcess, seen: usize, what: &str) -> usize {
+    let start = Instant::now();
+    loop {
+        let now = generations(agent);
+        if now > seen {
+            return now;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no new policy generation after {what}:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// A pod object for the lab's node.
+fn pod_object(name: &str, namespace: &str, app: &str, v4: &str, v6: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}, namespace: {namespace}, labels: {{app: {app}}}}}\n\
+         spec: {{nodeName: {NODE_NAME}}}\n\
+         status: {{phase: Running, podIP: {v4}, podIPs: [{{ip: {v4}}}, {{ip: \"{v6}\"}}]}}\n"
+    )
+}
+
+/// Sends numbered datagrams from `src` in `ns` until one reaches `sink`
+/// (bounded: `limit`); the time from `since` to that delivery.
+fn first_delivery(
+    ns: &Netns,
+    src: IpAddr,
+    dst: SocketAddr,
+    sink: &Sink,
+    since: Instant,
+    limit: Duration,
+    agent: &AgentProcess,
+) -> (Duration, u32) {
+    let mut n = 0u32;
+    loop {
+        let payload = format!("probe #{n} from {src}").into_bytes();
+        n += 1;
+        send_from(ns, src, 0, dst, &payload);
+        if sink.received(&payload, Duration::from_millis(2)) {
+            return (since.elapsed(), n);
+        }
+        assert!(
+            since.elapsed() < limit,
+            "{src} still dropped {limit:?} later ({n} datagrams):\n{}",
+            agent.log()
+        );
+    }
+}
+
+/// With Kubernetes identity on, a host route is not enough: a pod interface
+/// is checked only once a pod of this node holds its routed address. Until
+/// the pod object arrives its traffic is dropped as `unknown-endpoint`; the
+/// object makes it pass (the window is printed); deleting the object drops
+/// it again; a new pod given the same address gets its own rights, not the
+/// deleted pod's.
+#[test]
+fn unknown_pod_fails_closed_until_its_object_arrives() {
+    if !require_root() {
+        return;
+    }
+    let mut lab = Lab::localplus();
+    let victim = lab.ep("ledger-a");
+    let dst4 = SocketAddr::new(IpAddr::V4(victim.v4), PORT);
+    let sink = Sink::spawn(&victim.ns, &[dst4]);
+    let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus");
+    let objects = TempDir(std::env::temp_dir().join(format!(
+        "netpol-lab-spoofing-objects-{}",
+        std::process::id()
+    )));
+    let _ = std::fs::remove_dir_all(&objects.0);
+    std::fs::create_dir_all(&objects.0).unwrap();
+    std::fs::copy(policy.join("objects/lab.yaml"), objects.0.join("lab.yaml")).unwrap();
+    let agent = AgentProcess::spawn_custom(
+        &lab,
+        &policy,
+        &["lxc*", "uplink0"],
+        None,
+        &[
+            "--kube-objects",
+            objects.0.to_str().unwrap(),
+            "--node-name",
+            NODE_NAME,
+        ],
+    );
+
+    // The CNI's whole work (veth, addresses, host routes), but the pod's
+    // object is not known to the agent yet.
+    let (host_if, v4, v6) = ("lxcledgerc", "10.0.1.12", "fd00:0:1::12");
+    lab.add_pod("ledger-c", host_if, v4, v6, None);
+    let pod = lab.pod("ledger-c").clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for marker in [
+        format!("{host_if}: pod interface"),
+        format!("{host_if}: XDP"),
+    ] {
+        while !agent.log().contains(&marker) {
+            assert!(
+                Instant::now() < deadline,
+                "no \"{marker}\" in the agent's log:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let src: IpAddr = v4.parse().unwrap();
+    let before = dropped(&agent, "unknown-endpoint");
+    let early = b"routed, but no pod object".to_vec();
+    send_from(&pod, src, 0, dst4, &early);
+    assert!(
+        !sink.received(&early, DENIED_TIMEOUT),
+        "a pod interface with a route but no pod object reached ledger-a\n{}",
+        agent.log()
+    );
+    let unknown = dropped(&agent, "unknown-endpoint") - before;
+    assert!(
+        unknown >= 1,
+        "counted unknown-endpoint: {unknown}: {:?}",
+        counters(&agent)
+    );
+
+    // The pod object arrives: ledger-c is a ledger pod, which may reach
+    // ledger-a on any port (intra-namespace).
+    let gens = generations(&agent);
+    write_atomically(
+        &objects.0,
+        "ledger-c.yaml",
+        &pod_object("ledger-c", "svc-ledger", "ledger", v4, v6),
+    );
+    let written = Instant::now();
+    let (window, n) = first_delivery(
+        &pod,
+        src,
+        dst4,
+        &sink,
+        written,
+        Duration::from_secs(10),
+        &agent,
+    );
+    eprintln!(
+        "unknown-endpoint window with Kubernetes objects: pod object written -> first datagram \
+         delivered in {window:?} ({n} datagrams sent)"
+    );
+
+    // The source check is written before the generation is logged: wait
+    // for the log line, so the next wait sees the deletion's generation.
+    let gens = wait_generation_after(&agent, gens, "the pod object was written");
+
+    // The pod is deleted: its address is owned by nobody again.
+    std::fs::remove_file(objects.0.join("ledger-c.yaml")).unwrap();
+    let gens = wait_generation_after(&agent, gens, "the pod object was deleted");
+    let before = dropped(&agent, "unknown-endpoint");
+    let late = b"pod object deleted".to_vec();
+    send_from(&pod, src, 0, dst4, &late);
+    assert!(
+        !sink.received(&late, DENIED_TIMEOUT),
+        "a deleted pod's interface still reached ledger-a\n{}",
+        agent.log()
+    );
+    assert!(
+        dropped(&agent, "unknown-endpoint") > before,
+        "the deleted pod's datagram was not counted unknown-endpoint: {:?}",
+        counters(&agent)
+    );
+
+    // A wallet pod takes the address over: it passes the source check but
+    // has a wallet pod's rights, which do not include ledger-a.
+    let policy_denied = dropped(&agent, "policy-denied");
+    write_atomically(
+        &objects.0,
+        "wallet-2.yaml",
+        &pod_object("wallet-2", "svc-wallet", "wallet", v4, v6),
+    );
+    wait_generation_after(&agent, gens, "the wallet pod was added");
+    let unknown = dropped(&agent, "unknown-endpoint");
+    let reused = b"same address, another pod".to_vec();
+    send_from(&pod, src, 0, dst4, &reused);
+    assert!(
+        !sink.received(&reused, DENIED_TIMEOUT),
+        "a new pod reusing ledger-c's address got ledger-c's rights\n{}",
+        agent.log()
+    );
+    assert!(
+        dropped(&agent, "policy-denied") > policy_denied,
+        "the new pod's datagram was not judged by policy: {:?}",
+        counters(&agent)
+    );
+    assert_eq!(
+        dropped(&agent, "unknown-endpoint"),
+        unknown,
+        "the new pod's address is known: no unknown-endpoint drop expected"
+    );
+    drop(agent);
+    lab.remove_pod("ledger-c", host_if);
 }

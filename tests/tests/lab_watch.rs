@@ -15,7 +15,7 @@ use netpol_tests::{
     ALLOWED_TIMEOUT, DENIED_TIMEOUT,
 };
 
-const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/localplus");
+const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/localplus-cidr");
 
 /// Lays out `files` the way the kubelet mounts a ConfigMap: the data in a
 /// hidden versioned directory, `..data` pointing at it, and each visible

@@ -17,6 +17,7 @@ pub const LAYERS: &[(&str, &[&str])] = &[
     ("datapath", &["policy", "bpffs"]),
     ("telemetry", &["datapath", "bpffs", "policy"]),
     ("cli", &["policy", "datapath", "telemetry"]),
+    ("config", &["cli", "policy"]),
     (
         "daemon",
         &[

@@ -36,6 +36,10 @@ const PACKAGES: &[&str] = &[
     "ruby",
     "python3",
     "python3-venv",
+    // The container test builds the image from the Dockerfile and runs it:
+    // Debian's podman, with runc (the runtime that works in this sandbox).
+    "podman",
+    "runc",
 ];
 
 /// Python tools the tests drive, installed into their own venv (Debian's
@@ -134,6 +138,7 @@ pub fn setup() -> anyhow::Result<()> {
     }
 
     install_python_tools()?;
+    check_kubectl();
 
     // Image builds (Dockerfile) cannot mount and never run the agent there.
     let skip_mount = std::env::var_os("NETPOL_SETUP_NO_BPFFS").is_some();
@@ -145,6 +150,29 @@ pub fn setup() -> anyhow::Result<()> {
         "xtask: setup complete (eBPF toolchain: {BPF_TOOLCHAIN}, bpf-linker {BPF_LINKER_VERSION})"
     );
     Ok(())
+}
+
+/// The manifests test renders deploy/ with `kubectl kustomize`, which needs
+/// kustomize v5 (`labels:`, `patches:`). The machines come with such a
+/// kubectl; Debian 12's kubernetes-client embeds kustomize v2, too old, so
+/// nothing is installed here: a machine without one is told, and the test
+/// fails under CI=true.
+fn check_kubectl() {
+    let version = output(Command::new("kubectl").args(["version", "--client"]));
+    let ok = version.as_deref().is_some_and(|v| {
+        v.lines().any(|l| {
+            l.strip_prefix("Kustomize Version: v")
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|major| major.parse::<u32>().ok())
+                .is_some_and(|major| major >= 5)
+        })
+    });
+    if !ok {
+        eprintln!(
+            "xtask: warning: no kubectl with kustomize v5 on PATH; \
+             the manifests test needs one to render deploy/"
+        );
+    }
 }
 
 /// kubernetes-validate (offline Kubernetes schemas) in TOOLS_VENV.

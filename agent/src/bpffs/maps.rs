@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use aya::{
-    maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LpmTrie, Map, MapData, PerCpuArray, RingBuf},
     Pod,
 };
 
@@ -48,6 +48,16 @@ impl Pinned {
     /// An LRU hash map (conntrack, denied flows).
     pub fn lru<K: Pod, V: Pod>(&self, name: &str) -> anyhow::Result<HashMap<MapData, K, V>> {
         HashMap::try_from(Map::LruHashMap(self.open(name)?)).with_context(|| format!("map {name}"))
+    }
+
+    /// A hash map (the node's addresses, sources).
+    pub fn hash<K: Pod, V: Pod>(&self, name: &str) -> anyhow::Result<HashMap<MapData, K, V>> {
+        HashMap::try_from(Map::HashMap(self.open(name)?)).with_context(|| format!("map {name}"))
+    }
+
+    /// An LPM trie (identities, rules).
+    pub fn lpm_trie<K: Pod, V: Pod>(&self, name: &str) -> anyhow::Result<LpmTrie<MapData, K, V>> {
+        LpmTrie::try_from(Map::LpmTrie(self.open(name)?)).with_context(|| format!("map {name}"))
     }
 
     pub fn ring_buf(&self, name: &str) -> anyhow::Result<RingBuf<MapData>> {

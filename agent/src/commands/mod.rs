@@ -2,13 +2,15 @@
 //! `run` starts the long-lived agent in `daemon`; the others are offline
 //! tools over policy files or a running agent's pins and endpoint.
 //!
-//! Shared by them: `output` (`-o table|json|yaml`) and `client` (how
-//! `monitor` and `status` reach a running agent).
+//! Shared by them: `output` (`-o table|json|yaml`), `client` (how
+//! `monitor` and `status` reach a running agent) and `log` (text or JSON
+//! log lines).
 pub mod check;
 pub mod client;
 pub mod completion;
 pub mod explain;
 pub mod flows;
+pub mod log;
 pub mod monitor;
 pub mod output;
 pub mod run;

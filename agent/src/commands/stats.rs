@@ -22,12 +22,12 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
     }
     println!(
         "{:<8} {:<8} {:<20} {:<28} {:>12} {:>14}",
-        "DIR", "VERDICT", "REASON", "RULE", "PACKETS", "BYTES"
+        "TRAFFIC", "VERDICT", "REASON", "RULE", "PACKETS", "BYTES"
     );
     for r in rows {
         println!(
             "{:<8} {:<8} {:<20} {:<28} {:>12} {:>14}",
-            r.direction, r.verdict, r.reason, r.rule, r.packets, r.bytes
+            r.traffic, r.verdict, r.reason, r.rule, r.packets, r.bytes
         );
     }
     let book = read_bookkeeping(&pinned)?;
@@ -37,9 +37,14 @@ pub fn stats(args: &StatsArgs) -> anyhow::Result<()> {
         "MAP", "ENTRIES", "CAPACITY", "CREATED", "EVICTED"
     );
     for m in &book.maps {
+        let (created, evicted) = match m.created {
+            Some(c) => (c.to_string(), m.evicted.to_string()),
+            // Maps the agent writes: nothing created or evicted by packets.
+            None => ("-".into(), "-".into()),
+        };
         println!(
             "{:<14} {:>10} {:>10} {:>12} {:>12}",
-            m.map, m.entries, m.capacity, m.created, m.evicted
+            m.map, m.entries, m.capacity, created, evicted
         );
     }
     println!(

@@ -39,6 +39,13 @@ pub fn table(endpoint: &str, s: &Status) -> String {
     };
     row(&mut out, "ready", &ready);
     row(&mut out, "policy generation", &s.policy_generation);
+    // The same on every node that enforces the same policy.
+    let hash = if s.policy_hash.is_empty() {
+        "none"
+    } else {
+        &s.policy_hash
+    };
+    row(&mut out, "policy hash", &hash);
     row(
         &mut out,
         "reloads",
@@ -99,6 +106,7 @@ mod tests {
             ],
             kubernetes_synced: None,
             policy_fallback: false,
+            policy_hash: "3f1c0d9e2b7a4c55".into(),
         }
     }
 
@@ -111,6 +119,7 @@ agent:             /run/netpol-agent/agent.sock
 mode:              audit
 ready:             yes
 policy generation: 7
+policy hash:       3f1c0d9e2b7a4c55
 reloads:           5 succeeded, 1 failed
 last reload error: p.yaml:3:5: rules[0].to: unknown group \"db\"
 interfaces (2):

@@ -5,8 +5,6 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use sha2::{Digest as _, Sha256};
-
 use super::output;
 use crate::{
     bpffs::mount::{is_bpffs, BPFFS},
@@ -65,14 +63,8 @@ pub fn version(args: &VersionArgs) -> anyhow::Result<()> {
 }
 
 fn ebpf_object(object: &[u8], toolchain: &str) -> EbpfObject {
-    let sha256 = Sha256::digest(object)
-        .iter()
-        .fold(String::new(), |mut hex, b| {
-            let _ = write!(hex, "{b:02x}");
-            hex
-        });
     EbpfObject {
-        sha256,
+        sha256: crate::sha256_hex(object),
         bytes: object.len(),
         toolchain: toolchain.into(),
     }

@@ -2,7 +2,12 @@
 //! per event (a policy change, a Kubernetes change, a link event, the host
 //! tick, the conntrack sweep). Every handler keeps the last good policy
 //! enforced when it fails.
-use std::{net::IpAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    net::IpAddr,
+    path::Path,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use log::{error, info, warn};
 use tokio::signal::unix::Signal;
@@ -15,7 +20,7 @@ use super::{
 };
 use crate::{
     cli::RunArgs,
-    datapath::{Datapath, StableIdentityIds, StableRuleIds},
+    datapath::{Datapath, StableRuleIds},
     host::{dirwatch::DirWatch, hostaddrs, linkwatch::LinkWatch},
     kube::KubeView,
     policy::{self, Compiled},
@@ -42,7 +47,8 @@ pub(super) struct Agent {
     pub dp: Datapath,
     pub obs: Arc<AgentState>,
     pub rule_ids: StableRuleIds,
-    pub identity_ids: StableIdentityIds,
+    /// Keeps identity ids across reloads and reuses the entries they share.
+    pub compiler: crate::policy::Compiler,
     /// The node's addresses as last listed, and as the live policy has them.
     pub host: Vec<IpAddr>,
     pub applied_host: Vec<IpAddr>,
@@ -189,9 +195,16 @@ impl Agent {
     }
 
     fn on_gc_tick(&mut self) {
-        match self.dp.collect_expired() {
-            Ok(0) => {}
-            Ok(n) => info!("conntrack: reclaimed {n} expired entries"),
+        let started = Instant::now();
+        let result = self.dp.collect_expired();
+        let deleted = result.as_ref().map_or(0, |s| s.conntrack);
+        self.obs.own.swept(started.elapsed(), deleted as u64);
+        match result {
+            Ok(s) if s.conntrack + s.fragments == 0 => {}
+            Ok(s) => info!(
+                "conntrack: reclaimed {} expired entries ({} fragment entries)",
+                s.conntrack, s.fragments
+            ),
             Err(e) => warn!("conntrack sweep: {e}"),
         }
     }
@@ -214,11 +227,14 @@ impl Agent {
     /// runs on the last good policy from disk, that policy is compiled again
     /// instead, so it follows the node's addresses and workloads.
     fn reload(&mut self) {
+        let started = Instant::now();
         match self.apply_dir() {
-            Ok((gen, compiled, sources)) => {
+            Ok((gen, compiled, cluster, sources)) => {
+                self.learn_pods(cluster.as_ref());
                 self.applied_host.clone_from(&self.host);
                 self.reloads.ok += 1;
                 self.reloads.last_error = None;
+                self.obs.own.policy_live(Some(started.elapsed()));
                 if self.fallback.take().is_some() {
                     info!(
                         "{} compiles again: the last good policy is replaced, ready",
@@ -232,6 +248,7 @@ impl Agent {
                 }
             }
             Err(e) => {
+                self.obs.own.reload_failed(started.elapsed());
                 self.reloads.failed += 1;
                 error!("{e} ({} failed reloads so far)", self.reloads.failed);
                 self.reloads.last_error = Some(e);
@@ -251,28 +268,51 @@ impl Agent {
         });
     }
 
-    fn apply_dir(&mut self) -> Result<(u32, Compiled, policy::Sources), String> {
-        let (mut c, sources) = compile_dir(&self.args, &self.host, self.kube.as_ref())
-            .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))?;
+    /// The pods this policy knows decide which routed addresses are owned:
+    /// a pod that arrived may now send, and a deleted pod's address is owned
+    /// by nobody from here on.
+    fn learn_pods(&mut self, cluster: Option<&policy::Cluster>) {
+        self.sources.learn_pods(cluster);
+        if let Err(e) = self.sources.refresh(&mut self.dp, &self.args) {
+            warn!("source check not updated, will retry: {e:#}");
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn apply_dir(
+        &mut self,
+    ) -> Result<(u32, Compiled, Option<policy::Cluster>, policy::Sources), String> {
+        let (mut c, cluster, sources) = compile_dir(
+            &mut self.compiler,
+            &self.args,
+            &self.host,
+            self.kube.as_ref(),
+        )
+        .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))?;
         self.rule_ids.renumber(&mut c);
-        self.identity_ids.renumber(&mut c);
         let gen = self
             .dp
             .apply(&c)
             .map_err(|e| format!("reload failed, previous policy stays: {e}"))?;
-        Ok((gen, c, sources))
+        Ok((gen, c, cluster, sources))
     }
 
     fn reapply_fallback(&mut self) {
         let Some(kept) = &self.fallback else { return };
-        let applied =
-            compile_sources(&self.args, kept, &self.host, self.kube.as_ref()).and_then(|mut c| {
-                self.rule_ids.renumber(&mut c);
-                self.identity_ids.renumber(&mut c);
-                Ok((self.dp.apply(&c)?, c))
-            });
+        let applied = compile_sources(
+            &mut self.compiler,
+            &self.args,
+            kept,
+            &self.host,
+            self.kube.as_ref(),
+        )
+        .and_then(|(mut c, cluster)| {
+            self.rule_ids.renumber(&mut c);
+            Ok((self.dp.apply(&c)?, c, cluster))
+        });
         match applied {
-            Ok((gen, compiled)) => {
+            Ok((gen, compiled, cluster)) => {
+                self.learn_pods(cluster.as_ref());
                 self.applied_host.clone_from(&self.host);
                 info!("policy generation {gen}: the last good policy, compiled again");
                 if let Err(e) = self.obs.set_rules(&compiled) {

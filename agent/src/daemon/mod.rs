@@ -4,7 +4,8 @@
 //! - `policy_dir`: the policy directory compiled and vetted for this node.
 //! - `interfaces`: --iface patterns reconciled with the interfaces present.
 //! - `sources`: pod interfaces and uplinks, and the addresses routed to each
-//!   pod interface, for the datapath's source check.
+//!   pod interface (held by a pod of this node, with Kubernetes identity),
+//!   for the datapath's source check.
 //! - `agent`: the running agent, one handler per event.
 mod agent;
 mod interfaces;
@@ -29,7 +30,7 @@ use policy_dir::{compile_dir, compile_sources, load_options, rule_ids_after};
 use crate::{
     bpffs::{PinLayout, Pinned},
     cli::{RunArgs, NOT_READY_TAINT},
-    datapath::{Datapath, StableIdentityIds},
+    datapath::Datapath,
     host::{hostaddrs, ifaces, linkwatch::LinkWatch},
     kube::{KubeView, DEFAULT_DEBOUNCE},
     telemetry::status::{AgentState, Attached},
@@ -54,6 +55,8 @@ async fn start_observability(
         args.counting.metrics_top_flows as usize,
     ));
     state.set_rules(compiled).context("publishing rule names")?;
+    // The first policy went live: the reload timestamp starts here.
+    state.own.policy_live(None);
     state.update(|s| {
         s.ready = true;
         s.policy_generation = gen;
@@ -87,17 +90,37 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // Compile before touching the kernel: a bad policy must not half-start.
     let mut last_good = LastGood::new(&args.state_dir);
-    let (mut compiled, first) = match compile_dir(&args, &host, kube.as_ref()) {
-        Ok((compiled, sources)) => (compiled, First::Directory(sources)),
-        Err(e) => {
-            let e = e.context(rejected_dir(&args, kube.is_some()));
-            let why = format!("{e:#}");
-            // A node that boots with a bad policy must not enforce nothing:
-            // the last good policy holds until the directory is fixed.
-            let (compiled, kept) = fallback(&args, &mut last_good, &host, kube.as_ref(), e)?;
-            (compiled, First::Fallback(kept, why))
+    let mut compiler = crate::policy::Compiler::default();
+    let (mut compiled, cluster, first) =
+        match compile_dir(&mut compiler, &args, &host, kube.as_ref()) {
+            Ok((compiled, cluster, sources)) => (compiled, cluster, First::Directory(sources)),
+            Err(e) => {
+                let e = e.context(rejected_dir(&args, kube.is_some()));
+                let why = format!("{e:#}");
+                // A node that boots with a bad policy must not enforce
+                // nothing: the last good policy holds until the directory is
+                // fixed.
+                let (compiled, cluster, kept) = fallback(
+                    &mut compiler,
+                    &args,
+                    &mut last_good,
+                    &host,
+                    kube.as_ref(),
+                    e,
+                )?;
+                (compiled, cluster, First::Fallback(kept, why))
+            }
+        };
+
+    // With Kubernetes identity, the source check takes this node's pods.
+    let node = match &kube {
+        Some(view) => Some(view.node_name().to_owned()),
+        None if args.kube_objects.is_some() => {
+            Some(crate::kube::node_name(args.node_name.as_deref())?)
         }
+        None => None,
     };
+
     // Subscribed before the first listing, so no interface slips in between.
     let links = LinkWatch::new()
         .map_err(|e| warn!("no link events ({e}); re-checking interfaces every few seconds"))
@@ -143,13 +166,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut rule_ids = rule_ids_after(&adoption, &args);
     rule_ids.renumber(&mut compiled);
-    let mut identity_ids = StableIdentityIds::default();
-    identity_ids.renumber(&mut compiled);
     // The new policy goes live before the links switch programs, so the
     // first packet the new programs see is judged by it.
     let gen = dp.apply(&compiled).context("writing the policy maps")?;
     // Before attaching: every pod interface is checked from its first packet.
-    let mut sources = sources::Sources::default();
+    let mut sources = sources::Sources::new(node);
+    sources.learn_pods(cluster.as_ref());
     sources
         .refresh(&mut dp, &args)
         .context("learning pod addresses from the routes")?;
@@ -211,7 +233,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         dp,
         obs,
         rule_ids,
-        identity_ids,
+        compiler,
         sources,
         reloads,
         last_good,
@@ -248,12 +270,17 @@ fn rejected_dir(args: &RunArgs, kube: bool) -> String {
 /// no longer compiles, the start fails with the directory's own error (exit
 /// 2), and why the last good policy was not used is logged.
 fn fallback(
+    compiler: &mut crate::policy::Compiler,
     args: &RunArgs,
     last_good: &mut LastGood,
     host: &[std::net::IpAddr],
     kube: Option<&KubeView>,
     rejected: anyhow::Error,
-) -> anyhow::Result<(crate::policy::Compiled, crate::policy::Sources)> {
+) -> anyhow::Result<(
+    crate::policy::Compiled,
+    Option<crate::policy::Cluster>,
+    crate::policy::Sources,
+)> {
     let sources = match last_good.load(&args.read.limits()) {
         Ok(Some(s)) => s,
         Ok(None) => return Err(rejected),
@@ -262,8 +289,8 @@ fn fallback(
             return Err(rejected);
         }
     };
-    match compile_sources(args, &sources, host, kube) {
-        Ok(compiled) => {
+    match compile_sources(compiler, args, &sources, host, kube) {
+        Ok((compiled, cluster)) => {
             error!("{rejected:#}");
             warn!(
                 "enforcing the last good policy kept in {} ({} files) until the policy \
@@ -271,7 +298,7 @@ fn fallback(
                 last_good.path().display(),
                 sources.files.len()
             );
-            Ok((compiled, sources))
+            Ok((compiled, cluster, sources))
         }
         Err(e) => {
             error!(

@@ -32,6 +32,8 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
         rule_max: args.limits.rule_max,
         frag_max: args.limits.frag_max,
         counting: args.counting.options(),
+        ct_source_rate: args.limits.ct_source_rate,
+        ct_source_burst: args.limits.ct_source_burst,
         ..LoadOptions::default()
     }
 }
@@ -41,38 +43,46 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 /// datapath is not touched. The files as read come back with the policy, to
 /// be kept as the last good one once it is enforced.
 /// With `--kubernetes`, the workloads and NetworkPolicies are `kube`'s view.
+/// The workloads the policy was compiled with come back with it (`None`
+/// without Kubernetes identity): the source check must see the same pods.
 pub(super) fn compile_dir(
+    compiler: &mut policy::Compiler,
     args: &RunArgs,
     host: &[IpAddr],
     kube: Option<&KubeView>,
-) -> anyhow::Result<(policy::Compiled, Sources)> {
+) -> anyhow::Result<(policy::Compiled, Option<policy::Cluster>, Sources)> {
     let sources = policy::read_sources(&args.policy_dir, &args.read.limits())?;
-    let compiled = compile_sources(args, &sources, host, kube)?;
-    Ok((compiled, sources))
+    let (compiled, cluster) = compile_sources(compiler, args, &sources, host, kube)?;
+    Ok((compiled, cluster, sources))
 }
 
 /// `compile_dir` of policy files already read (the directory's, or the last
 /// good ones kept on disk).
 pub(super) fn compile_sources(
+    compiler: &mut policy::Compiler,
     args: &RunArgs,
     sources: &Sources,
     host: &[IpAddr],
     kube: Option<&KubeView>,
-) -> anyhow::Result<policy::Compiled> {
+) -> anyhow::Result<(policy::Compiled, Option<policy::Cluster>)> {
     let limits = args.read.limits();
-    let policy = match (kube, &args.kube_objects) {
+    let (policy, cluster) = match (kube, &args.kube_objects) {
         (Some(view), _) => {
             let (cluster, netpols) = view.snapshot()?;
-            policy::load_sources_with_cluster(sources, cluster, netpols)?.0
+            let (p, c) = policy::load_sources_with_cluster(sources, cluster, netpols)?;
+            (p, Some(c))
         }
-        (None, Some(objects)) => policy::load_sources_with_objects(sources, objects, &limits)?.0,
-        (None, None) => policy::load_sources(sources)?,
+        (None, Some(objects)) => {
+            let (p, c) = policy::load_sources_with_objects(sources, objects, &limits)?;
+            (p, Some(c))
+        }
+        (None, None) => (policy::load_sources(sources)?, None),
     };
     let opts = CompileOptions {
         host_addrs: host.to_vec(),
         enforce_host: args.enforce_host,
     };
-    let compiled = policy::compile(&policy, &opts)?;
+    let compiled = compiler.compile(&policy, &opts)?;
     let limits = policy::MapLimits {
         prefix_max: args.limits.prefix_max,
         rule_max: args.limits.rule_max,
@@ -85,7 +95,7 @@ pub(super) fn compile_sources(
         args.allow_empty_policy,
         args.allow_host_lockout,
     )?;
-    Ok(compiled)
+    Ok((compiled, cluster))
 }
 
 /// Rule ids for the first policy: per-rule counters are kept by id, so ids

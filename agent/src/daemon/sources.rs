@@ -6,7 +6,11 @@
 //! The rule: an enforced interface is an uplink when `--uplink` names it
 //! (or, without `--uplink`, when it holds a default route); every other
 //! enforced interface is a pod interface and owns exactly the addresses of
-//! the main table's host routes (/32, /128) through it.
+//! the main table's host routes (/32, /128) through it. With Kubernetes
+//! identity on, a route alone is not enough: the address must also be held
+//! by a pod of this node, so an interface whose pod object has not arrived
+//! (or was deleted) fails closed, and a deleted pod's address is released
+//! with the reload that removes the pod.
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
@@ -19,12 +23,18 @@ use crate::{
     cli::RunArgs,
     datapath::{Datapath, IfaceRole, SourcePlan},
     host::{ifaces, routes},
+    policy::Cluster,
 };
-use agent_common::SRC_ORIGIN_ROUTE;
+use agent_common::{SRC_ORIGIN_KUBE, SRC_ORIGIN_ROUTE};
 
 /// What the agent remembers between refreshes.
 #[derive(Debug, Default)]
 pub(super) struct Sources {
+    /// With Kubernetes identity on: this node's name and the addresses of
+    /// its pods as the last enforced policy saw them (`None` until the
+    /// first objects are read).
+    node: Option<String>,
+    pods: Option<BTreeSet<IpAddr>>,
     /// Interfaces seen holding the default route (without `--uplink`): they
     /// stay uplinks while they exist, so a default route withdrawn for a
     /// moment does not turn the node's uplink into a pod interface.
@@ -43,10 +53,41 @@ pub(super) struct NodeView<'a> {
     pub default_oifs: &'a BTreeSet<u32>,
     /// Host routes by output interface.
     pub host_routes: &'a BTreeMap<u32, BTreeSet<IpAddr>>,
+    /// With Kubernetes identity on: the addresses of this node's pods; a
+    /// routed address outside this set is owned by nobody.
+    pub pods: Option<&'a BTreeSet<IpAddr>>,
     pub allow_unknown: bool,
 }
 
+/// The addresses of the pods running on `node`: host-network pods are the
+/// node and finished pods hold nothing, so both have no addresses here.
+pub(super) fn node_pod_addresses(cluster: &Cluster, node: &str) -> BTreeSet<IpAddr> {
+    cluster
+        .pods
+        .iter()
+        .filter(|p| p.node_name.as_deref() == Some(node) && !p.host_network)
+        .flat_map(|p| p.ips.iter().copied())
+        .collect()
+}
+
 impl Sources {
+    /// Sources for an agent whose pods are those Kubernetes places on
+    /// `node` (`None`: no Kubernetes identity, routes alone decide).
+    pub(super) fn new(node: Option<String>) -> Self {
+        Sources {
+            node,
+            ..Sources::default()
+        }
+    }
+
+    /// Takes the pods of the objects just enforced; the next `refresh`
+    /// writes what they change.
+    pub(super) fn learn_pods(&mut self, cluster: Option<&Cluster>) {
+        if let (Some(node), Some(cluster)) = (&self.node, cluster) {
+            self.pods = Some(node_pod_addresses(cluster, node));
+        }
+    }
+
     /// The plan for `view`; remembers default-route uplinks.
     pub(super) fn plan(&mut self, view: &NodeView) -> anyhow::Result<SourcePlan> {
         let names: Vec<String> = view.enforced.iter().map(|(n, _)| n.clone()).collect();
@@ -77,7 +118,13 @@ impl Sources {
             }
             plan.roles.insert(*ifindex, IfaceRole::Pod);
             for a in view.host_routes.get(ifindex).into_iter().flatten() {
-                plan.own(*ifindex, *a, SRC_ORIGIN_ROUTE);
+                match view.pods {
+                    None => plan.own(*ifindex, *a, SRC_ORIGIN_ROUTE),
+                    Some(pods) if pods.contains(a) => {
+                        plan.own(*ifindex, *a, SRC_ORIGIN_ROUTE | SRC_ORIGIN_KUBE)
+                    }
+                    Some(_) => {}
+                }
             }
         }
         Ok(plan)
@@ -95,11 +142,15 @@ impl Sources {
             .collect();
         let (uplink_patterns, allow_unknown) = (&args.uplinks, args.allow_unknown_endpoints);
         let all = routes::dump().context("reading the node's routes")?;
+        let kube = self.node.is_some();
+        // Kubernetes identity on but no objects read yet: nobody owns anything.
+        let pods = self.pods.clone().or_else(|| kube.then(BTreeSet::new));
         let plan = self.plan(&NodeView {
             enforced: &enforced,
             uplink_patterns,
             default_oifs: &routes::default_route_ifindexes(&all),
             host_routes: &routes::host_routes(&all),
+            pods: pods.as_ref(),
             allow_unknown,
         })?;
         if self.written.as_ref() == Some(&plan) {
@@ -108,7 +159,7 @@ impl Sources {
         let sync = dp
             .sync_sources(&plan)
             .context("writing the source check's map")?;
-        log_changes(self.written.as_ref(), &plan, &enforced);
+        log_changes(self.written.as_ref(), &plan, &enforced, kube);
         if !enforced.is_empty() && !plan.roles.values().any(|r| *r == IfaceRole::Uplink) {
             warn!(
                 "no enforced interface is an uplink (no --uplink, and none holds the default \
@@ -126,7 +177,12 @@ impl Sources {
     }
 }
 
-fn log_changes(old: Option<&SourcePlan>, new: &SourcePlan, enforced: &[(String, u32)]) {
+fn log_changes(old: Option<&SourcePlan>, new: &SourcePlan, enforced: &[(String, u32)], kube: bool) {
+    let waiting_for = if kube {
+        "no address of a pod of this node yet"
+    } else {
+        "no address yet"
+    };
     let describe = |p: Option<&SourcePlan>, i: u32| -> Option<String> {
         let p = p?;
         let role = p.roles.get(&i)?;
@@ -139,11 +195,9 @@ fn log_changes(old: Option<&SourcePlan>, new: &SourcePlan, enforced: &[(String, 
                     .map(|a| a.keys().map(|a| a.to_string()).collect())
                     .unwrap_or_default();
                 if addrs.is_empty() && p.allow_unknown {
-                    "pod interface, no address yet (not checked: --allow-unknown-endpoints)"
-                        .to_owned()
+                    format!("pod interface, {waiting_for} (not checked: --allow-unknown-endpoints)")
                 } else if addrs.is_empty() {
-                    "pod interface, no address yet (IP traffic dropped as unknown-endpoint)"
-                        .to_owned()
+                    format!("pod interface, {waiting_for} (IP traffic dropped as unknown-endpoint)")
                 } else {
                     format!("pod interface, sources {}", addrs.join(", "))
                 }
@@ -196,6 +250,7 @@ mod tests {
                 uplink_patterns: &[],
                 default_oifs: &oifs,
                 host_routes: &h,
+                pods: None,
                 allow_unknown: false,
             })
             .unwrap();
@@ -214,6 +269,7 @@ mod tests {
                 uplink_patterns: &[],
                 default_oifs: &none,
                 host_routes: &h,
+                pods: None,
                 allow_unknown: false,
             })
             .unwrap();
@@ -226,6 +282,7 @@ mod tests {
                 uplink_patterns: &[],
                 default_oifs: &none,
                 host_routes: &h,
+                pods: None,
                 allow_unknown: false,
             })
             .unwrap();
@@ -245,6 +302,7 @@ mod tests {
                 uplink_patterns: &pats,
                 default_oifs: &oifs,
                 host_routes: &h,
+                pods: None,
                 allow_unknown: false,
             })
             .unwrap();
@@ -258,6 +316,7 @@ mod tests {
                 uplink_patterns: &only_eth,
                 default_oifs: &oifs,
                 host_routes: &h,
+                pods: None,
                 allow_unknown: false,
             })
             .unwrap();
@@ -269,8 +328,66 @@ mod tests {
                 uplink_patterns: &["[".to_string()],
                 default_oifs: &oifs,
                 host_routes: &h,
+                pods: None,
                 allow_unknown: false,
             })
             .is_err());
+    }
+
+    #[test]
+    fn with_kubernetes_a_route_needs_a_pod_of_this_node() {
+        use crate::policy::{Cluster, Pod};
+        let pod = |name: &str, node: Option<&str>, ips: &[&str], host_network: bool| Pod {
+            namespace: "ns".into(),
+            name: name.into(),
+            node_name: node.map(Into::into),
+            ips: ips.iter().map(|a| ip(a)).collect(),
+            host_network,
+            ..Pod::default()
+        };
+        let cluster = Cluster {
+            pods: vec![
+                // lxca's pod, known for IPv4 only.
+                pod("a", Some("node-a"), &["10.0.1.10"], false),
+                // Another node's pod holding lxcb's routed address.
+                pod("b", Some("node-b"), &["10.0.1.20"], false),
+                pod("h", Some("node-a"), &["10.0.0.9"], true),
+            ],
+            ..Cluster::default()
+        };
+        let pods = node_pod_addresses(&cluster, "node-a");
+        assert_eq!(pods, BTreeSet::from([ip("10.0.1.10")]));
+        let e = enforced();
+        let mut h = hosts();
+        h.insert(6, BTreeSet::from([ip("10.0.1.20")]));
+        let oifs = BTreeSet::from([2]);
+        let view = |pods| NodeView {
+            enforced: &e,
+            uplink_patterns: &[],
+            default_oifs: &oifs,
+            host_routes: &h,
+            pods,
+            allow_unknown: false,
+        };
+        let p = Sources::default().plan(&view(Some(&pods))).unwrap();
+        assert_eq!(
+            p.owned[&5],
+            BTreeMap::from([(ip("10.0.1.10"), SRC_ORIGIN_ROUTE | SRC_ORIGIN_KUBE)])
+        );
+        // Routed, but held by no pod of this node: unknown, and the uplink
+        // does not take it for a local pod's address.
+        assert!(!p.owned.contains_key(&6));
+        assert_eq!(p.pod_addresses(), BTreeSet::from([ip("10.0.1.10")]));
+        // No objects yet: nothing is owned.
+        let none = BTreeSet::new();
+        assert!(Sources::default()
+            .plan(&view(Some(&none)))
+            .unwrap()
+            .owned
+            .is_empty());
+        // Kubernetes off: the routes alone.
+        let p = Sources::default().plan(&view(None)).unwrap();
+        assert_eq!(p.owned[&5].len(), 2);
+        assert_eq!(p.owned[&6].len(), 1);
     }
 }

@@ -1,17 +1,20 @@
 //! The verdict counters as the loaded object holds them, summed over CPUs.
 
 use agent_common::{map_names, reason, Counter, CtKey4, CtKey6, CtValue, COUNTER_SLOTS};
-use agent_common::{rule_counter_index, stat, RULE_IDS, RULE_REASONS};
+use agent_common::{
+    rule_counter_index, stat, RULE_IDS, RULE_REASONS, TRAFFIC_EGRESS, TRAFFIC_INGRESS,
+};
 use anyhow::Context as _;
 use aya::maps::PerCpuValues;
 use aya::maps::{HashMap, MapData, PerCpuArray};
 
 use super::{error::*, handles::*, Datapath};
 
-/// Counter totals for one (direction, audited, reason) slot, summed over CPUs.
+/// Counter totals for one (traffic, audited, reason) slot, summed over CPUs.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CounterRow {
-    pub direction: &'static str,
+    /// `ingress` (entering the workload) or `egress` (leaving it).
+    pub traffic: &'static str,
     pub verdict: &'static str,
     pub reason: &'static str,
     pub packets: u64,
@@ -32,7 +35,7 @@ impl Datapath {
         let max_rule = self
             .slots
             .iter()
-            .flat_map(|s| s.rules.values().map(|v| v.rule_id))
+            .flat_map(|s| s.rules.iter().map(|(_, v)| v.rule_id))
             .max()
             .unwrap_or(0);
         let by_rule: PerCpuArray<&MapData, Counter> =
@@ -69,7 +72,11 @@ pub fn read_counters<T: std::borrow::Borrow<MapData>>(
         let audited = (idx / reason::COUNT) % 2 == 1;
         let dir = idx / (2 * reason::COUNT);
         rows.push(CounterRow {
-            direction: if dir == 0 { "ingress" } else { "egress" },
+            traffic: if dir == TRAFFIC_INGRESS {
+                "ingress"
+            } else {
+                "egress"
+            },
             verdict: if r < reason::FIRST_DROP_REASON {
                 "pass"
             } else if audited {
@@ -86,14 +93,14 @@ pub fn read_counters<T: std::borrow::Borrow<MapData>>(
 }
 
 /// Adds the per-rule counters of rule ids `1..=max_rule` to `rows` by
-/// (direction, reason), for readers that want the per-reason totals only.
+/// (traffic, reason), for readers that want the per-reason totals only.
 pub fn fold_rule_counters<T: std::borrow::Borrow<aya::maps::MapData>>(
     rows: &mut Vec<CounterRow>,
     by_rule: &aya::maps::PerCpuArray<T, Counter>,
     max_rule: u32,
 ) -> std::result::Result<(), aya::maps::MapError> {
     for id in 1..=max_rule.min(RULE_IDS - 1) {
-        for (dir, direction) in [(0u32, "ingress"), (1, "egress")] {
+        for (dir, traffic) in [(TRAFFIC_INGRESS, "ingress"), (TRAFFIC_EGRESS, "egress")] {
             for why in RULE_REASONS.iter() {
                 let Some(idx) = rule_counter_index(id, dir, *why) else {
                     continue;
@@ -105,14 +112,14 @@ pub fn fold_rule_counters<T: std::borrow::Borrow<aya::maps::MapData>>(
                 let name = reason::NAMES[*why as usize];
                 match rows
                     .iter_mut()
-                    .find(|r| r.direction == direction && r.reason == name)
+                    .find(|r| r.traffic == traffic && r.reason == name)
                 {
                     Some(r) => {
                         r.packets += packets;
                         r.bytes += bytes;
                     }
                     None => rows.push(CounterRow {
-                        direction,
+                        traffic,
                         verdict: "pass",
                         reason: name,
                         packets,

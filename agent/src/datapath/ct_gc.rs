@@ -45,9 +45,16 @@ fn sweep<K: Pod, V: Pod>(
     removed
 }
 
+/// What one sweep deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Swept {
+    pub conntrack: usize,
+    pub fragments: usize,
+}
+
 /// Deletes entries idle longer than their timeout at `now` (jiffies); returns
 /// how many were removed.
-pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config, now: u64) -> Result<usize, aya::maps::MapError> {
+pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config, now: u64) -> Result<Swept, aya::maps::MapError> {
     let ct_expired = |k: &dyn CtProto, v: &CtValue| {
         now.saturating_sub(v.last_seen) >= ct_timeout(cfg, k.proto(), v.flags)
     };
@@ -64,6 +71,8 @@ pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config, now: u64) -> Result<usize, ay
     if let Err(e) = crate::datapath::note_gc_removed(ebpf, removed) {
         log::warn!("recording conntrack sweeper deletions: {e:#}");
     }
+    let conntrack = removed;
+    removed = 0;
     let frag_expired = |v: &FragValue| now.saturating_sub(v.seen) >= cfg.frag_timeout;
     if let Some(m) = ebpf.map_mut(map_names::FRAG4) {
         let mut m: HashMap<_, FragKey4, FragValue> = HashMap::try_from(m)?;
@@ -73,14 +82,17 @@ pub fn collect(ebpf: &mut aya::Ebpf, cfg: &Config, now: u64) -> Result<usize, ay
         let mut m: HashMap<_, FragKey6, FragValue> = HashMap::try_from(m)?;
         removed += sweep(&mut m, |_, v| frag_expired(v));
     }
-    Ok(removed)
+    Ok(Swept {
+        conntrack,
+        fragments: removed,
+    })
 }
 
 use super::{error::map_err, Datapath};
 
 impl Datapath {
     /// Deletes expired conntrack and fragment entries; returns how many.
-    pub fn collect_expired(&mut self) -> super::error::Result<usize> {
+    pub fn collect_expired(&mut self) -> super::error::Result<Swept> {
         let now = self.jiffies()?;
         let cfg = self.config;
         collect(&mut self.ebpf, &cfg, now).map_err(map_err("conntrack"))

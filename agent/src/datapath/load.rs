@@ -188,6 +188,8 @@ impl Datapath {
             hz,
             record_rate: opts.counting.denied_flow_rate.into(),
             record_burst: opts.counting.denied_flow_burst.into(),
+            ct_source_rate: opts.ct_source_rate.into(),
+            ct_source_burst: opts.ct_source_burst.into(),
         };
         let mut dp = Self {
             ebpf,

@@ -7,8 +7,7 @@
 //! - `attach`: XDP and TCX links per interface, adopted or new, pinned.
 //! - `clock`, `ct_gc`: the kernel's jiffies and the conntrack sweeper.
 //! - `counters`, `rule_names`, `rule_ids`: verdict counters and the rule ids
-//!   they are kept by, stable across reloads; `identity_ids`: identity ids
-//!   stable across reloads, so a pod event rewrites only what it changes.
+//!   they are kept by, stable across reloads.
 //! - `sources`: the `SOURCES` map (anti-spoofing): interface roles and the
 //!   addresses each pod interface owns.
 //! - `test_run`: BPF_PROG_TEST_RUN for tests and benchmarks.
@@ -19,7 +18,6 @@ mod counters;
 pub mod ct_gc;
 mod error;
 mod handles;
-mod identity_ids;
 mod load;
 mod options;
 mod rule_ids;
@@ -31,11 +29,10 @@ mod test_run;
 pub use attach::Attachment;
 pub use counters::{fold_rule_counters, note_gc_removed, read_counters, sum_counters, CounterRow};
 pub use error::DatapathError;
-pub use identity_ids::StableIdentityIds;
 pub use load::Adoption;
 pub use options::{
-    CountingOptions, LoadOptions, Mode, Timeouts, DEFAULT_DENIED_FLOW_BURST,
-    DEFAULT_DENIED_FLOW_RATE,
+    CountingOptions, LoadOptions, Mode, Timeouts, DEFAULT_CT_SOURCE_BURST, DEFAULT_CT_SOURCE_RATE,
+    DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE,
 };
 pub use rule_ids::StableRuleIds;
 pub use rule_names::{publish_rule_names, rule_names, RuleInfo};

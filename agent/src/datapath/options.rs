@@ -113,7 +113,19 @@ pub struct LoadOptions {
     /// Host prefixes of a family from which they go to the hash map instead
     /// of the trie (`HOST_HASH_MIN`; tests lower it to cover both layouts).
     pub host_hash_min: usize,
+    /// New conntrack entries each source address may create per second (0:
+    /// no limit), and how many at once above the rate.
+    pub ct_source_rate: u32,
+    pub ct_source_burst: u32,
 }
+
+/// One workload opening flows (or sending bare ACKs) as fast as it can must
+/// not evict every other workload's flows from the shared conntrack table:
+/// at this rate a source fills a fifth of the default table within the
+/// handshake timeout, while a connection pool of thousands still opens at
+/// once.
+pub const DEFAULT_CT_SOURCE_RATE: u32 = 1_000;
+pub const DEFAULT_CT_SOURCE_BURST: u32 = 5_000;
 
 impl Default for LoadOptions {
     fn default() -> Self {
@@ -126,6 +138,8 @@ impl Default for LoadOptions {
             frag_max: 8192,
             counting: Default::default(),
             host_hash_min: HOST_HASH_MIN,
+            ct_source_rate: DEFAULT_CT_SOURCE_RATE,
+            ct_source_burst: DEFAULT_CT_SOURCE_BURST,
         }
     }
 }

@@ -2,8 +2,7 @@
 //! from what it held, then one array write makes it live, so no packet sees
 //! a mix of two policies.
 use std::{
-    collections::HashMap as StdHashMap,
-    hash::Hash,
+    cmp::Ordering,
     time::{Duration, Instant},
 };
 
@@ -22,12 +21,14 @@ use crate::policy::Compiled;
 use super::{error::*, handles::*, load::*, Datapath};
 
 /// What one slot of the policy maps holds, so the next swap writes only the
-/// difference.
+/// difference. Each list is sorted by key: the difference is one merge walk,
+/// with no hashing of the hundreds of thousands of entries a large policy has.
 #[derive(Default)]
 pub(super) struct SlotContents {
-    ids4: StdHashMap<Ipv4Net, IdentityValue>,
-    ids6: StdHashMap<Ipv6Net, IdentityValue>,
-    pub(super) rules: StdHashMap<(u32, RuleKey), RuleValue>,
+    ids4: Vec<(Ipv4Net, IdentityValue)>,
+    ids6: Vec<(Ipv6Net, IdentityValue)>,
+    /// By rule key, then prefix length.
+    pub(super) rules: Vec<((RuleKey, u32), RuleValue)>,
     /// The host prefixes of this slot live in the hash maps (not the tries).
     hash4: bool,
     hash6: bool,
@@ -68,13 +69,15 @@ impl Datapath {
         let is_host4 = |n: &Ipv4Net| n.prefix_len() == 32;
         let is_host6 = |n: &Ipv6Net| n.prefix_len() == 128;
         let want = SlotContents {
-            ids4: compiled.ids_v4.iter().copied().collect(),
-            ids6: compiled.ids_v6.iter().copied().collect(),
-            rules: compiled
-                .rules
-                .iter()
-                .map(|(len, key, value)| ((*len, *key), *value))
-                .collect(),
+            ids4: sorted(compiled.ids_v4.clone()),
+            ids6: sorted(compiled.ids_v6.clone()),
+            rules: sorted(
+                compiled
+                    .rules
+                    .iter()
+                    .map(|(len, key, value)| ((*key, *len), *value))
+                    .collect(),
+            ),
             hash4: compiled.ids_v4.iter().filter(|(n, _)| is_host4(n)).count()
                 >= self.host_hash_min,
             hash6: compiled.ids_v6.iter().filter(|(n, _)| is_host6(n)).count()
@@ -166,10 +169,10 @@ impl Datapath {
         {
             let mut trie: LpmTrie<&mut MapData, RuleKey, RuleValue> =
                 typed_map(&mut self.ebpf, map_names::RULES)?;
-            let key = |(len, k): &(u32, RuleKey)| Key::new(*len, k.in_slot(slot));
+            let key = |(k, len): &(RuleKey, u32)| Key::new(*len, k.in_slot(slot));
             changes += sync(
-                (&have.rules, |_: &(u32, RuleKey)| true),
-                (&want.rules, |_: &(u32, RuleKey)| true),
+                (&have.rules, |_: &(RuleKey, u32)| true),
+                (&want.rules, |_: &(RuleKey, u32)| true),
                 key,
                 &mut trie,
                 map_names::RULES,
@@ -277,30 +280,68 @@ impl<K: Pod, V: Pod> SlotMap<K, V> for HashMap<&mut MapData, K, V> {
 /// prefix between trie and hash): removes what is gone, writes what is new
 /// or changed.
 pub(super) fn sync<N, K, V>(
-    have: (&StdHashMap<N, V>, impl Fn(&N) -> bool),
-    want: (&StdHashMap<N, V>, impl Fn(&N) -> bool),
+    have: (&[(N, V)], impl Fn(&N) -> bool),
+    want: (&[(N, V)], impl Fn(&N) -> bool),
     key: impl Fn(&N) -> K,
     map: &mut impl SlotMap<K, V>,
     name: &str,
 ) -> Result<usize>
 where
-    N: Eq + Hash,
+    N: Ord,
     V: PartialEq,
 {
     let ((have, had), (want, wants)) = (have, want);
+    // Deletions first, so that a full map has room for what comes in.
+    let mut puts = Vec::new();
     let mut changes = 0;
-    for n in have
-        .keys()
-        .filter(|n| had(n) && !(wants(n) && want.contains_key(*n)))
-    {
-        map.del(&key(n)).map_err(map_err(name))?;
-        changes += 1;
-    }
-    for (n, v) in want.iter().filter(|(n, _)| wants(n)) {
-        if !(had(n) && have.get(n) == Some(v)) {
-            map.put(&key(n), v).map_err(map_err(name))?;
-            changes += 1;
+    let (mut i, mut j) = (0, 0);
+    loop {
+        let order = match (have.get(i), want.get(j)) {
+            (None, None) => break,
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
+            (Some(h), Some(w)) => h.0.cmp(&w.0),
+        };
+        match order {
+            Ordering::Less => {
+                if had(&have[i].0) {
+                    map.del(&key(&have[i].0)).map_err(map_err(name))?;
+                    changes += 1;
+                }
+                i += 1;
+            }
+            Ordering::Greater => {
+                if wants(&want[j].0) {
+                    puts.push(j);
+                }
+                j += 1;
+            }
+            Ordering::Equal => {
+                let n = &have[i].0;
+                match (had(n), wants(n)) {
+                    (true, true) if have[i].1 != want[j].1 => puts.push(j),
+                    (true, false) => {
+                        map.del(&key(n)).map_err(map_err(name))?;
+                        changes += 1;
+                    }
+                    (false, true) => puts.push(j),
+                    _ => {}
+                }
+                i += 1;
+                j += 1;
+            }
         }
     }
+    for j in puts {
+        let (n, v) = &want[j];
+        map.put(&key(n), v).map_err(map_err(name))?;
+        changes += 1;
+    }
     Ok(changes)
+}
+
+/// `v` sorted by key (compiled lists already are: then this is one pass).
+fn sorted<N: Ord, V>(mut v: Vec<(N, V)>) -> Vec<(N, V)> {
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
 }

@@ -8,8 +8,8 @@ use std::{
 };
 
 use agent_common::{
-    map_names, SourceKey, SourceValue, SRC_IFACE_POD, SRC_IFACE_UNKNOWN, SRC_IFACE_UPLINK,
-    SRC_LOCAL_POD, SRC_OWNED,
+    map_names, SourceKey, SourceValue, SRC_IFACE_POD, SRC_IFACE_POD_UNCHECKED, SRC_IFACE_UNKNOWN,
+    SRC_IFACE_UPLINK, SRC_LOCAL_POD, SRC_OWNED,
 };
 use aya::maps::{HashMap, MapData};
 
@@ -107,7 +107,8 @@ impl SourcePlan {
                             }
                             SRC_IFACE_POD
                         }
-                        None if self.allow_unknown => continue,
+                        // Unchecked, but still known as a pod's (counters).
+                        None if self.allow_unknown => SRC_IFACE_POD_UNCHECKED,
                         None => SRC_IFACE_UNKNOWN,
                     }
                 }
@@ -247,7 +248,7 @@ mod tests {
         let mut p = plan();
         p.allow_unknown = true;
         let e = p.entries();
-        assert!(!e.contains_key(&SourceKey::iface(6)));
+        assert_eq!(e[&SourceKey::iface(6)].kind, SRC_IFACE_POD_UNCHECKED);
         assert_eq!(e[&SourceKey::iface(5)].kind, SRC_IFACE_POD);
     }
 

@@ -164,6 +164,20 @@ pub fn builtin_rules(policy: &Policy, opts: &CompileOptions) -> Vec<Rule> {
 
 pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, CompileError> {
     let ids = identity::build(policy, &opts.host_addrs)?;
+    compile_with(policy, opts, &ids, None)
+}
+
+/// `compile` over identities already built. With `only`, the rule entries
+/// are those whose source or destination is one of `only` (everything else
+/// in the output is complete): an entry depends on nothing but the groups of
+/// its two identities and the rules, so a caller holding the others from an
+/// earlier compile of the same rules can keep them.
+pub(super) fn compile_with(
+    policy: &Policy,
+    opts: &CompileOptions,
+    ids: &Identities,
+    only: Option<&IdSet>,
+) -> Result<Compiled, CompileError> {
     let mut rules: Vec<Rule> = Vec::with_capacity(policy.rules.len() + 2);
     for r in &policy.rules {
         let bad = |message: String| CompileError::BadRule {
@@ -191,14 +205,14 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
         } else {
             rule.ports.clone()
         };
-        let pairs = rule_pairs(&ids, rule)?
+        let pairs = rule_pairs(ids, rule)?
             .into_iter()
             .map(|(s, d)| (s, d, ports.clone()))
             .collect();
         effective.push((rule_id, pairs));
     }
     if let Some(w) = &policy.workloads {
-        super::combine::workload_rules(&ids, policy, w, &mut rules, &mut effective)?;
+        super::combine::workload_rules(ids, policy, w, &mut rules, &mut effective)?;
     }
 
     let mut entries: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
@@ -219,16 +233,23 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
                     .for_each(|s| *flags.entry(*s).or_default() |= fs);
                 dsts.iter()
                     .for_each(|d| *flags.entry(*d).or_default() |= fd);
+                let mut put = |s: u32, d: u32| {
+                    let key = RuleKey::new(s, d, proto, port);
+                    // Rules are visited in id order: the first one stays,
+                    // except that an enforcing rule takes an entry from an
+                    // audit-only one (audit marks only what it alone allows).
+                    let slot = entries.entry((key, prefix)).or_insert(rule_id);
+                    if rules[*slot as usize - 1].audit && !rule.audit {
+                        *slot = rule_id;
+                    }
+                };
                 for &s in srcs {
-                    for &d in dsts {
-                        let key = RuleKey::new(s, d, proto, port);
-                        // Rules are visited in id order: the first one stays,
-                        // except that an enforcing rule takes an entry from an
-                        // audit-only one (audit marks only what it alone allows).
-                        let slot = entries.entry((key, prefix)).or_insert(rule_id);
-                        if rules[*slot as usize - 1].audit && !rule.audit {
-                            *slot = rule_id;
-                        }
+                    match only {
+                        Some(only) if !only.contains(&s) => only
+                            .iter()
+                            .filter(|d| dsts.contains(d))
+                            .for_each(|&d| put(s, d)),
+                        _ => dsts.iter().for_each(|&d| put(s, d)),
                     }
                 }
             }
@@ -281,8 +302,76 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
                 (prefix, key, RuleValue { rule_id, flags })
             })
             .collect(),
-        identities: ids.infos,
+        identities: ids.infos.clone(),
         rule_names,
         rule_audit,
     })
+}
+
+impl Compiled {
+    /// What this policy enforces, independent of where it came from: every
+    /// identity prefix and rule entry written with group and rule names
+    /// instead of ids (ids depend on the order of the files and on the
+    /// agent's history, and the rule names of a renumbered policy include
+    /// removed rules), one line each, sorted. A rule that allows nothing
+    /// enforces nothing and does not show. Prefixes of the node's own
+    /// addresses, and the entries of identities a node address splits off a
+    /// group, are left out: they differ between nodes by design, while the
+    /// policy does not.
+    pub fn canonical_text(&self) -> String {
+        let groups = |id: u32| -> String {
+            self.identity(id)
+                .map(|i| i.groups.join(","))
+                .unwrap_or_else(|| format!("#{id}"))
+        };
+        let has_host = |id: u32| {
+            self.identity(id)
+                .is_some_and(|i| i.groups.iter().any(|g| g == BUILTIN_HOST))
+        };
+        // A node address inside a group's CIDRs makes an identity of its own
+        // (`host` and that group), on that node only; its rule entries repeat
+        // those of `host` and of the group.
+        let node_split =
+            |id: u32| has_host(id) && self.identity(id).is_some_and(|i| i.groups.len() > 1);
+        let mut lines: Vec<String> = Vec::new();
+        for (net, v) in &self.ids_v4 {
+            if !has_host(v.id) {
+                lines.push(format!("prefix {net} [{}] {}", groups(v.id), v.flags));
+            }
+        }
+        for (net, v) in &self.ids_v6 {
+            if !has_host(v.id) {
+                lines.push(format!("prefix {net} [{}] {}", groups(v.id), v.flags));
+            }
+        }
+        for (len, key, value) in &self.rules {
+            let (src, dst) = (
+                u32::from_be_bytes(key.src_id),
+                u32::from_be_bytes(key.dst_id),
+            );
+            if node_split(src) || node_split(dst) {
+                continue;
+            }
+            let name = self.rule_name(value.rule_id).unwrap_or("");
+            lines.push(format!(
+                "rule /{len} [{}] -> [{}] {} {} {name} {}",
+                groups(src),
+                groups(dst),
+                key.proto,
+                u16::from_be_bytes(key.port),
+                value.flags
+            ));
+        }
+        lines.sort();
+        lines.dedup();
+        lines.join("\n")
+    }
+
+    /// The first 16 hex digits of the SHA-256 of `canonical_text`: two
+    /// nodes enforcing the same policy show the same hash.
+    pub fn content_hash(&self) -> String {
+        let mut hex = crate::sha256_hex(self.canonical_text().as_bytes());
+        hex.truncate(16);
+        hex
+    }
 }

@@ -35,7 +35,7 @@ struct Source {
 }
 
 pub(crate) struct Identities {
-    /// Sorted by id; ids are 1..=len.
+    /// Sorted by id.
     pub infos: Vec<IdentityInfo>,
     /// Group name to the ids of the identities holding it: rules name groups
     /// thousands of times with workloads, so each is looked up, not scanned.
@@ -73,11 +73,17 @@ fn sources(policy: &Policy, host_addrs: &[IpAddr]) -> Result<Vec<Source>, Compil
         });
     }
     let mut literals = BTreeSet::new();
-    for r in &policy.rules {
-        for p in r.from.iter().chain(&r.to) {
-            if let Peer::Cidr(n) = p {
-                literals.insert(n.trunc());
-            }
+    // NetworkPolicy sides name literal CIDRs too (an ipBlock without except).
+    let sides = policy.workloads.iter().flat_map(|w| &w.sides);
+    let side_peers = sides.flat_map(|s| s.peers.iter().chain(std::iter::once(&s.selected)));
+    for p in policy
+        .rules
+        .iter()
+        .flat_map(|r| r.from.iter().chain(&r.to))
+        .chain(side_peers)
+    {
+        if let Peer::Cidr(n) = p {
+            literals.insert(n.trunc());
         }
     }
     out.extend(literals.into_iter().map(|n| Source {

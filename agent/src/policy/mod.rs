@@ -5,13 +5,16 @@
 //! - `parse`: one file's tree to a `PolicyFile`; `cidr`, `ports`: the scalars.
 //! - `source`: files read as hostile input (regular files only, bounded,
 //!   one ConfigMap generation per directory).
+//! - `settings`: a flat YAML mapping of names to scalars or lists, read the
+//!   same way, with positions (the agent's configuration file).
 //! - `load`: a directory's files, merged into a `Policy`.
 //! - `selector`, `cluster`: label selectors, and the Kubernetes objects
 //!   (Namespaces, Pods) selector groups are resolved against.
 //! - `k8s`: NetworkPolicy documents without the objects (address form);
 //!   `netpol`: with them (selectors, named ports, Kubernetes' isolation).
 //! - `identity`, `compile`: a `Policy` to map contents; `combine`: the
-//!   NetworkPolicy sides combined into allowed pairs.
+//!   NetworkPolicy sides combined into allowed pairs; `incremental`: the
+//!   compiles of one agent, identity ids kept and entries reused across them.
 //! - `api_objects`: Kubernetes objects from the API server, read as files are.
 //! - `evaluate`: the datapath's lookups over compiled maps, in plain Rust.
 //! - `trace`: every rule judged on its own against a packet, and each
@@ -27,6 +30,7 @@ mod compile;
 mod error;
 mod evaluate;
 mod identity;
+mod incremental;
 mod k8s;
 mod limits;
 mod load;
@@ -36,6 +40,7 @@ mod netpol;
 mod parse;
 mod ports;
 mod selector;
+mod settings;
 mod source;
 mod suggest;
 mod trace;
@@ -56,6 +61,7 @@ pub use compile::{
 pub use error::{CompileError, Origin, PolicyError, PolicyErrors, Pos};
 pub use evaluate::{evaluate, identity_of, lookup_rule};
 pub use identity::IdentityInfo;
+pub use incremental::Compiler;
 pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNOTATION};
 pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
 pub use load::{
@@ -76,7 +82,9 @@ pub use netpol::{Direction, NetworkPolicy, SideRule, Workloads};
 pub use parse::{parse_str, parse_str_with};
 pub use ports::{blocks as port_blocks, parse as parse_port};
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
+pub use settings::{parse_settings, read_settings, Setting, SettingScalar, SettingValue};
 pub use source::{ReadLimits, DEFAULT_DIR_SIZE_MAX, DEFAULT_FILE_SIZE_MAX};
+pub use suggest::did_you_mean;
 pub use trace::{
     check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
     RuleCheck, Side, SideVerdict, WorkloadVerdict,

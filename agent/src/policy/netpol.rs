@@ -16,7 +16,7 @@
 //! Parsing keeps the Kubernetes structure (`NetworkPolicy`); `lower` turns it
 //! into groups of pod addresses and side rules the compiler combines.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
 
@@ -193,9 +193,12 @@ impl Ctx<'_> {
     }
 
     fn netpol_types(&mut self, entries: &[Entry]) -> Option<Vec<Direction>> {
-        let Some(e) = get(entries, "policyTypes") else {
+        // The API server's defaulting: no (or an empty) policyTypes is
+        // Ingress, plus Egress when there is at least one egress rule; an
+        // empty `egress: []` does not isolate egress.
+        let Some(e) = get(entries, "policyTypes").filter(|e| !is_empty(e.value)) else {
             let mut out = vec![Direction::Ingress];
-            if get(entries, "egress").is_some() {
+            if get(entries, "egress").is_some_and(|e| !is_empty(e.value)) {
                 out.push(Direction::Egress);
             }
             return Some(out);
@@ -374,6 +377,20 @@ fn addresses<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<IpNet> {
     out
 }
 
+/// Whether an ipBlock peer holds `a`: a literal prefix, or the anonymous
+/// group a block with excepts became.
+fn block_has(policy: &Policy, block: &Peer, a: std::net::IpAddr) -> bool {
+    match block {
+        Peer::Cidr(n) => n.contains(&a),
+        Peer::Group(g) => policy.groups.iter().any(|x| {
+            &x.name == g
+                && x.cidrs.iter().any(|n| n.contains(&a))
+                && !x.except.iter().any(|n| n.contains(&a))
+        }),
+        _ => false,
+    }
+}
+
 /// A group of pod addresses the agent makes up for a NetworkPolicy.
 fn pods_group(name: String, cidrs: Vec<IpNet>, origin: &Origin) -> Group {
     Group {
@@ -431,6 +448,7 @@ fn lower_rule(
     // Peers as groups; the pods behind pod peers are kept for named ports.
     let mut peers = Vec::new();
     let mut peer_pod_list: Vec<&Pod> = Vec::new();
+    let mut blocks: Vec<&Peer> = Vec::new();
     let mut any_peer = false;
     match &rule.peers {
         None => {
@@ -440,7 +458,10 @@ fn lower_rule(
         Some(list) => {
             for (j, p) in list.iter().enumerate() {
                 match p {
-                    NpPeer::Block(peer) => peers.push(peer.clone()),
+                    NpPeer::Block(peer) => {
+                        peers.push(peer.clone());
+                        blocks.push(peer);
+                    }
                     NpPeer::Pods { namespaces, pods } => {
                         let found = index.peer_pods(&np.namespace, namespaces, pods);
                         let g = format!("netpol/{name}.peer[{j}]");
@@ -464,7 +485,8 @@ fn lower_rule(
             NpPort::Named { .. } => None,
         })
         .collect();
-    let named: Vec<(u8, &str)> = rule
+    // Deduplicated: a name listed twice is one port.
+    let named: BTreeSet<(u8, &str)> = rule
         .ports
         .iter()
         .filter_map(|p| match p {
@@ -497,24 +519,47 @@ fn lower_rule(
             Direction::Egress if any_peer => index.cluster.pods.iter().collect(),
             Direction::Egress => peer_pod_list.clone(),
         };
-        let mut by_number: BTreeMap<u16, Vec<&Pod>> = BTreeMap::new();
-        for pod in destinations {
-            if let Some(p) = pod
-                .ports
+        let number_of = |pod: &Pod| {
+            pod.ports
                 .iter()
                 .find(|p| p.name == port_name && p.proto == proto)
-            {
-                by_number.entry(p.port).or_default().push(pod);
+                .map(|p| p.port)
+        };
+        let mut by_number: BTreeMap<u16, Vec<IpNet>> = BTreeMap::new();
+        for pod in destinations {
+            if let Some(n) = number_of(pod) {
+                by_number
+                    .entry(n)
+                    .or_default()
+                    .extend(addresses([pod].into_iter()));
             }
         }
-        for (number, pods) in by_number {
-            let part = format!("{name}:{port_name}={number}");
+        // A pod an egress ipBlock covers is a destination pod too, through
+        // its addresses inside the block only.
+        if dir == Direction::Egress && !any_peer {
+            for pod in &index.cluster.pods {
+                let Some(n) = number_of(pod) else { continue };
+                let inside = pod
+                    .ips
+                    .iter()
+                    .filter(|a| blocks.iter().any(|b| block_has(policy, b, **a)))
+                    .map(|a| IpNet::from(*a));
+                by_number.entry(n).or_default().extend(inside);
+            }
+        }
+        for (number, mut addrs) in by_number {
+            addrs.sort();
+            addrs.dedup();
+            if addrs.is_empty() {
+                continue;
+            }
+            // The protocol too: one name may resolve under several.
+            let proto_name = super::ports::proto_name(proto).unwrap_or("ip");
+            let part = format!("{name}:{port_name}={number}/{proto_name}");
             let g = format!("netpol/{part}");
-            policy.groups.push(pods_group(
-                g.clone(),
-                addresses(pods.into_iter()),
-                &rule.origin,
-            ));
+            policy
+                .groups
+                .push(pods_group(g.clone(), addrs, &rule.origin));
             let spec = PortSpec::port(proto, number);
             let s = match dir {
                 // Only the selected pods that give the name this number.

@@ -1,8 +1,9 @@
-//! The never-evicted verdict totals: per (direction, verdict, reason) and per
+//! The never-evicted verdict totals: per (traffic, verdict, reason) and per
 //! rule, plus the datapath's bookkeeping (map fill, creations, events).
 use agent_common::{
     map_names, reason, rule_counter_index, stat, Counter, CtKey4, CtKey6, CtValue, DeniedValue,
-    RULE_REASONS,
+    FragKey4, FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue, SourceKey,
+    SourceValue, RULE_REASONS, TRAFFIC_EGRESS, TRAFFIC_INGRESS,
 };
 
 use crate::{
@@ -13,7 +14,9 @@ use crate::{
 /// One aggregate series: what `stats` prints and `/metrics` exports.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct AggRow {
-    pub direction: &'static str,
+    /// `ingress` (entering the workload: a pod, or the node from the
+    /// network) or `egress` (leaving it), whichever hook counted it.
+    pub traffic: &'static str,
     /// `pass`, `drop`, or `audit` (would have been dropped).
     pub verdict: &'static str,
     pub reason: &'static str,
@@ -30,7 +33,7 @@ pub fn read_rows(pinned: &Pinned, rules: &[RuleInfo]) -> anyhow::Result<Vec<AggR
     let mut rows: Vec<AggRow> = read_counters(&counters)?
         .into_iter()
         .map(|r| AggRow {
-            direction: r.direction,
+            traffic: r.traffic,
             verdict: if r.verdict == "audit-deny" {
                 "audit"
             } else {
@@ -44,7 +47,7 @@ pub fn read_rows(pinned: &Pinned, rules: &[RuleInfo]) -> anyhow::Result<Vec<AggR
         .collect();
     let by_rule = pinned.per_cpu_array::<Counter>(map_names::RULE_COUNTERS)?;
     for (id, info) in rules.iter().enumerate().skip(1) {
-        for (dir, direction) in [(0u32, "ingress"), (1, "egress")] {
+        for (dir, traffic) in [(TRAFFIC_INGRESS, "ingress"), (TRAFFIC_EGRESS, "egress")] {
             for why in RULE_REASONS.iter() {
                 let Some(idx) = rule_counter_index(id as u32, dir, *why) else {
                     continue;
@@ -54,7 +57,7 @@ pub fn read_rows(pinned: &Pinned, rules: &[RuleInfo]) -> anyhow::Result<Vec<AggR
                     continue;
                 }
                 rows.push(AggRow {
-                    direction,
+                    traffic,
                     verdict: if info.audit { "audit" } else { "pass" },
                     reason: reason::NAMES[*why as usize],
                     rule: info.name.clone(),
@@ -73,9 +76,13 @@ pub struct MapFill {
     pub map: &'static str,
     pub entries: u64,
     pub capacity: u64,
-    pub created: u64,
+    /// Entries the datapath created: for the maps it fills (conntrack,
+    /// denied flows); `None` for the maps the agent writes.
+    pub created: Option<u64>,
     /// Entries created and gone without being deleted: LRU evictions. For
     /// conntrack, deletions by the sweeper and by revocation are taken out.
+    /// Derived from readings taken one after the other, so it may dip under
+    /// churn: `/metrics` reports the highest value seen.
     pub evicted: u64,
 }
 
@@ -123,23 +130,94 @@ pub fn read_bookkeeping(pinned: &Pinned) -> anyhow::Result<Bookkeeping> {
     let ct_created = s[stat::CT4_CREATED as usize] + s[stat::CT6_CREATED as usize];
     let ct_evicted = ct_created.saturating_sub(ct4 + ct6 + ct_deleted);
     let cap = |n: &str| pinned.capacity(n).map(u64::from);
-    let maps = vec![
+    let d_created = s[stat::DENIED4_CREATED as usize] + s[stat::DENIED6_CREATED as usize];
+    let mut maps = vec![
         MapFill {
             map: "conntrack",
             entries: ct4 + ct6,
             capacity: cap(map_names::CT4)? + cap(map_names::CT6)?,
-            created: ct_created,
+            created: Some(ct_created),
             evicted: ct_evicted,
         },
         MapFill {
             map: "denied_flows",
             entries: d4 + d6,
             capacity: cap(map_names::DENIED4)? + cap(map_names::DENIED6)?,
-            created: s[stat::DENIED4_CREATED as usize] + s[stat::DENIED6_CREATED as usize],
-            evicted: (s[stat::DENIED4_CREATED as usize] + s[stat::DENIED6_CREATED as usize])
-                .saturating_sub(d4 + d6),
+            created: Some(d_created),
+            evicted: d_created.saturating_sub(d4 + d6),
         },
     ];
+    // The maps the agent writes: full ones refuse a reload (the policy maps)
+    // or a pod's addresses (sources), so their fill is worth an alert too.
+    // The policy maps hold both slots, the live policy and the idle one.
+    let agent_maps: [(&'static str, [&str; 2], u64); 5] = [
+        (
+            "fragments",
+            [map_names::FRAG4, map_names::FRAG6],
+            pinned
+                .lru::<FragKey4, FragValue>(map_names::FRAG4)?
+                .keys()
+                .count() as u64
+                + pinned
+                    .lru::<FragKey6, FragValue>(map_names::FRAG6)?
+                    .keys()
+                    .count() as u64,
+        ),
+        (
+            "identities",
+            [map_names::IDS4, map_names::IDS6],
+            pinned
+                .lpm_trie::<IdKey4, IdentityValue>(map_names::IDS4)?
+                .keys()
+                .count() as u64
+                + pinned
+                    .lpm_trie::<IdKey6, IdentityValue>(map_names::IDS6)?
+                    .keys()
+                    .count() as u64,
+        ),
+        (
+            "hosts",
+            [map_names::HOSTS4, map_names::HOSTS6],
+            pinned
+                .hash::<IdKey4, IdentityValue>(map_names::HOSTS4)?
+                .keys()
+                .count() as u64
+                + pinned
+                    .hash::<IdKey6, IdentityValue>(map_names::HOSTS6)?
+                    .keys()
+                    .count() as u64,
+        ),
+        (
+            "rules",
+            [map_names::RULES, ""],
+            pinned
+                .lpm_trie::<RuleKey, RuleValue>(map_names::RULES)?
+                .keys()
+                .count() as u64,
+        ),
+        (
+            "sources",
+            [map_names::SOURCES, ""],
+            pinned
+                .hash::<SourceKey, SourceValue>(map_names::SOURCES)?
+                .keys()
+                .count() as u64,
+        ),
+    ];
+    for (map, names, entries) in agent_maps {
+        let mut capacity = 0;
+        for n in names.iter().filter(|n| !n.is_empty()) {
+            capacity += cap(n)?;
+        }
+        maps.push(MapFill {
+            map,
+            // Listing a map being written may see an entry twice.
+            entries: entries.min(capacity),
+            capacity,
+            created: None,
+            evicted: 0,
+        });
+    }
     Ok(Bookkeeping {
         maps,
         events_sent: s[stat::EVENTS_SENT as usize],

@@ -2,18 +2,168 @@
 //! the Prometheus text exposition format, encoded by the `prometheus` crate
 //! (its text encoder writes HELP and TYPE on the `_total` names, which
 //! `promtool check metrics` requires). Label sets are bounded: rules,
-//! reasons, directions, interfaces, maps; per-flow series only for the
-//! `--metrics-top-flows` busiest flows (hard cap 100).
-use prometheus::{Encoder as _, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder};
+//! reasons, traffic sides, maps, hooks and modes, never interfaces; per-flow
+//! series only for the `--metrics-top-flows` busiest flows (hard cap 100).
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::{
+    Encoder as _, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 use super::{
     aggregates::{read_bookkeeping, read_rows},
     flows::{read_flows, FlowFilter},
-    status::AgentState,
+    status::{AgentState, Attached},
 };
 
 /// The most per-flow series `/metrics` will ever carry.
 pub const TOP_FLOWS_MAX: usize = 100;
+
+/// Bucket bounds of the reload duration, in seconds: a small policy compiles
+/// and swaps in milliseconds, a large one (hundreds of thousands of prefixes)
+/// in seconds.
+const RELOAD_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+/// Bucket bounds of a conntrack sweep, in seconds: it lists the whole map,
+/// about a microsecond per entry.
+const GC_BUCKETS: &[f64] = &[
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+
+/// What the agent measures about itself, kept across scrapes (each scrape
+/// builds a fresh registry of the map readings and registers these in it).
+pub struct OwnMetrics {
+    reload_duration: Histogram,
+    last_reload_success: Gauge,
+    gc_runs: IntCounter,
+    gc_duration: Histogram,
+    gc_deleted: IntCounter,
+    /// The highest eviction count each map has shown (see `evictions`).
+    evictions_seen: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Default for OwnMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl OwnMetrics {
+    pub fn new() -> Self {
+        let histogram = |name: &str, help: &str, buckets: &[f64]| {
+            Histogram::with_opts(
+                HistogramOpts::new(format!("netpol_agent_{name}"), help).buckets(buckets.to_vec()),
+            )
+            .expect("valid histogram options")
+        };
+        let counter = |name: &str, help: &str| {
+            IntCounter::new(format!("netpol_agent_{name}"), help).expect("valid counter")
+        };
+        Self {
+            reload_duration: histogram(
+                "reload_duration_seconds",
+                "Time a policy reload took (read, compile, write the maps), successful or not",
+                RELOAD_BUCKETS,
+            ),
+            last_reload_success: Gauge::new(
+                "netpol_agent_last_reload_success_timestamp_seconds",
+                "Unix time at which a policy last went live (start-up or a successful reload)",
+            )
+            .expect("valid gauge"),
+            gc_runs: counter("ct_gc_runs_total", "Conntrack sweeps run"),
+            gc_duration: histogram(
+                "ct_gc_duration_seconds",
+                "Time a conntrack sweep took",
+                GC_BUCKETS,
+            ),
+            gc_deleted: counter(
+                "ct_gc_deleted_total",
+                "Expired conntrack entries the sweeps deleted",
+            ),
+            evictions_seen: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// A policy went live now (at start-up, or by a reload that took
+    /// `took`).
+    pub fn policy_live(&self, took: Option<Duration>) {
+        if let Some(d) = took {
+            self.reload_duration.observe(d.as_secs_f64());
+        }
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_reload_success.set(now.as_secs_f64());
+    }
+
+    /// A reload that took `took` was rejected.
+    pub fn reload_failed(&self, took: Duration) {
+        self.reload_duration.observe(took.as_secs_f64());
+    }
+
+    /// A conntrack sweep ran for `took` and deleted `deleted` entries.
+    pub fn swept(&self, took: Duration, deleted: u64) {
+        self.gc_runs.inc();
+        self.gc_duration.observe(took.as_secs_f64());
+        self.gc_deleted.inc_by(deleted);
+    }
+
+    /// The eviction count to report for `map`, given the one just derived
+    /// from the maps. The derivation (created - live - deleted) reads its
+    /// three terms at different moments, so under churn it can come out
+    /// below an earlier reading; a counter must never go down (`rate()`
+    /// would read it as a reset), so the highest value seen is reported.
+    pub fn evictions(&self, map: &'static str, derived: u64) -> u64 {
+        let mut seen = self
+            .evictions_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let max = seen.entry(map).or_default();
+        *max = (*max).max(derived);
+        *max
+    }
+
+    fn register(&self, reg: &Registry) -> anyhow::Result<()> {
+        reg.register(Box::new(self.reload_duration.clone()))?;
+        reg.register(Box::new(self.last_reload_success.clone()))?;
+        reg.register(Box::new(self.gc_runs.clone()))?;
+        reg.register(Box::new(self.gc_duration.clone()))?;
+        reg.register(Box::new(self.gc_deleted.clone()))?;
+        Ok(())
+    }
+}
+
+/// The hook and mode of each enforced interface, as counts: (hook, mode,
+/// interfaces). Every (hook, mode) pair the agent can use is listed, at 0
+/// when no interface is in it, so that an alert on the slow one has a
+/// series to read.
+pub fn interface_counts(attached: &[Attached]) -> Vec<(&'static str, &'static str, i64)> {
+    let n = |f: &dyn Fn(&Attached) -> bool| attached.iter().filter(|a| f(a)).count() as i64;
+    vec![
+        // XDP in the driver (native) or, where the driver refuses it, in
+        // the generic (skb) path, which is several times slower.
+        ("xdp", "native", n(&|a| a.xdp_mode == "driver")),
+        ("xdp", "generic", n(&|a| a.xdp_mode != "driver")),
+        // Egress is always a TCX link: it has no modes.
+        ("tcx", "none", attached.len() as i64),
+    ]
+}
+
+/// The `reason` label of a datapath reason: the four kinds of malformed
+/// packet (`malformed-l2`, `-ipv4`, `-ipv6`, `-l4`) are one `malformed`
+/// series, which is what an alert on a rise of malformed drops reads;
+/// `netpol-agent stats` keeps the layer.
+pub fn metric_reason(reason: &'static str) -> &'static str {
+    if reason.starts_with("malformed-") {
+        "malformed"
+    } else {
+        reason
+    }
+}
 
 /// Builds metric families in a registry of one scrape.
 struct Scrape {
@@ -41,6 +191,17 @@ impl Scrape {
     }
 }
 
+/// `netpol_agent_build_info`'s labels: the version, the git revision and the
+/// SHA-256 of the embedded eBPF object, as `netpol-agent version` prints
+/// them.
+fn build_info() -> [(&'static str, String); 3] {
+    [
+        ("version", env!("CARGO_PKG_VERSION").to_owned()),
+        ("revision", env!("NETPOL_GIT_REVISION").to_owned()),
+        ("ebpf_sha256", crate::ebpf_sha256().to_owned()),
+    ]
+}
+
 /// Reads the maps and encodes one scrape.
 pub fn render(state: &AgentState) -> anyhow::Result<String> {
     let s = Scrape {
@@ -49,10 +210,26 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
     let rules = state.rules();
     let status = state.status();
 
-    let series = ["direction", "verdict", "reason", "rule"];
+    let info = build_info();
+    let names: Vec<&str> = info.iter().map(|(k, _)| *k).collect();
+    let values: Vec<&str> = info.iter().map(|(_, v)| v.as_str()).collect();
+    s.gauges(
+        "build_info",
+        "Always 1: the agent's version, git revision and the SHA-256 of its eBPF object",
+        &names,
+    )?
+    .with_label_values(&values)
+    .set(1);
+    // CPU seconds, resident memory, open and maximum fds, start time, threads.
+    s.reg.register(Box::new(
+        prometheus::process_collector::ProcessCollector::for_self(),
+    ))?;
+    state.own.register(&s.reg)?;
+
+    let series = ["traffic", "verdict", "reason", "rule"];
     let packets = s.counter(
         "packets_total",
-        "Packets judged, by hook direction, verdict (pass, drop, audit = passed but would be dropped), reason and the rule credited with a pass",
+        "Packets judged, by traffic (egress: leaving the workload or node, ingress: entering it), verdict (pass, drop, audit = passed but would be dropped), reason and the rule credited with a pass",
         &series,
     )?;
     let bytes = s.counter(
@@ -61,7 +238,12 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
         &series,
     )?;
     for r in read_rows(&state.pinned, &rules)? {
-        let l = [r.direction, r.verdict, r.reason, r.rule.as_str()];
+        let l = [
+            r.traffic,
+            r.verdict,
+            metric_reason(r.reason),
+            r.rule.as_str(),
+        ];
         packets.with_label_values(&l).inc_by(r.packets);
         bytes.with_label_values(&l).inc_by(r.bytes);
     }
@@ -82,6 +264,15 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
     reloads
         .with_label_values(&["failure"])
         .inc_by(status.reloads_failed);
+    if !status.policy_hash.is_empty() {
+        s.gauges(
+            "policy_hash_info",
+            "Always 1: the hash of the live policy's content, equal on nodes enforcing the same policy",
+            &["hash"],
+        )?
+        .with_label_values(&[status.policy_hash.as_str()])
+        .set(1);
+    }
     s.gauge(
         "ready",
         "1 once programs are attached and a policy is live",
@@ -105,21 +296,19 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
         )?;
     }
 
-    let attached = s.gauges(
-        "programs_attached",
-        "Programs attached, by interface and program",
-        &["interface", "program"],
+    let interfaces = s.gauges(
+        "interfaces",
+        "Enforced interfaces by hook (xdp: traffic entering them, tcx: leaving them) and mode (native, generic; none for tcx)",
+        &["hook", "mode"],
     )?;
-    for a in &status.attached {
-        for prog in ["xdp", "tc"] {
-            attached.with_label_values(&[&a.interface, prog]).set(1);
-        }
+    for (hook, mode, n) in interface_counts(&status.attached) {
+        interfaces.with_label_values(&[hook, mode]).set(n);
     }
 
     let book = read_bookkeeping(&state.pinned)?;
     let entries = s.gauges(
         "map_entries",
-        "Entries in a bounded map (conntrack, denied_flows)",
+        "Entries in a bounded map (conntrack, denied_flows, fragments, identities, hosts, rules, sources; both address families together)",
         &["map"],
     )?;
     let capacity = s.gauges("map_capacity", "Capacity of a bounded map", &["map"])?;
@@ -130,14 +319,18 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
     )?;
     let evicted = s.counter(
         "map_evictions_total",
-        "LRU evictions: entries created and gone without a deletion",
+        "LRU evictions (conntrack, denied_flows): entries created and gone without a deletion",
         &["map"],
     )?;
     for m in &book.maps {
         entries.with_label_values(&[m.map]).set(m.entries as i64);
         capacity.with_label_values(&[m.map]).set(m.capacity as i64);
-        created.with_label_values(&[m.map]).inc_by(m.created);
-        evicted.with_label_values(&[m.map]).inc_by(m.evicted);
+        if let Some(c) = m.created {
+            created.with_label_values(&[m.map]).inc_by(c);
+            evicted
+                .with_label_values(&[m.map])
+                .inc_by(state.own.evictions(m.map, m.evicted));
+        }
     }
     let events = s.counter(
         "events_total",
@@ -204,4 +397,103 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
     let mut out = Vec::new();
     TextEncoder::new().encode(&s.reg.gather(), &mut out)?;
     Ok(String::from_utf8(out)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn evictions_never_go_down() {
+        let own = OwnMetrics::new();
+        // Readings as churn gives them: the derivation dips when a read of
+        // the live entries lands after creations its counter read missed.
+        let derived = [0, 5, 12, 9, 12, 30, 29, 0, 31];
+        let mut last = 0;
+        for d in derived {
+            let shown = own.evictions("conntrack", d);
+            assert!(shown >= last, "{shown} after {last}");
+            assert!(shown >= d);
+            last = shown;
+        }
+        assert_eq!(last, 31);
+        // Each map has its own.
+        assert_eq!(own.evictions("denied_flows", 3), 3);
+    }
+
+    #[test]
+    fn malformed_reasons_are_one_series() {
+        for r in agent_common::reason::NAMES {
+            let label = metric_reason(r);
+            if r.starts_with("malformed") {
+                assert_eq!(label, "malformed", "{r}");
+            } else {
+                assert_eq!(label, r);
+            }
+        }
+        assert_eq!(
+            agent_common::reason::NAMES
+                .iter()
+                .filter(|r| metric_reason(r) == "malformed")
+                .count(),
+            4
+        );
+    }
+
+    #[test]
+    fn interfaces_are_counted_by_hook_and_mode() {
+        let a = |i: &str, m: &str| Attached {
+            interface: i.into(),
+            xdp_mode: m.into(),
+        };
+        let counts = interface_counts(&[
+            a("uplink0", "driver"),
+            a("lxc1", "generic"),
+            a("lxc2", "driver"),
+        ]);
+        assert_eq!(
+            counts,
+            vec![
+                ("xdp", "native", 2),
+                ("xdp", "generic", 1),
+                ("tcx", "none", 3)
+            ]
+        );
+        assert_eq!(
+            interface_counts(&[]),
+            vec![
+                ("xdp", "native", 0),
+                ("xdp", "generic", 0),
+                ("tcx", "none", 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn own_metrics_encode_with_their_names() {
+        let own = OwnMetrics::new();
+        own.policy_live(None);
+        own.policy_live(Some(Duration::from_millis(3)));
+        own.reload_failed(Duration::from_millis(1));
+        own.swept(Duration::from_millis(2), 7);
+        let reg = Registry::new();
+        own.register(&reg).unwrap();
+        let mut out = Vec::new();
+        TextEncoder::new().encode(&reg.gather(), &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for line in [
+            "netpol_agent_reload_duration_seconds_count 2",
+            "netpol_agent_ct_gc_runs_total 1",
+            "netpol_agent_ct_gc_deleted_total 7",
+            "netpol_agent_ct_gc_duration_seconds_count 1",
+            "# TYPE netpol_agent_last_reload_success_timestamp_seconds gauge",
+        ] {
+            assert!(text.contains(line), "{line}:\n{text}");
+        }
+        let ts = text
+            .lines()
+            .find_map(|l| l.strip_prefix("netpol_agent_last_reload_success_timestamp_seconds "))
+            .unwrap();
+        assert!(ts.parse::<f64>().unwrap() > 1.7e9, "{ts}");
+    }
 }

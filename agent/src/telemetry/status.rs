@@ -38,6 +38,10 @@ pub struct Status {
     /// With `--kubernetes`: whether every watched resource's list from the
     /// API server has completed (false while one is redone); null without.
     pub kubernetes_synced: Option<bool>,
+    /// Hash of the live policy's content (16 hex digits): equal on every
+    /// node enforcing the same policy, whatever the files' order or the
+    /// generation (see `Compiled::content_hash`).
+    pub policy_hash: String,
 }
 
 pub struct AgentState {
@@ -49,6 +53,9 @@ pub struct AgentState {
     pub events: broadcast::Sender<EventRecord>,
     /// Per-flow series `/metrics` may add (the busiest flows); 0 for none.
     pub top_flows: usize,
+    /// What the agent measures about itself across scrapes (reloads,
+    /// sweeps, evictions seen).
+    pub own: super::metrics::OwnMetrics,
 }
 
 impl AgentState {
@@ -63,6 +70,7 @@ impl AgentState {
             rules: RwLock::new(Vec::new()),
             events,
             top_flows,
+            own: super::metrics::OwnMetrics::new(),
         }
     }
 
@@ -95,6 +103,8 @@ impl AgentState {
             })
             .collect();
         *self.rules.write().unwrap_or_else(|p| p.into_inner()) = rules;
+        let hash = compiled.content_hash();
+        self.update(|s| s.policy_hash = hash);
         Ok(())
     }
 }

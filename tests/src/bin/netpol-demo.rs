@@ -2,9 +2,11 @@
 //! handful of allowed and denied connections, and the agent's counters.
 use std::{path::PathBuf, process::Command, time::Duration};
 
+use anyhow::Context as _;
+
 use netpol_tests::{
     agent_bin, check, serve, AgentProcess, Edge, Expect, Family::*, Lab, Proto::*, ALLOWED_TIMEOUT,
-    DENIED_TIMEOUT,
+    DENIED_TIMEOUT, NODE_NAME,
 };
 
 const EDGES: &[Edge] = &[
@@ -30,14 +32,22 @@ fn main() -> anyhow::Result<()> {
         anyhow::bail!("the demo builds network namespaces and loads eBPF: run it as root");
     }
     let policy = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus");
+    let objects = policy.join("objects");
     println!("== Lab: a node namespace, pods ledger-a/ledger-b/wallet/merchant/otel, and a");
     println!("   remote namespace for the gateway, Prometheus, CoreDNS, Aiven, VPC endpoints,");
+    println!("   Tempo/Loki and the world.");
     println!(
-        "   Tempo/Loki and the world. Policy: {}\n",
-        policy.display()
+        "   Policy (by namespace): {}\n   Kubernetes objects: {} (node {NODE_NAME})\n",
+        policy.display(),
+        objects.display()
     );
     let lab = Lab::localplus();
-    let agent = AgentProcess::spawn(&lab, &policy, &[]);
+    let objects_arg = objects.to_str().context("objects path is not UTF-8")?;
+    let agent = AgentProcess::spawn(
+        &lab,
+        &policy,
+        &["--kube-objects", objects_arg, "--node-name", NODE_NAME],
+    );
     println!(
         "== netpol-agent enforcing on {} (XDP ingress + TC egress)\n",
         lab.node_ifaces.join(", ")

@@ -411,8 +411,8 @@ pub fn corpus(target: Target) -> Vec<Vec<u8>> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let mut files = Vec::new();
     let dirs: &[&str] = match target {
-        Target::Policy => &["examples/localplus", "examples/localplus-k8s"],
-        Target::Objects => &["examples/localplus-k8s/objects"],
+        Target::Policy => &["examples/localplus", "examples/localplus-cidr"],
+        Target::Objects => &["examples/localplus/objects"],
         Target::Packets => &[],
     };
     for d in dirs {
@@ -428,6 +428,13 @@ pub fn corpus(target: Target) -> Vec<Vec<u8>> {
             }
         }
     }
+    // A missing directory would silently leave a target to its crafted
+    // seeds only.
+    assert!(
+        target == Target::Packets || !files.is_empty(),
+        "no corpus for {}: {dirs:?} moved?",
+        target.name()
+    );
     files.extend(
         inputs::crafted(target)
             .iter()

@@ -2,6 +2,8 @@
 
 use std::cell::{Cell, RefCell};
 
+use agent_common::{is_pod_iface, SourceKey};
+
 use netpol_agent::datapath::{Datapath, LoadOptions};
 use netpol_agent::policy::{CompileOptions, Compiled};
 
@@ -97,8 +99,30 @@ impl Bench {
             .counters()
             .unwrap_or_else(|e| panic!("{}: reading counters: {e}", self.test));
         rows.into_iter()
-            .map(|r| ((r.direction, r.verdict, r.reason), (r.packets, r.bytes)))
+            .map(|r| ((r.traffic, r.verdict, r.reason), (r.packets, r.bytes)))
             .collect()
+    }
+
+    /// The side the aggregates count a frame of `hook` on: the hook's
+    /// direction, reversed when the interface it runs on (loopback, the
+    /// kernel's default for test runs, or the XDP frame's `ingress_on`) is a
+    /// pod interface in `SOURCES`.
+    pub fn traffic(&self, hook: Hook) -> &'static str {
+        const LOOPBACK: u32 = 1;
+        let ifindex = match hook {
+            Hook::Xdp => self.ingress.get().unwrap_or(LOOPBACK),
+            Hook::Tc => LOOPBACK,
+        };
+        let pod = self
+            .dp
+            .sources()
+            .unwrap_or_else(|e| panic!("{}: reading SOURCES: {e}", self.test))
+            .get(&SourceKey::iface(ifindex))
+            .is_some_and(|v| is_pod_iface(v.kind));
+        match (hook.direction(), pod) {
+            ("ingress", false) | ("egress", true) => "ingress",
+            _ => "egress",
+        }
     }
 
     pub fn ct(&self) -> (usize, usize) {
@@ -161,7 +185,7 @@ impl Bench {
                 delta.insert(*k, (p - p0, b - b0));
             }
         }
-        let key = (hook.direction(), want.verdict(), want.reason());
+        let key = (self.traffic(hook), want.verdict(), want.reason());
         let want_delta = Counts::from([(key, (1, frame.len() as u64))]);
         if ok_action && delta == want_delta {
             return Ok(());

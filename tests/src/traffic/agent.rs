@@ -61,6 +61,10 @@ impl NetpolAgent {
             // Its last good policy goes with its socket, not on the node.
             .arg("--state-dir")
             .arg(socket_dir.join("state"))
+            // The new-flow scenarios open flows from one source at line
+            // rate: a bucket that never runs dry keeps the quota's cost in
+            // the measurement without its drops.
+            .args(["--ct-source-burst", &u32::MAX.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -126,7 +130,9 @@ impl NetpolAgent {
             serde_json::from_slice(&out.stdout).context("parsing netpol-agent stats --json")?;
         let mut v = Verdicts::default();
         for r in rows {
-            if r["direction"] != "ingress" {
+            // The DUT's interface holds its default route: an uplink, whose
+            // XDP hook counts what enters the node (`ingress`).
+            if r["traffic"] != "ingress" {
                 continue;
             }
             let n = r["packets"].as_u64().unwrap_or(0);
@@ -168,7 +174,7 @@ pub struct PolicyDir {
 
 impl PolicyDir {
     pub fn localplus_plus(extra: &[ipnet::IpNet]) -> anyhow::Result<PolicyDir> {
-        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus");
+        let src = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-cidr");
         let path = std::env::temp_dir().join(format!("netpol-traffic-policy-{}", unique_suffix()));
         std::fs::create_dir_all(&path)?;
         let dir = PolicyDir { path };

@@ -1,6 +1,6 @@
 //! Frame templates of the traffic generator and how `lab_gen` varies each.
 //!
-//! Addresses follow the LOCAL-PLUS policy (examples/localplus): the gateway
+//! Addresses follow the LOCAL-PLUS policy (examples/localplus-cidr): the gateway
 //! (10.0.4.0/26) may open TCP 8080 to svc-ledger (10.0.1.0/24); services may
 //! send DNS to coredns (10.0.4.96/28); 172.16.0.0/12 is where the benchmark's
 //! extra prefixes live, and has no rule to svc-ledger.

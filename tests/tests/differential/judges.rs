@@ -88,8 +88,12 @@ pub fn prepare(gp: &GPolicy) -> Result<Prepared, PrepError> {
 pub struct Observation {
     /// The reference's first allowing rule, and all of them.
     pub reference: Option<String>,
-    /// IPv6 neighbour discovery or MLD: passes whatever the policy.
-    pub infra: bool,
+    /// IPv6 neighbour discovery or MLD: `Some(passes)` whatever the policy
+    /// (`reference::discovery`).
+    pub discovery: Option<bool>,
+    /// An ICMP error: these quote nothing, so no flow, and are dropped
+    /// whatever the policy (`reference::is_icmp_error`).
+    pub icmp_error: bool,
     pub allowing: Vec<String>,
     /// `policy::evaluate`: rule id and name.
     pub evaluate: Option<(u32, String)>,
@@ -100,9 +104,10 @@ pub struct Observation {
 }
 
 impl Observation {
-    /// Whether the packet should pass: policy allows it, or it is infrastructure.
+    /// Whether the packet should pass: policy allows it, unless it is
+    /// discovery, which link rules decide alone.
     pub fn passes(&self) -> bool {
-        self.reference.is_some() || self.infra
+        !self.icmp_error && self.discovery.unwrap_or(self.reference.is_some())
     }
 
     /// The checks that failed, by name (empty: all agree).
@@ -172,10 +177,11 @@ impl Observation {
         format!(
             "  reference:         {}{}\n  allowing rules:    {:?}\n  policy::evaluate:  {eval}\n  datapath XDP:      {xdp}\n  datapath TC:       {tc}\n  conntrack entry:   {ct}",
             allow(&self.reference),
-            if self.infra {
-                " (policy); passes anyway: neighbour discovery / MLD"
-            } else {
-                ""
+            match self.discovery {
+                Some(true) => " (policy); passes anyway: neighbour discovery / MLD on the link",
+                Some(false) => " (policy); dropped anyway: neighbour discovery / MLD off the link",
+                None if self.icmp_error => " (policy); dropped anyway: an ICMP error of no flow",
+                None => "",
             },
             self.allowing,
         )
@@ -256,7 +262,10 @@ pub fn observe(
         .unwrap_or_else(|e| panic!("TC test run: {e}\n{}", hex(&frame)));
     Observation {
         reference,
-        infra: reference::infrastructure(p.src, p.proto, p.port),
+        // Frames carry the builder's hop limit, 64: a discovery message with
+        // it was routed, and is dropped on both hooks.
+        discovery: reference::discovery(p.src, p.dst, p.proto, p.port, 64, true),
+        icmp_error: reference::is_icmp_error(p.proto, p.port),
         allowing,
         evaluate,
         xdp_action,

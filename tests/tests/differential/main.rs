@@ -14,10 +14,12 @@
 //! equal the one the generator meant. One datapath is reused for every policy,
 //! so each `apply` also exercises the diff against the slot's previous contents.
 //! Only packets that open flows are sent: TCP SYN and ICMP echo requests (which
-//! skip conntrack), other ICMP types (policy only), and UDP, SCTP and other
+//! skip conntrack), other ICMP types (policy only; errors quote no flow, so
+//! they are dropped whatever the policy), and UDP, SCTP and other
 //! protocols with a 5-tuple never used before, so no conntrack entry can match.
-//! A few IPv6 neighbour discovery / MLD packets are sent too: they must pass
-//! whatever the policy (`reference::infrastructure`).
+//! A few IPv6 neighbour discovery / MLD packets are sent too: with the
+//! builder's hop limit they were routed, so they are dropped whatever the
+//! policy (`reference::discovery`).
 //! When the datapath allows a packet that creates a conntrack entry, the entry's
 //! rule id is read back: it must be the rule `evaluate` names, and that rule must
 //! be one the reference says allows the packet (the contract does not say which
@@ -37,7 +39,9 @@
 //! `policy` and `policy_gen` (generated policies), `yaml` (their text),
 //! `packets` (flow-opening packets), `judges` (the three judges), `harness`
 //! (one datapath for the whole run), `shrink` and `report` (what a
-//! disagreement becomes), `random_run` (the test) and `regressions`.
+//! disagreement becomes), `random_run` (the test), `regressions`, and
+//! `workloads` (the same three judges over generated Kubernetes objects,
+//! selector groups and NetworkPolicies, against `reference_k8s`).
 
 mod addrs;
 mod harness;
@@ -50,6 +54,7 @@ mod regressions;
 mod report;
 mod rng;
 mod shrink;
+mod workloads;
 mod yaml;
 
 /// Policies per run by default: 13 s here idle, 25 s loaded (debug build, 2

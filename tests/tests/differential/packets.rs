@@ -221,9 +221,9 @@ pub fn gen_packet(rng: &mut Rng, gp: &GPolicy, prefixes: &[IpNet]) -> Pkt {
             port = 8 << 8 | (port & 0xff);
         }
     }
-    // IPv6 neighbour discovery and MLD pass whatever the policy: keep them to
-    // one in four of the packets that draw those types (they test no policy).
-    if reference::infrastructure(src, proto, port) && rng.chance(75) {
+    // IPv6 neighbour discovery and MLD are judged by link rules, not the
+    // policy: keep them to one in four of the packets that draw those types.
+    if src.is_ipv6() && reference::is_discovery(proto, port) && rng.chance(75) {
         port = 128 << 8 | (port & 0xff);
     }
     let port = match proto {

@@ -104,7 +104,7 @@ pub fn reload(agent: &mut AgentProcess) -> Result<(Outcome, Duration), String> {
 
 type Counters = BTreeMap<(String, String, String), u64>;
 
-/// `netpol-agent stats --json`: packets by (direction, verdict, reason).
+/// `netpol-agent stats --json`: packets by (traffic, verdict, reason).
 pub fn counters(agent: &AgentProcess) -> Counters {
     let rows = netpol_tests::observe::cli_json(agent, &["stats", "--json"]);
     let rows = rows
@@ -114,7 +114,7 @@ pub fn counters(agent: &AgentProcess) -> Counters {
         .map(|r| {
             let s = |k: &str| r[k].as_str().unwrap_or_default().to_string();
             (
-                (s("direction"), s("verdict"), s("reason")),
+                (s("traffic"), s("verdict"), s("reason")),
                 r["packets"].as_u64().unwrap_or_default(),
             )
         })

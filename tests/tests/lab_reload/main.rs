@@ -1,7 +1,7 @@
 //! Hot reload under traffic, rejection of a bad reload, and of hostile files
 //! in the policy directory, with the real agent in the node-shaped lab.
 //!
-//! Two policies, A (examples/localplus) and B (A plus merchant -> wallet
+//! Two policies, A (examples/localplus-cidr) and B (A plus merchant -> wallet
 //! 50051/tcp, minus prometheus -> services 8080/tcp), are swapped 200 times by
 //! rewriting the policy directory atomically and sending SIGHUP, while:
 //! - one long-lived TCP connection gateway -> ledger-a:8080 (allowed by both)

@@ -39,13 +39,13 @@ impl Variant {
 }
 
 fn examples_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/localplus-cidr")
 }
 
 /// A: the LOCAL-PLUS example policy as it is.
 pub fn variant_a() -> Variant {
     let mut files: Vec<(String, String)> = fs::read_dir(examples_dir())
-        .expect("read examples/localplus")
+        .expect("read examples/localplus-cidr")
         .map(|e| e.expect("examples entry").path())
         .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
         .map(|p| {
@@ -58,7 +58,7 @@ pub fn variant_a() -> Variant {
     assert!(
         files.iter().any(|(n, _)| n == "services.yaml")
             && files.iter().any(|(n, _)| n == "platform.yaml"),
-        "examples/localplus changed: services.yaml and platform.yaml expected, found {:?}",
+        "examples/localplus-cidr changed: services.yaml and platform.yaml expected, found {:?}",
         files.iter().map(|(n, _)| n).collect::<Vec<_>>()
     );
     Variant { name: "A", files }
@@ -104,7 +104,7 @@ pub fn variant_b(a: &Variant) -> Variant {
     }
     assert!(
         removed,
-        "examples/localplus/platform.yaml has no rule prometheus-scrape to drop for variant B"
+        "examples/localplus-cidr/platform.yaml has no rule prometheus-scrape to drop for variant B"
     );
     let platform = kept.join("\n") + "\n";
     a.with_file("B", "services.yaml", services)

@@ -8,8 +8,8 @@ use clap::{CommandFactory, Parser};
 use netpol_agent::cli::Cli;
 use netpol_tests::agent_bin;
 
-use crate::kustomize::{args_of, flag, kustomization, the_container, CAPABILITIES};
-use crate::support::{assert_success, deploy, read, repo, require_python, run, yaml_doc};
+use crate::kustomize::{args_of, flag, kustomization, render, CAPABILITIES, UNINSTALL};
+use crate::support::{arr, assert_success, deploy, example_policy, read, run};
 
 /// Arguments as the agent's CLI sees them. Flags the contract names but
 /// this build's CLI does not define yet (`run --listen`, the `uninstall`
@@ -48,26 +48,29 @@ fn parse_with_cli(what: &str, args: &[String]) {
 
 #[test]
 fn deployed_arguments_parse_with_the_agent_cli() {
-    if !require_python() {
-        return;
-    }
-    let ds = kustomization().resource("DaemonSet");
-    let args = args_of(&the_container(
-        &ds["spec"]["template"]["spec"],
-        "containers",
-    ));
+    let Some(k) = kustomization() else { return };
+    // The settings file's keys as the flags they name: an unknown or
+    // misspelled key fails here as an unknown flag would.
+    let args = k.agent_args();
     assert_eq!(args[0], "run");
-    parse_with_cli("deploy/daemonset.yaml", &args);
+    parse_with_cli("deploy/base (DaemonSet and config.yaml)", &args);
 
-    let job = yaml_doc(&deploy().join("uninstall/job.yaml"));
-    let job_args = args_of(&the_container(&job["spec"]["template"]["spec"], "Job"));
+    let Some(uninstall) = render(UNINSTALL) else {
+        return;
+    };
+    let ds = uninstall.resource("DaemonSet");
+    let init = &arr(
+        &ds["spec"]["template"]["spec"]["initContainers"],
+        "initContainers",
+    )[0];
+    let job_args = args_of(init);
     assert_eq!(job_args[0], "uninstall");
     assert_eq!(
         flag(&job_args, "--pin-path"),
         flag(&args, "--pin-path"),
-        "the uninstall Job removes the DaemonSet's pins"
+        "the cleanup DaemonSet removes the agent's pins"
     );
-    parse_with_cli("deploy/uninstall/job.yaml", &job_args);
+    parse_with_cli("deploy/uninstall/daemonset.yaml", &job_args);
 
     // The systemd unit: its ExecStart, and the same capabilities.
     let unit = read(&deploy().join("systemd/netpol-agent.service")).replace("\\\n", " ");
@@ -101,23 +104,24 @@ fn deployed_arguments_parse_with_the_agent_cli() {
     Cli::try_parse_from(&check[..]).expect("ExecStartPre parses");
 }
 
-/// The policy the ConfigMap ships passes `netpol-agent check`, the same
-/// validation `run` does before it touches the kernel.
+/// The policy the overlay ships passes `netpol-agent check`, the same
+/// validation `run` does before it touches the kernel, and compiles exactly
+/// as the example it copies.
 #[test]
-fn configmap_policy_passes_agent_check() {
-    let out = run(Command::new(agent_bin())
-        .arg("check")
-        .arg(deploy().join("policy")));
-    assert_success(&out, "netpol-agent check deploy/policy");
-    // The same policy as the examples, compiled to the same maps.
-    let examples = run(Command::new(agent_bin())
-        .arg("check")
-        .arg(repo().join("examples/localplus")));
-    assert_success(&examples, "netpol-agent check examples/localplus");
+fn overlay_policy_passes_agent_check() {
+    let copies = deploy().join("overlays/localplus/policy");
+    let example = example_policy(true);
+    let out = run(Command::new(agent_bin()).arg("check").arg(&copies));
+    assert_success(&out, "netpol-agent check deploy/overlays/localplus/policy");
+    let examples = run(Command::new(agent_bin()).arg("check").arg(&example));
+    assert_success(
+        &examples,
+        &format!("netpol-agent check {}", example.display()),
+    );
     let strip = |o: &Output| {
         String::from_utf8_lossy(&o.stdout)
-            .replace("deploy/policy", "DIR")
-            .replace("examples/localplus", "DIR")
+            .replace(&copies.display().to_string(), "DIR")
+            .replace(&example.display().to_string(), "DIR")
     };
     assert_eq!(strip(&out), strip(&examples));
 }

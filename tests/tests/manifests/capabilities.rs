@@ -14,8 +14,8 @@ use netpol_tests::{
     agent_bin, check_all, ensure_bpffs, require_root, serve, Edge, Lab, Mode, READY_MARKER,
 };
 
-use crate::kustomize::{args_of, capabilities_added, flag, kustomization, the_container};
-use crate::support::{arr, deploy, read, require_python};
+use crate::kustomize::{capabilities_added, flag, kustomization, the_container};
+use crate::support::{arr, example_policy, read};
 
 /// The agent started the way the DaemonSet's securityContext starts it: uid 0
 /// holding only the given capabilities, no_new_privs, and (as a container
@@ -74,7 +74,7 @@ impl CappedAgent {
             cmd.args(["--iface", iface]);
         }
         cmd.arg("--policy-dir")
-            .arg(deploy().join("policy"))
+            .arg(example_policy(false))
             .arg("--pin-path")
             .arg(&pin_path)
             .args(["--socket", &place.socket])
@@ -171,19 +171,20 @@ impl Drop for CappedAgent {
 /// is not among them: bpffs is mounted by the node, not the agent.
 #[test]
 fn daemonset_capabilities_are_sufficient_and_each_is_needed() {
-    if !require_root() || !require_python() {
+    if !require_root() {
         return;
     }
     assert!(
         Path::new("/usr/bin/setpriv").exists(),
         "setpriv (util-linux) is needed"
     );
-    let ds = kustomization().resource("DaemonSet");
+    let Some(k) = kustomization() else { return };
+    let ds = k.resource("DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
     let container = the_container(pod, "DaemonSet");
     let added = capabilities_added(&container);
     let caps: Vec<&str> = added.iter().map(String::as_str).collect();
-    let place = socket_place(pod, &container);
+    let place = socket_place(pod, &container, &k.agent_args());
     assert!(!caps.contains(&"SYS_ADMIN"));
     ensure_bpffs();
 
@@ -248,9 +249,12 @@ fn daemonset_capabilities_are_sufficient_and_each_is_needed() {
 
 /// The DaemonSet's `--socket` and the emptyDir volume its directory is
 /// created in (the root file system being read-only).
-pub fn socket_place(pod: &serde_json::Value, container: &serde_json::Value) -> SocketPlace {
-    let args = args_of(container);
-    let socket = flag(&args, "--socket")
+pub fn socket_place(
+    pod: &serde_json::Value,
+    container: &serde_json::Value,
+    args: &[String],
+) -> SocketPlace {
+    let socket = flag(args, "--socket")
         .expect("the DaemonSet passes --socket")
         .to_owned();
     let dir = Path::new(&socket)

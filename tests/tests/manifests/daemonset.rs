@@ -6,9 +6,40 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::kustomize::{
-    args_of, capabilities_added, flag, kustomization, the_container, CAPABILITIES,
+    capabilities_added, flag, flags, kustomization, the_container, CAPABILITIES,
 };
-use crate::support::{arr, require_python};
+use crate::support::arr;
+
+/// The maps' memlock at the default sizes, measured with `bpftool map show`
+/// (docs/deploy.md): 119 MiB whatever the CPU count, 1.5 MiB per CPU; and the
+/// process's peak with room for a reload.
+const MAPS_FIXED_MIB: f64 = 119.0;
+const MAPS_PER_CPU_MIB: f64 = 1.5;
+const PROCESS_MIB: f64 = 48.0;
+
+/// A pod interface of each common CNI, named as that CNI names it.
+const CNI_INTERFACES: &[(&str, &str)] = &[
+    ("AWS VPC CNI", "eni0a1b2c3d4e5"),
+    ("Calico", "cali1234567890a"),
+    ("Cilium", "lxc1234567890a"),
+    ("bridge", "veth1234abcd"),
+    ("flannel", "veth5678ef01"),
+];
+
+/// The agent's interface patterns: `*` for any run of characters, `?` for
+/// one, everything else literal.
+fn glob_matches(pattern: &str, name: &str) -> bool {
+    fn go(p: &[u8], n: &[u8]) -> bool {
+        match (p.first(), n.first()) {
+            (None, None) => true,
+            (Some(b'*'), _) => go(&p[1..], n) || (!n.is_empty() && go(p, &n[1..])),
+            (Some(b'?'), Some(_)) => go(&p[1..], &n[1..]),
+            (Some(a), Some(b)) if a == b => go(&p[1..], &n[1..]),
+            _ => false,
+        }
+    }
+    go(pattern.as_bytes(), name.as_bytes())
+}
 
 /// Ports that CNIs and node agents listen on in the host network namespace.
 const HOST_PORTS_TAKEN: &[(u16, &str)] = &[
@@ -35,10 +66,8 @@ const HOST_PORTS_TAKEN: &[(u16, &str)] = &[
 
 #[test]
 fn daemonset_runs_on_every_pool_with_least_privilege() {
-    if !require_python() {
-        return;
-    }
-    let ds = kustomization().resource("DaemonSet");
+    let Some(k) = kustomization() else { return };
+    let ds = k.resource("DaemonSet");
     let spec = &ds["spec"];
     let pod = &spec["template"]["spec"];
 
@@ -93,7 +122,7 @@ fn daemonset_runs_on_every_pool_with_least_privilege() {
 
     // Mounts: the node's bpffs (read/write, propagation from the host) and
     // the policy (read-only), where the arguments point.
-    let args = args_of(&c);
+    let args = k.agent_args();
     let volumes = arr(&pod["volumes"], "volumes");
     let mounts = arr(&c["volumeMounts"], "volumeMounts");
     let mount_of = |volume: &Value| {
@@ -119,7 +148,7 @@ fn daemonset_runs_on_every_pool_with_least_privilege() {
     );
     let policy = volumes
         .iter()
-        .find(|v| v["configMap"].is_object())
+        .find(|v| v["configMap"]["name"] == "netpol-agent-policy")
         .expect("the policy volume");
     let policy_mount = mount_of(policy);
     assert_eq!(policy_mount["readOnly"], true);
@@ -128,7 +157,22 @@ fn daemonset_runs_on_every_pool_with_least_privilege() {
         policy_mount["mountPath"].as_str()
     );
     assert_eq!(flag(&args, "--mode"), Some("enforce"));
-    assert!(flag(&args, "--iface").is_some());
+    // The pod interfaces of the common CNIs (docs/deploy.md, "Interface
+    // patterns"), each matched by a pattern.
+    let patterns = flags(&args, "--iface");
+    for (cni, example) in CNI_INTERFACES {
+        assert!(
+            patterns.iter().any(|p| glob_matches(p, example)),
+            "no --iface pattern matches {example} ({cni}): {patterns:?}"
+        );
+    }
+    let doc = crate::support::read(&crate::support::repo().join("docs/deploy.md"));
+    for (cni, _) in CNI_INTERFACES {
+        assert!(
+            doc.contains(cni),
+            "docs/deploy.md's interface table lacks {cni}"
+        );
+    }
 
     // Probes and scraping all reach the port the agent listens on.
     let listen: std::net::SocketAddr = flag(&args, "--listen")
@@ -163,7 +207,7 @@ fn daemonset_runs_on_every_pool_with_least_privilege() {
     );
     // Flows, events and status go through the unix socket, whose directory
     // the agent creates in an emptyDir (the root file system is read-only).
-    let place = crate::capabilities::socket_place(pod, &c);
+    let place = crate::capabilities::socket_place(pod, &c, &args);
     assert!(
         place.socket.starts_with("/run/"),
         "--socket {}",
@@ -184,5 +228,34 @@ fn daemonset_runs_on_every_pool_with_least_privilege() {
                 "resources.{kind}.{res} is set"
             );
         }
+    }
+    // Memory from the measured maps (docs/deploy.md, "Memory and CPU"): the
+    // request holds a 16-CPU node's need, the limit a 96-CPU node's with 25%
+    // headroom, at the default map sizes the settings keep.
+    let mib = |q: &Value| {
+        let q = q.as_str().expect("a quantity");
+        q.strip_suffix("Mi")
+            .and_then(|n| n.parse::<f64>().ok())
+            .or_else(|| {
+                q.strip_suffix("Gi")
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .map(|g| g * 1024.0)
+            })
+            .unwrap_or_else(|| panic!("memory {q}: write it in Mi or Gi"))
+    };
+    let need = |cpus: f64| MAPS_FIXED_MIB + MAPS_PER_CPU_MIB * cpus + PROCESS_MIB;
+    assert!(mib(&c["resources"]["requests"]["memory"]) >= need(16.0));
+    assert!(mib(&c["resources"]["limits"]["memory"]) >= 1.25 * need(96.0));
+    for sized in [
+        "--ct-max",
+        "--denied-flow-max",
+        "--frag-max",
+        "--rule-max",
+        "--prefix-max",
+    ] {
+        assert!(
+            flag(&args, sized).is_none(),
+            "{sized} changes the map memory: measure again and size the resources"
+        );
     }
 }

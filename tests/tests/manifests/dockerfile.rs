@@ -36,13 +36,18 @@ fn dockerfile_builds_with_the_project_setup() {
             .collect()
     };
     let froms = all("FROM");
-    assert_eq!(froms.len(), 2, "a builder and a runtime stage: {froms:?}");
-    assert_eq!(froms[0], "debian:12 AS builder");
-    assert!(
-        froms[1].starts_with("gcr.io/distroless/cc-debian12"),
-        "runtime {}",
-        froms[1]
+    // The builder, the stage the root file system is taken from (the
+    // builder unless ROOTFS says otherwise, as in the container test), and
+    // the runtime from scratch.
+    assert_eq!(
+        froms,
+        [
+            "debian:12 AS builder",
+            "${ROOTFS} AS rootfs",
+            "scratch AS runtime"
+        ],
     );
+    assert_eq!(ins[0], ("ARG".to_owned(), "ROOTFS=builder".to_owned()));
 
     assert!(
         all("ARG").contains(&format!("RUST_TOOLCHAIN={}", rust_toolchain()).as_str()),
@@ -67,6 +72,11 @@ fn dockerfile_builds_with_the_project_setup() {
     );
     assert!(read(&repo().join("agent/Cargo.toml")).contains("name = \"netpol-agent\""));
     assert!(build.contains("target/release/netpol-agent /out/netpol-agent"));
+    assert!(
+        build.contains("sh deploy/image/rootfs.sh /out/netpol-agent /out/rootfs"),
+        "the runtime's files are laid out by the script the container test uses: {build}"
+    );
+    assert!(repo().join("deploy/image/rootfs.sh").is_file());
 
     // Build context: every plain COPY source exists and is not ignored.
     let ignored: Vec<String> = read(&repo().join(".dockerignore"))
@@ -87,6 +97,7 @@ fn dockerfile_builds_with_the_project_setup() {
         "xtask",
         "tests",
         "examples",
+        "deploy",
     ] {
         assert!(repo().join(needed).exists(), "{needed}");
         assert!(
@@ -101,16 +112,18 @@ fn dockerfile_builds_with_the_project_setup() {
             words.iter().partition(|w| w.starts_with("--"));
         let (dst, srcs) = paths.split_last().expect("COPY SRC... DST");
         if flags.iter().any(|f| f.starts_with("--from=")) {
-            assert_eq!(flags, ["--from=builder"]);
-            assert_eq!(srcs, ["/out/netpol-agent"]);
-            copied_binary = Some(dst.to_string());
+            assert_eq!(flags, ["--from=rootfs"]);
+            assert_eq!(srcs, ["/out/rootfs/"]);
+            assert_eq!(*dst, "/");
+            copied_binary = Some("/usr/local/bin/netpol-agent".to_owned());
         } else {
             for src in srcs {
                 assert!(repo().join(src).exists(), "COPY {src}: not in the repo");
             }
         }
     }
-    let binary = copied_binary.expect("the runtime copies the binary from the builder");
+    let binary = copied_binary.expect("the runtime copies its root file system from the builder");
+    assert!(read(&repo().join("deploy/image/rootfs.sh")).contains(&format!("\"$out{binary}\"")));
     assert_eq!(all("ENTRYPOINT"), [format!("[\"{binary}\"]")]);
     assert_eq!(all("USER"), ["0:0"]);
 }

@@ -1,15 +1,17 @@
-//! The deployment artefacts, checked offline: every Kubernetes manifest in
-//! deploy/ against the Kubernetes schemas (kubernetes-validate, strict), the
-//! DaemonSet's scheduling, privileges, mounts and probes, its arguments against
-//! the agent's real CLI, the policy ConfigMap against examples/localplus, the
-//! Dockerfile against the build, the Vagrantfile and tests/e2e scripts for
-//! syntax; and, on the real kernel, that the DaemonSet's capabilities are
-//! exactly what the agent needs.
+//! The deployment artefacts, checked offline: the installs of deploy/ as
+//! `kubectl kustomize` renders them (deploy/base, deploy/overlays/localplus,
+//! deploy/uninstall) against the Kubernetes schemas (kubernetes-validate,
+//! strict), what each holds, the DaemonSet's scheduling, privileges, mounts
+//! and probes, its settings against the agent's real CLI, the overlay's
+//! policy against the example it copies, the monitoring bundle
+//! (deploy/monitoring) with promtool, the Dockerfile against the build, the
+//! Vagrantfile and tests/e2e scripts for syntax; and, on the real kernel,
+//! that the DaemonSet's capabilities are exactly what the agent needs.
 //!
 //! Modules: `support` (repository paths, the tools the checks need, YAML read
-//! as JSON) and `kustomize` (deploy/kustomization.yaml and what it refers
-//! to) serve the tests, grouped by artefact: `schemas`, `wiring`,
-//! `daemonset`, `rbac`, `agent_cli`, `dockerfile`, `vagrant` and
+//! as JSON) and `kustomize` (the rendered installs and the agent's settings)
+//! serve the tests, grouped by artefact: `schemas`, `wiring`, `daemonset`,
+//! `rbac`, `agent_cli`, `monitoring`, `dockerfile`, `vagrant` and
 //! `capabilities`.
 
 mod agent_cli;
@@ -17,6 +19,7 @@ mod capabilities;
 mod daemonset;
 mod dockerfile;
 mod kustomize;
+mod monitoring;
 mod rbac;
 mod schemas;
 mod support;

@@ -7,8 +7,8 @@ use std::collections::BTreeSet;
 
 use serde_json::Value;
 
-use crate::kustomize::{args_of, kustomization, the_container};
-use crate::support::{arr, read, repo, require_python, s};
+use crate::kustomize::{kustomization, the_container};
+use crate::support::{arr, read, repo, s};
 
 fn strings(v: &Value, what: &str) -> BTreeSet<String> {
     arr(v, what).iter().map(|x| s(x, what).to_owned()).collect()
@@ -16,10 +16,7 @@ fn strings(v: &Value, what: &str) -> BTreeSet<String> {
 
 #[test]
 fn the_cluster_role_reads_exactly_what_the_watcher_watches() {
-    if !require_python() {
-        return;
-    }
-    let k = kustomization();
+    let Some(k) = kustomization() else { return };
     let role = k.resource("ClusterRole");
     let read_only = BTreeSet::from(["get".to_owned(), "list".into(), "watch".into()]);
     let mut granted = BTreeSet::new();
@@ -66,13 +63,11 @@ fn the_cluster_role_reads_exactly_what_the_watcher_watches() {
 
 #[test]
 fn the_daemonset_watches_the_api_as_its_node() {
-    if !require_python() {
-        return;
-    }
-    let ds = kustomization().resource("DaemonSet");
+    let Some(k) = kustomization() else { return };
+    let ds = k.resource("DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
     let c = the_container(pod, "containers");
-    let args = args_of(&c);
+    let args = k.agent_args();
     assert!(args.iter().any(|a| a == "--kubernetes"), "{args:?}");
     // It starts on a node still tainted, and removes the taint.
     assert!(args.iter().any(|a| a == "--remove-taint"), "{args:?}");

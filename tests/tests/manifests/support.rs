@@ -21,6 +21,47 @@ pub fn deploy() -> PathBuf {
     repo().join("deploy")
 }
 
+/// The example policy written by namespace and labels (workload identity),
+/// which deploy/overlays/localplus ships, and the one written by address
+/// ranges, which the lab enforces without Kubernetes objects. Found by what
+/// they hold, not by directory name, among examples/localplus*.
+pub fn example_policy(by_namespace: bool) -> PathBuf {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(repo().join("examples")).expect("examples/") {
+        let dir = entry.expect("examples/ entry").path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if !dir.is_dir() || !name.starts_with("localplus") {
+            continue;
+        }
+        let groups = dir.join("groups.yaml");
+        if groups.is_file() && read(&groups).contains("namespace:") == by_namespace {
+            found.push(dir);
+        }
+    }
+    assert_eq!(
+        found.len(),
+        1,
+        "one examples/localplus* policy written {}: {found:?}",
+        if by_namespace {
+            "by namespace"
+        } else {
+            "by address"
+        }
+    );
+    found.remove(0)
+}
+
+/// The policy files (*.yaml) of a directory, by file name.
+pub fn policy_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml") || n.ends_with(".yml"))
+        .collect();
+    names.sort();
+    names
+}
+
 pub fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
@@ -95,10 +136,13 @@ pub fn yaml_docs(path: &Path) -> Vec<Value> {
     }
 }
 
-pub fn yaml_doc(path: &Path) -> Value {
-    let mut docs = yaml_docs(path);
-    assert_eq!(docs.len(), 1, "{} must hold one document", path.display());
-    docs.remove(0)
+/// Every YAML document of `text` (what `kubectl kustomize` prints, a
+/// ConfigMap's key), as JSON values, read the same way as `yaml_docs`.
+pub fn yaml_docs_of(text: &str) -> Vec<Value> {
+    let tmp = TempDir::new("yaml");
+    let path = tmp.0.join("docs.yaml");
+    std::fs::write(&path, text).expect("write YAML");
+    yaml_docs(&path)
 }
 
 pub fn s<'a>(v: &'a Value, what: &str) -> &'a str {

@@ -11,6 +11,7 @@
 
 mod audit;
 mod conntrack;
+mod ct_abuse;
 mod egress;
 mod fragments;
 mod frame_length;
@@ -18,7 +19,9 @@ mod icmp;
 mod ipv6_ext;
 mod l2;
 mod malformed;
+mod nd;
 mod peers;
+mod related;
 mod reload;
 mod spoofing;
 mod transport;

@@ -6,7 +6,7 @@
 //! which each test makes a pod interface or an uplink in the `SOURCES` map;
 //! the other pods' interfaces exist only as map entries (IFINDEX_OTHER_POD).
 
-use agent_common::{reason::*, SRC_ORIGIN_ROUTE};
+use agent_common::{reason::*, SourceKey, SourceValue, SRC_IFACE_POD_UNCHECKED, SRC_ORIGIN_ROUTE};
 use netpol_agent::datapath::{IfaceRole, SourcePlan};
 use netpol_agent::policy::CompileOptions;
 use netpol_tests::packet::{Packet, TCP_ACK, TCP_SYN};
@@ -289,10 +289,17 @@ fn pod_interface_without_addresses_fails_closed() {
         &Packet::ip(V4.web, V4.db).tcp(45003, 5432, TCP_SYN),
         Pass(PASS_POLICY),
     );
+    // Unchecked, but still a pod's: its packets count from the pod's side.
     b.same(
         "SOURCES after --allow-unknown-endpoints",
-        b.dp.sources().unwrap().len(),
-        0,
+        b.dp.sources().unwrap().into_iter().collect::<Vec<_>>(),
+        vec![(
+            SourceKey::iface(LO),
+            SourceValue {
+                kind: SRC_IFACE_POD_UNCHECKED,
+                origin: 0,
+            },
+        )],
     );
 }
 

@@ -694,3 +694,57 @@ fn an_enforcing_rule_takes_entries_from_an_audit_only_rule() {
         .iter()
         .all(|(_, _, v)| (v.flags & agent_common::RULE_FLAG_AUDIT != 0) == (v.rule_id == 1)));
 }
+
+/// The policy files `texts` (name, text) merged and compiled with the node's
+/// addresses `host`.
+fn from_files(texts: &[(&str, &str)], host: &[&str]) -> Compiled {
+    let files = texts
+        .iter()
+        .map(|(n, t)| parse_str(n, t).unwrap())
+        .collect();
+    let opts = CompileOptions {
+        host_addrs: host.iter().map(|h| ip(h)).collect(),
+        enforce_host: false,
+    };
+    compile(&merge(files).unwrap(), &opts).unwrap()
+}
+
+#[test]
+fn the_content_hash_names_what_is_enforced_not_how_it_was_written() {
+    let groups =
+        "groups:\n  a: [10.0.1.0/24]\n  b: [10.0.2.0/24, \"fd00::/64\"]\n  c: [10.0.3.0/24]\n";
+    let rules = "rules:\n  - name: a-to-b\n    from: a\n    to: b\n    ports: [443/tcp]\n  - name: c-to-a\n    from: c\n    to: a\n";
+    let reordered_groups =
+        "groups:\n  c: [10.0.3.0/24]\n  b: [10.0.2.0/24, \"fd00::/64\"]\n  a: [10.0.1.0/24]\n";
+    let reordered_rules = "rules:\n  - name: c-to-a\n    from: c\n    to: a\n  - name: a-to-b\n    from: a\n    to: b\n    ports: [443/tcp]\n";
+    let one = from_files(&[("g.yaml", groups), ("r.yaml", rules)], &["192.168.0.1"]);
+    let hash = one.content_hash();
+    assert_eq!(hash.len(), 16);
+    assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+    // Other files, another order, another node: the same policy.
+    let two = from_files(
+        &[("0.yaml", reordered_rules), ("1.yaml", reordered_groups)],
+        &["192.168.0.2", "10.0.1.7"],
+    );
+    assert_ne!(one.ids_v4, two.ids_v4, "the node's addresses differ");
+    assert_eq!(
+        two.content_hash(),
+        hash,
+        "{}\n---\n{}",
+        one.canonical_text(),
+        two.canonical_text()
+    );
+    // Another port, another group address, another rule name: another hash.
+    for (what, g, r) in [
+        ("port", groups, rules.replace("443/tcp", "444/tcp")),
+        (
+            "cidr",
+            &groups.replace("10.0.3.0/24", "10.0.4.0/24") as &str,
+            rules.to_owned(),
+        ),
+        ("name", groups, rules.replace("a-to-b", "a-to-b2")),
+    ] {
+        let other = from_files(&[("g.yaml", g), ("r.yaml", &r)], &["192.168.0.1"]);
+        assert_ne!(other.content_hash(), hash, "{what}");
+    }
+}

@@ -284,3 +284,74 @@ fn objects_text_is_what_kubectl_prints() {
     assert_eq!(c.pods.len(), 9);
     assert!(c.pods.iter().all(|p| p.ports.len() == 1));
 }
+
+/// Without policyTypes (or with an empty list) the API server defaults to
+/// Ingress, plus Egress only when there is an egress rule: an empty
+/// `egress: []` isolates nothing.
+#[test]
+fn policy_types_default_as_the_api_server_does() {
+    let empty_egress = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: no-types, namespace: x}
+spec: {podSelector: {}, ingress: [], egress: []}
+";
+    truth(empty_egress, |_, (dns, _), _| dns != "x");
+    let egress_rule = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: empty-types, namespace: x}
+spec: {podSelector: {}, policyTypes: [], egress: [{ports: [{port: 81}]}]}
+";
+    truth(egress_rule, |(sns, _), (dns, _), port| {
+        (sns != "x" || port == 81) && dns != "x"
+    });
+}
+
+/// An ipBlock without except is a literal prefix: it must reach the
+/// identities like a native rule's literal CIDR does.
+#[test]
+fn ip_block_without_except() {
+    let yaml = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: from-x-range, namespace: y}
+spec:
+  podSelector: {}
+  ingress: [{from: [{ipBlock: {cidr: 10.1.0.0/16}}]}]
+";
+    truth(yaml, |(sns, _), (dns, _), _| dns != "y" || sns == "x");
+}
+
+/// A named port resolves on the destination pod whatever peer matched it,
+/// an ipBlock covering pod addresses included.
+#[test]
+fn named_port_through_an_ip_block() {
+    let yaml = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: to-y-serve, namespace: x}
+spec:
+  podSelector: {}
+  policyTypes: [Egress]
+  egress: [{to: [{ipBlock: {cidr: 10.2.0.0/16, except: [10.2.0.3/32]}}], ports: [{port: serve-80}]}]
+";
+    truth(yaml, |(sns, _), (dns, dpod), port| {
+        sns != "x" || (dns == "y" && dpod != "c" && port == 80)
+    });
+}
+
+/// One port name listed twice, and under two protocols, is one port per
+/// protocol (the pods give `serve-80` for TCP only).
+#[test]
+fn a_port_name_repeated_or_under_two_protocols() {
+    let yaml = "
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: serve, namespace: y}
+spec:
+  podSelector: {}
+  ingress: [{ports: [{port: serve-80}, {protocol: UDP, port: serve-80}, {port: serve-80}]}]
+";
+    truth(yaml, |_, (dns, _), port| dns != "y" || port == 80);
+}

@@ -1,0 +1,342 @@
+//! Successive compiles of one agent. Identities keep their ids for as long as
+//! their group list exists (a pod event rewrites only what it changes, and
+//! per-identity state in the kernel keeps its meaning), and the rule entries
+//! of a compile are reused by the next when only group members changed.
+//!
+//! A rule entry depends on nothing but the group lists of its two identities
+//! and the rules: so when a pod is created, deleted or relabelled, or a node
+//! address changes, and the policy is otherwise the same, the entries between
+//! identities that already existed are the ones computed last time. Only the
+//! entries of new identities are computed, and those of identities that are
+//! gone are dropped. With thousands of identities that is a few entries
+//! instead of the whole product.
+
+use std::collections::{BTreeSet, HashMap};
+
+use agent_common::RuleKey;
+
+use super::compile::{compile_with, CompileOptions, Compiled, IdSet};
+use super::error::CompileError;
+use super::identity::{self, Identities};
+use super::model::{Group, Policy};
+
+/// Compiles policies one after another, as `run` does.
+#[derive(Clone, Debug)]
+pub struct Compiler {
+    /// Group list to the identity id it keeps.
+    known: HashMap<Vec<String>, u32>,
+    next: u32,
+    last: Option<Last>,
+}
+
+#[derive(Clone, Debug)]
+struct Last {
+    /// The policy without the members of its groups.
+    shape: Policy,
+    enforce_host: bool,
+    compiled: Compiled,
+}
+
+impl Default for Compiler {
+    fn default() -> Self {
+        Self {
+            known: HashMap::new(),
+            next: 1,
+            last: None,
+        }
+    }
+}
+
+impl Compiler {
+    /// What `compile` returns, with identity ids stable across calls.
+    pub fn compile(
+        &mut self,
+        policy: &Policy,
+        opts: &CompileOptions,
+    ) -> Result<Compiled, CompileError> {
+        let mut ids = identity::build(policy, &opts.host_addrs)?;
+        let (added, removed) = self.renumber(&mut ids);
+        let shape = shape(policy);
+        let last = self
+            .last
+            .take()
+            .filter(|l| l.enforce_host == opts.enforce_host && l.shape == shape);
+        let compiled = match last {
+            Some(last) => {
+                let fresh = compile_with(policy, opts, &ids, Some(&added))?;
+                if fresh.rule_names == last.compiled.rule_names
+                    && fresh.rule_audit == last.compiled.rule_audit
+                {
+                    with_kept_entries(fresh, &last.compiled, &removed)
+                } else {
+                    compile_with(policy, opts, &ids, None)?
+                }
+            }
+            None => compile_with(policy, opts, &ids, None)?,
+        };
+        self.last = Some(Last {
+            shape,
+            enforce_host: opts.enforce_host,
+            compiled: compiled.clone(),
+        });
+        Ok(compiled)
+    }
+
+    /// The next compile computes every entry again (ids are kept).
+    pub fn forget_entries(&mut self) {
+        self.last = None;
+    }
+
+    /// Gives `ids` the ids their group lists had last time (new ones get
+    /// fresh ids). Returns the ids that are new and those that are gone.
+    fn renumber(&mut self, ids: &mut Identities) -> (IdSet, IdSet) {
+        let mut known = HashMap::with_capacity(ids.infos.len());
+        let mut map: HashMap<u32, u32> = HashMap::with_capacity(ids.infos.len());
+        let mut added = IdSet::new();
+        for info in &ids.infos {
+            let id = match self.known.get(&info.groups) {
+                Some(&id) => id,
+                None => {
+                    let id = self.next;
+                    self.next += 1;
+                    added.insert(id);
+                    id
+                }
+            };
+            known.insert(info.groups.clone(), id);
+            map.insert(info.id, id);
+        }
+        let removed = self
+            .known
+            .iter()
+            .filter(|(g, _)| !known.contains_key(*g))
+            .map(|(_, &id)| id)
+            .collect();
+        self.known = known;
+        let new = |old: u32| map[&old];
+        for info in &mut ids.infos {
+            info.id = new(info.id);
+        }
+        ids.infos.sort_by_key(|i| i.id);
+        for set in ids.members.values_mut() {
+            *set = set.iter().map(|&id| new(id)).collect::<BTreeSet<u32>>();
+        }
+        for (_, id) in ids.v4.iter_mut() {
+            *id = new(*id);
+        }
+        for (_, id) in ids.v6.iter_mut() {
+            *id = new(*id);
+        }
+        (added, removed)
+    }
+}
+
+/// The policy with its groups emptied: two policies of one shape differ
+/// only in which addresses their groups hold.
+fn shape(policy: &Policy) -> Policy {
+    Policy {
+        groups: policy
+            .groups
+            .iter()
+            .map(|g| Group {
+                name: g.name.clone(),
+                cidrs: Vec::new(),
+                except: Vec::new(),
+                anonymous: g.anonymous,
+                audit: g.audit,
+                selector: g.selector.clone(),
+                origin: g.origin.clone(),
+            })
+            .collect(),
+        rules: policy.rules.clone(),
+        enforce_host: policy.enforce_host,
+        netpols: policy.netpols.clone(),
+        workloads: policy.workloads.clone(),
+    }
+}
+
+/// `fresh` (entries of new identities only) with the entries of `last`
+/// between identities that remain. Both are sorted by key then prefix and
+/// share no key, so a merge keeps the order.
+fn with_kept_entries(mut fresh: Compiled, last: &Compiled, removed: &IdSet) -> Compiled {
+    let gone = |k: &RuleKey| {
+        removed.contains(&u32::from_be_bytes(k.src_id))
+            || removed.contains(&u32::from_be_bytes(k.dst_id))
+    };
+    let new = std::mem::take(&mut fresh.rules);
+    let mut rules = Vec::with_capacity(last.rules.len() + new.len());
+    let mut new = new.into_iter().peekable();
+    for kept in last.rules.iter().filter(|(_, k, _)| !gone(k)) {
+        while let Some(n) = new.next_if(|n| (n.1, n.0) < (kept.1, kept.0)) {
+            rules.push(n);
+        }
+        rules.push(*kept);
+    }
+    rules.extend(new);
+    fresh.rules = rules;
+    fresh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{merge, parse_str};
+
+    fn policy(yaml: &str) -> Policy {
+        merge(vec![parse_str("p.yaml", yaml).unwrap()]).unwrap()
+    }
+
+    /// Compiles `p` with reuse and, from the same id state, without; both
+    /// must be the same.
+    fn step(c: &mut Compiler, p: &Policy) -> Compiled {
+        let mut cold = c.clone();
+        cold.forget_entries();
+        let opts = CompileOptions::default();
+        let warm = c.compile(p, &opts).unwrap();
+        assert_eq!(warm, cold.compile(p, &opts).unwrap());
+        warm
+    }
+
+    const BASE: &str = "
+groups:
+  b: [10.0.2.0/24]
+  c: [10.0.3.0/24]
+rules:
+  - {name: b-to-c, from: b, to: c, ports: [80/tcp]}
+";
+
+    #[test]
+    fn a_new_identity_does_not_shift_the_others() {
+        let mut c = Compiler::default();
+        let first = step(&mut c, &policy(BASE));
+        // A group sorting before the others adds an identity.
+        let second = step(
+            &mut c,
+            &policy(&BASE.replace("groups:\n", "groups:\n  a: [10.0.1.0/24]\n")),
+        );
+        for info in &first.identities {
+            assert!(second.identities.contains(info), "{info:?} kept its id");
+        }
+        let old: BTreeSet<_> = first.rules.iter().map(|r| r.1).collect();
+        assert!(second.rules.iter().all(|r| old.contains(&r.1)));
+    }
+
+    #[test]
+    fn an_identity_that_comes_back_gets_a_new_id() {
+        let mut c = Compiler::default();
+        let with_a = BASE.replace("groups:\n", "groups:\n  a: [10.0.1.0/24]\n");
+        let first = step(&mut c, &policy(&with_a));
+        step(&mut c, &policy(BASE));
+        let third = step(&mut c, &policy(&with_a));
+        let id = |c: &Compiled| {
+            c.identities
+                .iter()
+                .find(|i| i.groups == ["a"])
+                .map(|i| i.id)
+                .unwrap()
+        };
+        assert_ne!(id(&first), id(&third));
+    }
+
+    /// Members moving between groups, groups emptied and filled, identities
+    /// appearing and going, then the rules changing: every step equals a
+    /// compile from scratch.
+    #[test]
+    fn reused_entries_equal_a_full_compile() {
+        let variants = [
+            "groups:\n  b: [10.0.2.0/24]\n  c: [10.0.3.0/24, 10.0.4.1/32]\n",
+            "groups:\n  b: [10.0.2.0/24, 10.0.4.1/32]\n  c: [10.0.3.0/24]\n",
+            "groups:\n  b: [10.0.2.0/24, 10.0.4.1/32]\n  c: [10.0.3.0/24, 10.0.4.1/32]\n",
+            "groups:\n  b: [10.0.2.0/24]\n  c: [10.0.3.0/24]\n",
+            "groups:\n  b: [10.0.2.0/24, 10.0.2.5/32]\n  c: []\n",
+            "groups:\n  b: [10.0.9.0/24]\n  c: [10.0.2.0/25, 10.0.3.0/24]\n",
+        ];
+        let rules = [
+            "rules:\n  - {name: b-to-c, from: b, to: c, ports: [80/tcp]}\n  - {name: c-any, from: c, to: any, ports: [53/udp]}\n",
+            "rules:\n  - {name: b-to-c, from: b, to: c, ports: [80/tcp, 443/tcp]}\n",
+        ];
+        let mut c = Compiler::default();
+        for r in rules {
+            for g in variants.iter().chain(variants.iter().rev()) {
+                step(&mut c, &policy(&format!("{g}{r}")));
+            }
+        }
+    }
+
+    /// NetworkPolicies over pods created, relabelled, moved between
+    /// namespaces and deleted: every step equals a compile from scratch.
+    #[test]
+    fn pod_events_under_network_policies_equal_a_full_compile() {
+        use crate::policy::{objects_from_str, with_cluster};
+        let netpols = "\
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: x}
+spec:
+  podSelector: {matchLabels: {app: web}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {tier: front}}
+      podSelector: {matchLabels: {role: client}}
+    ports: [{port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: y}
+spec:
+  podSelector: {}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {app: web}}
+      namespaceSelector: {}
+  egress:
+  - to:
+    - ipBlock: {cidr: 10.1.0.0/16, except: [10.1.2.0/24]}
+";
+        let pods = |moves: &[(&str, &str, &str, &str)]| {
+            let mut o = String::from(
+                "apiVersion: v1\nkind: List\nitems:\n\
+                 - {kind: Namespace, metadata: {name: x, labels: {tier: front}}}\n\
+                 - {kind: Namespace, metadata: {name: y, labels: {tier: back}}}\n",
+            );
+            for (i, (name, ns, app, role)) in moves.iter().enumerate() {
+                o.push_str(&format!(
+                    "- {{kind: Pod, metadata: {{name: {name}, namespace: {ns}, labels: \
+                     {{app: {app}, role: {role}}}}}, status: {{podIP: 10.1.2.{}}}}}\n",
+                    i + 1
+                ));
+            }
+            o
+        };
+        let steps: [&[(&str, &str, &str, &str)]; 6] = [
+            &[("a", "x", "web", "server"), ("b", "x", "cli", "client")],
+            &[
+                ("a", "x", "web", "server"),
+                ("b", "x", "cli", "client"),
+                ("c", "y", "db", "server"),
+            ],
+            &[
+                ("a", "x", "web", "client"),
+                ("b", "x", "cli", "client"),
+                ("c", "y", "db", "server"),
+            ],
+            &[
+                ("a", "x", "web", "client"),
+                ("b", "y", "web", "client"),
+                ("c", "y", "db", "server"),
+            ],
+            &[("b", "y", "web", "client"), ("c", "y", "db", "server")],
+            &[("a", "x", "web", "server"), ("b", "x", "cli", "client")],
+        ];
+        let (_, files) = objects_from_str("np.yaml", netpols).unwrap();
+        let mut c = Compiler::default();
+        for s in steps.iter().chain(steps.iter().rev()) {
+            let (cluster, _) = objects_from_str("objects.yaml", &pods(s)).unwrap();
+            let mut p = merge(files.clone()).unwrap();
+            with_cluster(&mut p, &cluster);
+            step(&mut c, &p);
+        }
+    }
+}
