@@ -139,12 +139,15 @@ fn the_fuzzer_finds_and_minimises_a_planted_bug() {
     }
     let dir = scratch("planted");
     let corpus = vec![b"a: &a [x]\nb: [*a, *b]\n".to_vec()];
+    // Its own seed, not NETPOL_FUZZ_SEED: the same inputs every run, so
+    // whether the bug is reached does not depend on the seed chosen for the
+    // real targets.
     let r = run_with(
         Target::Policy,
         planted,
         corpus,
         Duration::from_secs(10),
-        seed(),
+        0x6e65_7470_6f6c,
         &dir.0,
     );
     let f = r
