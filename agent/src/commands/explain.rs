@@ -75,6 +75,11 @@ pub struct ExplainDoc {
     /// When denied: the rules that failed on the fewest parts, those that
     /// allow the packet's protocol first.
     pub near_misses: Vec<NearMissDoc>,
+    /// Set when the datapath does not judge such a packet by the rules (an
+    /// ICMP error, IPv6 neighbour discovery): the verdict above is what the
+    /// rules alone would say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -153,6 +158,7 @@ impl ExplainDoc {
             },
             source: side(&e.src),
             destination: side(&e.dst),
+            note: policy::judged_without_rules(p.proto, p.port).map(str::to_string),
             allowing: e.allowing.iter().map(rule).collect(),
             datapath_rule: e
                 .datapath_rule
@@ -227,6 +233,12 @@ pub fn render(e: &Explanation, compiled: &policy::Compiled) -> String {
     let _ = writeln!(out, "{verdict}: {} -> {} {target}", p.src, p.dst);
     let _ = writeln!(out, "  source       {}", side(&e.src));
     let _ = writeln!(out, "  destination  {}", side(&e.dst));
+    if let Some(note) = policy::judged_without_rules(p.proto, p.port) {
+        let _ = writeln!(
+            out,
+            "  note         {note}; the verdict above is the rules' alone"
+        );
+    }
     if let Some(w) = e
         .workload
         .as_ref()
@@ -458,8 +470,19 @@ rules:
             text.contains("ports: icmp/3:4 is not among icmp/8, icmpv6/128"),
             "{text}"
         );
-        let (e, _) = run("fd00:0:1::5", "fd00:0:1::6", "icmpv6/128");
+        // The datapath judges errors by the flow they quote: explain says so.
+        assert!(
+            text.contains("note         the datapath passes an ICMP error only when"),
+            "{text}"
+        );
+        let (e, text) = run("fd00:0:1::5", "fd00:0:1::6", "icmpv6/128");
         assert_eq!(names(&e.allowing), ["intra", "ping"]);
+        assert!(!text.contains("note "), "{text}");
+        let (_, text) = run("fd00:0:1::5", "ff02::1:ff00:6", "icmpv6/135");
+        assert!(
+            text.contains("note         the datapath passes IPv6 neighbour"),
+            "{text}"
+        );
     }
 
     #[test]

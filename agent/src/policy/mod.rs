@@ -86,6 +86,6 @@ pub use settings::{parse_settings, read_settings, Setting, SettingScalar, Settin
 pub use source::{ReadLimits, DEFAULT_DIR_SIZE_MAX, DEFAULT_FILE_SIZE_MAX};
 pub use suggest::did_you_mean;
 pub use trace::{
-    check_rules, explain, format_target, in_peer, parse_target, Explanation, Packet, Part,
-    RuleCheck, Side, SideVerdict, WorkloadVerdict,
+    check_rules, explain, format_target, in_peer, judged_without_rules, parse_target, Explanation,
+    Packet, Part, RuleCheck, Side, SideVerdict, WorkloadVerdict,
 };

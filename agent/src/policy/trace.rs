@@ -63,6 +63,26 @@ pub fn parse_target(text: &str) -> Result<(u8, u16), String> {
     }
 }
 
+/// Why the datapath judges a packet of this protocol and port without the
+/// rules, if it does: ICMP errors pass only when the header they quote
+/// belongs to a tracked flow, and IPv6 neighbour and listener discovery
+/// passes when it has the shape of link traffic (RFC 4861, RFC 3810).
+pub fn judged_without_rules(proto: u8, port: u16) -> Option<&'static str> {
+    let ty = port >> 8;
+    match proto {
+        IPPROTO_ICMP if matches!(ty, 3 | 4 | 11 | 12) => Some(ICMP_ERROR_NOTE),
+        IPPROTO_ICMPV6 if matches!(ty, 1..=4) => Some(ICMP_ERROR_NOTE),
+        IPPROTO_ICMPV6 if matches!(ty, 130..=137 | 143) => Some(
+            "the datapath passes IPv6 neighbour and listener discovery that has the shape \
+             of link traffic, and drops the rest, whatever the rules",
+        ),
+        _ => None,
+    }
+}
+
+const ICMP_ERROR_NOTE: &str = "the datapath passes an ICMP error only when the header it quotes \
+     belongs to a tracked flow, whatever the rules: explain the flow it quotes";
+
 fn is_icmp(proto: u8) -> bool {
     matches!(proto, IPPROTO_ICMP | IPPROTO_ICMPV6)
 }
