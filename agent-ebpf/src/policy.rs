@@ -3,7 +3,7 @@
 //! deny most unwanted traffic before the rule lookup.
 use agent_common::{
     id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue, ID_FLAG_ANY_AUDIT,
-    ID_FLAG_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
+    ID_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL, SLOT_BITS,
 };
 use aya_ebpf::maps::lpm_trie::Key;
 
@@ -59,11 +59,16 @@ pub fn lookup<F: Family>(
     if d.flags & id_flag_dst(class) == 0 {
         return Err(audit);
     }
-    RULES
+    let v = RULES
         .get(Key::new(
             RULE_PREFIX_FULL,
             RuleKey::new(s.id, d.id, proto, port).in_slot(slot),
         ))
         .copied()
-        .ok_or(audit)
+        .ok_or(audit)?;
+    // A deny entry is a refusal the compiler carved out of a broader allow.
+    if v.flags & RULE_FLAG_DENY != 0 {
+        return Err(audit);
+    }
+    Ok(v)
 }
