@@ -17,6 +17,11 @@ use crate::telemetry::{
 };
 
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/netpol-agent";
+/// Where `run` keeps the last good policy on the node's disk.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/netpol-agent";
+/// The taint a node registers with so that no pod lands on it before the
+/// agent enforces; `run --remove-taint` removes it.
+pub const NOT_READY_TAINT: &str = "netpol-agent.io/agent-not-ready";
 pub const DEFAULT_PREFIX_MAX: u32 = 262_144;
 pub const DEFAULT_RULE_MAX: u32 = 1_048_576;
 
@@ -63,6 +68,9 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Built once per process and matched once: its size costs nothing, and
+// boxing `RunArgs` would only add indirection to every use of it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Load the programs, enforce the policy directory, keep it in sync.
@@ -269,6 +277,18 @@ pub struct RunArgs {
     /// before giving up (exit 1).
     #[arg(long, default_value_t = 120)]
     pub lock_wait_secs: u64,
+    /// Where the last good policy is kept on the node's disk. Started with a
+    /// policy directory that is rejected, the agent enforces the policy kept
+    /// there (not ready, `netpol_agent_policy_fallback 1`) and keeps
+    /// reloading the directory; without one it exits (2).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// With --kubernetes: once the policy is enforced, remove the
+    /// `netpol-agent.io/agent-not-ready` taint from this node (it needs get
+    /// and patch on nodes), so pods are scheduled only where the policy
+    /// already holds.
+    #[arg(long, requires = "kubernetes")]
+    pub remove_taint: bool,
     #[command(flatten)]
     pub counting: CountingArgs,
 }

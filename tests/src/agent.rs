@@ -49,6 +49,9 @@ pub struct AgentProcess {
     /// The directory holding it, removed on drop; None when the test chose
     /// the socket.
     socket_dir: Option<PathBuf>,
+    /// The agent's own `--state-dir`, removed on drop; None when the test
+    /// chose it (to restart an agent on what another kept).
+    state_dir: Option<PathBuf>,
     /// Leave the pins (and so the enforcement) behind on drop, for a test
     /// that restarts the agent on them.
     keep_pins: bool,
@@ -99,6 +102,10 @@ impl AgentProcess {
                 (dir.join("agent.sock"), Some(dir))
             }
         };
+        // The node's default state directory is never touched: a last good
+        // policy left there would change how every later agent starts.
+        let state_dir = (!extra_args.contains(&"--state-dir"))
+            .then(|| std::env::temp_dir().join(format!("netpol-state-{}", unique_suffix())));
         let mut cmd = Command::new("nsenter");
         // nsenter execs the agent (no fork for a net namespace), so the pid
         // we signal is the agent's own. The mount namespace stays the root
@@ -116,6 +123,9 @@ impl AgentProcess {
             .arg(&pin_path);
         if socket_dir.is_some() {
             cmd.arg("--socket").arg(&socket);
+        }
+        if let Some(dir) = &state_dir {
+            cmd.arg("--state-dir").arg(dir);
         }
         cmd.args(extra_args)
             .stdin(Stdio::null())
@@ -142,6 +152,7 @@ impl AgentProcess {
             pin_path,
             socket,
             socket_dir,
+            state_dir,
             keep_pins: false,
             _node: lab.node.clone(),
         };
@@ -275,7 +286,7 @@ impl Drop for AgentProcess {
             }
         }
         self.wait_streams_closed(Duration::from_secs(1));
-        if let Some(dir) = &self.socket_dir {
+        for dir in [&self.socket_dir, &self.state_dir].into_iter().flatten() {
             let _ = std::fs::remove_dir_all(dir);
         }
         if !self.keep_pins && self.pin_path.exists() {

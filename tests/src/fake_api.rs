@@ -91,6 +91,24 @@ struct Inner {
     refusing: Vec<&'static str>,
     dropping: Vec<&'static str>,
     requests: Vec<Request>,
+    /// Nodes by name: served by GET and PATCH of `/api/v1/nodes/NAME` only
+    /// (no list or watch: the agent reads its own Node and nothing else).
+    nodes: BTreeMap<String, Value>,
+    node_patches: Vec<NodePatch>,
+    /// A taint another controller adds to a Node just before the next PATCH
+    /// of it is judged: the patch's resourceVersion is then stale.
+    race_next_patch: Option<Value>,
+}
+
+/// A PATCH of a Node as the server saw it.
+#[derive(Clone, Debug)]
+pub struct NodePatch {
+    pub name: String,
+    pub content_type: String,
+    pub body: Value,
+    /// 200, 404 for an unknown node, 409 for a stale resourceVersion, 415
+    /// for a patch type other than a JSON merge patch.
+    pub status: u16,
 }
 
 struct Shared {
@@ -135,6 +153,7 @@ impl FakeApi {
         let app = Router::new()
             .route("/api/v1/{resource}", get(serve))
             .route("/apis/networking.k8s.io/v1/{resource}", get(serve))
+            .route("/api/v1/nodes/{name}", get(get_node).patch(patch_node))
             .with_state(shared.clone());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -283,6 +302,34 @@ impl FakeApi {
         }
     }
 
+    /// Creates or replaces a Node (by name), with a new resourceVersion.
+    pub fn set_node(&self, mut node: Value) {
+        let name = node["metadata"]["name"]
+            .as_str()
+            .expect("a node with a name")
+            .to_owned();
+        let mut inner = self.shared.lock();
+        inner.rv += 1;
+        node["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+        inner.nodes.insert(name, node);
+    }
+
+    /// A Node as it is now.
+    pub fn node(&self, name: &str) -> Option<Value> {
+        self.shared.lock().nodes.get(name).cloned()
+    }
+
+    /// Before the next PATCH of a Node is judged, `taint` is added to it (a
+    /// new resourceVersion), as another controller racing the patch would.
+    pub fn race_next_node_patch(&self, taint: Value) {
+        self.shared.lock().race_next_patch = Some(taint);
+    }
+
+    /// Every PATCH of a Node so far, in order.
+    pub fn node_patches(&self) -> Vec<NodePatch> {
+        self.shared.lock().node_patches.clone()
+    }
+
     /// Every request so far, in order.
     pub fn requests(&self) -> Vec<Request> {
         self.shared.lock().requests.clone()
@@ -322,6 +369,127 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
         "kind": "Status", "apiVersion": "v1", "metadata": {},
         "status": "Failure", "message": message, "reason": reason, "code": code,
     })
+}
+
+async fn get_node(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+) -> Response {
+    match shared.lock().nodes.get(&name) {
+        Some(node) => json_ok(node),
+        None => not_found_node(&name),
+    }
+}
+
+/// A JSON merge patch (RFC 7386), the kind `kubectl patch --type merge`
+/// sends; a `metadata.resourceVersion` in it must be the current one (409
+/// Conflict otherwise), as a real API server checks it.
+async fn patch_node(
+    State(shared): State<Arc<Shared>>,
+    axum::extract::Path(name): axum::extract::Path<String>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let mut inner = shared.lock();
+    let mut record = NodePatch {
+        name: name.clone(),
+        content_type: content_type.clone(),
+        body: patch.clone(),
+        status: 200,
+    };
+    if let Some(taint) = inner.race_next_patch.take() {
+        inner.rv += 1;
+        let rv = inner.rv;
+        if let Some(node) = inner.nodes.get_mut(&name) {
+            let taints = &mut node["spec"]["taints"];
+            if !taints.is_array() {
+                *taints = json!([]);
+            }
+            taints.as_array_mut().unwrap().push(taint);
+            node["metadata"]["resourceVersion"] = json!(rv.to_string());
+        }
+    }
+    let current = inner.nodes.get(&name).cloned();
+    let answer = match current {
+        None => {
+            record.status = 404;
+            not_found_node(&name)
+        }
+        Some(_) if content_type != "application/merge-patch+json" => {
+            record.status = 415;
+            let msg = format!("the fake API server takes merge patches only, not {content_type}");
+            (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                status(415, "UnsupportedMediaType", &msg).to_string(),
+            )
+                .into_response()
+        }
+        Some(node)
+            if patch["metadata"]["resourceVersion"]
+                .as_str()
+                .is_some_and(|rv| Some(rv) != node["metadata"]["resourceVersion"].as_str()) =>
+        {
+            record.status = 409;
+            let msg =
+                "the object has been modified; please apply your changes to the latest version";
+            (
+                StatusCode::CONFLICT,
+                status(409, "Conflict", msg).to_string(),
+            )
+                .into_response()
+        }
+        Some(mut node) => {
+            merge_patch(&mut node, &patch);
+            inner.rv += 1;
+            node["metadata"]["resourceVersion"] = json!(inner.rv.to_string());
+            inner.nodes.insert(name, node.clone());
+            json_ok(&node)
+        }
+    };
+    inner.node_patches.push(record);
+    answer
+}
+
+fn merge_patch(target: &mut Value, patch: &Value) {
+    let Value::Object(fields) = patch else {
+        *target = patch.clone();
+        return;
+    };
+    if !target.is_object() {
+        *target = json!({});
+    }
+    let obj = target.as_object_mut().unwrap();
+    for (k, v) in fields {
+        if v.is_null() {
+            obj.remove(k);
+        } else {
+            merge_patch(obj.entry(k.clone()).or_insert(Value::Null), v);
+        }
+    }
+}
+
+fn json_ok(v: &Value) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        v.to_string(),
+    )
+        .into_response()
+}
+
+fn not_found_node(name: &str) -> Response {
+    let msg = format!("nodes \"{name}\" not found");
+    (
+        StatusCode::NOT_FOUND,
+        status(404, "NotFound", &msg).to_string(),
+    )
+        .into_response()
 }
 
 async fn serve(

@@ -21,6 +21,7 @@ fn agent(dir: &std::path::Path, extra: &[&str]) -> Command {
     cmd.args(["run", "--iface", "no-such-iface0", "--policy-dir"])
         .arg(dir)
         .args(["--pin-path", "/nonexistent/netpol-cli-kube-test"])
+        .args(["--state-dir", "/nonexistent/netpol-state"])
         .args(extra)
         // Nothing of the machine's own Kubernetes setup leaks in.
         .env_remove("KUBECONFIG")

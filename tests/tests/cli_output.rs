@@ -487,6 +487,7 @@ fn status_reads_the_agents_document() {
             xdp_mode: "driver".into(),
         }],
         kubernetes_synced: None,
+        policy_fallback: false,
         policy_hash: "0123456789abcdef".into(),
     };
     let fake = FakeAgent::serve(&doc);

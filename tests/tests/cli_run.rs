@@ -12,6 +12,7 @@ fn run_agent(policy_dir: &std::path::Path, extra: &[&str]) -> Output {
         .args(["run", "--iface", "no-such-iface0", "--policy-dir"])
         .arg(policy_dir)
         .args(["--pin-path", "/nonexistent/netpol-cli-test"])
+        .args(["--state-dir", "/nonexistent/netpol-state"])
         .args(extra)
         .output()
         .expect("start netpol-agent")

@@ -109,6 +109,7 @@ fn run(dir: &Path, extra: &[&str]) -> Outcome {
     let mut args = os(&["run", "--iface", "no-such-iface0", "--policy-dir"]);
     args.push(dir.as_os_str());
     args.extend(os(&["--pin-path", "/nonexistent/netpol-input-test"]));
+    args.extend(os(&["--state-dir", "/nonexistent/netpol-state"]));
     args.extend(os(extra));
     agent(&args)
 }

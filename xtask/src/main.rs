@@ -1,4 +1,4 @@
-//! Developer workflows: `cargo xtask setup | build | lint | test | demo | bench [--traffic]`.
+//! Developer workflows: `cargo xtask setup | build | lint | test | demo | bench [--traffic] | fuzz`.
 //!
 //! xtask depends on nothing that needs the eBPF toolchain, so it builds on a
 //! fresh machine and can install that toolchain itself.
@@ -50,6 +50,20 @@ enum Cmd {
         /// Extra arguments for the bench binary (after --).
         #[arg(last = true)]
         extra: Vec<String>,
+    },
+    /// Long fuzzing run (release build): policy files, Kubernetes object
+    /// files and the packet parser (root); findings are minimised into
+    /// target/fuzz-crashes/<target>/.
+    Fuzz {
+        /// Seconds in all, shared between the targets.
+        #[arg(long, default_value_t = 300)]
+        secs: u64,
+        /// Only these targets (repeatable); default: all.
+        #[arg(long, value_parser = ["policy", "objects", "packets"])]
+        target: Vec<String>,
+        /// The first seed (default: from the clock; printed for a rerun).
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 
@@ -153,6 +167,27 @@ fn main() -> anyhow::Result<()> {
             run(cargo()
                 .args(["run", "--release", "-p", "netpol-tests", "--bin", bin, "--"])
                 .args(extra))
+        }
+        Cmd::Fuzz { secs, target, seed } => {
+            setup::setup()?;
+            let mut c = cargo();
+            c.args([
+                "run",
+                "--release",
+                "-p",
+                "netpol-tests",
+                "--bin",
+                "netpol-fuzz",
+                "--",
+            ])
+            .args(["--secs", &secs.to_string()]);
+            for t in &target {
+                c.args(["--target", t]);
+            }
+            if let Some(s) = seed {
+                c.args(["--seed", &s.to_string()]);
+            }
+            run(&mut c)
         }
     }
 }

@@ -32,6 +32,8 @@ pub fn table(endpoint: &str, s: &Status) -> String {
     row(&mut out, "mode", &s.mode);
     let ready = if s.ready {
         "yes"
+    } else if s.policy_fallback {
+        "no (policy directory rejected at start: enforcing the last good policy)"
     } else {
         "no (programs not attached or no policy loaded)"
     };
@@ -103,6 +105,7 @@ mod tests {
                 },
             ],
             kubernetes_synced: None,
+            policy_fallback: false,
             policy_hash: "3f1c0d9e2b7a4c55".into(),
         }
     }
@@ -135,6 +138,15 @@ interfaces (2):
             "{text}"
         );
         assert!(text.contains("last reload error: none\n"), "{text}");
+        let fallback = Status {
+            policy_fallback: true,
+            ..idle
+        };
+        let text = table("x", &fallback);
+        assert!(
+            text.contains("ready:             no (policy directory rejected at start"),
+            "{text}"
+        );
         assert!(text.ends_with("interfaces (0):\n"), "{text}");
     }
 

@@ -14,7 +14,8 @@ use tokio::signal::unix::Signal;
 
 use super::{
     interfaces::{attached_status, reconcile},
-    policy_dir::compile_dir,
+    last_good::LastGood,
+    policy_dir::{compile_dir, compile_sources},
     sources::Sources,
 };
 use crate::{
@@ -22,6 +23,7 @@ use crate::{
     datapath::{Datapath, StableRuleIds},
     host::{dirwatch::DirWatch, hostaddrs, linkwatch::LinkWatch},
     kube::KubeView,
+    policy::{self, Compiled},
     telemetry::status::AgentState,
 };
 
@@ -62,6 +64,10 @@ pub(super) struct Agent {
     /// Pod interfaces, uplinks and pod addresses as the source check has them.
     pub sources: Sources,
     pub reloads: ReloadStats,
+    pub last_good: LastGood,
+    /// The last good policy's files while the agent enforces them because
+    /// the policy directory was rejected at start; `None` once it compiles.
+    pub fallback: Option<policy::Sources>,
 }
 
 /// What woke the agent up.
@@ -217,36 +223,25 @@ impl Agent {
     }
 
     /// Compiles the policy directory and swaps it in; a policy that does not
-    /// compile or apply leaves the last good one enforced.
+    /// compile or apply leaves the last good one enforced. While the agent
+    /// runs on the last good policy from disk, that policy is compiled again
+    /// instead, so it follows the node's addresses and workloads.
     fn reload(&mut self) {
         let started = Instant::now();
-        let result = compile_dir(
-            &mut self.compiler,
-            &self.args,
-            &self.host,
-            self.kube.as_ref(),
-        )
-        .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))
-        .and_then(|(mut c, cluster)| {
-            self.rule_ids.renumber(&mut c);
-            self.dp
-                .apply(&c)
-                .map(|gen| (gen, c, cluster))
-                .map_err(|e| format!("reload failed, previous policy stays: {e}"))
-        });
-        match result {
-            Ok((gen, compiled, cluster)) => {
-                // The pods this policy knows decide which routed addresses
-                // are owned: a pod that arrived may now send, and a deleted
-                // pod's address is owned by nobody from here on.
-                self.sources.learn_pods(cluster.as_ref());
-                if let Err(e) = self.sources.refresh(&mut self.dp, &self.args) {
-                    warn!("source check not updated, will retry: {e:#}");
-                }
+        match self.apply_dir() {
+            Ok((gen, compiled, cluster, sources)) => {
+                self.learn_pods(cluster.as_ref());
                 self.applied_host.clone_from(&self.host);
                 self.reloads.ok += 1;
                 self.reloads.last_error = None;
                 self.obs.own.policy_live(Some(started.elapsed()));
+                if self.fallback.take().is_some() {
+                    info!(
+                        "{} compiles again: the last good policy is replaced, ready",
+                        self.args.policy_dir.display()
+                    );
+                }
+                super::keep(&mut self.last_good, &sources);
                 info!("policy generation {gen} enforced");
                 if let Err(e) = self.obs.set_rules(&compiled) {
                     warn!("publishing rule names: {e:#}");
@@ -257,16 +252,75 @@ impl Agent {
                 self.reloads.failed += 1;
                 error!("{e} ({} failed reloads so far)", self.reloads.failed);
                 self.reloads.last_error = Some(e);
+                self.reapply_fallback();
             }
         }
         let gen = self.dp.config().policy_gen;
         let reloads = &self.reloads;
+        let fallback = self.fallback.is_some();
         self.obs.update(|s| {
+            s.ready = !fallback;
+            s.policy_fallback = fallback;
             s.policy_generation = gen;
             s.reloads_succeeded = reloads.ok;
             s.reloads_failed = reloads.failed;
             s.last_reload_error.clone_from(&reloads.last_error);
         });
+    }
+
+    /// The pods this policy knows decide which routed addresses are owned:
+    /// a pod that arrived may now send, and a deleted pod's address is owned
+    /// by nobody from here on.
+    fn learn_pods(&mut self, cluster: Option<&policy::Cluster>) {
+        self.sources.learn_pods(cluster);
+        if let Err(e) = self.sources.refresh(&mut self.dp, &self.args) {
+            warn!("source check not updated, will retry: {e:#}");
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn apply_dir(
+        &mut self,
+    ) -> Result<(u32, Compiled, Option<policy::Cluster>, policy::Sources), String> {
+        let (mut c, cluster, sources) = compile_dir(
+            &mut self.compiler,
+            &self.args,
+            &self.host,
+            self.kube.as_ref(),
+        )
+        .map_err(|e| format!("reload rejected, previous policy stays: {e:#}"))?;
+        self.rule_ids.renumber(&mut c);
+        let gen = self
+            .dp
+            .apply(&c)
+            .map_err(|e| format!("reload failed, previous policy stays: {e}"))?;
+        Ok((gen, c, cluster, sources))
+    }
+
+    fn reapply_fallback(&mut self) {
+        let Some(kept) = &self.fallback else { return };
+        let applied = compile_sources(
+            &mut self.compiler,
+            &self.args,
+            kept,
+            &self.host,
+            self.kube.as_ref(),
+        )
+        .and_then(|(mut c, cluster)| {
+            self.rule_ids.renumber(&mut c);
+            Ok((self.dp.apply(&c)?, c, cluster))
+        });
+        match applied {
+            Ok((gen, compiled, cluster)) => {
+                self.learn_pods(cluster.as_ref());
+                self.applied_host.clone_from(&self.host);
+                info!("policy generation {gen}: the last good policy, compiled again");
+                if let Err(e) = self.obs.set_rules(&compiled) {
+                    warn!("publishing rule names: {e:#}");
+                }
+            }
+            Err(e) => warn!("the last good policy stays as it was: {e:#}"),
+        }
     }
 }
 

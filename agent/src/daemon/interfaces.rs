@@ -12,22 +12,39 @@ pub(super) fn has_glob(pattern: &str) -> bool {
 /// Brings the attachments in line with --iface and the interfaces present
 /// now: attaches to new matches (adopting pinned links), forgets interfaces
 /// that went away or were re-created, and unpins links of interfaces no
-/// longer matched. With `strict`, the first attach error is returned;
-/// otherwise it is logged and retried at the next event.
+/// longer matched. With `strict` (the first reconcile), an attach error is
+/// returned, except for an interface that went away between the listing and
+/// its attach: pods come and go while the agent starts, and the link events
+/// bring it back if it returns. Otherwise errors are logged and retried at
+/// the next event.
 pub(super) fn reconcile(
     dp: &mut Datapath,
     patterns: &[String],
     strict: bool,
 ) -> anyhow::Result<Vec<String>> {
+    reconcile_with(dp, patterns, strict, &mut |_| {})
+}
+
+/// `reconcile`, calling `before_attach` with each interface just before it
+/// is attached: the moment a deleted interface races the agent, which a
+/// test can reproduce exactly by deleting it there.
+pub fn reconcile_with(
+    dp: &mut Datapath,
+    patterns: &[String],
+    strict: bool,
+    before_attach: &mut dyn FnMut(&str),
+) -> anyhow::Result<Vec<String>> {
     let available = ifaces::list().context("listing interfaces")?;
-    let selected = ifaces::select(patterns, &available).context("bad --iface pattern")?;
+    let mut selected = ifaces::select(patterns, &available).context("bad --iface pattern")?;
     for iface in dp.attached() {
         if !selected.contains(&iface) {
             dp.detach(&iface);
             info!("{iface}: gone or no longer matched by --iface; forgotten");
         }
     }
+    let mut vanished = Vec::new();
     for iface in &selected {
+        before_attach(iface);
         let before = dp.attached_ifindex(iface);
         match dp.attach(iface) {
             Ok(a) if before != Some(a.ifindex) => info!(
@@ -40,10 +57,15 @@ pub(super) fn reconcile(
                 }
             ),
             Ok(_) => {}
+            Err(e) if ifaces::index_of(iface).is_none() => {
+                warn!("{iface}: went away before it could be attached ({e}); skipped");
+                vanished.push(iface.clone());
+            }
             Err(e) if strict => return Err(e).with_context(|| format!("enforcing on {iface}")),
             Err(e) => error!("{iface}: not enforced yet, will retry: {e}"),
         }
     }
+    selected.retain(|i| !vanished.contains(i));
     for (iface, path) in dp.stale_pinned_links() {
         if !selected.contains(&iface) {
             match std::fs::remove_file(&path) {

@@ -9,24 +9,27 @@
 //! - `agent`: the running agent, one handler per event.
 mod agent;
 mod interfaces;
+mod last_good;
 mod policy_dir;
 mod sources;
 
 pub use agent::ReloadStats;
+pub use interfaces::reconcile_with;
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{bail, Context as _};
-use log::{info, warn};
+use log::{error, info, warn};
 use tokio::signal::unix::{signal, SignalKind};
 
 use agent::{open_watch, Agent, Signals};
 use interfaces::{attached_status, has_glob, reconcile};
-use policy_dir::{compile_dir, load_options, rule_ids_after};
+use last_good::LastGood;
+use policy_dir::{compile_dir, compile_sources, load_options, rule_ids_after};
 
 use crate::{
     bpffs::{PinLayout, Pinned},
-    cli::RunArgs,
+    cli::{RunArgs, NOT_READY_TAINT},
     datapath::Datapath,
     host::{hostaddrs, ifaces, linkwatch::LinkWatch},
     kube::{KubeView, DEFAULT_DEBOUNCE},
@@ -86,20 +89,28 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None
     };
     // Compile before touching the kernel: a bad policy must not half-start.
+    let mut last_good = LastGood::new(&args.state_dir);
     let mut compiler = crate::policy::Compiler::default();
-    let compiled = compile_dir(&mut compiler, &args, &host, kube.as_ref());
-    let (mut compiled, cluster) = compiled.with_context(|| match &args.kube_objects {
-        _ if kube.is_some() => format!(
-            "policy directory {} with the Kubernetes API's objects rejected",
-            args.policy_dir.display()
-        ),
-        Some(o) => format!(
-            "policy directory {} with Kubernetes objects {} rejected",
-            args.policy_dir.display(),
-            o.display()
-        ),
-        None => format!("policy directory {} rejected", args.policy_dir.display()),
-    })?;
+    let (mut compiled, cluster, first) =
+        match compile_dir(&mut compiler, &args, &host, kube.as_ref()) {
+            Ok((compiled, cluster, sources)) => (compiled, cluster, First::Directory(sources)),
+            Err(e) => {
+                let e = e.context(rejected_dir(&args, kube.is_some()));
+                let why = format!("{e:#}");
+                // A node that boots with a bad policy must not enforce
+                // nothing: the last good policy holds until the directory is
+                // fixed.
+                let (compiled, cluster, kept) = fallback(
+                    &mut compiler,
+                    &args,
+                    &mut last_good,
+                    &host,
+                    kube.as_ref(),
+                    e,
+                )?;
+                (compiled, cluster, First::Fallback(kept, why))
+            }
+        };
 
     // With Kubernetes identity, the source check takes this node's pods.
     let node = match &kube {
@@ -169,12 +180,47 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let obs = start_observability(&args, &compiled, gen, attached_status(&dp)).await?;
     let synced = kube.as_ref().map(KubeView::synced);
     obs.update(|s| s.kubernetes_synced = synced);
+    let (fallback, reloads) = match first {
+        First::Directory(sources) => {
+            keep(&mut last_good, &sources);
+            (None, ReloadStats::default())
+        }
+        First::Fallback(sources, error) => {
+            obs.update(|s| {
+                s.ready = false;
+                s.policy_fallback = true;
+                s.last_reload_error = Some(error.clone());
+            });
+            let stats = ReloadStats {
+                last_error: Some(error),
+                ..ReloadStats::default()
+            };
+            (Some(sources), stats)
+        }
+    };
     info!(
-        "{READY_MARKER} policy generation {gen} ({} identities, {} rule entries) on {}",
+        "{READY_MARKER} policy generation {gen} ({} identities, {} rule entries) on {}{}",
         compiled.identities.len(),
         compiled.rules.len(),
-        selected.join(", ")
+        selected.join(", "),
+        if fallback.is_some() {
+            " (the last good policy: not ready until the policy directory compiles)"
+        } else {
+            ""
+        }
     );
+
+    // Only now, with programs attached and a policy live (the last good one
+    // counts: it protects the pods as well), may pods land on this node.
+    if let (true, Some(view)) = (args.remove_taint, &kube) {
+        let node = view.node_name().to_owned();
+        tokio::spawn(async move {
+            match crate::kube::client().await {
+                Ok(c) => crate::kube::remove_taint(c, node, NOT_READY_TAINT).await,
+                Err(e) => warn!("node {node}: cannot remove taint {NOT_READY_TAINT}: {e:#}"),
+            }
+        });
+    }
 
     let agent = Agent {
         applied_host: host.clone(),
@@ -189,10 +235,95 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rule_ids,
         compiler,
         sources,
-        reloads: ReloadStats::default(),
+        reloads,
+        last_good,
+        fallback,
     };
     agent.serve(Signals { term, int, hup }).await;
     Ok(())
+}
+
+/// Where the first policy came from.
+enum First {
+    Directory(crate::policy::Sources),
+    /// The last good files, and why the directory was rejected.
+    Fallback(crate::policy::Sources, String),
+}
+
+fn rejected_dir(args: &RunArgs, kube: bool) -> String {
+    match &args.kube_objects {
+        _ if kube => format!(
+            "policy directory {} with the Kubernetes API's objects rejected",
+            args.policy_dir.display()
+        ),
+        Some(o) => format!(
+            "policy directory {} with Kubernetes objects {} rejected",
+            args.policy_dir.display(),
+            o.display()
+        ),
+        None => format!("policy directory {} rejected", args.policy_dir.display()),
+    }
+}
+
+/// The last good policy, compiled for the node as it is now, when the
+/// directory is rejected (`rejected`). Without one, or when it is refused or
+/// no longer compiles, the start fails with the directory's own error (exit
+/// 2), and why the last good policy was not used is logged.
+fn fallback(
+    compiler: &mut crate::policy::Compiler,
+    args: &RunArgs,
+    last_good: &mut LastGood,
+    host: &[std::net::IpAddr],
+    kube: Option<&KubeView>,
+    rejected: anyhow::Error,
+) -> anyhow::Result<(
+    crate::policy::Compiled,
+    Option<crate::policy::Cluster>,
+    crate::policy::Sources,
+)> {
+    let sources = match last_good.load(&args.read.limits()) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(rejected),
+        Err(e) => {
+            error!("the last good policy is refused, nothing to fall back to: {e:#}");
+            return Err(rejected);
+        }
+    };
+    match compile_sources(compiler, args, &sources, host, kube) {
+        Ok((compiled, cluster)) => {
+            error!("{rejected:#}");
+            warn!(
+                "enforcing the last good policy kept in {} ({} files) until the policy \
+                 directory compiles",
+                last_good.path().display(),
+                sources.files.len()
+            );
+            Ok((compiled, cluster, sources))
+        }
+        Err(e) => {
+            error!(
+                "the last good policy in {} does not compile for this node either: {e:#}",
+                last_good.path().display()
+            );
+            Err(rejected)
+        }
+    }
+}
+
+/// Keeps the policy enforced as the last good one; a failure to write it
+/// costs only the fallback, not the enforcement.
+fn keep(last_good: &mut LastGood, sources: &crate::policy::Sources) {
+    if !sources.complete() {
+        return;
+    }
+    match last_good.save(sources) {
+        Ok(true) => info!(
+            "kept as the last good policy: {}",
+            last_good.path().display()
+        ),
+        Ok(false) => {}
+        Err(e) => warn!("{e:#}"),
+    }
 }
 
 /// Connects to the API server and waits until the first lists of every

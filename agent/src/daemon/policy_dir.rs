@@ -11,7 +11,7 @@ use crate::{
     cli::RunArgs,
     datapath::{Adoption, LoadOptions, StableRuleIds, Timeouts},
     kube::KubeView,
-    policy::{self, CompileOptions},
+    policy::{self, CompileOptions, Sources},
 };
 
 pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
@@ -40,7 +40,8 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 
 /// Reads, compiles and vets the policy directory: it must fit the maps and
 /// must not lock the workloads or the node out (unless the flags say so). The
-/// datapath is not touched.
+/// datapath is not touched. The files as read come back with the policy, to
+/// be kept as the last good one once it is enforced.
 /// With `--kubernetes`, the workloads and NetworkPolicies are `kube`'s view.
 /// The workloads the policy was compiled with come back with it (`None`
 /// without Kubernetes identity): the source check must see the same pods.
@@ -49,20 +50,33 @@ pub(super) fn compile_dir(
     args: &RunArgs,
     host: &[IpAddr],
     kube: Option<&KubeView>,
+) -> anyhow::Result<(policy::Compiled, Option<policy::Cluster>, Sources)> {
+    let sources = policy::read_sources(&args.policy_dir, &args.read.limits())?;
+    let (compiled, cluster) = compile_sources(compiler, args, &sources, host, kube)?;
+    Ok((compiled, cluster, sources))
+}
+
+/// `compile_dir` of policy files already read (the directory's, or the last
+/// good ones kept on disk).
+pub(super) fn compile_sources(
+    compiler: &mut policy::Compiler,
+    args: &RunArgs,
+    sources: &Sources,
+    host: &[IpAddr],
+    kube: Option<&KubeView>,
 ) -> anyhow::Result<(policy::Compiled, Option<policy::Cluster>)> {
     let limits = args.read.limits();
     let (policy, cluster) = match (kube, &args.kube_objects) {
         (Some(view), _) => {
             let (cluster, netpols) = view.snapshot()?;
-            let (p, c) =
-                policy::load_dir_with_cluster(&args.policy_dir, cluster, netpols, &limits)?;
+            let (p, c) = policy::load_sources_with_cluster(sources, cluster, netpols)?;
             (p, Some(c))
         }
         (None, Some(objects)) => {
-            let (p, c) = policy::load_dir_with_objects(&args.policy_dir, objects, &limits)?;
+            let (p, c) = policy::load_sources_with_objects(sources, objects, &limits)?;
             (p, Some(c))
         }
-        (None, None) => (policy::load_dir(&args.policy_dir, &limits)?, None),
+        (None, None) => (policy::load_sources(sources)?, None),
     };
     let opts = CompileOptions {
         host_addrs: host.to_vec(),

@@ -145,7 +145,10 @@ pub(crate) fn build(
         }
     }
 
-    let mut sets: BTreeMap<IpNet, Vec<String>> = BTreeMap::new();
+    // Sets of source indices (with `world` as one past the last): group names
+    // are compared and cloned once per distinct set, not once per prefix.
+    let world_index = sources.len();
+    let mut sets: BTreeMap<IpNet, Vec<usize>> = BTreeMap::new();
     for p in &prefixes {
         let (mut inside, mut carved) = (BTreeSet::new(), BTreeSet::new());
         for a in ancestors(p) {
@@ -157,26 +160,48 @@ pub(crate) fn build(
                 };
             }
         }
-        let members: Vec<&Source> = inside.difference(&carved).map(|&i| &sources[i]).collect();
-        let mut names: BTreeSet<String> = members.iter().map(|s| s.name.clone()).collect();
-        if !members.iter().any(|s| s.named) {
-            names.insert(BUILTIN_WORLD.to_string());
+        let mut members: Vec<usize> = inside.difference(&carved).copied().collect();
+        if !members.iter().any(|&i| sources[i].named) {
+            members.push(world_index);
         }
-        sets.insert(*p, names.into_iter().collect());
+        sets.insert(*p, members);
+    }
+    let name = |i: usize| -> &str {
+        if i == world_index {
+            BUILTIN_WORLD
+        } else {
+            &sources[i].name
+        }
+    };
+    let mut names_of: HashMap<&Vec<usize>, Vec<String>> = HashMap::new();
+    for set in sets.values() {
+        names_of.entry(set).or_insert_with(|| {
+            let mut names: Vec<String> = set.iter().map(|&i| name(i).to_string()).collect();
+            names.sort();
+            names.dedup();
+            names
+        });
     }
 
     // Ids in the order of the sorted group lists, except that plain `world`
     // (everything outside the policy) is always 1, for readable dumps.
     let world = vec![BUILTIN_WORLD.to_string()];
-    let mut distinct: Vec<&Vec<String>> =
-        sets.values().collect::<BTreeSet<_>>().into_iter().collect();
+    let mut distinct: Vec<&Vec<String>> = names_of
+        .values()
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     distinct.sort_by_key(|g| (**g != world, *g));
-    let ids: BTreeMap<&Vec<String>, u32> =
+    let by_names: BTreeMap<&Vec<String>, u32> =
         distinct.iter().zip(1..).map(|(g, id)| (*g, id)).collect();
+    let ids: HashMap<&Vec<usize>, u32> = names_of
+        .iter()
+        .map(|(set, names)| (*set, by_names[names]))
+        .collect();
     let infos: Vec<IdentityInfo> = distinct
         .iter()
         .map(|g| IdentityInfo {
-            id: ids[g],
+            id: by_names[g],
             groups: (*g).clone(),
         })
         .collect();
@@ -184,8 +209,8 @@ pub(crate) fn build(
     // A prefix with the same identity as the nearest shorter one changes no
     // lookup result, so it stays out of the maps.
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
-    for (p, groups) in &sets {
-        let id = ids[groups];
+    for (p, set) in &sets {
+        let id = ids[set];
         let parent = ancestors(p).skip(1).find(|a| sets.contains_key(a));
         if parent.is_some_and(|a| ids[&sets[&a]] == id) {
             continue;

@@ -70,8 +70,47 @@ pub fn object_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyErrors> {
 /// files at once. A directory without policy files is an empty policy, which
 /// denies all workload traffic.
 pub fn load_dir(dir: &Path, limits: &ReadLimits) -> Result<Policy, PolicyErrors> {
-    let read = read_policy_files(dir, false, limits)?;
-    read.merge(Vec::new())
+    load_sources(&read_sources(dir, limits)?)
+}
+
+/// The policy files of a directory as read (one bounded read of one
+/// ConfigMap generation), not parsed yet: `run` keeps the last good ones on
+/// the node's disk and can compile them again without the directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Sources {
+    /// (name errors give the file, its text), sorted by name.
+    pub files: Vec<(String, String)>,
+    /// Files that could not be read: a policy with them is rejected.
+    errors: Vec<PolicyError>,
+}
+
+impl Sources {
+    /// Files kept earlier (their names as they were read).
+    pub fn from_files(files: Vec<(String, String)>) -> Self {
+        Self {
+            files,
+            errors: Vec::new(),
+        }
+    }
+
+    /// Every file of the directory was read.
+    pub fn complete(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Reads the policy files of `dir` without parsing them.
+pub fn read_sources(dir: &Path, limits: &ReadLimits) -> Result<Sources, PolicyErrors> {
+    let read = source::read_dir(dir, &POLICY_EXTENSIONS, limits)?;
+    Ok(Sources {
+        files: read.texts.into_iter().map(|t| (t.name, t.text)).collect(),
+        errors: read.errors,
+    })
+}
+
+/// `load_dir` of files already read.
+pub fn load_sources(sources: &Sources) -> Result<Policy, PolicyErrors> {
+    parse_sources(sources, false).merge(Vec::new())
 }
 
 /// A directory's policy files, each parsed as far as it goes.
@@ -83,27 +122,21 @@ struct ReadFiles {
     opaque: bool,
 }
 
-fn read_policy_files(
-    dir: &Path,
-    kube: bool,
-    limits: &ReadLimits,
-) -> Result<ReadFiles, PolicyErrors> {
-    // One bounded read of one ConfigMap generation (see `source`).
-    let texts = source::read_dir(dir, &POLICY_EXTENSIONS, limits)?;
+fn parse_sources(sources: &Sources, kube: bool) -> ReadFiles {
     let mut read = ReadFiles {
         files: Vec::new(),
-        opaque: !texts.errors.is_empty(),
-        errors: texts.errors,
+        opaque: !sources.errors.is_empty(),
+        errors: sources.errors.clone(),
     };
-    for t in texts.texts {
-        let (file, errors) = parse_partial(&t.name, &t.text, kube);
+    for (name, text) in &sources.files {
+        let (file, errors) = parse_partial(name, text, kube);
         read.errors.extend(errors);
         match file {
             Some(f) => read.files.push(f),
             None => read.opaque = true,
         }
     }
-    Ok(read)
+    read
 }
 
 impl ReadFiles {
@@ -255,7 +288,16 @@ pub fn load_dir_with_cluster(
     netpols: Vec<PolicyFile>,
     limits: &ReadLimits,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
-    let read = read_policy_files(dir, true, limits)?;
+    load_sources_with_cluster(&read_sources(dir, limits)?, cluster, netpols)
+}
+
+/// `load_dir_with_cluster` of files already read.
+pub fn load_sources_with_cluster(
+    sources: &Sources,
+    cluster: Cluster,
+    netpols: Vec<PolicyFile>,
+) -> Result<(Policy, Cluster), PolicyErrors> {
+    let read = parse_sources(sources, true);
     let mut policy = read.merge(netpols)?;
     with_cluster(&mut policy, &cluster);
     Ok((policy, cluster))
@@ -269,7 +311,16 @@ pub fn load_dir_with_objects(
     objects: &Path,
     limits: &ReadLimits,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
-    let mut read = read_policy_files(dir, true, limits)?;
+    load_sources_with_objects(&read_sources(dir, limits)?, objects, limits)
+}
+
+/// `load_dir_with_objects` of policy files already read.
+pub fn load_sources_with_objects(
+    sources: &Sources,
+    objects: &Path,
+    limits: &ReadLimits,
+) -> Result<(Policy, Cluster), PolicyErrors> {
+    let mut read = parse_sources(sources, true);
     // The groups a NetworkPolicy makes are named by its own rules only, so
     // objects that fail to load hide no group a policy file could name.
     let (cluster, netpols) = match load_objects(objects, limits) {

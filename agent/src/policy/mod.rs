@@ -67,8 +67,9 @@ pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNO
 pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
 pub use load::{
     is_policy_file_name, load_dir, load_dir_with_cluster, load_dir_with_objects, load_file,
-    load_objects, merge, object_files, objects_from_str, policy_files, read_file, read_file_with,
-    with_cluster, POLICY_EXTENSIONS,
+    load_objects, load_sources, load_sources_with_cluster, load_sources_with_objects, merge,
+    object_files, objects_from_str, policy_files, read_file, read_file_with, read_sources,
+    with_cluster, Sources, POLICY_EXTENSIONS,
 };
 pub use lockout::{
     lockout_findings, lockout_problems, refuse_lockout, LockoutKind, LockoutProblem,

@@ -296,8 +296,14 @@ async fn flows(
 }
 
 async fn readyz(State(app): State<App>) -> Response {
-    if app.agent.status().ready {
+    let status = app.agent.status();
+    if status.ready {
         "ready\n".into_response()
+    } else if status.policy_fallback {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: the policy directory is rejected; the last good policy is enforced",
+        )
     } else {
         error(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -279,6 +279,11 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
         i64::from(status.ready),
     )?;
     s.gauge(
+        "policy_fallback",
+        "1 while the last good policy kept on disk is enforced because the policy directory was rejected at start",
+        i64::from(status.policy_fallback),
+    )?;
+    s.gauge(
         "last_reload_failed",
         "1 when the last reload was rejected (the error is in /status)",
         i64::from(status.last_reload_error.is_some()),

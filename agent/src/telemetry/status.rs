@@ -22,8 +22,12 @@ pub struct Attached {
 pub struct Status {
     /// `enforce` or `audit`.
     pub mode: String,
-    /// Programs attached and a policy live.
+    /// Programs attached and the policy directory's policy live.
     pub ready: bool,
+    /// The policy directory was rejected when the agent started and the
+    /// last good policy kept on the node's disk is enforced instead (not
+    /// ready until the directory compiles).
+    pub policy_fallback: bool,
     /// Generation of the live policy (0 before the first one).
     pub policy_generation: u32,
     pub reloads_succeeded: u64,

@@ -58,6 +58,9 @@ impl NetpolAgent {
             .arg(&pin_path)
             .arg("--socket")
             .arg(socket_dir.join("agent.sock"))
+            // Its last good policy goes with its socket, not on the node.
+            .arg("--state-dir")
+            .arg(socket_dir.join("state"))
             // The new-flow scenarios open flows from one source at line
             // rate: a bucket that never runs dry keeps the quota's cost in
             // the measurement without its drops.

@@ -1,6 +1,7 @@
 //! What `run --kubernetes` may do with the API: get, list and watch on
-//! exactly namespaces, pods and networkpolicies, granted to the DaemonSet's
-//! service account; and the DaemonSet asks for the API and names its node.
+//! exactly namespaces, pods and networkpolicies, get and patch on nodes
+//! (`--remove-taint`), granted to the DaemonSet's service account; and the
+//! DaemonSet asks for the API, names its node and removes its taint.
 
 use std::collections::BTreeSet;
 
@@ -19,8 +20,14 @@ fn the_cluster_role_reads_exactly_what_the_watcher_watches() {
     let role = k.resource("ClusterRole");
     let read_only = BTreeSet::from(["get".to_owned(), "list".into(), "watch".into()]);
     let mut granted = BTreeSet::new();
+    let taint = BTreeSet::from(["get".to_owned(), "patch".into()]);
     for rule in arr(&role["rules"], "ClusterRole rules") {
-        assert_eq!(strings(&rule["verbs"], "verbs"), read_only, "{rule}");
+        let verbs = strings(&rule["verbs"], "verbs");
+        if strings(&rule["resources"], "resources") == BTreeSet::from(["nodes".to_owned()]) {
+            assert_eq!(verbs, taint, "{rule}");
+        } else {
+            assert_eq!(verbs, read_only, "{rule}");
+        }
         assert!(rule["resourceNames"].is_null() && rule["nonResourceURLs"].is_null());
         for group in strings(&rule["apiGroups"], "apiGroups") {
             for res in strings(&rule["resources"], "resources") {
@@ -28,9 +35,14 @@ fn the_cluster_role_reads_exactly_what_the_watcher_watches() {
             }
         }
     }
-    let expected: BTreeSet<String> = ["/namespaces", "/pods", "networking.k8s.io/networkpolicies"]
-        .map(String::from)
-        .into();
+    let expected: BTreeSet<String> = [
+        "/namespaces",
+        "/pods",
+        "/nodes",
+        "networking.k8s.io/networkpolicies",
+    ]
+    .map(String::from)
+    .into();
     assert_eq!(granted, expected);
     // The watcher asks for exactly these (agent/src/kube/view.rs).
     let view = read(&repo().join("agent/src/kube/view.rs"));
@@ -57,6 +69,28 @@ fn the_daemonset_watches_the_api_as_its_node() {
     let c = the_container(pod, "containers");
     let args = k.agent_args();
     assert!(args.iter().any(|a| a == "--kubernetes"), "{args:?}");
+    // It starts on a node still tainted, and removes the taint.
+    assert!(args.iter().any(|a| a == "--remove-taint"), "{args:?}");
+    assert!(
+        arr(&pod["tolerations"], "tolerations")
+            .iter()
+            .any(|t| t["key"] == "netpol-agent.io/agent-not-ready" && t["operator"] == "Exists"),
+        "no toleration of netpol-agent.io/agent-not-ready"
+    );
+    // The last good policy outlives the pod.
+    let state = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--state-dir="))
+        .expect("--state-dir");
+    let mount = arr(&c["volumeMounts"], "volumeMounts")
+        .iter()
+        .find(|m| m["mountPath"] == state)
+        .expect("a volume at --state-dir");
+    let volume = arr(&pod["volumes"], "volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the --state-dir volume");
+    assert_eq!(volume["hostPath"]["path"], state, "{volume}");
     assert!(
         !args.iter().any(|a| a.starts_with("--kube-objects")),
         "--kube-objects and --kubernetes exclude each other"

@@ -106,7 +106,18 @@ fn the_base_is_the_agent_alone_with_its_settings_in_a_configmap() {
         "deploy/base ships a policy: {}",
         policy["data"]
     );
-    assert_eq!(tolerations(&ds), BTreeSet::new(), "tolerations in the base");
+    // The agent's own taint only: it removes it from each node itself.
+    let own = (
+        "netpol-agent.io/agent-not-ready".to_owned(),
+        "Exists".to_owned(),
+        String::new(),
+        "NoSchedule".to_owned(),
+    );
+    assert_eq!(
+        tolerations(&ds),
+        BTreeSet::from([own.clone()]),
+        "tolerations in the base"
+    );
 
     // The settings: `run --config` and nothing else on the command line, the
     // file a hash-named ConfigMap (an edit rolls the agents, which read it
@@ -188,7 +199,7 @@ fn the_localplus_overlay_adds_its_policy_and_node_pools_only() {
     // Every LOCAL-PLUS node pool: platform (NoSchedule) and spot
     // (PreferNoSchedule) by toleration, application has no taint.
     let ds = site.resource("DaemonSet");
-    let want: BTreeSet<_> = [("platform", "NoSchedule"), ("spot", "PreferNoSchedule")]
+    let mut want: BTreeSet<_> = [("platform", "NoSchedule"), ("spot", "PreferNoSchedule")]
         .iter()
         .map(|(k, e)| {
             (
@@ -199,6 +210,13 @@ fn the_localplus_overlay_adds_its_policy_and_node_pools_only() {
             )
         })
         .collect();
+    // And the base's own: a patch replaces the list.
+    want.insert((
+        "netpol-agent.io/agent-not-ready".to_owned(),
+        "Exists".to_owned(),
+        String::new(),
+        "NoSchedule".to_owned(),
+    ));
     assert_eq!(tolerations(&ds), want);
 
     // Everything else is the base's: the same DaemonSet but for the
