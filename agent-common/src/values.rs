@@ -63,6 +63,11 @@ pub struct IdentityValue {
 /// The datapath passes it like any rule; readers report its traffic with
 /// verdict `audit` (the rule id tells them, see `RuleName::flags`).
 pub const RULE_FLAG_AUDIT: u32 = 1;
+/// `RuleValue::flags` bit: the entry refuses what it matches. The compiler
+/// writes such entries where a broad allow must not reach a more specific
+/// key (encapsulation to the node from outside `nodes`); being more specific,
+/// the LPM lookup returns them instead of the allow, and the datapath denies.
+pub const RULE_FLAG_DENY: u32 = 2;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -3,7 +3,7 @@
 //! deny most unwanted traffic before the rule lookup.
 use agent_common::{
     id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue, ID_FLAG_ANY_AUDIT,
-    ID_FLAG_AUDIT, RULE_PREFIX_FULL, SLOT_BITS,
+    ID_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL, SLOT_BITS,
 };
 use aya_ebpf::maps::lpm_trie::Key;
 
@@ -59,11 +59,11 @@ pub fn lookup<F: Family>(
     if d.flags & id_flag_dst(class) == 0 {
         return Err(audit);
     }
-    RULES
-        .get(Key::new(
-            RULE_PREFIX_FULL,
-            RuleKey::new(s.id, d.id, proto, port).in_slot(slot),
-        ))
-        .copied()
-        .ok_or(audit)
+    let key = RuleKey::new(s.id, d.id, proto, port).in_slot(slot);
+    // A deny entry is a refusal the compiler carved out of a broader allow:
+    // it ends where no entry does, so the verifier sees one denial path.
+    match RULES.get(Key::new(RULE_PREFIX_FULL, key)) {
+        Some(v) if v.flags & RULE_FLAG_DENY == 0 => Ok(*v),
+        _ => Err(audit),
+    }
 }

@@ -4,6 +4,7 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use ipnet::IpNet;
 
 use crate::datapath::{
     CountingOptions, Mode, DEFAULT_CT_SOURCE_BURST, DEFAULT_CT_SOURCE_RATE,
@@ -242,6 +243,12 @@ pub struct RunArgs {
     /// or to the node's own addresses.
     #[arg(long)]
     pub allow_host_lockout: bool,
+    /// A prefix of the cluster's node addresses (repeatable), e.g. the VPC
+    /// or node subnets: with the node's own addresses, the group `nodes`,
+    /// the only sources tunnels (VXLAN, Geneve, IP-in-IP, GRE) to the node
+    /// are accepted from.
+    #[arg(long = "node-cidr", value_name = "CIDR", value_parser = parse_node_cidr)]
+    pub node_cidr: Vec<IpNet>,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
@@ -407,6 +414,10 @@ pub struct CheckArgs {
     /// Compile as `run --enforce-host` would (no built-in host rules).
     #[arg(long)]
     pub enforce_host: bool,
+    /// A prefix of the cluster's node addresses (repeatable), as for run:
+    /// with the node's own addresses, the group `nodes`.
+    #[arg(long = "node-cidr", value_name = "CIDR", value_parser = parse_node_cidr)]
+    pub node_cidr: Vec<IpNet>,
     /// CIDR prefixes per address family the maps will hold (as for run).
     #[arg(long, default_value_t = DEFAULT_PREFIX_MAX)]
     pub prefix_max: u32,
@@ -471,6 +482,10 @@ pub struct ExplainArgs {
     /// Judge as `run --enforce-host` would (no built-in host rules).
     #[arg(long)]
     pub enforce_host: bool,
+    /// A prefix of the cluster's node addresses (repeatable), as for run:
+    /// with the node's own addresses, the group `nodes`.
+    #[arg(long = "node-cidr", value_name = "CIDR", value_parser = parse_node_cidr)]
+    pub node_cidr: Vec<IpNet>,
     #[command(flatten)]
     pub output: OutputArgs,
 }
@@ -518,6 +533,12 @@ impl std::fmt::Display for Endpoint {
 
 fn parse_target_arg(text: &str) -> Result<(u8, u16), String> {
     policy::parse_target(text)
+}
+
+/// `--node-cidr`: a canonical prefix (`10.0.0.0/16`, not `10.0.0.5/16`), or
+/// an address for itself alone, as a policy file writes one.
+fn parse_node_cidr(text: &str) -> Result<IpNet, String> {
+    policy::parse_cidr(text)
 }
 
 #[derive(Args, Debug)]

@@ -684,11 +684,19 @@ mod tests {
             .collect();
         match shape(a) {
             Shape::Switch => ("true".into(), "true".into(), vec!["true".into()]),
-            Shape::List => (
-                "[x7, y7]".into(),
-                "x7,y7".into(),
-                vec!["x7".into(), "y7".into()],
-            ),
+            Shape::List => {
+                // Names (`--iface`), else prefixes (`--node-cidr`).
+                let pairs = [["x7", "y7"], ["10.7.0.0/16", "fd00:7::/64"]];
+                let [x, y] = pairs
+                    .into_iter()
+                    .find(|p| validate(run, a, &p.map(String::from)).is_ok())
+                    .unwrap_or_else(|| panic!("no sample list for --{:?}", a.get_long()));
+                (
+                    format!("[{x:?}, {y:?}]"),
+                    format!("{x},{y}"),
+                    vec![x.into(), y.into()],
+                )
+            }
             Shape::One => {
                 let mut candidates: Vec<String> = a
                     .get_possible_values()

@@ -21,9 +21,13 @@
 //! - a port spec matches by protocol and inclusive range; for ICMP and ICMPv6
 //!   the "port" is `type << 8 | code`; protocols without ports are asked with
 //!   port 0 (a spec with a protocol and no range matches every port of it);
-//! - unless the policy (or the agent's option) enforces the host, two built-in
-//!   rules follow the user's: `builtin:host-ingress` (any -> host) and
-//!   `builtin:host-egress` (host -> any), on everything.
+//! - `nodes` is the node's addresses and the node prefixes (`--node-cidr`);
+//!   it does not count against `world`;
+//! - unless the policy (or the agent's option) enforces the host, three
+//!   built-in rules follow the user's: `builtin:host-ingress` (any -> host, on
+//!   everything but tunnels: UDP 4789, 8472 and 6081, IP protocols 4, 41 and
+//!   47), `builtin:host-egress` (host -> any, on everything) and
+//!   `builtin:node-encap` (nodes -> host, on those tunnels only).
 
 use std::net::{IpAddr, Ipv6Addr};
 
@@ -34,6 +38,18 @@ use netpol_agent::policy::{Group, Peer, Policy, PortSpec, Rule};
 pub const HOST_INGRESS: &str = "builtin:host-ingress";
 /// Name of the built-in rule letting the node reach anything.
 pub const HOST_EGRESS: &str = "builtin:host-egress";
+/// Name of the built-in rule letting tunnels reach the node from `nodes`.
+pub const NODE_ENCAP: &str = "builtin:node-encap";
+
+/// Whether a packet is a tunnel the kernel decapsulates: VXLAN (UDP 4789 and
+/// 8472), Geneve (UDP 6081), IP-in-IP (4), IPv6-in-IP (41), GRE (47).
+pub fn is_tunnel(proto: u8, port: u16) -> bool {
+    match proto {
+        4 | 41 | 47 => true,
+        17 => port == 4789 || port == 8472 || port == 6081,
+        _ => false,
+    }
+}
 
 /// An address as (is IPv6, 128-bit value); IPv4 keeps its 32 bits in the low end.
 fn bits(a: IpAddr) -> (bool, u128) {
@@ -77,11 +93,18 @@ pub fn in_world(policy: &Policy, host: &[IpAddr], addr: IpAddr) -> bool {
 }
 
 /// Whether `peer` (one side of a rule) stands for `addr`.
-pub fn peer_has(policy: &Policy, host: &[IpAddr], peer: &Peer, addr: IpAddr) -> bool {
+pub fn peer_has(
+    policy: &Policy,
+    host: &[IpAddr],
+    nodes: &[IpNet],
+    peer: &Peer,
+    addr: IpAddr,
+) -> bool {
     match peer {
         Peer::Any => true,
         Peer::World => in_world(policy, host, addr),
         Peer::Host => is_host(host, addr),
+        Peer::Nodes => is_host(host, addr) || nodes.iter().any(|n| inside(n, addr)),
         Peer::Cidr(n) => inside(n, addr),
         // An unknown group is a load error; here it simply holds nothing.
         Peer::Group(name) => policy
@@ -105,21 +128,27 @@ pub fn spec_allows(spec: &PortSpec, proto: u8, port: u16) -> bool {
 }
 
 /// Whether `rule` allows the packet.
+#[allow(clippy::too_many_arguments)]
 pub fn rule_allows(
     policy: &Policy,
     host: &[IpAddr],
+    nodes: &[IpNet],
     rule: &Rule,
     src: IpAddr,
     dst: IpAddr,
     proto: u8,
     port: u16,
 ) -> bool {
-    let has = |peer: &Peer, addr| peer_has(policy, host, peer, addr);
+    let has = |peer: &Peer, addr| peer_has(policy, host, nodes, peer, addr);
     if rule.within {
         // Each group to itself, on every port.
         return rule.from.iter().any(|p| has(p, src) && has(p, dst));
     }
     let ports_ok = rule.ports.is_empty() || rule.ports.iter().any(|s| spec_allows(s, proto, port));
+    // The host exemption stops short of tunnels (node-encap takes them).
+    if rule.name == HOST_INGRESS && is_tunnel(proto, port) {
+        return false;
+    }
     ports_ok && rule.from.iter().any(|p| has(p, src)) && rule.to.iter().any(|p| has(p, dst))
 }
 
@@ -131,15 +160,31 @@ pub fn builtin_rules(policy: &Policy, enforce_host: bool) -> Vec<Rule> {
     vec![
         Rule::new(HOST_INGRESS, &[Peer::Any], &[Peer::Host], &[]),
         Rule::new(HOST_EGRESS, &[Peer::Host], &[Peer::Any], &[]),
+        Rule::new(NODE_ENCAP, &[Peer::Nodes], &[Peer::Host], &tunnel_specs()),
     ]
+}
+
+/// The tunnels of `is_tunnel` as port specs, written out by hand.
+fn tunnel_specs() -> Vec<PortSpec> {
+    let udp = |p: u16| PortSpec {
+        proto: Some(17),
+        range: Some((p, p)),
+    };
+    let ip = |p: u8| PortSpec {
+        proto: Some(p),
+        range: None,
+    };
+    vec![udp(4789), udp(8472), udp(6081), ip(4), ip(41), ip(47)]
 }
 
 /// Every rule (user rules in policy order, then the built-ins) that allows a
 /// packet opening a flow from `src` to `dst` with protocol `proto` and
 /// destination port `port` (ICMP: `type << 8 | code`; no ports: 0).
+#[allow(clippy::too_many_arguments)]
 pub fn allowing_rules(
     policy: &Policy,
     host: &[IpAddr],
+    nodes: &[IpNet],
     enforce_host: bool,
     src: IpAddr,
     dst: IpAddr,
@@ -151,23 +196,25 @@ pub fn allowing_rules(
         .rules
         .iter()
         .chain(&builtins)
-        .filter(|r| rule_allows(policy, host, r, src, dst, proto, port))
+        .filter(|r| rule_allows(policy, host, nodes, r, src, dst, proto, port))
         .map(|r| r.name.clone())
         .collect()
 }
 
 /// The first rule, in policy order (user rules before the built-ins), that
 /// allows the packet; `None` when policy drops it.
+#[allow(clippy::too_many_arguments)]
 pub fn verdict(
     policy: &Policy,
     host: &[IpAddr],
+    nodes: &[IpNet],
     enforce_host: bool,
     src: IpAddr,
     dst: IpAddr,
     proto: u8,
     port: u16,
 ) -> Option<String> {
-    allowing_rules(policy, host, enforce_host, src, dst, proto, port)
+    allowing_rules(policy, host, nodes, enforce_host, src, dst, proto, port)
         .into_iter()
         .next()
 }
@@ -323,6 +370,7 @@ mod tests {
         assert!(peer_has(
             &p,
             &host,
+            &[],
             &Peer::Group("import".into()),
             ip("10.9.0.1")
         ));
@@ -332,7 +380,10 @@ mod tests {
     fn rules_in_order_then_builtins() {
         let p = policy();
         let host = [ip("10.0.1.1")];
-        let v = |s, d, proto, port, enforce| verdict(&p, &host, enforce, ip(s), ip(d), proto, port);
+        let nodes = [net("10.8.0.0/16")];
+        let v = |s, d, proto, port, enforce| {
+            verdict(&p, &host, &nodes, enforce, ip(s), ip(d), proto, port)
+        };
         assert_eq!(
             v("10.0.1.5", "10.1.0.6", 6, 5432, false).as_deref(),
             Some("web-to-aiven")
@@ -358,7 +409,19 @@ mod tests {
             Some("intra")
         );
         assert_eq!(
-            v("8.8.8.8", "10.0.1.1", 47, 0, false).as_deref(),
+            v("8.8.8.8", "10.0.1.1", 50, 0, false).as_deref(),
+            Some(HOST_INGRESS)
+        );
+        // Tunnels reach the node only from nodes.
+        for (proto, port) in [(47, 0), (4, 0), (41, 0), (17, 4789), (17, 8472), (17, 6081)] {
+            assert_eq!(v("8.8.8.8", "10.0.1.1", proto, port, false), None);
+            assert_eq!(
+                v("10.8.0.9", "10.0.1.1", proto, port, false).as_deref(),
+                Some(NODE_ENCAP)
+            );
+        }
+        assert_eq!(
+            v("8.8.8.8", "10.0.1.1", 17, 4790, false).as_deref(),
             Some(HOST_INGRESS)
         );
         assert_eq!(
@@ -367,7 +430,7 @@ mod tests {
         );
         assert_eq!(v("10.0.1.1", "8.8.8.8", 47, 0, true), None);
         assert_eq!(
-            allowing_rules(&p, &host, false, ip("10.0.1.1"), ip("10.0.1.2"), 6, 80),
+            allowing_rules(&p, &host, &[], false, ip("10.0.1.1"), ip("10.0.1.2"), 6, 80),
             vec!["intra".to_string(), HOST_EGRESS.to_string()]
         );
     }

@@ -24,7 +24,9 @@
 //!   itself; groups are CIDRs minus excepts, or the pods a namespace (or
 //!   namespace selector) and pod selector pick; `world` is every address in
 //!   no group that is no pod and not the node's;
-//! - the node's addresses pass both ways (the built-in host rules);
+//! - the node's addresses pass both ways (the built-in host rules), except
+//!   tunnels to the node (`reference::is_tunnel`) from elsewhere, which the
+//!   other rules judge (`nodes` is the node's addresses here);
 //! - with native rules every pod is isolated both ways, and a matching
 //!   native rule allows both ends' sides; otherwise a pod is isolated in a
 //!   direction when a policy of that type selects it. A pod's side allows
@@ -36,7 +38,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 
-use crate::reference::inside;
+use crate::reference::{inside, is_tunnel};
 
 pub type Labels = BTreeMap<String, String>;
 pub const NAME_LABEL: &str = "kubernetes.io/metadata.name";
@@ -327,7 +329,8 @@ impl Workloads {
 
     /// Whether a packet opening a flow from `src` to `dst` is allowed.
     pub fn allows(&self, src: IpAddr, dst: IpAddr, proto: u8, port: u16) -> bool {
-        if self.host.contains(&src) || self.host.contains(&dst) {
+        let tunnel = is_tunnel(proto, port);
+        if self.host.contains(&src) || (self.host.contains(&dst) && !tunnel) {
             return true;
         }
         let native_match = self.native_allows(src, dst, proto, port);

@@ -350,6 +350,68 @@ fn explain_prints_a_document_and_ranks_the_packets_protocol_first() {
     assert!(stderr.contains("run would not read this file"), "{stderr}");
 }
 
+#[test]
+fn explain_names_the_refusal_of_a_tunnel_to_the_node() {
+    let d = Dir::new("explain-tunnel");
+    d.write("p.yaml", WEB_DB);
+    let node = ["--host-addr", "192.0.2.5", "--node-cidr", "192.0.2.0/28"];
+    let run = |src: &str, target: &str, extra: &[&str]| {
+        let base = ["explain", "--policy-dir", d.arg(), src, "192.0.2.5", target];
+        agent(&[&base[..], &node[..], extra].concat())
+    };
+
+    let out = run("203.0.113.9", "udp/4789", &[]);
+    let (c, stdout, stderr) = code(&out);
+    assert_eq!(c, Some(3), "{stdout}{stderr}");
+    assert!(
+        stdout.starts_with(
+            "denied by builtin:host-ingress (encapsulation only from nodes): 203.0.113.9 -> 192.0.2.5 udp/4789\n"
+        ),
+        "{stdout}"
+    );
+    assert!(stdout.contains("only from nodes (--node-cidr"), "{stdout}");
+    let doc = json_of(&run("203.0.113.9", "47", &["-o", "json"]));
+    assert_eq!(doc["verdict"], "denied");
+    assert_eq!(
+        doc["refused_by"],
+        "builtin:host-ingress (encapsulation only from nodes)"
+    );
+    assert_eq!(doc["datapath_rule"], serde_json::Value::Null);
+
+    // From a node prefix: the built-in for the cluster's tunnels.
+    let doc = json_of(&run("192.0.2.9", "udp/8472", &["-o", "json"]));
+    assert_eq!(doc["verdict"], "allowed", "{doc}");
+    assert_eq!(doc["datapath_rule"], "builtin:node-encap");
+    assert_eq!(doc["source"]["groups"], json!(["nodes", "world"]));
+    assert_eq!(doc["refused_by"], serde_json::Value::Null);
+    // Other ports of the node are not concerned.
+    let doc = json_of(&run("203.0.113.9", "udp/53", &["-o", "json"]));
+    assert_eq!(doc["datapath_rule"], "builtin:host-ingress");
+
+    // `check` counts the refusing entries; a bad prefix names the flag.
+    let out = agent(&[
+        "check",
+        d.arg(),
+        "--host-addr",
+        "192.0.2.5",
+        "--node-cidr",
+        "192.0.2.0/28",
+    ]);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("refusing: encapsulation only from nodes)"),
+        "{stdout}"
+    );
+    let out = agent(&["check", d.arg(), "--node-cidr", "192.0.2.1/28"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--node-cidr") && stderr.contains("write that, or 192.0.2.1/32"),
+        "{stderr}"
+    );
+}
+
 /// Serves `/status` with `doc` to every connection until dropped.
 struct FakeAgent {
     addr: String,

@@ -85,6 +85,7 @@ pub fn check(args: &CheckArgs) -> anyhow::Result<()> {
     let opts = CompileOptions {
         host_addrs: args.host_addr.clone(),
         enforce_host: args.enforce_host,
+        node_cidrs: args.node_cidr.clone(),
     };
     let compiled = policy::compile(&policy, &opts).context("compiling")?;
     let doc = CheckDoc::new(&name, &policy, &compiled, &opts, args);
@@ -159,6 +160,9 @@ pub struct RuleDoc {
     pub summary: String,
     /// Map entries credited to it (0 when earlier rules cover all it allows).
     pub entries: usize,
+    /// Of those, entries that refuse what the rule would otherwise allow
+    /// (`builtin:host-ingress`: encapsulation from outside `nodes`).
+    pub refusing: usize,
     pub audit: bool,
     /// Added by the agent (the node's own traffic), not by a file.
     pub builtin: bool,
@@ -372,9 +376,15 @@ fn reported_when_unused(g: &policy::Group) -> bool {
 /// shows 0.
 fn rule_docs(policy: &Policy, compiled: &Compiled) -> Vec<RuleDoc> {
     let mut counts = vec![0usize; compiled.rule_names.len()];
+    let mut refusing = vec![0usize; compiled.rule_names.len()];
     for (_, _, v) in &compiled.rules {
         if let Some(c) = counts.get_mut(v.rule_id as usize) {
             *c += 1;
+        }
+        if v.flags & agent_common::RULE_FLAG_DENY != 0 {
+            if let Some(c) = refusing.get_mut(v.rule_id as usize) {
+                *c += 1;
+            }
         }
     }
     let mut builtins = policy::builtin_rules(policy, &CompileOptions::default());
@@ -402,6 +412,7 @@ fn rule_docs(policy: &Policy, compiled: &Compiled) -> Vec<RuleDoc> {
                 name: name.clone(),
                 summary: rule.map_or_else(String::new, |r| r.summary()),
                 entries: counts[id],
+                refusing: refusing[id],
                 audit: compiled.rule_audit.get(id).copied().unwrap_or(false),
                 builtin: own.is_none(),
                 origin: rule
@@ -462,10 +473,13 @@ fn identities(compiled: &Compiled) -> String {
 fn rules(rules: &[RuleDoc]) -> String {
     let mut out = format!("rules ({}):\n", rules.len());
     for r in rules {
-        let n = match r.entries {
+        let mut n = match r.entries {
             1 => "1 entry".to_string(),
             n => format!("{n} entries"),
         };
+        if r.refusing > 0 {
+            let _ = write!(n, " ({} refusing: {})", r.refusing, policy::ENCAP_REFUSAL);
+        }
         let at = r
             .origin
             .as_ref()
@@ -545,6 +559,7 @@ rules:
         let opts = CompileOptions {
             host_addrs: a.host_addr.clone(),
             enforce_host: a.enforce_host,
+            node_cidrs: Vec::new(),
         };
         let c = policy::compile(&policy, &opts).unwrap();
         CheckDoc::new("p.yaml", &policy, &c, &opts, &a)
@@ -600,7 +615,7 @@ rules:
             text.contains("builtin:host-ingress: from any to host ports any:"),
             "{text}"
         );
-        assert!(text.starts_with("rules (4):\n"), "{text}");
+        assert!(text.starts_with("rules (5):\n"), "{text}");
     }
 
     #[test]
@@ -636,7 +651,7 @@ rules:
             text.starts_with("p.yaml: OK: 2 groups, 2 rules\ngroups (2):\n"),
             "{text}"
         );
-        for section in ["identities (", "rules (4):", "map sizes:"] {
+        for section in ["identities (", "rules (5):", "map sizes:"] {
             assert!(text.contains(section), "{section} in {text}");
         }
         assert!(!text.contains("warning"), "{text}");

@@ -34,6 +34,7 @@ pub fn explain(args: &ExplainArgs) -> anyhow::Result<bool> {
     let opts = CompileOptions {
         host_addrs: args.host_addr.clone(),
         enforce_host: args.enforce_host,
+        node_cidrs: args.node_cidr.clone(),
     };
     let compiled = policy::compile(&policy, &opts).context("compiling")?;
     let (proto, port) = args.target;
@@ -72,6 +73,9 @@ pub struct ExplainDoc {
     pub allowing: Vec<RuleDoc>,
     /// The rule the datapath counts the flow under (its most specific entry).
     pub datapath_rule: Option<String>,
+    /// When denied by an entry carved out of a built-in rule: that rule and
+    /// why, `builtin:host-ingress (encapsulation only from nodes)`.
+    pub refused_by: Option<String>,
     /// When denied: the rules that failed on the fewest parts, those that
     /// allow the packet's protocol first.
     pub near_misses: Vec<NearMissDoc>,
@@ -145,6 +149,7 @@ impl ExplainDoc {
                 Part::To => "to",
                 Part::Ports => "ports",
                 Part::Within => "within",
+                Part::Encap => "encapsulation",
             }
             .to_string()
         };
@@ -164,6 +169,7 @@ impl ExplainDoc {
                 .datapath_rule
                 .and_then(|id| compiled.rule_name(id))
                 .map(str::to_string),
+            refused_by: refusal(e, compiled),
             near_misses: e
                 .near
                 .iter()
@@ -220,15 +226,27 @@ fn addresses(
     Ok((s[0], d[0]))
 }
 
+/// `builtin:host-ingress (encapsulation only from nodes)` when a deny entry
+/// carved out of that rule refuses the packet.
+fn refusal(e: &Explanation, compiled: &policy::Compiled) -> Option<String> {
+    let name = e.refused_by.and_then(|id| compiled.rule_name(id))?;
+    Some(if name == policy::HOST_INGRESS_RULE {
+        format!("{name} ({})", policy::ENCAP_REFUSAL)
+    } else {
+        name.to_string()
+    })
+}
+
 /// The text `explain` prints.
 pub fn render(e: &Explanation, compiled: &policy::Compiled) -> String {
     let p = &e.packet;
     let target = policy::format_target(p.proto, p.port);
     let mut out = String::new();
-    let verdict = if e.allowed() {
-        "allowed"
-    } else {
-        "denied (default deny)"
+    let refused = refusal(e, compiled);
+    let verdict = match &refused {
+        _ if e.allowed() => "allowed".to_string(),
+        Some(by) => format!("denied by {by}"),
+        None => "denied (default deny)".to_string(),
     };
     let _ = writeln!(out, "{verdict}: {} -> {} {target}", p.src, p.dst);
     let _ = writeln!(out, "  source       {}", side(&e.src));
@@ -259,6 +277,13 @@ pub fn render(e: &Explanation, compiled: &policy::Compiled) -> String {
             );
         }
         return out;
+    }
+    if refused.is_some() {
+        let _ = writeln!(
+            out,
+            "  {target} is a tunnel the kernel decapsulates: the node accepts it only from \
+             nodes (--node-cidr, builtin:node-encap) or by a rule of the policy that names it"
+        );
     }
     if e.near.is_empty() {
         out += "no rule allows it, and none matches any of its source, destination or ports\n";
@@ -316,6 +341,9 @@ fn rule_line(r: &RuleCheck) -> String {
         None if r.rule.name == policy::NOT_ISOLATED_RULE => {
             "  (built in: pods no NetworkPolicy isolates are open, as in Kubernetes)".into()
         }
+        None if r.rule.name == policy::NODE_ENCAP_RULE => {
+            "  (built in: encapsulation reaches the node from nodes, unless --enforce-host)".into()
+        }
         None if r.is_builtin() => {
             "  (built in: the node's own traffic passes unless --enforce-host)".into()
         }
@@ -364,6 +392,7 @@ rules:
         let opts = CompileOptions {
             host_addrs: host.iter().map(|a| a.parse().unwrap()).collect(),
             enforce_host: false,
+            node_cidrs: Vec::new(),
         };
         let compiled = policy::compile(&policy, &opts).unwrap();
         (policy, compiled, opts)

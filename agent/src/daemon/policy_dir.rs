@@ -81,6 +81,7 @@ pub(super) fn compile_sources(
     let opts = CompileOptions {
         host_addrs: host.to_vec(),
         enforce_host: args.enforce_host,
+        node_cidrs: args.node_cidr.clone(),
     };
     let compiled = compiler.compile(&policy, &opts)?;
     let limits = policy::MapLimits {

@@ -8,19 +8,63 @@ use std::net::IpAddr;
 
 use agent_common::{
     id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue, ID_FLAG_ANY_AUDIT,
-    ID_FLAG_AUDIT, PROTO_CLASSES, RULE_FLAG_AUDIT, RULE_PREFIX_IDS, RULE_PREFIX_PROTO,
+    ID_FLAG_AUDIT, IPPROTO_UDP, PROTO_CLASSES, RULE_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL,
+    RULE_PREFIX_IDS, RULE_PREFIX_PROTO,
 };
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::error::CompileError;
 use super::identity::{self, cidr_group_name, Identities, IdentityInfo};
-use super::model::{check_rule_name, Peer, Policy, PortSpec, Rule, BUILTIN_HOST, BUILTIN_WORLD};
+use super::model::{
+    check_rule_name, Peer, Policy, PortSpec, Rule, BUILTIN_HOST, BUILTIN_NODES, BUILTIN_WORLD,
+};
 use super::ports::blocks;
 
 /// Names of the rules that let the node's own traffic through unless the
 /// policy enforces it.
 pub const HOST_INGRESS_RULE: &str = "builtin:host-ingress";
 pub const HOST_EGRESS_RULE: &str = "builtin:host-egress";
+/// Name of the rule that lets encapsulated traffic reach the node from
+/// `nodes`, the only sources `builtin:host-ingress` leaves it to.
+pub const NODE_ENCAP_RULE: &str = "builtin:node-encap";
+/// What `explain` adds to `builtin:host-ingress` when it refuses a packet.
+pub const ENCAP_REFUSAL: &str = "encapsulation only from nodes";
+
+/// UDP ports of the tunnels the kernel decapsulates: VXLAN (IANA 4789, and
+/// 8472, the Linux default that flannel and Cilium use) and Geneve (6081).
+pub const ENCAP_UDP_PORTS: [u16; 3] = [4789, 8472, 6081];
+/// IP protocols the kernel decapsulates: IP-in-IP (4), IPv6-in-IP (41, also
+/// SIT), GRE (47).
+pub const ENCAP_PROTOS: [u8; 3] = [4, 41, 47];
+
+/// Whether a packet with protocol `proto` and destination port `port` is a
+/// tunnel the kernel would decapsulate: the inner packet is judged by its
+/// own, forgeable, source, so the outer one must come from a node.
+pub fn is_encap(proto: u8, port: u16) -> bool {
+    ENCAP_PROTOS.contains(&proto) || (proto == IPPROTO_UDP && ENCAP_UDP_PORTS.contains(&port))
+}
+
+/// (prefix length, protocol, port) of the rule trie entries that cover
+/// exactly the encapsulation protocols and ports.
+fn encap_shapes() -> impl Iterator<Item = (u32, u8, u16)> {
+    let udp = ENCAP_UDP_PORTS
+        .into_iter()
+        .map(|p| (RULE_PREFIX_FULL, IPPROTO_UDP, p));
+    udp.chain(ENCAP_PROTOS.into_iter().map(|p| (RULE_PREFIX_PROTO, p, 0)))
+}
+
+/// The encapsulation protocols and ports as a rule writes them.
+fn encap_specs() -> Vec<PortSpec> {
+    let udp = ENCAP_UDP_PORTS.into_iter().map(|p| PortSpec {
+        proto: Some(IPPROTO_UDP),
+        range: Some((p, p)),
+    });
+    udp.chain(ENCAP_PROTOS.into_iter().map(|p| PortSpec {
+        proto: Some(p),
+        range: None,
+    }))
+    .collect()
+}
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CompileOptions {
@@ -29,6 +73,9 @@ pub struct CompileOptions {
     /// Enforce policy on traffic from and to `host` too; OR-ed with the policy's
     /// `settings.enforce-host`.
     pub enforce_host: bool,
+    /// The cluster's node prefixes (`--node-cidr`): with the node's own
+    /// addresses, the `nodes` group.
+    pub node_cidrs: Vec<IpNet>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -72,6 +119,7 @@ pub(super) fn peer_ids(ids: &Identities, rule: &Rule, peer: &Peer) -> Result<IdS
         Peer::Any => ids.infos.iter().map(|i| i.id).collect(),
         Peer::World => with(BUILTIN_WORLD),
         Peer::Host => with(BUILTIN_HOST),
+        Peer::Nodes => with(BUILTIN_NODES),
         Peer::Cidr(n) => with(&cidr_group_name(n)),
         Peer::Group(g) if ids.defined.contains(g) => with(g),
         Peer::Group(g) => {
@@ -150,8 +198,10 @@ pub fn enforces_host(policy: &Policy, opts: &CompileOptions) -> bool {
 }
 
 /// The rules the compiler adds after the policy's own (ids continue from
-/// theirs): unless the host is enforced, the node's own traffic always passes.
-/// `explain` evaluates them like any other rule.
+/// theirs): unless the host is enforced, the node's own traffic passes,
+/// except encapsulation to the node from outside `nodes` (`is_encap`), which
+/// `builtin:node-encap` allows from `nodes` only. `explain` evaluates them
+/// like any other rule (`builtin:host-ingress` refuses encapsulation there).
 pub fn builtin_rules(policy: &Policy, opts: &CompileOptions) -> Vec<Rule> {
     if enforces_host(policy, opts) {
         return Vec::new();
@@ -159,11 +209,44 @@ pub fn builtin_rules(policy: &Policy, opts: &CompileOptions) -> Vec<Rule> {
     vec![
         Rule::new(HOST_INGRESS_RULE, &[Peer::Any], &[Peer::Host], &[]),
         Rule::new(HOST_EGRESS_RULE, &[Peer::Host], &[Peer::Any], &[]),
+        Rule::new(
+            NODE_ENCAP_RULE,
+            &[Peer::Nodes],
+            &[Peer::Host],
+            &encap_specs(),
+        ),
     ]
 }
 
+/// `key` with every bit after the first `len` cleared, as a trie entry of
+/// that prefix length is stored.
+fn masked_key(key: &[u8; 12], len: u32) -> RuleKey {
+    let mut b = *key;
+    for (i, byte) in b.iter_mut().enumerate() {
+        let keep = len.saturating_sub(i as u32 * 8).min(8);
+        *byte &= !(0xffu16 >> keep) as u8;
+    }
+    RuleKey {
+        slot: b[0],
+        src_id: [b[1], b[2], b[3], b[4]],
+        dst_id: [b[5], b[6], b[7], b[8]],
+        proto: b[9],
+        port: [b[10], b[11]],
+    }
+}
+
+/// The longest entry of `entries` matching the fully specified `key`, as the
+/// LPM trie finds it: (prefix length, rule id).
+fn longest_match(entries: &BTreeMap<(RuleKey, u32), u32>, key: &RuleKey) -> Option<(u32, u32)> {
+    let want = key.to_bytes();
+    (RULE_PREFIX_IDS..=RULE_PREFIX_FULL).rev().find_map(|len| {
+        let masked = masked_key(&want, len);
+        entries.get(&(masked, len)).map(|&id| (len, id))
+    })
+}
+
 pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, CompileError> {
-    let ids = identity::build(policy, &opts.host_addrs)?;
+    let ids = identity::build(policy, &opts.host_addrs, &opts.node_cidrs)?;
     compile_with(policy, opts, &ids, None)
 }
 
@@ -216,6 +299,12 @@ pub(super) fn compile_with(
     }
 
     let mut entries: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
+    // The same without `builtin:host-ingress`: what else allows a key.
+    let mut others: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
+    let host_ingress = rules
+        .iter()
+        .position(|r| r.name == HOST_INGRESS_RULE)
+        .map(|i| i as u32 + 1);
     let mut flags: BTreeMap<u32, u32> = BTreeMap::new();
     for (rule_id, pairs) in &effective {
         let (rule_id, rule) = (*rule_id, &rules[*rule_id as usize - 1]);
@@ -238,9 +327,16 @@ pub(super) fn compile_with(
                     // Rules are visited in id order: the first one stays,
                     // except that an enforcing rule takes an entry from an
                     // audit-only one (audit marks only what it alone allows).
-                    let slot = entries.entry((key, prefix)).or_insert(rule_id);
-                    if rules[*slot as usize - 1].audit && !rule.audit {
-                        *slot = rule_id;
+                    let maps = if Some(rule_id) == host_ingress {
+                        [Some(&mut entries), None]
+                    } else {
+                        [Some(&mut entries), Some(&mut others)]
+                    };
+                    for map in maps.into_iter().flatten() {
+                        let slot = map.entry((key, prefix)).or_insert(rule_id);
+                        if rules[*slot as usize - 1].audit && !rule.audit {
+                            *slot = rule_id;
+                        }
                     }
                 };
                 for &s in srcs {
@@ -251,6 +347,39 @@ pub(super) fn compile_with(
                             .for_each(|&d| put(s, d)),
                         _ => dsts.iter().for_each(|&d| put(s, d)),
                     }
+                }
+            }
+        }
+    }
+
+    // `builtin:host-ingress` (any -> host, everything) must not let
+    // encapsulation in from outside `nodes`: where it is what the trie would
+    // answer for an encapsulation key, a deny entry of exactly that shape
+    // takes its place. Where another rule allows the key too (an operator's
+    // rule, `builtin:node-encap`), that rule answers instead. Decided here,
+    // so the datapath does one lookup as before and only reads a flag.
+    let mut denied: BTreeSet<(RuleKey, u32)> = BTreeSet::new();
+    if let Some(hi) = host_ingress {
+        let hosts = ids.members.get(BUILTIN_HOST).cloned().unwrap_or_default();
+        for s in ids.infos.iter().map(|i| i.id) {
+            for &d in &hosts {
+                if only.is_some_and(|o| !o.contains(&s) && !o.contains(&d)) {
+                    continue;
+                }
+                for (prefix, proto, port) in encap_shapes() {
+                    let key = RuleKey::new(s, d, proto, port);
+                    if longest_match(&entries, &key).is_none_or(|(_, id)| id != hi) {
+                        continue;
+                    }
+                    match longest_match(&others, &key) {
+                        // Another rule allows it, but `host-ingress` took the
+                        // entry (from an audit-only rule): that rule answers.
+                        Some((_, id)) => entries.insert((key, prefix), id),
+                        None => {
+                            denied.insert((key, prefix));
+                            entries.insert((key, prefix), hi)
+                        }
+                    };
                 }
             }
         }
@@ -294,7 +423,9 @@ pub(super) fn compile_with(
         rules: entries
             .into_iter()
             .map(|((key, prefix), rule_id)| {
-                let flags = if rule_audit[rule_id as usize] {
+                let flags = if denied.contains(&(key, prefix)) {
+                    RULE_FLAG_DENY
+                } else if rule_audit[rule_id as usize] {
                     RULE_FLAG_AUDIT
                 } else {
                     0
@@ -331,8 +462,15 @@ impl Compiled {
         // A node address inside a group's CIDRs makes an identity of its own
         // (`host` and that group), on that node only; its rule entries repeat
         // those of `host` and of the group.
-        let node_split =
-            |id: u32| has_host(id) && self.identity(id).is_some_and(|i| i.groups.len() > 1);
+        // (Every node address is in `nodes` too, on every node alike.)
+        let node_split = |id: u32| {
+            has_host(id)
+                && self.identity(id).is_some_and(|i| {
+                    i.groups
+                        .iter()
+                        .any(|g| g != BUILTIN_HOST && g != BUILTIN_NODES)
+                })
+        };
         let mut lines: Vec<String> = Vec::new();
         for (net, v) in &self.ids_v4 {
             if !has_host(v.id) {

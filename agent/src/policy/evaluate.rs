@@ -3,7 +3,7 @@
 
 use std::net::IpAddr;
 
-use agent_common::{IdentityValue, RuleKey};
+use agent_common::{IdentityValue, RuleKey, RuleValue, RULE_FLAG_DENY};
 
 use super::compile::Compiled;
 
@@ -39,15 +39,39 @@ fn prefix_eq(a: &[u8; 12], b: &[u8; 12], bits: u32) -> bool {
     rest == 0 || (a[whole] ^ b[whole]) >> (8 - rest) == 0
 }
 
-/// The rule id of the longest rule-trie entry matching the key.
-pub fn lookup_rule(compiled: &Compiled, key: &RuleKey) -> Option<u32> {
+/// The longest rule-trie entry matching the key.
+pub fn lookup_entry(compiled: &Compiled, key: &RuleKey) -> Option<RuleValue> {
     let want = key_bytes(key);
     compiled
         .rules
         .iter()
         .filter(|(len, k, _)| prefix_eq(&key_bytes(k), &want, *len))
         .max_by_key(|(len, _, _)| *len)
-        .map(|(_, _, v)| v.rule_id)
+        .map(|(_, _, v)| *v)
+}
+
+/// The rule id of the longest rule-trie entry matching the key, unless that
+/// entry denies (`RULE_FLAG_DENY`), as the datapath reads it.
+pub fn lookup_rule(compiled: &Compiled, key: &RuleKey) -> Option<u32> {
+    lookup_entry(compiled, key)
+        .filter(|v| v.flags & RULE_FLAG_DENY == 0)
+        .map(|v| v.rule_id)
+}
+
+/// The rule a deny entry refusing this packet was carved from, if the
+/// packet's longest match is one.
+pub fn refusing_rule(
+    compiled: &Compiled,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    port: u16,
+) -> Option<u32> {
+    let s = identity_of(compiled, src)?;
+    let d = identity_of(compiled, dst)?;
+    lookup_entry(compiled, &RuleKey::new(s.id, d.id, proto, port))
+        .filter(|v| v.flags & RULE_FLAG_DENY != 0)
+        .map(|v| v.rule_id)
 }
 
 /// The rule that allows a packet opening a flow from `src` to `dst` with

@@ -13,14 +13,15 @@ use std::net::IpAddr;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::error::CompileError;
-use super::model::{check_group_name, Peer, Policy, BUILTIN_HOST, BUILTIN_WORLD};
+use super::model::{check_group_name, Peer, Policy, BUILTIN_HOST, BUILTIN_NODES, BUILTIN_WORLD};
 
 /// One identity: a distinct set of groups.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IdentityInfo {
     pub id: u32,
     /// Sorted. User groups, literal CIDRs of rules (as their text), `host` for the
-    /// node's addresses, and `world` when there is no user group and no `host`.
+    /// node's addresses, `nodes` for node addresses, and `world` when there is
+    /// no user group and no `host`.
     pub groups: Vec<String>,
 }
 
@@ -51,7 +52,11 @@ pub(crate) fn cidr_group_name(net: &IpNet) -> String {
     net.trunc().to_string()
 }
 
-fn sources(policy: &Policy, host_addrs: &[IpAddr]) -> Result<Vec<Source>, CompileError> {
+fn sources(
+    policy: &Policy,
+    host_addrs: &[IpAddr],
+    node_cidrs: &[IpNet],
+) -> Result<Vec<Source>, CompileError> {
     let mut out: Vec<Source> = Vec::new();
     for g in &policy.groups {
         let bad = |message: String| CompileError::BadGroup {
@@ -98,6 +103,18 @@ fn sources(policy: &Policy, host_addrs: &[IpAddr]) -> Result<Vec<Source>, Compil
         cidrs: host_addrs.iter().map(|a| IpNet::from(*a)).collect(),
         except: Vec::new(),
     });
+    // Not named: node subnets often hold pods and services too (a VPC), and
+    // declaring them must not change what `world` means in any rule.
+    let mut nodes: Vec<IpNet> = node_cidrs.iter().map(IpNet::trunc).collect();
+    nodes.extend(host_addrs.iter().map(|a| IpNet::from(*a)));
+    nodes.sort();
+    nodes.dedup();
+    out.push(Source {
+        name: BUILTIN_NODES.to_string(),
+        named: false,
+        cidrs: nodes,
+        except: Vec::new(),
+    });
     Ok(out)
 }
 
@@ -109,8 +126,12 @@ fn ancestors(p: &IpNet) -> impl Iterator<Item = IpNet> + '_ {
     })
 }
 
-pub(crate) fn build(policy: &Policy, host_addrs: &[IpAddr]) -> Result<Identities, CompileError> {
-    let sources = sources(policy, host_addrs)?;
+pub(crate) fn build(
+    policy: &Policy,
+    host_addrs: &[IpAddr],
+    node_cidrs: &[IpNet],
+) -> Result<Identities, CompileError> {
+    let sources = sources(policy, host_addrs, node_cidrs)?;
     // prefix -> (source, is an except) for every prefix some source names.
     let mut index: HashMap<IpNet, Vec<(usize, bool)>> = HashMap::new();
     let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();

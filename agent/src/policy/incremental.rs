@@ -54,7 +54,7 @@ impl Compiler {
         policy: &Policy,
         opts: &CompileOptions,
     ) -> Result<Compiled, CompileError> {
-        let mut ids = identity::build(policy, &opts.host_addrs)?;
+        let mut ids = identity::build(policy, &opts.host_addrs, &opts.node_cidrs)?;
         let (added, removed) = self.renumber(&mut ids);
         let shape = shape(policy);
         let last = self

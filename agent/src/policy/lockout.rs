@@ -226,6 +226,7 @@ mod tests {
         let opts = CompileOptions {
             host_addrs: host.iter().map(|a| a.parse().unwrap()).collect(),
             enforce_host,
+            node_cidrs: Vec::new(),
         };
         let compiled = compile(&policy, &opts).unwrap();
         assert_eq!(
@@ -326,6 +327,7 @@ rules:
         let opts = CompileOptions {
             host_addrs: vec!["10.0.0.5".parse().unwrap()],
             enforce_host: true,
+            node_cidrs: Vec::new(),
         };
         let compiled = compile(&policy, &opts).unwrap();
         let err = refuse_lockout(&policy, &compiled, &opts, false, false).unwrap_err();

@@ -50,16 +50,17 @@ mod yaml;
 mod tests;
 
 pub use api_objects::{objects_from_parts, parse_object_text};
+pub use cidr::parse as parse_cidr;
 pub use cluster::{
     merge_clusters, pods_group, resolve, Cluster, NamedPort, Pod, NAMESPACE_NAME_LABEL, PODS_GROUP,
 };
 pub use combine::{side_rule, NOT_ISOLATED_RULE};
 pub use compile::{
-    builtin_rules, compile, enforces_host, CompileOptions, Compiled, HOST_EGRESS_RULE,
-    HOST_INGRESS_RULE,
+    builtin_rules, compile, enforces_host, is_encap, CompileOptions, Compiled, ENCAP_PROTOS,
+    ENCAP_REFUSAL, ENCAP_UDP_PORTS, HOST_EGRESS_RULE, HOST_INGRESS_RULE, NODE_ENCAP_RULE,
 };
 pub use error::{CompileError, Origin, PolicyError, PolicyErrors, Pos};
-pub use evaluate::{evaluate, identity_of, lookup_rule};
+pub use evaluate::{evaluate, identity_of, lookup_entry, lookup_rule, refusing_rule};
 pub use identity::IdentityInfo;
 pub use incremental::Compiler;
 pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNOTATION};
@@ -76,7 +77,7 @@ pub use lockout::{
 };
 pub use model::{
     Group, GroupSelector, NamespaceSelector, Peer, Policy, PolicyFile, PortSpec, Rule, RuleOrigin,
-    BUILTIN_ANY, BUILTIN_GROUPS, BUILTIN_HOST, BUILTIN_RULE_PREFIX, BUILTIN_WORLD,
+    BUILTIN_ANY, BUILTIN_GROUPS, BUILTIN_HOST, BUILTIN_NODES, BUILTIN_RULE_PREFIX, BUILTIN_WORLD,
 };
 pub use netpol::{Direction, NetworkPolicy, SideRule, Workloads};
 pub use parse::{parse_str, parse_str_with};

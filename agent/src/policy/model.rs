@@ -12,7 +12,10 @@ use super::selector::LabelSelector;
 pub const BUILTIN_ANY: &str = "any";
 pub const BUILTIN_WORLD: &str = "world";
 pub const BUILTIN_HOST: &str = "host";
-pub const BUILTIN_GROUPS: [&str; 3] = [BUILTIN_ANY, BUILTIN_WORLD, BUILTIN_HOST];
+/// The cluster's nodes: `--node-cidr` prefixes and the node's own addresses,
+/// the only sources encapsulated traffic to the node is accepted from.
+pub const BUILTIN_NODES: &str = "nodes";
+pub const BUILTIN_GROUPS: [&str; 4] = [BUILTIN_ANY, BUILTIN_WORLD, BUILTIN_HOST, BUILTIN_NODES];
 
 /// Prefix of the names of rules the compiler adds itself; files may not use it.
 pub const BUILTIN_RULE_PREFIX: &str = "builtin:";
@@ -224,6 +227,8 @@ pub enum Peer {
     World,
     /// The node's own addresses.
     Host,
+    /// The cluster's nodes (`--node-cidr`) and the node's own addresses.
+    Nodes,
     /// A literal prefix, which behaves as an anonymous group.
     Cidr(IpNet),
 }
@@ -235,6 +240,7 @@ impl fmt::Display for Peer {
             Peer::Any => f.write_str(BUILTIN_ANY),
             Peer::World => f.write_str(BUILTIN_WORLD),
             Peer::Host => f.write_str(BUILTIN_HOST),
+            Peer::Nodes => f.write_str(BUILTIN_NODES),
             Peer::Cidr(n) => write!(f, "{n}"),
         }
     }

@@ -10,7 +10,7 @@ use super::cidr;
 use super::error::{Origin, PolicyError, PolicyErrors, Pos};
 use super::model::{
     check_group_name, check_rule_name, Group, GroupSelector, NamespaceSelector, Peer, PolicyFile,
-    PortSpec, Rule, RuleOrigin, BUILTIN_ANY, BUILTIN_HOST, BUILTIN_WORLD,
+    PortSpec, Rule, RuleOrigin, BUILTIN_ANY, BUILTIN_HOST, BUILTIN_NODES, BUILTIN_WORLD,
 };
 use super::ports;
 use super::selector::LabelSelector;
@@ -541,6 +541,7 @@ impl Ctx<'_> {
                 BUILTIN_ANY => Peer::Any,
                 BUILTIN_WORLD => Peer::World,
                 BUILTIN_HOST => Peer::Host,
+                BUILTIN_NODES => Peer::Nodes,
                 t if cidr::looks_like_cidr(t) => match cidr::parse(t) {
                     Ok(net) => Peer::Cidr(net),
                     Err(msg) => {

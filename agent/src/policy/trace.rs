@@ -10,8 +10,10 @@ use std::net::IpAddr;
 
 use agent_common::{IPPROTO_ICMP, IPPROTO_ICMPV6};
 
-use super::compile::{builtin_rules, CompileOptions, Compiled};
-use super::evaluate::{evaluate, identity_of};
+use super::compile::{
+    builtin_rules, is_encap, CompileOptions, Compiled, ENCAP_REFUSAL, HOST_INGRESS_RULE,
+};
+use super::evaluate::{evaluate, identity_of, refusing_rule};
 use super::identity::IdentityInfo;
 use super::model::{Group, Peer, Policy, PortSpec, Rule, BUILTIN_RULE_PREFIX};
 use super::ports;
@@ -112,6 +114,9 @@ pub enum Part {
     Ports,
     /// `within`: both ends are in its groups, but not in the same one.
     Within,
+    /// `builtin:host-ingress`: the packet is encapsulation, which reaches
+    /// the node only from `nodes` (`builtin:node-encap`).
+    Encap,
 }
 
 /// One rule judged against a packet.
@@ -131,7 +136,7 @@ impl RuleCheck {
 
     /// Parts of from, to and ports the packet satisfies: 2 is a near miss.
     pub fn score(&self) -> usize {
-        if self.failed == [Part::Within] {
+        if matches!(self.failed[..], [Part::Within] | [Part::Encap]) {
             return 2;
         }
         3 - self.failed.len()
@@ -162,6 +167,11 @@ impl RuleCheck {
                     "within: source {} and destination {} are not in the same one of {} (within allows each group only to itself)",
                     p.src, p.dst, peers(&self.rule.from)
                 ),
+                Part::Encap => format!(
+                    "{ENCAP_REFUSAL}: {} is a tunnel the kernel decapsulates, and {} is not in nodes",
+                    format_target(p.proto, p.port),
+                    p.src
+                ),
             })
             .collect()
     }
@@ -176,11 +186,14 @@ fn in_group(g: &Group, addr: IpAddr) -> bool {
     g.cidrs.iter().any(|n| n.contains(&addr)) && !g.except.iter().any(|n| n.contains(&addr))
 }
 
-/// Whether `addr` is one of the addresses `peer` stands for (docs/design.md section 2).
-pub fn in_peer(policy: &Policy, host: &[IpAddr], peer: &Peer, addr: IpAddr) -> bool {
+/// Whether `addr` is one of the addresses `peer` stands for (docs/design.md
+/// section 2), with the node's addresses and node prefixes of `opts`.
+pub fn in_peer(policy: &Policy, opts: &CompileOptions, peer: &Peer, addr: IpAddr) -> bool {
+    let host = &opts.host_addrs;
     match peer {
         Peer::Any => true,
         Peer::Host => host.contains(&addr),
+        Peer::Nodes => host.contains(&addr) || opts.node_cidrs.iter().any(|n| n.contains(&addr)),
         Peer::Cidr(n) => n.contains(&addr),
         Peer::Group(name) => policy.group(name).is_some_and(|g| in_group(g, addr)),
         // In no user group (anonymous ones stand for literal prefixes) and not the node's.
@@ -194,8 +207,14 @@ pub fn in_peer(policy: &Policy, host: &[IpAddr], peer: &Peer, addr: IpAddr) -> b
     }
 }
 
-fn check_rule(policy: &Policy, host: &[IpAddr], id: u32, rule: &Rule, p: &Packet) -> RuleCheck {
-    let holds = |peer: &Peer, addr| in_peer(policy, host, peer, addr);
+fn check_rule(
+    policy: &Policy,
+    opts: &CompileOptions,
+    id: u32,
+    rule: &Rule,
+    p: &Packet,
+) -> RuleCheck {
+    let holds = |peer: &Peer, addr| in_peer(policy, opts, peer, addr);
     let src_ok = rule.from.iter().any(|peer| holds(peer, p.src));
     let dst_ok = rule.to.iter().any(|peer| holds(peer, p.dst));
     let ports_ok = rule.ports.is_empty() || rule.ports.iter().any(|s| s.matches(p.proto, p.port));
@@ -217,6 +236,10 @@ fn check_rule(policy: &Policy, host: &[IpAddr], id: u32, rule: &Rule, p: &Packet
     if rule.within && failed.is_empty() && !same_group() {
         failed.push(Part::Within);
     }
+    // The exemption stops short of tunnels: `builtin:node-encap` takes those.
+    if rule.name == HOST_INGRESS_RULE && is_encap(p.proto, p.port) {
+        failed.push(Part::Encap);
+    }
     RuleCheck {
         id,
         rule: rule.clone(),
@@ -233,7 +256,7 @@ pub fn check_rules(policy: &Policy, opts: &CompileOptions, p: &Packet) -> Vec<Ru
         .iter()
         .chain(&builtins)
         .zip(1u32..)
-        .map(|(rule, id)| check_rule(policy, &opts.host_addrs, id, rule, p))
+        .map(|(rule, id)| check_rule(policy, opts, id, rule, p))
         .collect()
 }
 
@@ -258,6 +281,9 @@ pub struct Explanation {
     /// The rule the compiled maps decide by (`evaluate`), which the datapath
     /// counts the flow under.
     pub datapath_rule: Option<u32>,
+    /// When the compiled maps refuse the packet with a deny entry: the rule
+    /// it was carved from (`builtin:host-ingress`, for encapsulation).
+    pub refused_by: Option<u32>,
     /// With NetworkPolicies: how each side judged the packet.
     pub workload: Option<WorkloadVerdict>,
 }
@@ -359,6 +385,7 @@ pub fn explain(
         allowing,
         near,
         datapath_rule: evaluate(compiled, p.src, p.dst, p.proto, p.port),
+        refused_by: refusing_rule(compiled, p.src, p.dst, p.proto, p.port),
         workload,
     }
 }
@@ -375,7 +402,6 @@ fn workload_verdict(
     native_allowing: &[RuleCheck],
 ) -> (WorkloadVerdict, Vec<RuleCheck>, Vec<RuleCheck>) {
     use super::netpol::Direction;
-    let host = &opts.host_addrs;
     let in_g = |g: &str, a: IpAddr| policy.group(g).is_some_and(|g| in_group(g, a));
     let native = !policy.rules.is_empty();
     let pod = |a: IpAddr| in_g(super::cluster::PODS_GROUP, a);
@@ -386,7 +412,7 @@ fn workload_verdict(
     let mut by_side: [Vec<RuleCheck>; 2] = [Vec::new(), Vec::new()];
     let mut missed = Vec::new();
     for (side, id) in w.sides.iter().zip(first_id..) {
-        let check = check_rule(policy, host, id, &super::combine::side_rule(side), p);
+        let check = check_rule(policy, opts, id, &super::combine::side_rule(side), p);
         let i = usize::from(side.direction == Direction::Ingress);
         if check.allows() {
             by_side[i].push(check);
@@ -415,7 +441,7 @@ fn workload_verdict(
             &[Peer::Any],
             &[],
         );
-        vec![check_rule(policy, host, id, &rule, p)]
+        vec![check_rule(policy, opts, id, &rule, p)]
     };
     // For the operator, a native rule allows both sides of its traffic.
     let side = |pod: bool, isolated: bool, own: &[RuleCheck]| SideVerdict {

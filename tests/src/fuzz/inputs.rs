@@ -46,6 +46,8 @@ fn compile_all(policy: &Policy) {
         let opts = CompileOptions {
             host_addrs: host(),
             enforce_host,
+            // A node prefix around the host: the tunnel entries are built too.
+            node_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
         };
         match compile(policy, &opts) {
             Ok(c) => {

@@ -176,7 +176,7 @@ pub fn run(budget: Duration, seed: u64, crash_dir: &Path) -> Option<Report> {
             0..=3 => {
                 let f = flow(&mut rng, false);
                 let by_policy =
-                    reference::verdict(&policy, &[], false, f.src, f.dst, f.proto, f.dport)
+                    reference::verdict(&policy, &[], &[], false, f.src, f.dst, f.proto, f.dport)
                         .is_some();
                 let pass = by_policy || allowed.contains(&f.reverse());
                 if by_policy {

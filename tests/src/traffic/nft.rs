@@ -57,7 +57,8 @@ fn elements(p: &Policy) -> (Family, Family) {
             Peer::Any | Peer::World => {
                 vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()]
             }
-            Peer::Host => vec![],
+            // The benchmark has no node addresses of its own.
+            Peer::Host | Peer::Nodes => vec![],
             Peer::Cidr(n) => vec![*n],
         }
     };

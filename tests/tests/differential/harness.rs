@@ -108,7 +108,14 @@ impl Harness {
             if !self.freshen(rng, &mut pkt) {
                 continue;
             }
-            let obs = observe(&mut self.dp, &prep, &gp.host, gp.enforce_opt, &pkt);
+            let obs = observe(
+                &mut self.dp,
+                &prep,
+                &gp.host,
+                &gp.nodes,
+                gp.enforce_opt,
+                &pkt,
+            );
             let failed = obs.failures();
             if !failed.is_empty() {
                 return Err(Failure::Packet {
@@ -152,7 +159,7 @@ impl Harness {
                 if !self.freshen(rng, &mut p) {
                     return false;
                 }
-                let obs = observe(&mut self.dp, &prep, &gp.host, gp.enforce_opt, &p);
+                let obs = observe(&mut self.dp, &prep, &gp.host, &gp.nodes, gp.enforce_opt, &p);
                 obs.failures() == *failed
             }
         }

@@ -4,6 +4,8 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use agent_common::{map_names, CtKey4, CtKey6, CtValue};
 use aya::maps::HashMap as BpfHashMap;
 use netpol_agent::datapath::{Datapath, LoadOptions};
@@ -223,6 +225,7 @@ pub fn observe(
     dp: &mut Datapath,
     prep: &Prepared,
     host: &[IpAddr],
+    nodes: &[IpNet],
     enforce_opt: bool,
     p: &Pkt,
 ) -> Observation {
@@ -230,6 +233,7 @@ pub fn observe(
     let reference = reference::verdict(
         &prep.policy,
         host,
+        nodes,
         enforce_opt,
         args.0,
         args.1,
@@ -239,6 +243,7 @@ pub fn observe(
     let allowing = reference::allowing_rules(
         &prep.policy,
         host,
+        nodes,
         enforce_opt,
         args.0,
         args.1,

@@ -15,7 +15,7 @@ use crate::policy_gen::rand_port;
 use crate::rng::Rng;
 
 /// Protocols sent with no transport header (never IPv6 extension headers).
-const RAW_PROTOS: [u8; 6] = [47, 50, 4, 89, 103, 253];
+const RAW_PROTOS: [u8; 7] = [47, 50, 4, 41, 89, 103, 253];
 
 /// One flow-opening packet. `port` is the destination port, ICMP
 /// `type << 8 | code`, or 0 for other protocols; `sport` is the source port or
@@ -195,7 +195,9 @@ pub fn gen_packet(rng: &mut Rng, gp: &GPolicy, prefixes: &[IpNet]) -> Pkt {
     } else {
         match rng.below(100) {
             0..=29 => (PROTO_TCP, rand_port(rng)),
-            30..=51 => (PROTO_UDP, rand_port(rng)),
+            // Now and then a tunnel port, which reaches the node only from nodes.
+            30..=33 => (PROTO_UDP, *rng.pick(&[4789u16, 8472, 6081])),
+            34..=51 => (PROTO_UDP, rand_port(rng)),
             52..=61 => (PROTO_SCTP, rand_port(rng)),
             62..=76 => (PROTO_ICMP, 8 << 8 | if rng.chance(85) { 0 } else { 1 }),
             77..=94 => {

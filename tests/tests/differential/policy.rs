@@ -62,6 +62,8 @@ pub struct GPolicy {
     pub settings: Option<bool>,
     /// The node's addresses (`CompileOptions::host_addrs`).
     pub host: Vec<IpAddr>,
+    /// The node prefixes (`CompileOptions::node_cidrs`).
+    pub nodes: Vec<IpNet>,
     /// `CompileOptions::enforce_host`.
     pub enforce_opt: bool,
     /// 0: one file; 1: two files; 2: two documents in one file. The first part
@@ -89,6 +91,7 @@ impl GPolicy {
             }
         }
         out.extend(self.host.iter().map(|a| IpNet::from(*a)));
+        out.extend(&self.nodes);
         out
     }
 
@@ -136,6 +139,7 @@ impl GPolicy {
         CompileOptions {
             host_addrs: self.host.clone(),
             enforce_host: self.enforce_opt,
+            node_cidrs: self.nodes.clone(),
         }
     }
 }

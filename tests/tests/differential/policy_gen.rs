@@ -84,7 +84,8 @@ fn gen_peer(rng: &mut Rng, groups: &[GGroup]) -> GPeer {
         0..=49 if !groups.is_empty() => simple(Peer::Group(rng.pick(groups).name.clone())),
         0..=57 => simple(Peer::Any),
         58..=69 => simple(Peer::World),
-        70..=77 => simple(Peer::Host),
+        70..=74 => simple(Peer::Host),
+        75..=77 => simple(Peer::Nodes),
         _ => {
             // Half the time a prefix some group also names.
             let named: Vec<IpNet> = groups
@@ -261,6 +262,7 @@ pub fn gen_policy(rng: &mut Rng) -> GPolicy {
             _ => None,
         },
         host: Vec::new(),
+        nodes: Vec::new(),
         enforce_opt: rng.chance(10),
         split: match rng.below(100) {
             0..=69 => 0,
@@ -283,6 +285,19 @@ pub fn gen_policy(rng: &mut Rng) -> GPolicy {
             dense_addr(rng, is_v6)
         };
         gp.host.push(a);
+    }
+    // Node prefixes: where tunnels to the node may come from.
+    for _ in 0..rng.range(0, 2) {
+        let a = if !prefixes.is_empty() && rng.chance(50) {
+            let p = *rng.pick(&prefixes);
+            addr_inside(rng, &p)
+        } else {
+            let is_v6 = rng.chance(35);
+            dense_addr(rng, is_v6)
+        };
+        let len = if a.is_ipv6() { 112 } else { 24 };
+        gp.nodes
+            .push(IpNet::new(a, len).expect("valid length").trunc());
     }
     gp
 }

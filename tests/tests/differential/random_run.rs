@@ -92,7 +92,14 @@ fn policy_vs_datapath() {
             h.apply(&prep);
             let mut p = pkt;
             h.freshen(&mut shrink_rng, &mut p);
-            let obs = observe(&mut h.dp, &prep, &small.host, small.enforce_opt, &p);
+            let obs = observe(
+                &mut h.dp,
+                &prep,
+                &small.host,
+                &small.nodes,
+                small.enforce_opt,
+                &p,
+            );
             panic!(
                 "differential: seed {seed:#x} case {case}: the judges disagree on {} ({:?})\n{}\n\nThis does NOT reproduce in a fresh datapath, even after the two policies applied before it: it depends on a longer history of reloads. Replay the whole run with NETPOL_DIFF_SEED={seed:#x} NETPOL_DIFF_CASES={}.\n\npolicy (shrunk in the long-lived datapath):\n{}\n{original}",
                 p.describe(),

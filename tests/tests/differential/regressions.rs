@@ -3,6 +3,8 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
+
 use netpol_agent::policy::{compile, CompileOptions, Policy};
 use netpol_tests::require_root;
 
@@ -25,12 +27,37 @@ pub fn check_packet(
     check_packet_after(&[], files, host, enforce_host, packet, want_pass);
 }
 
+/// `check_packet` with node prefixes (`CompileOptions::node_cidrs`).
+pub fn check_packet_nodes(
+    files: &[(&str, &str)],
+    host: &[&str],
+    nodes: &[&str],
+    enforce_host: bool,
+    packet: (&str, &str, u8, u16),
+    want_pass: bool,
+) {
+    check_packet_after_nodes(&[], files, host, nodes, enforce_host, packet, want_pass);
+}
+
 /// `check_packet` after the policies of `history` were applied, in order, to
 /// the same datapath (each compiled with the same host options).
 pub fn check_packet_after(
     history: &[&[(&str, &str)]],
     files: &[(&str, &str)],
     host: &[&str],
+    enforce_host: bool,
+    packet: (&str, &str, u8, u16),
+    want_pass: bool,
+) {
+    check_packet_after_nodes(history, files, host, &[], enforce_host, packet, want_pass);
+}
+
+/// `check_packet_after` with node prefixes.
+pub fn check_packet_after_nodes(
+    history: &[&[(&str, &str)]],
+    files: &[(&str, &str)],
+    host: &[&str],
+    nodes: &[&str],
     enforce_host: bool,
     packet: (&str, &str, u8, u16),
     want_pass: bool,
@@ -54,9 +81,14 @@ pub fn check_packet_after(
         .iter()
         .map(|a| a.parse().expect("host address"))
         .collect();
+    let nodes: Vec<IpNet> = nodes
+        .iter()
+        .map(|n| n.parse().expect("node prefix"))
+        .collect();
     let opts = CompileOptions {
         host_addrs: host.clone(),
         enforce_host,
+        node_cidrs: nodes.clone(),
     };
     let compiled = compile(&policy, &opts).unwrap_or_else(|e| panic!("compile: {e}"));
     let prep = Prepared {
@@ -74,7 +106,7 @@ pub fn check_packet_after(
         port,
         sport: 40000,
     };
-    let obs = observe(&mut dp, &prep, &host, enforce_host, &pkt);
+    let obs = observe(&mut dp, &prep, &host, &nodes, enforce_host, &pkt);
     let failed = obs.failures();
     assert!(
         failed.is_empty() && obs.passes() == want_pass,
@@ -160,4 +192,50 @@ fn fixed_examples() {
         ("2001:db8::1", "fd00:0:2::1", 58, 0x8e00),
         false,
     );
+}
+
+/// The host exemption stops short of tunnels: VXLAN, Geneve, IP-in-IP and
+/// GRE reach the node only from `nodes`, or by a rule naming them.
+const TUNNELS: &str = r#"
+groups:
+  partner: [198.51.100.0/24]
+rules:
+  - name: partner-vxlan
+    from: partner
+    to: host
+    ports: [4789/udp]
+"#;
+
+#[test]
+fn tunnels_to_the_node_only_from_nodes() {
+    let files = [("p.yaml", TUNNELS)];
+    let (host, nodes) = (["10.9.9.9", "fd00::9"], ["10.8.0.0/16"]);
+    for (proto, port) in [(17, 4789), (17, 8472), (17, 6081), (4, 0), (41, 0), (47, 0)] {
+        let check = |src, want| {
+            check_packet_nodes(
+                &files,
+                &host,
+                &nodes,
+                false,
+                (src, "10.9.9.9", proto, port),
+                want,
+            )
+        };
+        check("203.0.113.1", false);
+        check("10.8.1.2", true);
+    }
+    let check = |src, proto, port, want| {
+        check_packet_nodes(
+            &files,
+            &host,
+            &nodes,
+            false,
+            (src, "10.9.9.9", proto, port),
+            want,
+        )
+    };
+    check("198.51.100.7", 17, 4789, true);
+    check("198.51.100.7", 17, 8472, false);
+    check("203.0.113.1", 17, 4790, true);
+    check("203.0.113.1", 17, 53, true);
 }

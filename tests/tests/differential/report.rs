@@ -52,11 +52,22 @@ pub fn regression_test(
             )
         })
         .collect();
+    let with_nodes = if gp.nodes.is_empty() { "" } else { "_nodes" };
+    let nodes: Vec<String> = gp
+        .nodes
+        .iter()
+        .map(|n| format!("{:?}", n.to_string()))
+        .collect();
+    let nodes = if gp.nodes.is_empty() {
+        String::new()
+    } else {
+        format!("        &[{}], // node prefixes\n", nodes.join(", "))
+    };
     let (call, before) = if history.is_empty() {
-        ("check_packet(".to_string(), String::new())
+        (format!("check_packet{with_nodes}("), String::new())
     } else {
         (
-            "check_packet_after(".to_string(),
+            format!("check_packet_after{with_nodes}("),
             format!(
                 "        // Applied first, in this order (the bug depends on them):\n        &[\n{}\n        ],\n",
                 before.join("\n")
@@ -70,7 +81,7 @@ fn regression_seed_{seed:x}_case_{case}() {{
     {call}
 {before}        {files},
         &[{host}], // host addresses
-        {enforce}, // CompileOptions::enforce_host
+{nodes}        {enforce}, // CompileOptions::enforce_host
         // {what}
         ({src:?}, {dst:?}, {proto}, {port}),
         {want_pass}, // it passes

@@ -51,6 +51,11 @@ pub fn simplifications(gp: &GPolicy) -> Vec<GPolicy> {
             ..gp.clone()
         });
     }
+    for i in 0..gp.nodes.len() {
+        let mut c = gp.clone();
+        c.nodes.remove(i);
+        out.push(c);
+    }
     for i in 0..gp.host.len() {
         let mut c = gp.clone();
         c.host.remove(i);
@@ -151,7 +156,7 @@ pub fn replay(history: &[GPolicy], gp: &GPolicy, pkt: &Pkt) -> Option<(Prepared,
     let prep = prepare(gp).ok()?;
     let mut dp = fresh_datapath();
     apply_all(&mut dp, &earlier, &gp.compile_options(), &prep);
-    let obs = observe(&mut dp, &prep, &gp.host, gp.enforce_opt, pkt);
+    let obs = observe(&mut dp, &prep, &gp.host, &gp.nodes, gp.enforce_opt, pkt);
     Some((prep, obs))
 }
 

@@ -702,6 +702,7 @@ fn load(
     let opts = CompileOptions {
         host_addrs: w.host.clone(),
         enforce_host: false,
+        node_cidrs: Vec::new(),
     };
     compile(&policy, &opts).map_err(|e| e.to_string())
 }

@@ -111,6 +111,7 @@ fn host_opts(enforce_host: bool) -> CompileOptions {
     CompileOptions {
         host_addrs: vec!["10.0.9.1".parse().unwrap(), "fd00:9::1".parse().unwrap()],
         enforce_host,
+        node_cidrs: Vec::new(),
     }
 }
 
@@ -198,4 +199,137 @@ fn host_enforced_by_policy_setting() {
     for i in [1, 2, 3, 5] {
         b.xdp(frames[i].0, &frames[i].1, Drop(DROP_POLICY));
     }
+}
+
+/// `BASE`, plus web allowed to send VXLAN to the node: an operator's rule
+/// naming a tunnel port.
+const TUNNELS: &str = r#"
+groups:
+  web: [10.0.1.0/24, "fd00:1::/64"]
+  db: [10.0.2.0/24, "fd00:2::/64"]
+rules:
+  - name: web-to-db
+    from: web
+    to: db
+    ports: [5432/tcp, 53/udp, 3868/sctp, icmp/8, icmpv6/128]
+  - name: web-vxlan-to-node
+    from: web
+    to: host
+    ports: [4789/udp]
+"#;
+
+/// The node 10.0.9.1 / fd00:9::1 in a cluster whose nodes are 10.0.8.0/24
+/// and fd00:8::/64.
+fn tunnel_opts() -> CompileOptions {
+    CompileOptions {
+        node_cidrs: vec![
+            "10.0.8.0/24".parse().unwrap(),
+            "fd00:8::/64".parse().unwrap(),
+        ],
+        ..host_opts(false)
+    }
+}
+
+/// A tunnel packet of each kind the kernel decapsulates, from `src` to `dst`:
+/// VXLAN on 4789 and 8472, Geneve, IP-in-IP, IPv6-in-IP, GRE.
+fn tunnel_frames(src: &str, dst: &str) -> Vec<(&'static str, Packet)> {
+    let p = || Packet::ip(src, dst);
+    vec![
+        (
+            "VXLAN udp/4789",
+            p().udp(40000, 4789).payload(&[0x08, 0, 0, 0, 0, 0, 1, 0]),
+        ),
+        (
+            "VXLAN udp/8472",
+            p().udp(40001, 8472).payload(&[0x08, 0, 0, 0, 0, 0, 1, 0]),
+        ),
+        (
+            "Geneve udp/6081",
+            p().udp(40002, 6081)
+                .payload(&[0, 0, 0x65, 0x58, 0, 0, 1, 0]),
+        ),
+        ("IP-in-IP", p().proto(4).payload(&[0x45; 20])),
+        ("IPv6-in-IP", p().proto(41).payload(&[0x60; 40])),
+        ("GRE", p().proto(47).payload(&[0, 0, 0x08, 0])),
+    ]
+}
+
+#[test]
+fn host_exemption_stops_short_of_tunnels() {
+    let test = "host_exemption_stops_short_of_tunnels";
+    let Some(mut b) = Bench::with(test, TUNNELS, &small_maps(), &tunnel_opts()) else {
+        return;
+    };
+    // From the world, and from a pod not named by a rule: dropped.
+    for src in ["192.0.2.1", "10.0.2.7"] {
+        for (name, p) in tunnel_frames(src, "10.0.9.1") {
+            b.xdp(&format!("{src} -> host {name}"), &p, Drop(DROP_POLICY));
+        }
+    }
+    for (name, p) in tunnel_frames("2001:db8::1", "fd00:9::1") {
+        b.xdp(&format!("IPv6 world -> host {name}"), &p, Drop(DROP_POLICY));
+    }
+    // From a node prefix, and from the node itself: the tunnels of the cluster.
+    for src in ["10.0.8.20", "10.0.9.1"] {
+        for (name, p) in tunnel_frames(src, "10.0.9.1") {
+            b.xdp(&format!("node {src} -> host {name}"), &p, Pass(PASS_POLICY));
+        }
+    }
+    for (name, p) in tunnel_frames("fd00:8::20", "fd00:9::1") {
+        b.xdp(&format!("IPv6 node -> host {name}"), &p, Pass(PASS_POLICY));
+    }
+    // The rest of the node's ports still pass from anywhere.
+    for (port, sport) in [(4788, 41000), (4790, 41001), (53, 41002), (6082, 41003)] {
+        b.xdp(
+            &format!("world -> host udp/{port}"),
+            &Packet::ip("192.0.2.1", "10.0.9.1").udp(sport, port),
+            Pass(PASS_POLICY),
+        );
+    }
+    b.xdp(
+        "world -> host ESP",
+        &Packet::ip("192.0.2.1", "10.0.9.1").proto(50),
+        Pass(PASS_POLICY),
+    );
+    b.xdp(
+        "world -> host tcp/4789",
+        &Packet::ip("192.0.2.1", "10.0.9.1").tcp(41004, 4789, TCP_SYN),
+        Pass(PASS_POLICY),
+    );
+    // The operator's rule for web wins on its port, and only there.
+    b.xdp(
+        "web -> host VXLAN udp/4789 (web-vxlan-to-node)",
+        &Packet::ip("10.0.1.5", "10.0.9.1").udp(42000, 4789),
+        Pass(PASS_POLICY),
+    );
+    b.xdp(
+        "web -> host VXLAN udp/8472",
+        &Packet::ip("10.0.1.5", "10.0.9.1").udp(42001, 8472),
+        Drop(DROP_POLICY),
+    );
+    // Only traffic to the node: the node's own tunnels out still pass.
+    b.xdp(
+        "host -> world VXLAN",
+        &Packet::ip("10.0.9.1", "192.0.2.1").udp(42002, 4789),
+        Pass(PASS_POLICY),
+    );
+
+    // `--enforce-host`: no built-in rule; only the operator's rule remains.
+    b.apply(
+        TUNNELS,
+        &CompileOptions {
+            enforce_host: true,
+            ..tunnel_opts()
+        },
+    );
+    b.xdp(
+        "enforce_host: node -> host VXLAN",
+        &Packet::ip("10.0.8.20", "10.0.9.1").udp(43000, 4789),
+        Drop(DROP_POLICY),
+    );
+    b.xdp(
+        "enforce_host: web -> host VXLAN (web-vxlan-to-node)",
+        &Packet::ip("10.0.1.5", "10.0.9.1").udp(43001, 4789),
+        Pass(PASS_POLICY),
+    );
 }

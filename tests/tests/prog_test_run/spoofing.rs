@@ -27,6 +27,7 @@ fn with_node(test: &'static str) -> Option<Bench> {
     let opts = CompileOptions {
         host_addrs: vec![NODE_V4.parse().unwrap(), NODE_V6.parse().unwrap()],
         enforce_host: false,
+        node_cidrs: Vec::new(),
     };
     Bench::with(test, BASE, &small_maps(), &opts)
 }

@@ -190,6 +190,7 @@ fn world_is_not_any() {
     let opts = CompileOptions {
         host_addrs: vec![ip("192.168.1.1")],
         enforce_host: true,
+        node_cidrs: Vec::new(),
     };
     let c = compile(&p, &opts).unwrap();
     let svc = "10.0.1.5";
@@ -208,7 +209,7 @@ fn world_is_not_any() {
         None,
         "host is not world"
     );
-    assert_eq!(groups_of(&c, "192.168.1.1"), ["host"]);
+    assert_eq!(groups_of(&c, "192.168.1.1"), ["host", "nodes"]);
     for src in ["203.0.113.1", "10.0.2.1", svc, "192.168.1.1"] {
         assert_eq!(verdict(&c, src, svc, TCP, 443), Some("from-any"), "{src}");
     }
@@ -222,12 +223,12 @@ fn world_is_not_any() {
 fn host_rules_unless_enforced() {
     let p = policy(
         vec![
-            group("nodes", &["10.9.0.0/16"], &[]),
+            group("workers", &["10.9.0.0/16"], &[]),
             group("svc", &["10.0.1.0/24"], &[]),
         ],
         vec![Rule::new(
-            "nodes-to-svc",
-            &[g("nodes")],
+            "workers-to-svc",
+            &[g("workers")],
             &[g("svc")],
             &[PortSpec::port(TCP, 10250)],
         )],
@@ -238,18 +239,30 @@ fn host_rules_unless_enforced() {
         &CompileOptions {
             host_addrs: host_addrs.clone(),
             enforce_host: false,
+            node_cidrs: Vec::new(),
         },
     )
     .unwrap();
     assert_eq!(
         open.rule_names,
-        ["", "nodes-to-svc", HOST_INGRESS_RULE, HOST_EGRESS_RULE]
+        [
+            "",
+            "workers-to-svc",
+            HOST_INGRESS_RULE,
+            HOST_EGRESS_RULE,
+            NODE_ENCAP_RULE
+        ]
     );
-    assert_eq!(groups_of(&open, "10.9.9.9"), ["host", "nodes"]);
-    assert_eq!(groups_of(&open, "fd00::9"), ["host"]);
+    assert_eq!(groups_of(&open, "10.9.9.9"), ["host", "nodes", "workers"]);
+    assert_eq!(groups_of(&open, "fd00::9"), ["host", "nodes"]);
+    assert_eq!(
+        verdict(&open, "203.0.113.1", "10.9.9.9", 50, 0),
+        Some(HOST_INGRESS_RULE)
+    );
     assert_eq!(
         verdict(&open, "203.0.113.1", "10.9.9.9", 47, 0),
-        Some(HOST_INGRESS_RULE)
+        None,
+        "GRE only from nodes"
     );
     assert_eq!(
         verdict(&open, "10.9.9.9", "203.0.113.1", UDP, 53),
@@ -261,7 +274,7 @@ fn host_rules_unless_enforced() {
     );
     assert_eq!(
         verdict(&open, "10.9.9.9", "10.0.1.1", TCP, 10250),
-        Some("nodes-to-svc"),
+        Some("workers-to-svc"),
         "more specific entry"
     );
     assert_eq!(
@@ -280,15 +293,16 @@ fn host_rules_unless_enforced() {
             &CompileOptions {
                 host_addrs: host_addrs.clone(),
                 enforce_host: opt,
+                node_cidrs: Vec::new(),
             },
         )
         .unwrap();
-        assert_eq!(c.rule_names, ["", "nodes-to-svc"]);
+        assert_eq!(c.rule_names, ["", "workers-to-svc"]);
         assert_eq!(verdict(&c, "203.0.113.1", "10.9.9.9", TCP, 22), None);
         assert_eq!(verdict(&c, "10.9.9.9", "203.0.113.1", UDP, 53), None);
         assert_eq!(
             verdict(&c, "10.9.9.9", "10.0.1.1", TCP, 10250),
-            Some("nodes-to-svc")
+            Some("workers-to-svc")
         );
     }
 }
@@ -307,6 +321,7 @@ fn host_peer() {
     let opts = CompileOptions {
         host_addrs: vec![ip("10.0.0.10")],
         enforce_host: true,
+        node_cidrs: Vec::new(),
     };
     let c = compile(&p, &opts).unwrap();
     assert_eq!(
@@ -511,7 +526,10 @@ fn always_has_default_routes() {
         c.rules.is_empty(),
         "no host addresses: the host rules have nothing to match"
     );
-    assert_eq!(c.rule_names, ["", HOST_INGRESS_RULE, HOST_EGRESS_RULE]);
+    assert_eq!(
+        c.rule_names,
+        ["", HOST_INGRESS_RULE, HOST_EGRESS_RULE, NODE_ENCAP_RULE]
+    );
     assert_eq!(verdict(&c, "1.1.1.1", "2.2.2.2", TCP, 1), None);
 
     // A group covering everything leaves no plain `world` identity.
@@ -578,6 +596,7 @@ fn deterministic() {
     let opts = CompileOptions {
         host_addrs: vec![ip("10.1.2.3"), ip("fd00::1")],
         enforce_host: false,
+        node_cidrs: Vec::new(),
     };
     let one = compile(&policy(groups.clone(), rules.clone()), &opts).unwrap();
     assert_eq!(
@@ -705,6 +724,7 @@ fn from_files(texts: &[(&str, &str)], host: &[&str]) -> Compiled {
     let opts = CompileOptions {
         host_addrs: host.iter().map(|h| ip(h)).collect(),
         enforce_host: false,
+        node_cidrs: Vec::new(),
     };
     compile(&merge(files).unwrap(), &opts).unwrap()
 }
@@ -747,4 +767,220 @@ fn the_content_hash_names_what_is_enforced_not_how_it_was_written() {
         let other = from_files(&[("g.yaml", g), ("r.yaml", &r)], &["192.168.0.1"]);
         assert_ne!(other.content_hash(), hash, "{what}");
     }
+}
+
+/// The node of the encapsulation tests: 10.9.9.9 and fd00::9, in a cluster
+/// whose nodes are 10.8.0.0/16 and fd00:8::/64.
+fn encap_opts(enforce_host: bool) -> CompileOptions {
+    CompileOptions {
+        host_addrs: vec![ip("10.9.9.9"), ip("fd00::9")],
+        enforce_host,
+        node_cidrs: nets(&["10.8.0.0/16", "fd00:8::/64"]),
+    }
+}
+
+/// Every tunnel the kernel decapsulates, as (protocol, port).
+const ENCAP: [(u8, u16); 6] = [
+    (UDP, 4789),
+    (UDP, 8472),
+    (UDP, 6081),
+    (4, 0),
+    (41, 0),
+    (47, 0),
+];
+
+#[test]
+fn encapsulation_to_host_only_from_nodes() {
+    let p = policy(vec![group("svc", &["10.0.1.0/24"], &[])], Vec::new());
+    let c = compile(&p, &encap_opts(false)).unwrap();
+    let hi = c
+        .rule_names
+        .iter()
+        .position(|n| n == HOST_INGRESS_RULE)
+        .unwrap() as u32;
+    for (proto, port) in ENCAP {
+        for world in ["203.0.113.1", "10.0.1.5"] {
+            assert_eq!(
+                verdict(&c, world, "10.9.9.9", proto, port),
+                None,
+                "{world} {proto}/{port}"
+            );
+            assert_eq!(
+                refusing_rule(&c, ip(world), ip("10.9.9.9"), proto, port),
+                Some(hi)
+            );
+        }
+        assert_eq!(verdict(&c, "2001:db8::1", "fd00::9", proto, port), None);
+        for node in ["10.8.3.4", "10.9.9.9"] {
+            assert_eq!(
+                verdict(&c, node, "10.9.9.9", proto, port),
+                Some(NODE_ENCAP_RULE),
+                "{node} {proto}/{port}"
+            );
+        }
+        assert_eq!(
+            verdict(&c, "fd00:8::4", "fd00::9", proto, port),
+            Some(NODE_ENCAP_RULE)
+        );
+        // Only traffic to the node is concerned.
+        assert_eq!(
+            verdict(&c, "10.9.9.9", "203.0.113.1", proto, port),
+            Some(HOST_EGRESS_RULE)
+        );
+    }
+    // Everything else still reaches the node from anywhere.
+    for (proto, port) in [
+        (UDP, 4788),
+        (UDP, 4790),
+        (UDP, 53),
+        (UDP, 8471),
+        (TCP, 4789),
+        (50, 0),
+    ] {
+        assert_eq!(
+            verdict(&c, "203.0.113.1", "10.9.9.9", proto, port),
+            Some(HOST_INGRESS_RULE),
+            "{proto}/{port}"
+        );
+    }
+    // Deny entries are exactly the six shapes per (source, host) pair that
+    // is not `nodes`.
+    let denies: Vec<_> = c
+        .rules
+        .iter()
+        .filter(|(_, _, v)| v.flags & agent_common::RULE_FLAG_DENY != 0)
+        .collect();
+    assert!(denies.iter().all(|(_, _, v)| v.rule_id == hi));
+    let sources = c
+        .identities
+        .iter()
+        .filter(|i| !i.groups.iter().any(|g| g == "nodes"))
+        .count();
+    assert_eq!(denies.len(), sources * 6);
+
+    // `--enforce-host` adds no built-in rule at all: nothing passes.
+    let c = compile(&p, &encap_opts(true)).unwrap();
+    assert_eq!(c.rule_names, [""]);
+    assert_eq!(verdict(&c, "10.8.3.4", "10.9.9.9", UDP, 4789), None);
+    assert!(c.rules.iter().all(|(_, _, v)| v.flags == 0));
+}
+
+#[test]
+fn an_operator_rule_for_a_tunnel_port_wins() {
+    let partner = group("partner", &["198.51.100.0/24"], &[]);
+    let rules = vec![
+        Rule::new(
+            "partner-vxlan",
+            &[g("partner")],
+            &[Peer::Host],
+            &[PortSpec::port(UDP, 4789)],
+        ),
+        Rule::new(
+            "partner-udp",
+            &[g("partner")],
+            &[Peer::Host],
+            &[PortSpec::proto(UDP)],
+        ),
+        Rule::new(
+            "world-gre",
+            &[Peer::World],
+            &[Peer::Host],
+            &[PortSpec::proto(47)],
+        ),
+        Rule {
+            audit: true,
+            ..Rule::new("audit-ipip", &[g("partner")], &[Peer::Any], &[])
+        },
+    ];
+    let c = compile(&policy(vec![partner], rules), &encap_opts(false)).unwrap();
+    let (p, w) = ("198.51.100.7", "203.0.113.1");
+    assert_eq!(verdict(&c, p, "10.9.9.9", UDP, 4789), Some("partner-vxlan"));
+    assert_eq!(verdict(&c, p, "10.9.9.9", UDP, 8472), Some("partner-udp"));
+    assert_eq!(verdict(&c, w, "10.9.9.9", 47, 0), Some("world-gre"));
+    // host-ingress holds (partner, host) /72 over the audit-only rule, yet
+    // the audit rule allows IP-in-IP from partner: it answers, not a deny.
+    assert_eq!(verdict(&c, p, "10.9.9.9", 4, 0), Some("audit-ipip"));
+    assert_eq!(verdict(&c, w, "10.9.9.9", UDP, 4789), None);
+    assert_eq!(verdict(&c, w, "10.9.9.9", 4, 0), None);
+    // Elsewhere the enforcing built-in keeps the entry it took.
+    assert_eq!(verdict(&c, p, "10.9.9.9", TCP, 22), Some(HOST_INGRESS_RULE));
+}
+
+#[test]
+fn nodes_is_a_group_that_leaves_world_alone() {
+    let p = policy(
+        vec![group("svc", &["10.0.1.0/24"], &[])],
+        vec![
+            Rule::new(
+                "kubelet",
+                &[Peer::Nodes],
+                &[g("svc")],
+                &[PortSpec::port(TCP, 10250)],
+            ),
+            Rule::new(
+                "web",
+                &[Peer::World],
+                &[g("svc")],
+                &[PortSpec::port(TCP, 80)],
+            ),
+        ],
+    );
+    let c = compile(&p, &encap_opts(false)).unwrap();
+    assert_eq!(
+        verdict(&c, "10.8.3.4", "10.0.1.5", TCP, 10250),
+        Some("kubelet")
+    );
+    assert_eq!(
+        verdict(&c, "10.9.9.9", "10.0.1.5", TCP, 10250),
+        Some("kubelet")
+    );
+    assert_eq!(verdict(&c, "203.0.113.1", "10.0.1.5", TCP, 10250), None);
+    // A node prefix is still `world` to a rule that names world.
+    assert_eq!(verdict(&c, "10.8.3.4", "10.0.1.5", TCP, 80), Some("web"));
+    assert_eq!(groups_of(&c, "10.8.3.4"), ["nodes", "world"]);
+}
+
+#[test]
+fn nodes_is_reserved() {
+    let text =
+        "groups:\n  nodes: [10.0.0.0/8]\nrules:\n  - name: r\n    from: nodes\n    to: any\n";
+    let err = parse_str("p.yaml", text).unwrap_err().to_string();
+    assert!(
+        err.contains("p.yaml:2:3") && err.contains("built-in group"),
+        "{err}"
+    );
+    let ok = parse_str(
+        "p.yaml",
+        "rules:\n  - name: r\n    from: nodes\n    to: host\n",
+    )
+    .unwrap();
+    assert_eq!(ok.rules[0].from, [Peer::Nodes]);
+}
+
+#[test]
+fn explain_names_the_refusal() {
+    let p = policy(Vec::new(), Vec::new());
+    let opts = encap_opts(false);
+    let c = compile(&p, &opts).unwrap();
+    let packet = |src: &str| Packet {
+        src: ip(src),
+        dst: ip("10.9.9.9"),
+        proto: UDP,
+        port: 8472,
+    };
+    let e = explain(&p, &c, &opts, &packet("203.0.113.1"));
+    assert!(!e.allowed() && e.agrees());
+    assert_eq!(
+        e.refused_by.and_then(|id| c.rule_name(id)),
+        Some(HOST_INGRESS_RULE)
+    );
+    let host_ingress = check_rules(&p, &opts, &packet("203.0.113.1"))
+        .into_iter()
+        .find(|r| r.rule.name == HOST_INGRESS_RULE)
+        .unwrap();
+    assert_eq!(host_ingress.failed, [Part::Encap]);
+    let e = explain(&p, &c, &opts, &packet("10.8.0.1"));
+    assert!(e.allowed() && e.agrees() && e.refused_by.is_none());
+    assert_eq!(e.allowing.len(), 1);
+    assert_eq!(e.allowing[0].rule.name, NODE_ENCAP_RULE);
 }

@@ -13,6 +13,7 @@ const TCP: u8 = 6;
 const UDP: u8 = 17;
 const ICMP: u8 = 1;
 const GRE: u8 = 47;
+const IPIP: u8 = 4;
 
 /// A seeded linear congruential generator (Knuth's MMIX constants).
 struct Lcg(u64);
@@ -81,7 +82,8 @@ fn sub_prefix(rng: &mut Lcg, outer: IpNet) -> IpNet {
 fn port_spec(rng: &mut Lcg) -> PortSpec {
     match rng.below(8) {
         0 => PortSpec::ANY,
-        1 => PortSpec::proto(*rng.pick(&[TCP, UDP, ICMP, GRE])),
+        1 => PortSpec::proto(*rng.pick(&[TCP, UDP, ICMP, GRE, IPIP])),
+        2 if rng.chance(30) => PortSpec::port(UDP, *rng.pick(&[4789, 8472, 6081])),
         2 | 3 => PortSpec::port(*rng.pick(&[TCP, UDP]), rng.below(70) as u16),
         4 | 5 => {
             let a = rng.below(70) as u16;
@@ -96,7 +98,7 @@ fn port_spec(rng: &mut Lcg) -> PortSpec {
     }
 }
 
-fn random_policy(rng: &mut Lcg) -> (Policy, Vec<IpAddr>) {
+fn random_policy(rng: &mut Lcg) -> (Policy, Vec<IpAddr>, Vec<IpNet>) {
     let mut groups = Vec::new();
     for i in 0..1 + rng.below(5) {
         let cidrs: Vec<IpNet> = (0..rng.below(4)).map(|_| prefix(rng)).collect();
@@ -117,7 +119,8 @@ fn random_policy(rng: &mut Lcg) -> (Policy, Vec<IpAddr>) {
     let peer = |rng: &mut Lcg| match rng.below(10) {
         0 => Peer::Any,
         1 => Peer::World,
-        2 => Peer::Host,
+        2 if rng.chance(50) => Peer::Host,
+        2 => Peer::Nodes,
         3 => Peer::Cidr(prefix(rng)),
         _ => Peer::Group(rng.pick(&names).clone()),
     };
@@ -140,13 +143,14 @@ fn random_policy(rng: &mut Lcg) -> (Policy, Vec<IpAddr>) {
             addr(rng, v6)
         })
         .collect();
+    let nodes: Vec<IpNet> = (0..rng.below(3)).map(|_| prefix(rng)).collect();
     let policy = Policy {
         groups,
         rules,
         enforce_host: rng.chance(30),
         ..Policy::default()
     };
-    (policy, host)
+    (policy, host, nodes)
 }
 
 // ---- The definition ------------------------------------------------------
@@ -160,9 +164,17 @@ fn in_group(p: &Policy, name: &str, a: IpAddr) -> bool {
     g.cidrs.iter().any(|c| c.contains(&a)) && !g.except.iter().any(|e| e.contains(&a))
 }
 
-fn peer_contains(p: &Policy, host: &[IpAddr], peer: &Peer, a: IpAddr) -> bool {
+/// The node's addresses and the node prefixes.
+struct Node<'a> {
+    host: &'a [IpAddr],
+    nodes: &'a [IpNet],
+}
+
+fn peer_contains(p: &Policy, node: &Node, peer: &Peer, a: IpAddr) -> bool {
+    let host = node.host;
     match peer {
         Peer::Any => true,
+        Peer::Nodes => host.contains(&a) || node.nodes.iter().any(|n| n.contains(&a)),
         Peer::Group(name) => in_group(p, name, a),
         Peer::Cidr(n) => n.contains(&a),
         Peer::Host => host.contains(&a),
@@ -187,7 +199,7 @@ fn port_allows(spec: &PortSpec, proto: u8, port: u16) -> bool {
 /// Ids of every rule allowing the packet (1-based, built-ins after the policy's).
 fn allowing_rules(
     p: &Policy,
-    host: &[IpAddr],
+    node: &Node,
     enforce: bool,
     src: IpAddr,
     dst: IpAddr,
@@ -196,7 +208,7 @@ fn allowing_rules(
 ) -> Vec<u32> {
     let mut out = Vec::new();
     for (i, r) in p.rules.iter().enumerate() {
-        let has = |peer: &Peer, a| peer_contains(p, host, peer, a);
+        let has = |peer: &Peer, a| peer_contains(p, node, peer, a);
         let pair = if r.within {
             r.from.iter().any(|g| has(g, src) && has(g, dst))
         } else {
@@ -208,18 +220,25 @@ fn allowing_rules(
         }
     }
     let n = p.rules.len() as u32;
-    if !enforce && host.contains(&dst) {
+    let host = node.host;
+    // Tunnels reach the node only from `nodes` (builtin:node-encap).
+    let encap =
+        [4, 41, 47].contains(&proto) || (proto == UDP && [4789, 8472, 6081].contains(&port));
+    if !enforce && host.contains(&dst) && !encap {
         out.push(n + 1);
     }
     if !enforce && host.contains(&src) {
         out.push(n + 2);
+    }
+    if !enforce && host.contains(&dst) && encap && peer_contains(p, node, &Peer::Nodes, src) {
+        out.push(n + 3);
     }
     out
 }
 
 // ---- The check -----------------------------------------------------------
 
-fn packet(rng: &mut Lcg, p: &Policy, host: &[IpAddr]) -> (IpAddr, IpAddr, u8, u16) {
+fn packet(rng: &mut Lcg, p: &Policy, node: &Node) -> (IpAddr, IpAddr, u8, u16) {
     let v6 = rng.chance(30);
     // Half the addresses are drawn from the policy's own prefixes and hosts so
     // that edges and excepts are hit, not just the space between them.
@@ -227,7 +246,8 @@ fn packet(rng: &mut Lcg, p: &Policy, host: &[IpAddr]) -> (IpAddr, IpAddr, u8, u1
         .groups
         .iter()
         .flat_map(|g| g.cidrs.iter().chain(&g.except).copied())
-        .chain(host.iter().map(|a| IpNet::from(*a)))
+        .chain(node.host.iter().map(|a| IpNet::from(*a)))
+        .chain(node.nodes.iter().copied())
         .filter(|n| n.addr().is_ipv6() == v6)
         .collect();
     let pick = |rng: &mut Lcg| -> IpAddr {
@@ -239,10 +259,11 @@ fn packet(rng: &mut Lcg, p: &Policy, host: &[IpAddr]) -> (IpAddr, IpAddr, u8, u1
         }
     };
     let (src, dst) = (pick(rng), pick(rng));
-    let proto = *rng.pick(&[TCP, UDP, ICMP, GRE]);
+    let proto = *rng.pick(&[TCP, UDP, UDP, ICMP, GRE, IPIP]);
     let port = match proto {
         ICMP => (rng.below(5) as u16) << 8 | rng.below(5) as u16,
-        GRE => 0,
+        GRE | IPIP => 0,
+        UDP if rng.chance(20) => *rng.pick(&[4789, 8472, 6081]),
         _ => rng.below(75) as u16,
     };
     (src, dst, proto, port)
@@ -253,17 +274,22 @@ fn compiled_maps_agree_with_the_definition() {
     let mut rng = Lcg(0x5eed_2024);
     let (mut allowed, mut denied) = (0, 0);
     for case in 0..400 {
-        let (p, host) = random_policy(&mut rng);
+        let (p, host, nodes) = random_policy(&mut rng);
         let enforce_opt = rng.chance(20);
         let opts = CompileOptions {
             host_addrs: host.clone(),
             enforce_host: enforce_opt,
+            node_cidrs: nodes.clone(),
         };
         let c = compile(&p, &opts).unwrap_or_else(|e| panic!("case {case}: {e}\n{p:#?}"));
         let enforce = enforce_opt || p.enforce_host;
         for _ in 0..150 {
-            let (src, dst, proto, port) = packet(&mut rng, &p, &host);
-            let want = allowing_rules(&p, &host, enforce, src, dst, proto, port);
+            let node = Node {
+                host: &host,
+                nodes: &nodes,
+            };
+            let (src, dst, proto, port) = packet(&mut rng, &p, &node);
+            let want = allowing_rules(&p, &node, enforce, src, dst, proto, port);
             let got = evaluate(&c, src, dst, proto, port);
             // `explain` lists every allowing rule: exactly the definition's.
             let e = explain(
