@@ -67,9 +67,7 @@ pub fn refusing_rule(
     proto: u8,
     port: u16,
 ) -> Option<u32> {
-    let s = identity_of(compiled, src)?;
-    let d = identity_of(compiled, dst)?;
-    lookup_entry(compiled, &RuleKey::new(s.id, d.id, proto, port))
+    packet_entry(compiled, src, dst, proto, port)
         .filter(|v| v.flags & RULE_FLAG_DENY != 0)
         .map(|v| v.rule_id)
 }
@@ -84,7 +82,20 @@ pub fn evaluate(
     proto: u8,
     port: u16,
 ) -> Option<u32> {
+    packet_entry(compiled, src, dst, proto, port)
+        .filter(|v| v.flags & RULE_FLAG_DENY == 0)
+        .map(|v| v.rule_id)
+}
+
+/// The longest rule entry matching a packet, as the datapath looks it up.
+fn packet_entry(
+    compiled: &Compiled,
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    port: u16,
+) -> Option<RuleValue> {
     let s = identity_of(compiled, src)?;
     let d = identity_of(compiled, dst)?;
-    lookup_rule(compiled, &RuleKey::new(s.id, d.id, proto, port))
+    lookup_entry(compiled, &RuleKey::new(s.id, d.id, proto, port))
 }
