@@ -213,10 +213,34 @@ impl Lab {
         v6: &str,
         mtu: Option<u32>,
     ) {
+        self.plug_pod(name, host_if, v4, v6, mtu, true);
+    }
+
+    /// `add_pod` without the node's host routes to the pod: the moment of a
+    /// CNI's work before it routes the pod's addresses to its veth.
+    pub fn add_unrouted_pod(&mut self, name: &'static str, host_if: &str, v4: &str, v6: &str) {
+        self.plug_pod(name, host_if, v4, v6, None, false);
+    }
+
+    fn plug_pod(
+        &mut self,
+        name: &'static str,
+        host_if: &str,
+        v4: &str,
+        v6: &str,
+        mtu: Option<u32>,
+        routed: bool,
+    ) {
         let label: String = name.chars().filter(|c| c.is_alphanumeric()).collect();
         let pod = Arc::new(Netns::new(&label));
         quiet_defaults(&pod);
         wire_pod(&self.node, &pod, host_if, v4, v6, mtu);
+        if routed {
+            self.node
+                .ip(&["route", "add", &format!("{v4}/32"), "dev", host_if]);
+            self.node
+                .ip(&["-6", "route", "add", &format!("{v6}/128"), "dev", host_if]);
+        }
         self.node_ifaces.push(host_if.to_string());
         self.endpoints.insert(
             name,
@@ -264,7 +288,8 @@ fn quiet_defaults(ns: &Netns) {
 }
 
 /// Creates the pod's veth with both ends born in their namespaces (nothing
-/// passes through the root namespace), then applies Calico-style routing.
+/// passes through the root namespace), then applies Calico-style routing
+/// inside the pod (the node's host routes to it are the caller's).
 fn wire_pod(node: &Netns, pod: &Netns, host_if: &str, v4: &str, v6: &str, mtu: Option<u32>) {
     let mtu = mtu.map(|m| m.to_string());
     let mtu_args: Vec<&str> = mtu.iter().flat_map(|m| ["mtu", m.as_str()]).collect();
@@ -306,9 +331,6 @@ fn wire_pod(node: &Netns, pod: &Netns, host_if: &str, v4: &str, v6: &str, mtu: O
     pod.ip(&[
         "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0",
     ]);
-
-    node.ip(&["route", "add", &format!("{v4}/32"), "dev", host_if]);
-    node.ip(&["-6", "route", "add", &format!("{v6}/128"), "dev", host_if]);
 }
 
 fn wire_uplink(node: &Netns, remote: &Netns) {

@@ -120,6 +120,21 @@ fn dropped(agent: &AgentProcess, reason: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits (10 s at most) until the agent has logged each of `markers`.
+fn wait_for_log(agent: &AgentProcess, markers: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for marker in markers {
+        while !agent.log().contains(marker.as_str()) {
+            assert!(
+                Instant::now() < deadline,
+                "no \"{marker}\" in the agent's log:\n{}",
+                agent.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 #[test]
 fn forged_sources_are_delivered_without_the_agent_and_dropped_with_it() {
     if !require_root() {
@@ -243,7 +258,7 @@ fn new_pod_fails_closed_until_its_route_is_learnt() {
     if !require_root() {
         return;
     }
-    let lab = Lab::localplus();
+    let mut lab = Lab::localplus();
     let victim = lab.ep("ledger-a");
     let dst4 = SocketAddr::new(IpAddr::V4(victim.v4), PORT);
     let sink = Sink::spawn(&victim.ns, &[dst4]);
@@ -252,70 +267,16 @@ fn new_pod_fails_closed_until_its_route_is_learnt() {
     // A CNI's work, split where the agent must hold the line: the veth up
     // and the pod addressed, but no host route on the node yet.
     let (host_if, v4) = ("lxcledgerc", "10.0.1.12");
-    let pod = Netns::new("ledgerc");
-    for key in [
-        "net.ipv4.conf.all.rp_filter",
-        "net.ipv4.conf.default.rp_filter",
-    ] {
-        pod.sysctl(key, "0");
-    }
-    lab.node.ip(&[
-        "link",
-        "add",
-        host_if,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        pod.name(),
-    ]);
-    lab.node
-        .sysctl(&format!("net.ipv4.conf.{host_if}.proxy_arp"), "1");
-    lab.node
-        .sysctl(&format!("net.ipv4.neigh.{host_if}.proxy_delay"), "0");
-    lab.node.ip(&["link", "set", host_if, "up"]);
-    pod.ip(&["link", "set", "eth0", "up"]);
-    pod.ip(&["addr", "add", &format!("{v4}/32"), "dev", "eth0"]);
-    pod.ip(&[
-        "route",
-        "add",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-        "scope",
-        "link",
-    ]);
-    pod.ip(&[
-        "route",
-        "add",
-        "default",
-        "via",
-        "169.254.1.1",
-        "dev",
-        "eth0",
-    ]);
-
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let marker = format!("{host_if}: pod interface, no address yet");
-    while !agent.log().contains(&marker) {
-        assert!(
-            Instant::now() < deadline,
-            "the agent did not take {host_if} as an addressless pod interface:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // Attached too (the source check is written first).
-    while !agent.log().contains(&format!("{host_if}: XDP")) {
-        assert!(
-            Instant::now() < deadline,
-            "{host_if} not attached:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    lab.add_unrouted_pod("ledger-c", host_if, v4, "fd00:0:1::12");
+    let pod = lab.pod("ledger-c").clone();
+    wait_for_log(
+        &agent,
+        &[
+            format!("{host_if}: pod interface, no address yet"),
+            // Attached too (the source check is written first).
+            format!("{host_if}: XDP"),
+        ],
+    );
     let src: IpAddr = v4.parse().unwrap();
     let before = dropped(&agent, "unknown-endpoint");
     let early = b"before the route".to_vec();
@@ -476,20 +437,13 @@ fn unknown_pod_fails_closed_until_its_object_arrives() {
     let (host_if, v4, v6) = ("lxcledgerc", "10.0.1.12", "fd00:0:1::12");
     lab.add_pod("ledger-c", host_if, v4, v6, None);
     let pod = lab.pod("ledger-c").clone();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    for marker in [
-        format!("{host_if}: pod interface"),
-        format!("{host_if}: XDP"),
-    ] {
-        while !agent.log().contains(&marker) {
-            assert!(
-                Instant::now() < deadline,
-                "no \"{marker}\" in the agent's log:\n{}",
-                agent.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+    wait_for_log(
+        &agent,
+        &[
+            format!("{host_if}: pod interface"),
+            format!("{host_if}: XDP"),
+        ],
+    );
     let src: IpAddr = v4.parse().unwrap();
     let before = dropped(&agent, "unknown-endpoint");
     let early = b"routed, but no pod object".to_vec();
