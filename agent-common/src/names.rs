@@ -36,6 +36,7 @@ pub mod map_names {
 pub mod prog_names {
     pub const XDP: &str = "netpol_xdp";
     pub const TC: &str = "netpol_tc";
+    pub const TC_INGRESS: &str = "netpol_tc_ingress";
     /// Run (never attached) by the agent to read the kernel's jiffies.
     pub const CLOCK: &str = "netpol_clock";
 }

@@ -1,5 +1,6 @@
-//! netpol-agent datapath: XDP judges traffic entering an interface, TC (TCX)
-//! egress judges traffic leaving it; both share maps and one decision.
+//! netpol-agent datapath: XDP or TCX ingress judges traffic entering an
+//! interface, TCX egress judges traffic leaving it; all share maps and one
+//! decision.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 // Atomic adds on shared flow counters (see counting::atomic_add).
@@ -59,12 +60,18 @@ mod prog {
     /// 60 bytes).
     const TC_PULL_LEN: usize = MAX_L4_OFFSET + 64;
 
-    #[xdp]
+    /// Declares multi-buffer support (`xdp.frags`) so that jumbo MTUs keep
+    /// native mode on drivers that split large frames (veth above ~3.5 KB):
+    /// the headers are in the first buffer, and the length counted is the
+    /// whole frame's.
+    #[xdp(frags)]
     pub fn netpol_xdp(ctx: XdpContext) -> u32 {
+        // SAFETY: the context the kernel passed in.
+        let len = unsafe { aya_ebpf::helpers::bpf_xdp_get_buff_len(ctx.ctx) } as usize;
         let b = Bounds {
             start: ctx.data(),
             end: ctx.data_end(),
-            len: ctx.data_end() - ctx.data(),
+            len,
         };
         // SAFETY: the context the kernel passed in; a plain field read.
         let ifindex = unsafe { (*ctx.ctx).ingress_ifindex };
@@ -75,8 +82,9 @@ mod prog {
         }
     }
 
-    #[classifier]
-    pub fn netpol_tc(ctx: TcContext) -> i32 {
+    /// The same decision on a socket buffer, for either direction.
+    #[inline(always)]
+    fn judge_skb(ctx: &TcContext, dir: u32, check_sources: bool) -> i32 {
         let len = ctx.len() as usize;
         let want = if len < TC_PULL_LEN { len } else { TC_PULL_LEN };
         if ctx.data_end() - ctx.data() < want {
@@ -89,16 +97,31 @@ mod prog {
             end: ctx.data_end(),
             len,
         };
-        // Pass means "next": other TCX programs on the interface still run.
-        // Sources are checked where packets enter (XDP), not where they leave;
-        // the interface still says from which side the packet is counted.
-        // SAFETY: the context the kernel passed in; a plain field read.
+        // SAFETY: the context the kernel passed in; a plain field read. On
+        // ingress this is the interface the packet arrived on, on egress the
+        // one it leaves by: either way the enforced interface.
         let ifindex = unsafe { (*ctx.skb.skb).ifindex };
-        if judge(&b, DIR_EGRESS, ifindex, false) {
+        // Pass means "next": other TCX programs on the interface still run.
+        if judge(&b, dir, ifindex, check_sources) {
             TC_ACT_UNSPEC
         } else {
             TC_ACT_SHOT
         }
+    }
+
+    /// Egress. Sources are checked where packets enter, not where they
+    /// leave; the interface still says from which side the packet is counted.
+    #[classifier]
+    pub fn netpol_tc(ctx: TcContext) -> i32 {
+        judge_skb(&ctx, DIR_EGRESS, false)
+    }
+
+    /// Ingress where XDP costs more than it saves (a pod's veth: native XDP
+    /// there takes the pod's large TCP segments apart) or is not available
+    /// natively: the same checks as `netpol_xdp`, on the socket buffer.
+    #[classifier]
+    pub fn netpol_tc_ingress(ctx: TcContext) -> i32 {
+        judge_skb(&ctx, DIR_INGRESS, true)
     }
 
     /// Never attached: the agent runs it with BPF_PROG_TEST_RUN to read the

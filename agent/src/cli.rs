@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use ipnet::IpNet;
 
 use crate::datapath::{
-    CountingOptions, Mode, DEFAULT_CT_SOURCE_BURST, DEFAULT_CT_SOURCE_RATE,
+    CountingOptions, IngressHook, Mode, DEFAULT_CT_SOURCE_BURST, DEFAULT_CT_SOURCE_RATE,
     DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE,
 };
 use crate::policy::{self, CapacityError, CompileError, LockoutRefused, PolicyErrors};
@@ -203,6 +203,13 @@ pub struct RunArgs {
     /// Interface name or glob to enforce on (repeatable), e.g. `eth0` or `lxc*`.
     #[arg(long = "iface", required = true)]
     pub ifaces: Vec<String>,
+    /// What judges traffic entering each interface. `auto`: TCX ingress on
+    /// veth pairs (native XDP there costs a pod most of its bulk TCP
+    /// throughput), native XDP elsewhere, TCX where the driver refuses
+    /// native XDP; never generic XDP. `xdp`: XDP everywhere, generic where
+    /// native is refused. `tcx`: TCX ingress everywhere.
+    #[arg(long, value_enum, default_value_t = IngressHook::Auto)]
+    pub ingress_hook: IngressHook,
     /// Directory of *.yaml / *.yml policy files.
     #[arg(long)]
     pub policy_dir: PathBuf,

@@ -484,7 +484,7 @@ fn status_reads_the_agents_document() {
         last_reload_error: Some("p.yaml:5:13: rules[0].ports[0]: \"tcp:53\": write 53/tcp".into()),
         attached: vec![Attached {
             interface: "uplink0".into(),
-            xdp_mode: "driver".into(),
+            hook: "xdp-native".into(),
         }],
         kubernetes_synced: None,
         policy_fallback: false,
@@ -502,7 +502,7 @@ fn status_reads_the_agents_document() {
         "policy hash:       0123456789abcdef".into(),
         "reloads:           3 succeeded, 1 failed".into(),
         "last reload error: p.yaml:5:13: rules[0].ports[0]: \"tcp:53\": write 53/tcp".into(),
-        "  uplink0    driver   tcx egress".into(),
+        "  uplink0    xdp-native  tcx".into(),
     ] {
         assert!(stdout.contains(&line), "{line:?} not in:\n{stdout}");
     }

@@ -207,6 +207,7 @@ fn an_interface_deleted_during_the_first_reconcile_is_skipped() {
         let attached = netpol_agent::daemon::reconcile_with(
             &mut dp,
             &["race*".to_owned()],
+            netpol_agent::datapath::IngressHook::Auto,
             true,
             &mut |iface| {
                 if iface == "race1" {

@@ -151,6 +151,10 @@ fn exact_counts_from_metrics_flows_and_stats() {
         .map(|a| a["interface"].as_str().unwrap())
         .collect();
     assert!(attached.contains(&"uplink0"), "{status}");
+    // Every lab interface is a veth: by default TCX judges what enters it.
+    for a in status["attached"].as_array().unwrap() {
+        assert_eq!(a["hook"], "tcx", "{status}");
+    }
     let before_denied = settle(&lab.node);
     let before_denied_out = denied(&lab.node, "egress");
 
@@ -285,21 +289,25 @@ fn exact_counts_from_metrics_flows_and_stats() {
         metric_sum(&metrics, "netpol_agent_policy_generation", &[]),
         1
     );
-    // Interfaces by hook and mode: no series per interface.
+    // Interfaces by hook and mode, and one series per interface naming its
+    // ingress hook.
     let n = attached.len() as u64;
     let on = |labels: &[(&str, &str)]| metric_sum(&metrics, "netpol_agent_interfaces", labels);
-    assert_eq!(on(&[("hook", "xdp")]), n, "{metrics}");
-    assert_eq!(
-        on(&[("hook", "xdp"), ("mode", "native")]),
-        n,
-        "veths run XDP natively"
-    );
-    assert_eq!(on(&[("hook", "xdp"), ("mode", "generic")]), 0);
-    assert_eq!(on(&[("hook", "tcx"), ("mode", "none")]), n);
-    assert!(
-        !metrics.contains("interface=\"") && !metrics.contains("programs_attached"),
-        "{metrics}"
-    );
+    assert_eq!(on(&[("hook", "tcx"), ("mode", "ingress")]), n, "{metrics}");
+    assert_eq!(on(&[("hook", "tcx"), ("mode", "egress")]), n, "{metrics}");
+    assert_eq!(on(&[("hook", "xdp")]), 0, "{metrics}");
+    for iface in &attached {
+        assert_eq!(
+            metric_sum(
+                &metrics,
+                "netpol_agent_interface_ingress_hook",
+                &[("interface", iface), ("hook", "tcx")]
+            ),
+            1,
+            "{metrics}"
+        );
+    }
+    assert!(!metrics.contains("programs_attached"), "{metrics}");
     sre_series(&agent, &metrics);
     let (ok, out) = promtool_check(&metrics);
     assert!(ok, "promtool check metrics failed:\n{out}\n{metrics}");

@@ -274,7 +274,7 @@ fn new_pod_fails_closed_until_its_route_is_learnt() {
         &[
             format!("{host_if}: pod interface, no address yet"),
             // Attached too (the source check is written first).
-            format!("{host_if}: XDP"),
+            format!("{host_if}: enforced"),
         ],
     );
     let src: IpAddr = v4.parse().unwrap();
@@ -441,7 +441,7 @@ fn unknown_pod_fails_closed_until_its_object_arrives() {
         &agent,
         &[
             format!("{host_if}: pod interface"),
-            format!("{host_if}: XDP"),
+            format!("{host_if}: enforced"),
         ],
     );
     let src: IpAddr = v4.parse().unwrap();

@@ -3,7 +3,8 @@
 //! ```text
 //! <pin-path>/maps-v<LAYOUT_VERSION>/<MAP>   maps (conntrack, policy, counters, ...)
 //! <pin-path>/progs/<program>               the programs the links run
-//! <pin-path>/links/<iface>:xdp-drv|xdp-skb XDP links (the suffix is the mode)
+//! <pin-path>/links/<iface>:xdp-drv|xdp-skb XDP ingress links (the suffix is the mode)
+//! <pin-path>/links/<iface>:tcx-in          TCX ingress links (instead of XDP)
 //! <pin-path>/links/<iface>:tc              TCX egress links
 //! ```
 //!
@@ -35,16 +36,30 @@ const LINKS: &str = "links";
 pub enum LinkKind {
     XdpDriver,
     XdpGeneric,
+    TcxIngress,
+    /// TCX egress.
     Tc,
 }
 
 impl LinkKind {
-    const ALL: [LinkKind; 3] = [LinkKind::XdpDriver, LinkKind::XdpGeneric, LinkKind::Tc];
+    const ALL: [LinkKind; 4] = [
+        LinkKind::XdpDriver,
+        LinkKind::XdpGeneric,
+        LinkKind::TcxIngress,
+        LinkKind::Tc,
+    ];
+    /// The kinds that judge traffic entering an interface (one at a time).
+    const INGRESS: [LinkKind; 3] = [
+        LinkKind::XdpDriver,
+        LinkKind::XdpGeneric,
+        LinkKind::TcxIngress,
+    ];
 
     fn suffix(self) -> &'static str {
         match self {
             LinkKind::XdpDriver => "xdp-drv",
             LinkKind::XdpGeneric => "xdp-skb",
+            LinkKind::TcxIngress => "tcx-in",
             LinkKind::Tc => "tc",
         }
     }
@@ -127,12 +142,14 @@ impl PinLayout {
             .collect()
     }
 
-    /// The pinned link of `iface` for XDP (either mode), if any.
-    pub fn xdp_link(&self, iface: &str) -> Option<(LinkKind, PathBuf)> {
-        [LinkKind::XdpDriver, LinkKind::XdpGeneric]
+    /// The pinned ingress links of `iface` (XDP in either mode, or TCX): one,
+    /// unless an agent stopped while it moved the interface to another hook.
+    pub fn ingress_links(&self, iface: &str) -> Vec<(LinkKind, PathBuf)> {
+        LinkKind::INGRESS
             .into_iter()
             .map(|k| (k, self.link(iface, k)))
-            .find(|(_, p)| p.exists())
+            .filter(|(_, p)| p.exists())
+            .collect()
     }
 }
 
@@ -240,9 +257,9 @@ mod tests {
         got.sort_by(|a, b| (a.0.as_str(), a.1.suffix()).cmp(&(b.0.as_str(), b.1.suffix())));
         std::fs::remove_dir_all(&dir).unwrap();
         let ifaces: Vec<&str> = got.iter().map(|(i, _)| i.as_str()).collect();
-        assert_eq!(ifaces.len(), 12);
+        assert_eq!(ifaces.len(), 16);
         for iface in ["eth0", "eth0.100", "we%ird.x", "lxc1"] {
-            assert_eq!(ifaces.iter().filter(|i| **i == iface).count(), 3, "{got:?}");
+            assert_eq!(ifaces.iter().filter(|i| **i == iface).count(), 4, "{got:?}");
         }
     }
 }

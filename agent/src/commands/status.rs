@@ -69,13 +69,9 @@ pub fn table(endpoint: &str, s: &Status) -> String {
             .max()
             .unwrap_or(0)
             .max("INTERFACE".len());
-        let _ = writeln!(out, "  {:<width$}  {:<8} TC", "INTERFACE", "XDP");
+        let _ = writeln!(out, "  {:<width$}  {:<11} EGRESS", "INTERFACE", "INGRESS");
         for a in &s.attached {
-            let _ = writeln!(
-                out,
-                "  {:<width$}  {:<8} tcx egress",
-                a.interface, a.xdp_mode
-            );
+            let _ = writeln!(out, "  {:<width$}  {:<11} tcx", a.interface, a.hook);
         }
     }
     out
@@ -97,11 +93,11 @@ mod tests {
             attached: vec![
                 Attached {
                     interface: "uplink0".into(),
-                    xdp_mode: "driver".into(),
+                    hook: "xdp-native".into(),
                 },
                 Attached {
                     interface: "lxc-wallet-long".into(),
-                    xdp_mode: "generic".into(),
+                    hook: "tcx".into(),
                 },
             ],
             kubernetes_synced: None,
@@ -123,9 +119,9 @@ policy hash:       3f1c0d9e2b7a4c55
 reloads:           5 succeeded, 1 failed
 last reload error: p.yaml:3:5: rules[0].to: unknown group \"db\"
 interfaces (2):
-  INTERFACE        XDP      TC
-  uplink0          driver   tcx egress
-  lxc-wallet-long  generic  tcx egress
+  INTERFACE        INGRESS     EGRESS
+  uplink0          xdp-native  tcx
+  lxc-wallet-long  tcx         tcx
 "
         );
         let idle = Status {

@@ -215,7 +215,12 @@ impl Agent {
         if let Err(e) = self.sources.refresh(&mut self.dp, &self.args) {
             warn!("source check not updated, will retry: {e:#}");
         }
-        if let Err(e) = reconcile(&mut self.dp, &self.args.ifaces, false) {
+        if let Err(e) = reconcile(
+            &mut self.dp,
+            &self.args.ifaces,
+            self.args.ingress_hook,
+            false,
+        ) {
             warn!("{e:#}");
         }
         let now = attached_status(&self.dp);

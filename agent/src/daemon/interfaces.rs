@@ -3,7 +3,11 @@
 use anyhow::Context as _;
 use log::{error, info, warn};
 
-use crate::{datapath::Datapath, host::ifaces, telemetry::status::Attached};
+use crate::{
+    datapath::{Datapath, IngressHook},
+    host::ifaces,
+    telemetry::status::Attached,
+};
 
 pub(super) fn has_glob(pattern: &str) -> bool {
     pattern.contains(['*', '?', '['])
@@ -20,9 +24,10 @@ pub(super) fn has_glob(pattern: &str) -> bool {
 pub(super) fn reconcile(
     dp: &mut Datapath,
     patterns: &[String],
+    hook: IngressHook,
     strict: bool,
 ) -> anyhow::Result<Vec<String>> {
-    reconcile_with(dp, patterns, strict, &mut |_| {})
+    reconcile_with(dp, patterns, hook, strict, &mut |_| {})
 }
 
 /// `reconcile`, calling `before_attach` with each interface just before it
@@ -31,6 +36,7 @@ pub(super) fn reconcile(
 pub fn reconcile_with(
     dp: &mut Datapath,
     patterns: &[String],
+    hook: IngressHook,
     strict: bool,
     before_attach: &mut dyn FnMut(&str),
 ) -> anyhow::Result<Vec<String>> {
@@ -46,10 +52,10 @@ pub fn reconcile_with(
     for iface in &selected {
         before_attach(iface);
         let before = dp.attached_ifindex(iface);
-        match dp.attach(iface) {
+        match dp.attach(iface, hook.plan(ifaces::is_veth(iface))) {
             Ok(a) if before != Some(a.ifindex) => info!(
-                "{iface}: XDP ({}) ingress and TC egress {}",
-                a.xdp_mode,
+                "{iface}: enforced, {} ingress and tcx egress {}",
+                a.hook.name(),
                 if a.adopted {
                     "adopted from pinned links and switched to this agent's programs"
                 } else {
@@ -83,7 +89,7 @@ pub(super) fn attached_status(dp: &Datapath) -> Vec<Attached> {
         .into_iter()
         .map(|a| Attached {
             interface: a.iface,
-            xdp_mode: a.xdp_mode.to_owned(),
+            hook: a.hook.name().to_owned(),
         })
         .collect()
 }

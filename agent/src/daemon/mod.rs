@@ -175,7 +175,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     sources
         .refresh(&mut dp, &args)
         .context("learning pod addresses from the routes")?;
-    let selected = reconcile(&mut dp, &args.ifaces, true)?;
+    let selected = reconcile(&mut dp, &args.ifaces, args.ingress_hook, true)?;
     dp.commit_pins().context("pinning the maps")?;
     let obs = start_observability(&args, &compiled, gen, attached_status(&dp)).await?;
     let synced = kube.as_ref().map(KubeView::synced);

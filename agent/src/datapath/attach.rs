@@ -1,5 +1,6 @@
-//! Attaching XDP and TCX links to interfaces, adopting the links an earlier
-//! agent pinned, and pinning new ones.
+//! Attaching the ingress link (XDP or TCX) and the TCX egress link of each
+//! interface, adopting the links an earlier agent pinned, and pinning new
+//! ones.
 use std::path::{Path, PathBuf};
 
 use agent_common::prog_names;
@@ -13,15 +14,69 @@ use log::{info, warn};
 
 use crate::bpffs::{linkinfo, LinkKind};
 
-use super::{error::*, handles::*, Datapath};
+use super::{error::*, handles::*, options::IngressPlan, Datapath};
+
+/// What judges traffic entering an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum IngressLink {
+    #[serde(rename = "xdp-native")]
+    XdpNative,
+    #[serde(rename = "xdp-generic")]
+    XdpGeneric,
+    #[serde(rename = "tcx")]
+    Tcx,
+}
+
+impl IngressLink {
+    pub fn name(self) -> &'static str {
+        match self {
+            IngressLink::XdpNative => "xdp-native",
+            IngressLink::XdpGeneric => "xdp-generic",
+            IngressLink::Tcx => "tcx",
+        }
+    }
+
+    fn kind(self) -> LinkKind {
+        match self {
+            IngressLink::XdpNative => LinkKind::XdpDriver,
+            IngressLink::XdpGeneric => LinkKind::XdpGeneric,
+            IngressLink::Tcx => LinkKind::TcxIngress,
+        }
+    }
+
+    fn of_kind(kind: LinkKind) -> Option<Self> {
+        match kind {
+            LinkKind::XdpDriver => Some(IngressLink::XdpNative),
+            LinkKind::XdpGeneric => Some(IngressLink::XdpGeneric),
+            LinkKind::TcxIngress => Some(IngressLink::Tcx),
+            LinkKind::Tc => None,
+        }
+    }
+
+    /// Whether a link an earlier agent chose may stay under `plan`.
+    fn fits(self, plan: IngressPlan) -> bool {
+        matches!(
+            (plan, self),
+            (IngressPlan::Tcx, IngressLink::Tcx)
+                | (
+                    IngressPlan::NativeXdpElseTcx,
+                    IngressLink::XdpNative | IngressLink::Tcx
+                )
+                | (
+                    IngressPlan::XdpElseGeneric,
+                    IngressLink::XdpNative | IngressLink::XdpGeneric
+                )
+        )
+    }
+}
 
 /// The two links enforcing one interface. Dropping them closes our handles
 /// only: pinned links stay attached until their pins are removed.
 pub(super) struct IfaceLinks {
     ifindex: u32,
-    xdp_mode: XdpMode,
-    xdp: (FdLink, Option<PathBuf>),
-    tc: (FdLink, Option<PathBuf>),
+    hook: IngressLink,
+    ingress: (FdLink, Option<PathBuf>),
+    egress: (FdLink, Option<PathBuf>),
     adopted: bool,
 }
 
@@ -30,20 +85,21 @@ pub(super) struct IfaceLinks {
 pub struct Attachment {
     pub iface: String,
     pub ifindex: u32,
-    /// `driver` (native) or `generic` (skb) XDP.
-    pub xdp_mode: &'static str,
+    /// What judges traffic entering the interface.
+    pub hook: IngressLink,
     /// The links were pinned by an earlier agent and now run this one's
     /// programs (a link update, no detach).
     pub adopted: bool,
 }
 
 impl Datapath {
-    /// Enforces on `iface`: XDP on ingress, TCX on egress. A link an earlier
-    /// agent pinned for this same interface is adopted and switched to this
-    /// agent's programs atomically (bpf_link_update: no packet goes
-    /// unenforced); otherwise new links are attached (native XDP first,
-    /// generic with a warning when the driver refuses) and pinned.
-    pub fn attach(&mut self, iface: &str) -> Result<Attachment> {
+    /// Enforces on `iface`: `plan` on ingress, TCX on egress. A link an
+    /// earlier agent pinned for this same interface is adopted and switched
+    /// to this agent's programs atomically (bpf_link_update: no packet goes
+    /// unenforced) when it fits `plan`; otherwise new links are attached and
+    /// pinned, and an ingress link of another hook is removed only once the
+    /// new one runs.
+    pub fn attach(&mut self, iface: &str, plan: IngressPlan) -> Result<Attachment> {
         let ifindex = ifindex(iface)?;
         if let Some(l) = self.links.get(iface) {
             if l.ifindex == ifindex {
@@ -53,59 +109,51 @@ impl Datapath {
             self.detach(iface);
         }
         let pins = self.pins.clone();
-        let attach_err = |source| DatapathError::Attach {
-            iface: iface.to_owned(),
-            source,
-        };
         let link_err = |source| DatapathError::Link {
             iface: iface.to_owned(),
             source,
         };
 
-        let pinned_xdp = pins.as_ref().and_then(|p| p.xdp_link(iface));
-        let xdp: &mut Xdp = program_mut(&mut self.ebpf, prog_names::XDP)?;
-        let (xdp_link, xdp_mode, xdp_adopted) =
-            match adoptable(pinned_xdp, linkinfo::LINK_TYPE_XDP, ifindex) {
-                Some((kind, link)) => {
-                    let link = XdpLink::try_from(link).map_err(link_err)?;
-                    let id = xdp.attach_to_link(link).map_err(attach_err)?;
-                    let link = FdLink::try_from(xdp.take_link(id).map_err(attach_err)?)
-                        .map_err(link_err)?;
-                    let mode = if kind == LinkKind::XdpDriver {
-                        XdpMode::Driver
-                    } else {
-                        XdpMode::Skb
-                    };
-                    (link, mode, true)
-                }
-                None => {
-                    let (id, mode) = match xdp.attach(iface, XdpMode::Driver) {
-                        Ok(id) => (id, XdpMode::Driver),
-                        Err(native) => {
-                            let id = xdp.attach(iface, XdpMode::Skb).map_err(attach_err)?;
-                            warn!(
-                                "{iface}: native XDP refused ({native}); using generic XDP (slower)"
-                            );
-                            (id, XdpMode::Skb)
-                        }
-                    };
-                    let link = FdLink::try_from(xdp.take_link(id).map_err(attach_err)?)
-                        .map_err(link_err)?;
-                    (link, mode, false)
-                }
+        let pinned_ingress = pins
+            .as_ref()
+            .map(|p| p.ingress_links(iface))
+            .unwrap_or_default();
+        let (fits, others): (Vec<_>, Vec<_>) = pinned_ingress
+            .into_iter()
+            .partition(|(k, _)| IngressLink::of_kind(*k).is_some_and(|h| h.fits(plan)));
+        let adopted_ingress = fits.into_iter().find_map(|(kind, path)| {
+            let hook = IngressLink::of_kind(kind)?;
+            let link_type = match hook {
+                IngressLink::Tcx => linkinfo::LINK_TYPE_TCX,
+                _ => linkinfo::LINK_TYPE_XDP,
             };
-        let xdp_kind = if xdp_mode == XdpMode::Driver {
-            LinkKind::XdpDriver
-        } else {
-            LinkKind::XdpGeneric
+            adoptable(Some((kind, path)), link_type, ifindex).map(|(_, l)| (hook, l))
+        });
+        let (ingress_link, hook, ingress_adopted) = match adopted_ingress {
+            Some((hook, link)) => (self.adopt_ingress(iface, hook, link)?, hook, true),
+            None => {
+                let (link, hook) = self.attach_ingress(iface, plan)?;
+                (link, hook, false)
+            }
         };
-        let xdp_pin = pins.as_ref().map(|p| p.link(iface, xdp_kind));
-        let xdp_link = keep_pinned(xdp_link, xdp_pin.as_deref(), xdp_adopted)?;
+        let ingress_pin = pins.as_ref().map(|p| p.link(iface, hook.kind()));
+        let ingress_link = keep_pinned(ingress_link, ingress_pin.as_deref(), ingress_adopted)?;
+        // The new link runs: an earlier agent's link of another hook may go.
+        for (kind, path) in others {
+            if Some(&path) != ingress_pin.as_ref() {
+                info!("{iface}: removing the {kind:?} ingress link an earlier agent pinned");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
 
         let pinned_tc = pins
             .as_ref()
             .map(|p| (LinkKind::Tc, p.link(iface, LinkKind::Tc)));
         let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, prog_names::TC)?;
+        let attach_err = |source| DatapathError::Attach {
+            iface: iface.to_owned(),
+            source,
+        };
         let (tc_link, tc_adopted) = match adoptable(
             pinned_tc.filter(|(_, p)| p.exists()),
             linkinfo::LINK_TYPE_TCX,
@@ -132,14 +180,86 @@ impl Datapath {
 
         let links = IfaceLinks {
             ifindex,
-            xdp_mode,
-            xdp: (xdp_link, xdp_pin),
-            tc: (tc_link, tc_pin),
-            adopted: xdp_adopted && tc_adopted,
+            hook,
+            ingress: (ingress_link, ingress_pin),
+            egress: (tc_link, tc_pin),
+            adopted: ingress_adopted && tc_adopted,
         };
         let a = attachment(iface, &links);
         self.links.insert(iface.to_owned(), links);
         Ok(a)
+    }
+
+    /// Switches an earlier agent's ingress link to this agent's program.
+    fn adopt_ingress(&mut self, iface: &str, hook: IngressLink, link: FdLink) -> Result<FdLink> {
+        let attach_err = |source| DatapathError::Attach {
+            iface: iface.to_owned(),
+            source,
+        };
+        let link_err = |source| DatapathError::Link {
+            iface: iface.to_owned(),
+            source,
+        };
+        if hook == IngressLink::Tcx {
+            let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, prog_names::TC_INGRESS)?;
+            let link = SchedClassifierLink::try_from(link).map_err(link_err)?;
+            let id = tc.attach_to_link(link).map_err(attach_err)?;
+            return FdLink::try_from(tc.take_link(id).map_err(attach_err)?).map_err(link_err);
+        }
+        let xdp: &mut Xdp = program_mut(&mut self.ebpf, prog_names::XDP)?;
+        let link = XdpLink::try_from(link).map_err(link_err)?;
+        let id = xdp.attach_to_link(link).map_err(attach_err)?;
+        FdLink::try_from(xdp.take_link(id).map_err(attach_err)?).map_err(link_err)
+    }
+
+    /// A new ingress link by `plan`: native XDP where it is wanted and the
+    /// driver takes it, then the plan's fallback.
+    fn attach_ingress(&mut self, iface: &str, plan: IngressPlan) -> Result<(FdLink, IngressLink)> {
+        let attach_err = |source| DatapathError::Attach {
+            iface: iface.to_owned(),
+            source,
+        };
+        let link_err = |source| DatapathError::Link {
+            iface: iface.to_owned(),
+            source,
+        };
+        if plan != IngressPlan::Tcx {
+            let xdp: &mut Xdp = program_mut(&mut self.ebpf, prog_names::XDP)?;
+            let (id, hook) = match xdp.attach(iface, XdpMode::Driver) {
+                Ok(id) => (id, IngressLink::XdpNative),
+                Err(native) if plan == IngressPlan::XdpElseGeneric => {
+                    let id = xdp.attach(iface, XdpMode::Skb).map_err(attach_err)?;
+                    warn!("{iface}: native XDP refused ({native}); using generic XDP (slower)");
+                    (id, IngressLink::XdpGeneric)
+                }
+                Err(native) => {
+                    info!("{iface}: native XDP refused ({native}); judging ingress with TCX");
+                    return self.attach_tcx_ingress(iface);
+                }
+            };
+            let link =
+                FdLink::try_from(xdp.take_link(id).map_err(attach_err)?).map_err(link_err)?;
+            return Ok((link, hook));
+        }
+        self.attach_tcx_ingress(iface)
+    }
+
+    fn attach_tcx_ingress(&mut self, iface: &str) -> Result<(FdLink, IngressLink)> {
+        let attach_err = |source| DatapathError::Attach {
+            iface: iface.to_owned(),
+            source,
+        };
+        let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, prog_names::TC_INGRESS)?;
+        let id = tc
+            .attach(iface, TcAttachType::Ingress)
+            .map_err(attach_err)?;
+        let link = FdLink::try_from(tc.take_link(id).map_err(attach_err)?).map_err(|source| {
+            DatapathError::Link {
+                iface: iface.to_owned(),
+                source,
+            }
+        })?;
+        Ok((link, IngressLink::Tcx))
     }
 
     /// Stops enforcing on `iface` (or forgets an interface that is gone):
@@ -148,7 +268,7 @@ impl Datapath {
         let Some(l) = self.links.remove(iface) else {
             return false;
         };
-        for pin in [l.xdp.1, l.tc.1].into_iter().flatten() {
+        for pin in [l.ingress.1, l.egress.1].into_iter().flatten() {
             if let Err(e) = std::fs::remove_file(&pin) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     warn!("removing {}: {e}", pin.display());
@@ -274,11 +394,7 @@ pub(super) fn attachment(iface: &str, l: &IfaceLinks) -> Attachment {
     Attachment {
         iface: iface.to_owned(),
         ifindex: l.ifindex,
-        xdp_mode: if l.xdp_mode == XdpMode::Driver {
-            "driver"
-        } else {
-            "generic"
-        },
+        hook: l.hook,
         adopted: l.adopted,
     }
 }

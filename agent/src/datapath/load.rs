@@ -138,11 +138,11 @@ impl Datapath {
             name: prog_names::XDP,
             source,
         })?;
-        let tc: &mut SchedClassifier = program_mut(&mut ebpf, prog_names::TC)?;
-        tc.load().map_err(|source| DatapathError::Program {
-            name: prog_names::TC,
-            source,
-        })?;
+        for name in [prog_names::TC, prog_names::TC_INGRESS] {
+            let tc: &mut SchedClassifier = program_mut(&mut ebpf, name)?;
+            tc.load()
+                .map_err(|source| DatapathError::Program { name, source })?;
+        }
         let clock: &mut Xdp = program_mut(&mut ebpf, prog_names::CLOCK)?;
         clock.load().map_err(|source| DatapathError::Program {
             name: prog_names::CLOCK,
@@ -151,7 +151,12 @@ impl Datapath {
         let hz = measure_hz(&ebpf)?;
 
         if let Some(pins) = &pins {
-            for name in [prog_names::XDP, prog_names::TC, prog_names::CLOCK] {
+            for name in [
+                prog_names::XDP,
+                prog_names::TC,
+                prog_names::TC_INGRESS,
+                prog_names::CLOCK,
+            ] {
                 let path = pins.prog(name);
                 let _ = std::fs::remove_file(&path);
                 let prog = ebpf.program_mut(name).ok_or(DatapathError::Program {

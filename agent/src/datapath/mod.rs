@@ -4,7 +4,8 @@
 //! - `options`: what `run` asks for (mode, timeouts, map sizes, counting).
 //! - `load`: the object, its maps sized and adopted from earlier pins.
 //! - `slots`: the two policy slots and the atomic swap between them.
-//! - `attach`: XDP and TCX links per interface, adopted or new, pinned.
+//! - `attach`: the ingress link (XDP or TCX) and the TCX egress link of each
+//!   interface, adopted or new, pinned.
 //! - `clock`, `ct_gc`: the kernel's jiffies and the conntrack sweeper.
 //! - `counters`, `rule_names`, `rule_ids`: verdict counters and the rule ids
 //!   they are kept by, stable across reloads.
@@ -27,12 +28,14 @@ mod sources;
 mod test_run;
 
 pub use attach::Attachment;
+pub use attach::IngressLink;
 pub use counters::{fold_rule_counters, note_gc_removed, read_counters, sum_counters, CounterRow};
 pub use error::DatapathError;
 pub use load::Adoption;
 pub use options::{
-    CountingOptions, LoadOptions, Mode, Timeouts, DEFAULT_CT_SOURCE_BURST, DEFAULT_CT_SOURCE_RATE,
-    DEFAULT_DENIED_FLOW_BURST, DEFAULT_DENIED_FLOW_RATE,
+    CountingOptions, IngressHook, IngressPlan, LoadOptions, Mode, Timeouts,
+    DEFAULT_CT_SOURCE_BURST, DEFAULT_CT_SOURCE_RATE, DEFAULT_DENIED_FLOW_BURST,
+    DEFAULT_DENIED_FLOW_RATE,
 };
 pub use rule_ids::StableRuleIds;
 pub use rule_names::{publish_rule_names, rule_names, RuleInfo};

@@ -69,6 +69,44 @@ pub enum Mode {
     Audit,
 }
 
+/// Which program judges traffic entering an interface, as the operator asks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IngressHook {
+    /// TCX on veth pairs (native XDP there takes a pod's large TCP segments
+    /// apart and costs most of its bulk throughput); native XDP on other
+    /// interfaces, TCX where the driver refuses it. Generic XDP never.
+    #[default]
+    Auto,
+    /// XDP everywhere: native, or generic (with a warning) where the driver
+    /// refuses native mode.
+    Xdp,
+    /// TCX ingress everywhere.
+    Tcx,
+}
+
+/// The ingress attachment to try on one interface, from the operator's
+/// choice and what the interface is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IngressPlan {
+    Tcx,
+    /// Native XDP; TCX if the driver refuses it.
+    NativeXdpElseTcx,
+    /// Native XDP; generic XDP if the driver refuses it.
+    XdpElseGeneric,
+}
+
+impl IngressHook {
+    pub fn plan(self, is_veth: bool) -> IngressPlan {
+        match self {
+            IngressHook::Auto if is_veth => IngressPlan::Tcx,
+            IngressHook::Auto => IngressPlan::NativeXdpElseTcx,
+            IngressHook::Xdp => IngressPlan::XdpElseGeneric,
+            IngressHook::Tcx => IngressPlan::Tcx,
+        }
+    }
+}
+
 /// Conntrack idle timeouts.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {

@@ -46,15 +46,25 @@ impl Datapath {
         Ok((r.return_value, r.duration))
     }
 
-    /// Runs the TC program once on `frame`; returns the TC action (as i32).
+    /// Runs the TC egress program once on `frame`; returns the TC action (as
+    /// i32). The kernel presents it as leaving loopback (ifindex 1).
     pub fn tc_test_run(&self, frame: &[u8]) -> Result<i32> {
-        let tc: &SchedClassifier = program_ref(&self.ebpf, prog_names::TC)?;
+        self.classifier_test_run(prog_names::TC, frame)
+    }
+
+    /// Runs the TCX ingress program once on `frame`, as if it entered
+    /// loopback (ifindex 1); returns the TC action (as i32).
+    pub fn tc_ingress_test_run(&self, frame: &[u8]) -> Result<i32> {
+        self.classifier_test_run(prog_names::TC_INGRESS, frame)
+    }
+
+    fn classifier_test_run(&self, name: &'static str, frame: &[u8]) -> Result<i32> {
+        let tc: &SchedClassifier = program_ref(&self.ebpf, name)?;
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(frame);
-        let r = tc.test_run(opts).map_err(|source| DatapathError::Program {
-            name: prog_names::TC,
-            source,
-        })?;
+        let r = tc
+            .test_run(opts)
+            .map_err(|source| DatapathError::Program { name, source })?;
         Ok(r.return_value as i32)
     }
 }

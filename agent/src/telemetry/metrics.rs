@@ -142,14 +142,16 @@ impl OwnMetrics {
 /// when no interface is in it, so that an alert on the slow one has a
 /// series to read.
 pub fn interface_counts(attached: &[Attached]) -> Vec<(&'static str, &'static str, i64)> {
-    let n = |f: &dyn Fn(&Attached) -> bool| attached.iter().filter(|a| f(a)).count() as i64;
+    let n = |hook: &str| attached.iter().filter(|a| a.hook == hook).count() as i64;
     vec![
-        // XDP in the driver (native) or, where the driver refuses it, in
-        // the generic (skb) path, which is several times slower.
-        ("xdp", "native", n(&|a| a.xdp_mode == "driver")),
-        ("xdp", "generic", n(&|a| a.xdp_mode != "driver")),
-        // Egress is always a TCX link: it has no modes.
-        ("tcx", "none", attached.len() as i64),
+        // Ingress: XDP in the driver (native) or, where the driver refuses
+        // it and XDP was asked for, in the generic (skb) path, several times
+        // slower; or a TCX ingress link.
+        ("xdp", "native", n("xdp-native")),
+        ("xdp", "generic", n("xdp-generic")),
+        ("tcx", "ingress", n("tcx")),
+        // Egress is always a TCX link.
+        ("tcx", "egress", attached.len() as i64),
     ]
 }
 
@@ -298,11 +300,19 @@ pub fn render(state: &AgentState) -> anyhow::Result<String> {
 
     let interfaces = s.gauges(
         "interfaces",
-        "Enforced interfaces by hook (xdp: traffic entering them, tcx: leaving them) and mode (native, generic; none for tcx)",
+        "Enforced interfaces by hook and mode (xdp: native or generic, on ingress; tcx: ingress or egress)",
         &["hook", "mode"],
     )?;
     for (hook, mode, n) in interface_counts(&status.attached) {
         interfaces.with_label_values(&[hook, mode]).set(n);
+    }
+    let by_iface = s.gauges(
+        "interface_ingress_hook",
+        "1 per enforced interface, labelled with what judges traffic entering it (xdp-native, xdp-generic, tcx)",
+        &["interface", "hook"],
+    )?;
+    for a in &status.attached {
+        by_iface.with_label_values(&[&a.interface, &a.hook]).set(1);
     }
 
     let book = read_bookkeeping(&state.pinned)?;
@@ -442,21 +452,23 @@ mod tests {
 
     #[test]
     fn interfaces_are_counted_by_hook_and_mode() {
-        let a = |i: &str, m: &str| Attached {
+        let a = |i: &str, h: &str| Attached {
             interface: i.into(),
-            xdp_mode: m.into(),
+            hook: h.into(),
         };
         let counts = interface_counts(&[
-            a("uplink0", "driver"),
-            a("lxc1", "generic"),
-            a("lxc2", "driver"),
+            a("uplink0", "xdp-native"),
+            a("lxc1", "xdp-generic"),
+            a("lxc2", "tcx"),
+            a("lxc3", "tcx"),
         ]);
         assert_eq!(
             counts,
             vec![
-                ("xdp", "native", 2),
+                ("xdp", "native", 1),
                 ("xdp", "generic", 1),
-                ("tcx", "none", 3)
+                ("tcx", "ingress", 2),
+                ("tcx", "egress", 4)
             ]
         );
         assert_eq!(
@@ -464,7 +476,8 @@ mod tests {
             vec![
                 ("xdp", "native", 0),
                 ("xdp", "generic", 0),
-                ("tcx", "none", 0)
+                ("tcx", "ingress", 0),
+                ("tcx", "egress", 0)
             ]
         );
     }

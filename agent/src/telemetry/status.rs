@@ -11,8 +11,9 @@ use crate::{bpffs::Pinned, datapath::RuleInfo};
 #[serde(default)]
 pub struct Attached {
     pub interface: String,
-    /// XDP attach mode (`driver` or `generic`); TC is always TCX egress.
-    pub xdp_mode: String,
+    /// What judges traffic entering the interface: `xdp-native`,
+    /// `xdp-generic` or `tcx`; egress is always TCX.
+    pub hook: String,
 }
 
 /// The `/status` document. `netpol-agent status` reads it back; a field

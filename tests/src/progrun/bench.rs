@@ -111,7 +111,7 @@ impl Bench {
         const LOOPBACK: u32 = 1;
         let ifindex = match hook {
             Hook::Xdp => self.ingress.get().unwrap_or(LOOPBACK),
-            Hook::Tc => LOOPBACK,
+            Hook::Tc | Hook::TcIngress => LOOPBACK,
         };
         let pod = self
             .dp
@@ -157,8 +157,13 @@ impl Bench {
                     xdp_action_name(want_action),
                 )
             }
-            Hook::Tc => {
-                let action = self.dp.tc_test_run(frame).map_err(|e| {
+            Hook::Tc | Hook::TcIngress => {
+                let run = if hook == Hook::Tc {
+                    self.dp.tc_test_run(frame)
+                } else {
+                    self.dp.tc_ingress_test_run(frame)
+                };
+                let action = run.map_err(|e| {
                     format!(
                         "{}: {scenario}: TC test run failed: {e:?}\n{}",
                         self.test,
@@ -220,6 +225,11 @@ impl Bench {
 
     pub fn tc(&self, scenario: &str, p: &Packet, want: Want) {
         self.record(self.check(Hook::Tc, scenario, &p.build(), want));
+    }
+
+    /// `p` through the TCX ingress program, entering loopback.
+    pub fn tc_ingress(&self, scenario: &str, p: &Packet, want: Want) {
+        self.record(self.check(Hook::TcIngress, scenario, &p.build(), want));
     }
 
     pub fn assert_ct(&self, scenario: &str, want: (usize, usize)) {

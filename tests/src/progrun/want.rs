@@ -39,13 +39,17 @@ impl Want {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Hook {
     Xdp,
+    /// TCX ingress, the alternative to XDP on interfaces where XDP costs more
+    /// than it saves.
+    TcIngress,
+    /// TCX egress.
     Tc,
 }
 
 impl Hook {
     pub fn direction(self) -> &'static str {
         match self {
-            Hook::Xdp => "ingress",
+            Hook::Xdp | Hook::TcIngress => "ingress",
             Hook::Tc => "egress",
         }
     }

@@ -65,6 +65,9 @@ impl NetpolAgent {
             // rate: a bucket that never runs dry keeps the quota's cost in
             // the measurement without its drops.
             .args(["--ct-source-burst", &u32::MAX.to_string()])
+            // The interface under test stands for the node's uplink, a NIC
+            // where native XDP is the default; a veth would get TCX.
+            .args(["--ingress-hook", "xdp"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());

@@ -18,6 +18,7 @@ fn minimum_frame_length() {
         let r = match hook {
             Hook::Xdp => b.dp.xdp_test_run(frame, 1).map(|_| ()),
             Hook::Tc => b.dp.tc_test_run(frame).map(|_| ()),
+            Hook::TcIngress => b.dp.tc_ingress_test_run(frame).map(|_| ()),
         };
         assert_eq!(b.counts(), before, "a refused frame was counted");
         r.is_err()
