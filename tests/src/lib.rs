@@ -26,6 +26,7 @@ pub use netns::Netns;
 pub mod traffic;
 pub use privilege::require_root;
 pub mod bench_frames;
+pub mod e2e_netpol;
 pub mod packet;
 pub mod progrun;
 pub mod reference;
