@@ -14,6 +14,15 @@ use crate::{
     policy::{self, CompileOptions, Sources},
 };
 
+/// What successive compiles of one agent keep: identity ids and the rule
+/// entries they share (`policy::Compiler`), and the object files as last
+/// parsed, so that a pod event parses the one file that changed.
+#[derive(Default)]
+pub(super) struct Compiles {
+    pub compiler: policy::Compiler,
+    pub objects: policy::ObjectCache,
+}
+
 pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
     let t = &args.timeouts;
     LoadOptions {
@@ -46,7 +55,7 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 /// The workloads the policy was compiled with come back with it (`None`
 /// without Kubernetes identity): the source check must see the same pods.
 pub(super) fn compile_dir(
-    compiler: &mut policy::Compiler,
+    compiler: &mut Compiles,
     args: &RunArgs,
     host: &[IpAddr],
     kube: Option<&KubeView>,
@@ -59,7 +68,7 @@ pub(super) fn compile_dir(
 /// `compile_dir` of policy files already read (the directory's, or the last
 /// good ones kept on disk).
 pub(super) fn compile_sources(
-    compiler: &mut policy::Compiler,
+    compiler: &mut Compiles,
     args: &RunArgs,
     sources: &Sources,
     host: &[IpAddr],
@@ -73,7 +82,12 @@ pub(super) fn compile_sources(
             (p, Some(c))
         }
         (None, Some(objects)) => {
-            let (p, c) = policy::load_sources_with_objects(sources, objects, &limits)?;
+            let (p, c) = policy::load_sources_with_objects_cached(
+                sources,
+                objects,
+                &limits,
+                &mut compiler.objects,
+            )?;
             (p, Some(c))
         }
         (None, None) => (policy::load_sources(sources)?, None),
@@ -83,7 +97,7 @@ pub(super) fn compile_sources(
         enforce_host: args.enforce_host,
         node_cidrs: args.node_cidr.clone(),
     };
-    let compiled = compiler.compile(&policy, &opts)?;
+    let compiled = compiler.compiler.compile(&policy, &opts)?;
     let limits = policy::MapLimits {
         prefix_max: args.limits.prefix_max,
         rule_max: args.limits.rule_max,

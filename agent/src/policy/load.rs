@@ -3,9 +3,11 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::cluster::{merge_clusters, pods_group, resolve, Cluster};
+use super::api_objects::objects_from_parts;
+use super::cluster::{pods_group, resolve, Cluster};
 use super::error::{Origin, PolicyError, PolicyErrors};
 use super::model::{Peer, Policy, PolicyFile};
+use super::object_cache::ObjectCache;
 use super::parse::parse_partial;
 use super::source::{self, ReadLimits};
 use super::suggest::did_you_mean;
@@ -253,21 +255,33 @@ pub fn load_objects(
     dir: &Path,
     limits: &ReadLimits,
 ) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
-    let mut clusters = Vec::new();
-    let mut files = Vec::new();
+    load_objects_cached(dir, limits, &mut ObjectCache::default())
+}
+
+/// `load_objects`, parsing only the files whose text changed since `cache`
+/// last saw them.
+pub fn load_objects_cached(
+    dir: &Path,
+    limits: &ReadLimits,
+    cache: &mut ObjectCache,
+) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
     let read = source::read_dir(dir, OBJECT_EXTENSIONS, limits)?;
+    cache.keep_only(read.texts.iter().map(|t| t.name.as_str()));
     let mut errors = read.errors;
-    for source::Text { name, text } in read.texts {
-        match objects_from_str(&name, &text) {
-            Ok((cluster, netpols)) => {
-                clusters.push(cluster);
-                files.extend(netpols);
-            }
-            Err(e) => errors.extend(e.0),
+    let parts = read
+        .texts
+        .into_iter()
+        .map(|source::Text { name, text }| cache.parse(&name, text))
+        .collect::<Vec<_>>();
+    let parsed = objects_from_parts(parts);
+    match parsed {
+        Ok(loaded) if errors.is_empty() => Ok(loaded),
+        Ok(_) => Err(PolicyErrors(errors)),
+        Err(e) => {
+            errors.extend(e.0);
+            Err(PolicyErrors(errors))
         }
     }
-    PolicyErrors::check(errors)?;
-    Ok((merge_clusters(clusters), files))
 }
 
 /// The objects of one file's text (named `name` in errors): Namespaces and
@@ -320,10 +334,21 @@ pub fn load_sources_with_objects(
     objects: &Path,
     limits: &ReadLimits,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
+    load_sources_with_objects_cached(sources, objects, limits, &mut ObjectCache::default())
+}
+
+/// `load_sources_with_objects`, parsing only the object files whose text
+/// changed since `cache` last saw them.
+pub fn load_sources_with_objects_cached(
+    sources: &Sources,
+    objects: &Path,
+    limits: &ReadLimits,
+    cache: &mut ObjectCache,
+) -> Result<(Policy, Cluster), PolicyErrors> {
     let mut read = parse_sources(sources, true);
     // The groups a NetworkPolicy makes are named by its own rules only, so
     // objects that fail to load hide no group a policy file could name.
-    let (cluster, netpols) = match load_objects(objects, limits) {
+    let (cluster, netpols) = match load_objects_cached(objects, limits, cache) {
         Ok(loaded) => loaded,
         Err(e) => {
             read.errors.extend(e.0);
