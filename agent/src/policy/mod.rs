@@ -14,7 +14,8 @@
 //!   `netpol`: with them (selectors, named ports, Kubernetes' isolation).
 //! - `identity`, `compile`: a `Policy` to map contents; `combine`: the
 //!   NetworkPolicy sides combined into allowed pairs; `incremental`: the
-//!   compiles of one agent, identity ids kept and entries reused across them.
+//!   compiles of one agent, identity ids kept and entries reused across them;
+//!   `identity_update`: its identities updated per host prefix that moved.
 //! - `api_objects`: Kubernetes objects from the API server, read as files are;
 //!   `object_cache`: object files parsed again only when their text changed.
 //! - `evaluate`: the datapath's lookups over compiled maps, in plain Rust.
@@ -31,6 +32,7 @@ mod compile;
 mod error;
 mod evaluate;
 mod identity;
+mod identity_update;
 mod incremental;
 mod k8s;
 mod limits;
