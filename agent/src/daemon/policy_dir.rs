@@ -14,13 +14,15 @@ use crate::{
     policy::{self, CompileOptions, Sources},
 };
 
-/// What successive compiles of one agent keep: identity ids and the rule
-/// entries they share (`policy::Compiler`), and the object files as last
-/// parsed, so that a pod event parses the one file that changed.
+/// What successive compiles of one agent keep, so that a pod event costs
+/// what it changes: identity ids, identities and the rule entries they
+/// share (`policy::Compiler`), the object files as last parsed, and the
+/// pods of every selector.
 #[derive(Default)]
 pub(super) struct Compiles {
     pub compiler: policy::Compiler,
     pub objects: policy::ObjectCache,
+    pub selections: policy::Selections,
 }
 
 pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
@@ -78,7 +80,12 @@ pub(super) fn compile_sources(
     let (policy, cluster) = match (kube, &args.kube_objects) {
         (Some(view), _) => {
             let (cluster, netpols) = view.snapshot()?;
-            let (p, c) = policy::load_sources_with_cluster(sources, cluster, netpols)?;
+            let (p, c) = policy::load_sources_with_cluster_cached(
+                sources,
+                cluster,
+                netpols,
+                &mut compiler.selections,
+            )?;
             (p, Some(c))
         }
         (None, Some(objects)) => {
@@ -87,6 +94,7 @@ pub(super) fn compile_sources(
                 objects,
                 &limits,
                 &mut compiler.objects,
+                &mut compiler.selections,
             )?;
             (p, Some(c))
         }

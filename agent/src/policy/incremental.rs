@@ -487,7 +487,8 @@ spec:
     #[test]
     fn random_events_equal_a_full_compile() {
         use crate::policy::{
-            objects_from_parts, objects_from_str, parse_str_with, with_cluster, ObjectCache,
+            objects_from_parts, objects_from_str, parse_str_with, with_cluster,
+            with_cluster_cached, ObjectCache, Selections,
         };
         let netpols = "\
 ---
@@ -552,6 +553,7 @@ rules:
             };
             let mut c = Compiler::default();
             let mut parsed = ObjectCache::default();
+            let mut selections = Selections::default();
             let files = with_native(seed % 2 == 0);
             for _ in 0..60 {
                 world.step(&mut rng);
@@ -564,7 +566,9 @@ rules:
                 assert_eq!(kept, cluster, "seed {seed}");
                 let mut p = merge(files.clone()).unwrap();
                 with_cluster(&mut p, &cluster);
-                let warm_p = p.clone();
+                let mut warm_p = merge(files.clone()).unwrap();
+                with_cluster_cached(&mut warm_p, &kept, &mut selections);
+                assert_eq!(warm_p, p, "seed {seed}");
                 let opts = CompileOptions {
                     host_addrs: world.host_addrs(),
                     ..CompileOptions::default()

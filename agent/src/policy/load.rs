@@ -4,11 +4,12 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use super::api_objects::objects_from_parts;
-use super::cluster::{pods_group, resolve, Cluster};
+use super::cluster::{Cluster, PODS_GROUP};
 use super::error::{Origin, PolicyError, PolicyErrors};
-use super::model::{Peer, Policy, PolicyFile};
+use super::model::{Group, GroupSelector, Peer, Policy, PolicyFile};
 use super::object_cache::ObjectCache;
 use super::parse::parse_partial;
+use super::selection::{every_pod, Selections};
 use super::source::{self, ReadLimits};
 use super::suggest::did_you_mean;
 
@@ -311,9 +312,20 @@ pub fn load_sources_with_cluster(
     cluster: Cluster,
     netpols: Vec<PolicyFile>,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
+    load_sources_with_cluster_cached(sources, cluster, netpols, &mut Selections::default())
+}
+
+/// `load_sources_with_cluster`, with the selectors' pods kept in
+/// `selections` from one call to the next.
+pub fn load_sources_with_cluster_cached(
+    sources: &Sources,
+    cluster: Cluster,
+    netpols: Vec<PolicyFile>,
+    selections: &mut Selections,
+) -> Result<(Policy, Cluster), PolicyErrors> {
     let read = parse_sources(sources, true);
     let mut policy = read.merge(netpols)?;
-    with_cluster(&mut policy, &cluster);
+    with_cluster_cached(&mut policy, &cluster, selections);
     Ok((policy, cluster))
 }
 
@@ -334,16 +346,24 @@ pub fn load_sources_with_objects(
     objects: &Path,
     limits: &ReadLimits,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
-    load_sources_with_objects_cached(sources, objects, limits, &mut ObjectCache::default())
+    load_sources_with_objects_cached(
+        sources,
+        objects,
+        limits,
+        &mut ObjectCache::default(),
+        &mut Selections::default(),
+    )
 }
 
 /// `load_sources_with_objects`, parsing only the object files whose text
-/// changed since `cache` last saw them.
+/// changed since `cache` last saw them, and matching against the selectors
+/// only the pods that changed since `selections` last saw them.
 pub fn load_sources_with_objects_cached(
     sources: &Sources,
     objects: &Path,
     limits: &ReadLimits,
     cache: &mut ObjectCache,
+    selections: &mut Selections,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
     let mut read = parse_sources(sources, true);
     // The groups a NetworkPolicy makes are named by its own rules only, so
@@ -356,16 +376,36 @@ pub fn load_sources_with_objects_cached(
         }
     };
     let mut policy = read.merge(netpols)?;
-    with_cluster(&mut policy, &cluster);
+    with_cluster_cached(&mut policy, &cluster, selections);
     Ok((policy, cluster))
 }
 
 /// Resolves `policy`'s selector groups against `cluster` and adds the group
 /// of every pod address.
 pub fn with_cluster(policy: &mut Policy, cluster: &Cluster) {
-    resolve(policy, cluster);
-    policy.groups.push(pods_group(cluster));
+    with_cluster_cached(policy, cluster, &mut Selections::default());
+}
+
+/// `with_cluster`, matching against the selectors only the pods that
+/// changed since `selections` last saw the cluster.
+pub fn with_cluster_cached(policy: &mut Policy, cluster: &Cluster, selections: &mut Selections) {
     let netpols = std::mem::take(&mut policy.netpols);
-    super::netpol::lower(policy, &netpols, cluster);
+    let mut wanted: Vec<GroupSelector> = policy
+        .groups
+        .iter()
+        .filter_map(|g| g.selector.clone())
+        .collect();
+    wanted.push(every_pod());
+    wanted.extend(super::netpol::selectors(&netpols));
+    selections.sync(cluster, &wanted);
+    for g in &mut policy.groups {
+        if let Some(sel) = &g.selector {
+            g.cidrs = selections.addresses(sel);
+            g.except.clear();
+        }
+    }
+    let all = selections.addresses(&every_pod());
+    policy.groups.push(Group::new(PODS_GROUP, &all, &[]));
+    super::netpol::lower(policy, &netpols, cluster, selections);
     policy.netpols = netpols;
 }

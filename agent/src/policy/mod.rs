@@ -9,7 +9,8 @@
 //!   same way, with positions (the agent's configuration file).
 //! - `load`: a directory's files, merged into a `Policy`.
 //! - `selector`, `cluster`: label selectors, and the Kubernetes objects
-//!   (Namespaces, Pods) selector groups are resolved against.
+//!   (Namespaces, Pods) selector groups are resolved against; `selection`:
+//!   each selector's pods, kept and updated per pod that changed.
 //! - `k8s`: NetworkPolicy documents without the objects (address form);
 //!   `netpol`: with them (selectors, named ports, Kubernetes' isolation).
 //! - `identity`, `compile`: a `Policy` to map contents; `combine`: the
@@ -43,6 +44,7 @@ mod netpol;
 mod object_cache;
 mod parse;
 mod ports;
+mod selection;
 mod selector;
 mod settings;
 mod source;
@@ -72,9 +74,9 @@ pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
 pub use load::{
     is_policy_file_name, load_dir, load_dir_with_cluster, load_dir_with_objects, load_file,
     load_objects, load_objects_cached, load_sources, load_sources_with_cluster,
-    load_sources_with_objects, load_sources_with_objects_cached, merge, object_files,
-    objects_from_str, policy_files, read_file, read_file_with, read_sources, with_cluster, Sources,
-    POLICY_EXTENSIONS,
+    load_sources_with_cluster_cached, load_sources_with_objects, load_sources_with_objects_cached,
+    merge, object_files, objects_from_str, policy_files, read_file, read_file_with, read_sources,
+    with_cluster, with_cluster_cached, Sources, POLICY_EXTENSIONS,
 };
 pub use lockout::{
     lockout_findings, lockout_problems, refuse_lockout, LockoutKind, LockoutProblem,
@@ -88,6 +90,7 @@ pub use netpol::{Direction, NetworkPolicy, SideRule, Workloads};
 pub use object_cache::{ObjectCache, ParsedObjects};
 pub use parse::{parse_str, parse_str_with};
 pub use ports::{blocks as port_blocks, parse as parse_port};
+pub use selection::Selections;
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
 pub use settings::{parse_settings, read_settings, Setting, SettingScalar, SettingValue};
 pub use source::{ReadLimits, DEFAULT_DIR_SIZE_MAX, DEFAULT_FILE_SIZE_MAX};

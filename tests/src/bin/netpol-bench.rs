@@ -463,7 +463,8 @@ struct Stages {
 
 /// Reads, resolves, compiles and writes as the agent does on every change
 /// of the Kubernetes objects: each object is parsed again only when its
-/// text changed (the API view keeps every object as it was read).
+/// text changed (the API view keeps every object as it was read), and only
+/// the pods that changed are matched against the selectors again.
 fn identity_apply(
     state: &mut IdentityState,
     dp: &mut Datapath,
@@ -480,7 +481,7 @@ fn identity_apply(
     let mut p = policy::merge(files)?;
     stages.read = ms(t);
     let t = Instant::now();
-    policy::with_cluster(&mut p, &cluster);
+    policy::with_cluster_cached(&mut p, &cluster, &mut state.selections);
     stages.resolve = ms(t);
     let t = Instant::now();
     let compiled = state.compiler.compile(&p, &CompileOptions::default())?;
@@ -496,6 +497,7 @@ fn identity_apply(
 struct IdentityState {
     compiler: policy::Compiler,
     objects: policy::ObjectCache,
+    selections: policy::Selections,
 }
 
 fn identity_table(args: &Args) -> anyhow::Result<Vec<IdentityRow>> {
