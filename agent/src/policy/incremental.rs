@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use agent_common::RuleKey;
 
-use super::compile::{compile_with, CompileOptions, Compiled, IdSet};
+use super::compile::{compile_with, set_identity_values, CompileOptions, Compiled, IdSet};
 use super::error::CompileError;
 use super::identity::{self, Identities};
 use super::identity_update::{IdentityIndex, Ids};
@@ -98,7 +98,9 @@ impl Compiler {
                 if fresh.rule_names == last.compiled.rule_names
                     && fresh.rule_audit == last.compiled.rule_audit
                 {
-                    with_kept_entries(fresh, &last.compiled, &removed)
+                    let mut kept = with_kept_entries(fresh, &last.compiled, &removed);
+                    set_identity_values(&mut kept, policy, ids);
+                    kept
                 } else {
                     compile_with(policy, opts, ids, None)?
                 }
