@@ -146,13 +146,7 @@ pub(super) fn workload_rules(
                 let srcs = inter(&s.peers, &eg_open);
                 pairs.push((srcs, s.selected.clone(), ports.clone()));
                 // Sources whose egress side allows it too.
-                let meets: BTreeSet<usize> = s
-                    .peers
-                    .iter()
-                    .filter_map(|id| selecting.get(id))
-                    .flatten()
-                    .copied()
-                    .collect();
+                let meets = meeting(s, &sides, &selecting, only);
                 for e in meets.into_iter().map(|k| &sides[k]) {
                     let srcs = inter(&inter(&s.peers, &e.selected), &eg_iso);
                     let dsts = inter(&s.selected, &e.peers);
@@ -193,6 +187,37 @@ pub(super) fn workload_rules(
         ));
     }
     Ok(())
+}
+
+/// The egress sides an ingress side `s` is combined with: those selecting
+/// one of its sources. With `only`, just those whose pair with `s` holds
+/// one of `only`: as a source (the egress side selects it), or as a
+/// destination (the egress side's peers hold it).
+fn meeting(
+    s: &Sides,
+    sides: &[Sides],
+    selecting: &HashMap<u32, Vec<usize>>,
+    only: Option<&IdSet>,
+) -> BTreeSet<usize> {
+    let of = |ids: &mut dyn Iterator<Item = &u32>| -> BTreeSet<usize> {
+        ids.filter_map(|id| selecting.get(id))
+            .flatten()
+            .copied()
+            .collect()
+    };
+    let Some(only) = only else {
+        return of(&mut s.peers.iter());
+    };
+    let mut out = of(&mut s.peers.intersection(only));
+    let dsts = inter(&s.selected, only);
+    if !dsts.is_empty() {
+        let all = of(&mut s.peers.iter());
+        out.extend(
+            all.into_iter()
+                .filter(|k| !sides[*k].peers.is_disjoint(&dsts)),
+        );
+    }
+    out
 }
 
 fn inter(a: &IdSet, b: &IdSet) -> IdSet {

@@ -529,6 +529,27 @@ spec:
   podSelector: {}
   ingress:
   - {}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: out, namespace: n0}
+spec:
+  podSelector: {matchLabels: {role: r0}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {}
+    ports: [{port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: in, namespace: n1}
+spec:
+  podSelector: {matchLabels: {role: r1}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {tier: t0}}
+    ports: [{port: 80}]
 ";
         let native = "\
 groups:
