@@ -47,8 +47,9 @@ pub(super) struct Agent {
     pub dp: Datapath,
     pub obs: Arc<AgentState>,
     pub rule_ids: StableRuleIds,
-    /// Keeps identity ids across reloads and reuses the entries they share.
-    pub compiler: crate::policy::Compiler,
+    /// Keeps identity ids, the entries they share and the parsed object
+    /// files across reloads.
+    pub compiler: super::policy_dir::Compiles,
     /// The node's addresses as last listed, and as the live policy has them.
     pub host: Vec<IpAddr>,
     pub applied_host: Vec<IpAddr>,

@@ -90,7 +90,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     // Compile before touching the kernel: a bad policy must not half-start.
     let mut last_good = LastGood::new(&args.state_dir);
-    let mut compiler = crate::policy::Compiler::default();
+    let mut compiler = policy_dir::Compiles::default();
     let (mut compiled, cluster, first) =
         match compile_dir(&mut compiler, &args, &host, kube.as_ref()) {
             Ok((compiled, cluster, sources)) => (compiled, cluster, First::Directory(sources)),
@@ -270,7 +270,7 @@ fn rejected_dir(args: &RunArgs, kube: bool) -> String {
 /// no longer compiles, the start fails with the directory's own error (exit
 /// 2), and why the last good policy was not used is logged.
 fn fallback(
-    compiler: &mut crate::policy::Compiler,
+    compiler: &mut policy_dir::Compiles,
     args: &RunArgs,
     last_good: &mut LastGood,
     host: &[std::net::IpAddr],

@@ -14,6 +14,17 @@ use crate::{
     policy::{self, CompileOptions, Sources},
 };
 
+/// What successive compiles of one agent keep, so that a pod event costs
+/// what it changes: identity ids, identities and the rule entries they
+/// share (`policy::Compiler`), the object files as last parsed, and the
+/// pods of every selector.
+#[derive(Default)]
+pub(super) struct Compiles {
+    pub compiler: policy::Compiler,
+    pub objects: policy::ObjectCache,
+    pub selections: policy::Selections,
+}
+
 pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
     let t = &args.timeouts;
     LoadOptions {
@@ -46,7 +57,7 @@ pub(super) fn load_options(args: &RunArgs) -> LoadOptions {
 /// The workloads the policy was compiled with come back with it (`None`
 /// without Kubernetes identity): the source check must see the same pods.
 pub(super) fn compile_dir(
-    compiler: &mut policy::Compiler,
+    compiler: &mut Compiles,
     args: &RunArgs,
     host: &[IpAddr],
     kube: Option<&KubeView>,
@@ -59,7 +70,7 @@ pub(super) fn compile_dir(
 /// `compile_dir` of policy files already read (the directory's, or the last
 /// good ones kept on disk).
 pub(super) fn compile_sources(
-    compiler: &mut policy::Compiler,
+    compiler: &mut Compiles,
     args: &RunArgs,
     sources: &Sources,
     host: &[IpAddr],
@@ -69,11 +80,22 @@ pub(super) fn compile_sources(
     let (policy, cluster) = match (kube, &args.kube_objects) {
         (Some(view), _) => {
             let (cluster, netpols) = view.snapshot()?;
-            let (p, c) = policy::load_sources_with_cluster(sources, cluster, netpols)?;
+            let (p, c) = policy::load_sources_with_cluster_cached(
+                sources,
+                cluster,
+                netpols,
+                &mut compiler.selections,
+            )?;
             (p, Some(c))
         }
         (None, Some(objects)) => {
-            let (p, c) = policy::load_sources_with_objects(sources, objects, &limits)?;
+            let (p, c) = policy::load_sources_with_objects_cached(
+                sources,
+                objects,
+                &limits,
+                &mut compiler.objects,
+                &mut compiler.selections,
+            )?;
             (p, Some(c))
         }
         (None, None) => (policy::load_sources(sources)?, None),
@@ -83,7 +105,7 @@ pub(super) fn compile_sources(
         enforce_host: args.enforce_host,
         node_cidrs: args.node_cidr.clone(),
     };
-    let compiled = compiler.compile(&policy, &opts)?;
+    let compiled = compiler.compiler.compile(&policy, &opts)?;
     let limits = policy::MapLimits {
         prefix_max: args.limits.prefix_max,
         rule_max: args.limits.rule_max,

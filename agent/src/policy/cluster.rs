@@ -382,10 +382,21 @@ pub fn merge_clusters(parts: impl IntoIterator<Item = Cluster>) -> Cluster {
     let mut out = Cluster::default();
     for c in parts {
         out.namespaces.extend(c.namespaces);
-        for p in c.pods {
-            out.add_pod(p);
+        out.pods.extend(c.pods);
+    }
+    // One sort, not an insertion per pod: objects from the API arrive one
+    // per part, ten thousand of them, in no useful order. The sort is
+    // stable, so the last of equal keys is the later file's.
+    out.pods
+        .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    let mut pods: Vec<Pod> = Vec::with_capacity(out.pods.len());
+    for p in out.pods.drain(..) {
+        match pods.last_mut() {
+            Some(last) if last.namespace == p.namespace && last.name == p.name => *last = p,
+            _ => pods.push(p),
         }
     }
+    out.pods = pods;
     out
 }
 

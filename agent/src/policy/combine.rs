@@ -8,7 +8,7 @@
 //! module adds what NetworkPolicy sides allow, and the traffic of pods that
 //! no policy isolates.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 
 use super::cluster::PODS_GROUP;
 use super::compile::{peer_ids, IdSet, Pair};
@@ -71,6 +71,7 @@ pub(super) fn workload_rules(
     w: &Workloads,
     rules: &mut Vec<Rule>,
     effective: &mut Vec<(u32, Vec<Pair>)>,
+    only: Option<&IdSet>,
 ) -> Result<(), CompileError> {
     let all: IdSet = ids.infos.iter().map(|i| i.id).collect();
     let with = |group: &str| -> IdSet { ids.members.get(group).cloned().unwrap_or_default() };
@@ -115,21 +116,38 @@ pub(super) fn workload_rules(
         })
         .collect::<Result<_, CompileError>>()?;
 
+    // The egress sides selecting each egress-isolated identity: an ingress
+    // side meets only those selecting one of its sources (with a thousand
+    // policies, the others are nearly all of them, and meet nothing).
+    let mut selecting: HashMap<u32, Vec<usize>> = HashMap::new();
+    for (k, e) in sides.iter().enumerate() {
+        if e.side.direction == Direction::Egress {
+            for id in e.selected.intersection(&eg_iso) {
+                selecting.entry(*id).or_default().push(k);
+            }
+        }
+    }
+
     let first_id = rules.len() as u32 + 1;
+    // With `only`, the caller wants the entries of those identities alone:
+    // a side holding none of them on either end makes none of its pairs.
+    let touches = |set: &IdSet| only.is_none_or(|o| !o.is_disjoint(set));
     for (s, rule_id) in sides.iter().zip(first_id..) {
         rules.push(side_rule(s.side));
         let ports = ports_of(s.side);
         let mut pairs: Vec<Pair> = Vec::new();
+        if !touches(&s.peers) && !touches(&s.selected) {
+            effective.push((rule_id, pairs));
+            continue;
+        }
         match s.side.direction {
             Direction::Ingress => {
                 // Sources whose egress does not judge.
                 let srcs = inter(&s.peers, &eg_open);
                 pairs.push((srcs, s.selected.clone(), ports.clone()));
                 // Sources whose egress side allows it too.
-                for e in sides
-                    .iter()
-                    .filter(|e| e.side.direction == Direction::Egress)
-                {
+                let meets = meeting(s, &sides, &selecting, only);
+                for e in meets.into_iter().map(|k| &sides[k]) {
                     let srcs = inter(&inter(&s.peers, &e.selected), &eg_iso);
                     let dsts = inter(&s.selected, &e.peers);
                     let both = intersect(&ports, &ports_of(e.side));
@@ -169,6 +187,37 @@ pub(super) fn workload_rules(
         ));
     }
     Ok(())
+}
+
+/// The egress sides an ingress side `s` is combined with: those selecting
+/// one of its sources. With `only`, just those whose pair with `s` holds
+/// one of `only`: as a source (the egress side selects it), or as a
+/// destination (the egress side's peers hold it).
+fn meeting(
+    s: &Sides,
+    sides: &[Sides],
+    selecting: &HashMap<u32, Vec<usize>>,
+    only: Option<&IdSet>,
+) -> BTreeSet<usize> {
+    let of = |ids: &mut dyn Iterator<Item = &u32>| -> BTreeSet<usize> {
+        ids.filter_map(|id| selecting.get(id))
+            .flatten()
+            .copied()
+            .collect()
+    };
+    let Some(only) = only else {
+        return of(&mut s.peers.iter());
+    };
+    let mut out = of(&mut s.peers.intersection(only));
+    let dsts = inter(&s.selected, only);
+    if !dsts.is_empty() {
+        let all = of(&mut s.peers.iter());
+        out.extend(
+            all.into_iter()
+                .filter(|k| !sides[*k].peers.is_disjoint(&dsts)),
+        );
+    }
+    out
 }
 
 fn inter(a: &IdSet, b: &IdSet) -> IdSet {

@@ -252,9 +252,10 @@ pub fn compile(policy: &Policy, opts: &CompileOptions) -> Result<Compiled, Compi
 
 /// `compile` over identities already built. With `only`, the rule entries
 /// are those whose source or destination is one of `only` (everything else
-/// in the output is complete): an entry depends on nothing but the groups of
-/// its two identities and the rules, so a caller holding the others from an
-/// earlier compile of the same rules can keep them.
+/// in the output is complete but the identity flags, which follow the
+/// entries: see `set_identity_values`): an entry depends on nothing but the
+/// groups of its two identities and the rules, so a caller holding the
+/// others from an earlier compile of the same rules can keep them.
 pub(super) fn compile_with(
     policy: &Policy,
     opts: &CompileOptions,
@@ -295,7 +296,7 @@ pub(super) fn compile_with(
         effective.push((rule_id, pairs));
     }
     if let Some(w) = &policy.workloads {
-        super::combine::workload_rules(ids, policy, w, &mut rules, &mut effective)?;
+        super::combine::workload_rules(ids, policy, w, &mut rules, &mut effective, only)?;
     }
 
     let mut entries: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
@@ -305,7 +306,6 @@ pub(super) fn compile_with(
         .iter()
         .position(|r| r.name == HOST_INGRESS_RULE)
         .map(|i| i as u32 + 1);
-    let mut flags: BTreeMap<u32, u32> = BTreeMap::new();
     for (rule_id, pairs) in &effective {
         let (rule_id, rule) = (*rule_id, &rules[*rule_id as usize - 1]);
         for (srcs, dsts, specs) in pairs {
@@ -317,11 +317,6 @@ pub(super) fn compile_with(
                 shapes.extend(spec_entries(rule, spec)?);
             }
             for &(prefix, proto, port) in &shapes {
-                let (fs, fd) = entry_flags(prefix, proto);
-                srcs.iter()
-                    .for_each(|s| *flags.entry(*s).or_default() |= fs);
-                dsts.iter()
-                    .for_each(|d| *flags.entry(*d).or_default() |= fd);
                 let mut put = |s: u32, d: u32| {
                     let key = RuleKey::new(s, d, proto, port);
                     // Rules are visited in id order: the first one stays,
@@ -385,6 +380,52 @@ pub(super) fn compile_with(
         }
     }
 
+    let mut rule_names = vec![String::new()];
+    let mut rule_audit = vec![false];
+    rule_audit.extend(rules.iter().map(|r| r.audit));
+    rule_names.extend(rules.into_iter().map(|r| r.name));
+    let mut compiled = Compiled {
+        ids_v4: Vec::new(),
+        ids_v6: Vec::new(),
+        rules: entries
+            .into_iter()
+            .map(|((key, prefix), rule_id)| {
+                let flags = if denied.contains(&(key, prefix)) {
+                    RULE_FLAG_DENY
+                } else if rule_audit[rule_id as usize] {
+                    RULE_FLAG_AUDIT
+                } else {
+                    0
+                };
+                (prefix, key, RuleValue { rule_id, flags })
+            })
+            .collect(),
+        identities: ids.infos.clone(),
+        rule_names,
+        rule_audit,
+    };
+    set_identity_values(&mut compiled, policy, ids);
+    Ok(compiled)
+}
+
+/// Fills in the identity prefixes of `compiled` with their flags, from its
+/// rule entries: an identity gets the source (destination) bit of a
+/// protocol class when some entry allows that class from (to) it, which is
+/// what every rule pair that made the entry says. Derived from the entries,
+/// so that a compile that reused most of them needs no rule pair again.
+pub(super) fn set_identity_values(compiled: &mut Compiled, policy: &Policy, ids: &Identities) {
+    let max_id = ids.infos.iter().map(|i| i.id).max().unwrap_or(0);
+    // By id: hundreds of thousands of entries set bits of a few thousand
+    // identities.
+    let mut flags: Vec<u32> = vec![0; max_id as usize + 1];
+    for (prefix, key, _) in &compiled.rules {
+        let (fs, fd) = entry_flags(*prefix, key.proto);
+        for (id, bits) in [(key.src_id, fs), (key.dst_id, fd)] {
+            if let Some(f) = flags.get_mut(u32::from_be_bytes(id) as usize) {
+                *f |= bits;
+            }
+        }
+    }
     // Identities of audit-only groups: a denial from or to them passes.
     let audit_groups: BTreeSet<&str> = policy
         .groups
@@ -405,7 +446,7 @@ pub(super) fn compile_with(
         .collect();
     let value = |id: u32| IdentityValue {
         id,
-        flags: flags.get(&id).copied().unwrap_or(0)
+        flags: flags.get(id as usize).copied().unwrap_or(0)
             | any_audit
             | if audited.contains(&id) {
                 ID_FLAG_AUDIT
@@ -413,30 +454,8 @@ pub(super) fn compile_with(
                 0
             },
     };
-    let mut rule_names = vec![String::new()];
-    let mut rule_audit = vec![false];
-    rule_audit.extend(rules.iter().map(|r| r.audit));
-    rule_names.extend(rules.into_iter().map(|r| r.name));
-    Ok(Compiled {
-        ids_v4: ids.v4.iter().map(|&(n, id)| (n, value(id))).collect(),
-        ids_v6: ids.v6.iter().map(|&(n, id)| (n, value(id))).collect(),
-        rules: entries
-            .into_iter()
-            .map(|((key, prefix), rule_id)| {
-                let flags = if denied.contains(&(key, prefix)) {
-                    RULE_FLAG_DENY
-                } else if rule_audit[rule_id as usize] {
-                    RULE_FLAG_AUDIT
-                } else {
-                    0
-                };
-                (prefix, key, RuleValue { rule_id, flags })
-            })
-            .collect(),
-        identities: ids.infos.clone(),
-        rule_names,
-        rule_audit,
-    })
+    compiled.ids_v4 = ids.v4.iter().map(|&(n, id)| (n, value(id))).collect();
+    compiled.ids_v6 = ids.v6.iter().map(|&(n, id)| (n, value(id))).collect();
 }
 
 impl Compiled {

@@ -7,6 +7,7 @@
 //! the address's groups: collected prefixes nest or are disjoint, so every group
 //! CIDR (or except) containing the address contains P too.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
@@ -26,15 +27,18 @@ pub struct IdentityInfo {
 }
 
 /// A set of addresses an identity can stand for part of.
-struct Source {
-    name: String,
+pub(super) struct Source<'p> {
+    pub name: String,
     /// Counts against `world` (user groups and `host`; literal CIDRs do not, so
     /// that writing one into a rule does not change what `world` means in others).
-    named: bool,
-    cidrs: Vec<IpNet>,
-    except: Vec<IpNet>,
+    pub named: bool,
+    /// Borrowed from the policy's groups: a compile with thousands of pods
+    /// copies no address lists.
+    pub cidrs: Cow<'p, [IpNet]>,
+    pub except: Cow<'p, [IpNet]>,
 }
 
+#[derive(Clone)]
 pub(crate) struct Identities {
     /// Sorted by id.
     pub infos: Vec<IdentityInfo>,
@@ -52,11 +56,11 @@ pub(crate) fn cidr_group_name(net: &IpNet) -> String {
     net.trunc().to_string()
 }
 
-fn sources(
-    policy: &Policy,
+pub(super) fn sources<'p>(
+    policy: &'p Policy,
     host_addrs: &[IpAddr],
     node_cidrs: &[IpNet],
-) -> Result<Vec<Source>, CompileError> {
+) -> Result<Vec<Source<'p>>, CompileError> {
     let mut out: Vec<Source> = Vec::new();
     for g in &policy.groups {
         let bad = |message: String| CompileError::BadGroup {
@@ -73,8 +77,8 @@ fn sources(
         out.push(Source {
             name: g.name.clone(),
             named: !g.anonymous,
-            cidrs: g.cidrs.clone(),
-            except: g.except.clone(),
+            cidrs: Cow::Borrowed(&g.cidrs),
+            except: Cow::Borrowed(&g.except),
         });
     }
     let mut literals = BTreeSet::new();
@@ -94,14 +98,14 @@ fn sources(
     out.extend(literals.into_iter().map(|n| Source {
         name: cidr_group_name(&n),
         named: false,
-        cidrs: vec![n],
-        except: Vec::new(),
+        cidrs: Cow::Owned(vec![n]),
+        except: Cow::Owned(Vec::new()),
     }));
     out.push(Source {
         name: BUILTIN_HOST.to_string(),
         named: true,
-        cidrs: host_addrs.iter().map(|a| IpNet::from(*a)).collect(),
-        except: Vec::new(),
+        cidrs: Cow::Owned(host_addrs.iter().map(|a| IpNet::from(*a)).collect()),
+        except: Cow::Owned(Vec::new()),
     });
     // Not named: node subnets often hold pods and services too (a VPC), and
     // declaring them must not change what `world` means in any rule.
@@ -112,18 +116,92 @@ fn sources(
     out.push(Source {
         name: BUILTIN_NODES.to_string(),
         named: false,
-        cidrs: nodes,
-        except: Vec::new(),
+        cidrs: Cow::Owned(nodes),
+        except: Cow::Owned(Vec::new()),
     });
     Ok(out)
 }
 
-fn ancestors(p: &IpNet) -> impl Iterator<Item = IpNet> + '_ {
+pub(super) fn ancestors(p: &IpNet) -> impl Iterator<Item = IpNet> + '_ {
     (0..=p.prefix_len()).rev().map(|len| {
         IpNet::new(p.addr(), len)
             .expect("shorter than a valid prefix")
             .trunc()
     })
+}
+
+/// Prefix to the (source, is an except) pairs naming it, for every prefix
+/// some source names.
+pub(super) type PrefixIndex = HashMap<IpNet, Vec<(usize, bool)>>;
+
+pub(super) fn index_of(sources: &[Source]) -> PrefixIndex {
+    let mut index = PrefixIndex::new();
+    for (i, s) in sources.iter().enumerate() {
+        let tagged = s.cidrs.iter().map(|n| (n, false));
+        for (n, except) in tagged.chain(s.except.iter().map(|n| (n, true))) {
+            index.entry(*n).or_default().push((i, except));
+        }
+    }
+    index
+}
+
+/// The roots every policy collects, so every address has an identity.
+pub(super) fn roots() -> [IpNet; 2] {
+    [
+        "0.0.0.0/0".parse().expect("valid"),
+        "::/0".parse().expect("valid"),
+    ]
+}
+
+/// The sources (indices, sorted; `world` as `sources.len()`) holding `p`:
+/// every source naming `p` or a shorter prefix containing it, minus excepts.
+pub(super) fn set_of(index: &PrefixIndex, sources: &[Source], p: &IpNet) -> Vec<usize> {
+    let (mut inside, mut carved) = (BTreeSet::new(), BTreeSet::new());
+    for a in ancestors(p) {
+        for &(i, except) in index.get(&a).into_iter().flatten() {
+            if except {
+                carved.insert(i)
+            } else {
+                inside.insert(i)
+            };
+        }
+    }
+    let mut members: Vec<usize> = inside.difference(&carved).copied().collect();
+    if !members.iter().any(|&i| sources[i].named) {
+        members.push(sources.len());
+    }
+    members
+}
+
+/// The sorted group names of a set of sources.
+pub(super) fn names_of(sources: &[Source], set: &[usize]) -> Vec<String> {
+    let mut names: Vec<String> = set
+        .iter()
+        .map(|&i| {
+            if i == sources.len() {
+                BUILTIN_WORLD.to_string()
+            } else {
+                sources[i].name.clone()
+            }
+        })
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// The order ids are given in: plain `world` (everything outside the
+/// policy) first, for readable dumps, then by group list.
+pub(super) fn id_order(names: &[String]) -> (bool, &[String]) {
+    (!(names.len() == 1 && names[0] == BUILTIN_WORLD), names)
+}
+
+/// What `build` works out on the way: every collected prefix with its set
+/// of sources, and each distinct set's id.
+pub(super) struct Parts {
+    pub index: PrefixIndex,
+    pub sets: BTreeMap<IpNet, Vec<usize>>,
+    pub ids: HashMap<Vec<usize>, u32>,
 }
 
 pub(crate) fn build(
@@ -132,71 +210,37 @@ pub(crate) fn build(
     node_cidrs: &[IpNet],
 ) -> Result<Identities, CompileError> {
     let sources = sources(policy, host_addrs, node_cidrs)?;
-    // prefix -> (source, is an except) for every prefix some source names.
-    let mut index: HashMap<IpNet, Vec<(usize, bool)>> = HashMap::new();
-    let mut prefixes: BTreeSet<IpNet> = BTreeSet::new();
-    prefixes.insert("0.0.0.0/0".parse().expect("valid"));
-    prefixes.insert("::/0".parse().expect("valid"));
-    for (i, s) in sources.iter().enumerate() {
-        let tagged = s.cidrs.iter().map(|n| (n, false));
-        for (n, except) in tagged.chain(s.except.iter().map(|n| (n, true))) {
-            index.entry(*n).or_default().push((i, except));
-            prefixes.insert(*n);
-        }
-    }
+    Ok(build_parts(policy, &sources).0)
+}
+
+/// `build` over sources already listed, with what it worked out.
+pub(super) fn build_parts(policy: &Policy, sources: &[Source]) -> (Identities, Parts) {
+    let index = index_of(sources);
+    let mut prefixes: BTreeSet<IpNet> = index.keys().copied().collect();
+    prefixes.extend(roots());
 
     // Sets of source indices (with `world` as one past the last): group names
     // are compared and cloned once per distinct set, not once per prefix.
-    let world_index = sources.len();
     let mut sets: BTreeMap<IpNet, Vec<usize>> = BTreeMap::new();
     for p in &prefixes {
-        let (mut inside, mut carved) = (BTreeSet::new(), BTreeSet::new());
-        for a in ancestors(p) {
-            for &(i, except) in index.get(&a).into_iter().flatten() {
-                if except {
-                    carved.insert(i)
-                } else {
-                    inside.insert(i)
-                };
-            }
-        }
-        let mut members: Vec<usize> = inside.difference(&carved).copied().collect();
-        if !members.iter().any(|&i| sources[i].named) {
-            members.push(world_index);
-        }
-        sets.insert(*p, members);
+        sets.insert(*p, set_of(&index, sources, p));
     }
-    let name = |i: usize| -> &str {
-        if i == world_index {
-            BUILTIN_WORLD
-        } else {
-            &sources[i].name
-        }
-    };
-    let mut names_of: HashMap<&Vec<usize>, Vec<String>> = HashMap::new();
+    let mut names: HashMap<&Vec<usize>, Vec<String>> = HashMap::new();
     for set in sets.values() {
-        names_of.entry(set).or_insert_with(|| {
-            let mut names: Vec<String> = set.iter().map(|&i| name(i).to_string()).collect();
-            names.sort();
-            names.dedup();
-            names
-        });
+        names.entry(set).or_insert_with(|| names_of(sources, set));
     }
 
-    // Ids in the order of the sorted group lists, except that plain `world`
-    // (everything outside the policy) is always 1, for readable dumps.
-    let world = vec![BUILTIN_WORLD.to_string()];
-    let mut distinct: Vec<&Vec<String>> = names_of
+    let mut distinct: Vec<&Vec<String>> = names
         .values()
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    distinct.sort_by_key(|g| (**g != world, *g));
+    distinct.sort_by(|a, b| id_order(a).cmp(&id_order(b)));
     let by_names: BTreeMap<&Vec<String>, u32> =
         distinct.iter().zip(1..).map(|(g, id)| (*g, id)).collect();
-    let ids: HashMap<&Vec<usize>, u32> = names_of
+    let ids: HashMap<Vec<usize>, u32> = names
         .iter()
-        .map(|(set, names)| (*set, by_names[names]))
+        .map(|(set, names)| ((*set).clone(), by_names[names]))
         .collect();
     let infos: Vec<IdentityInfo> = distinct
         .iter()
@@ -227,11 +271,12 @@ pub(crate) fn build(
         }
     }
     let defined = policy.groups.iter().map(|g| g.name.clone()).collect();
-    Ok(Identities {
+    let identities = Identities {
         infos,
         members,
         defined,
         v4,
         v6,
-    })
+    };
+    (identities, Parts { index, sets, ids })
 }

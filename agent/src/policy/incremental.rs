@@ -12,12 +12,14 @@
 //! instead of the whole product.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use agent_common::RuleKey;
 
-use super::compile::{compile_with, CompileOptions, Compiled, IdSet};
+use super::compile::{compile_with, set_identity_values, CompileOptions, Compiled, IdSet};
 use super::error::CompileError;
 use super::identity::{self, Identities};
+use super::identity_update::{IdentityIndex, Ids};
 use super::model::{Group, Policy};
 
 /// Compiles policies one after another, as `run` does.
@@ -27,6 +29,9 @@ pub struct Compiler {
     known: HashMap<Vec<String>, u32>,
     next: u32,
     last: Option<Last>,
+    /// The identities of the last compile, updated in place when only host
+    /// prefixes moved.
+    index: Option<Arc<IdentityIndex>>,
 }
 
 #[derive(Clone, Debug)]
@@ -34,7 +39,9 @@ struct Last {
     /// The policy without the members of its groups.
     shape: Policy,
     enforce_host: bool,
-    compiled: Compiled,
+    /// What the last compile gave, without its identities and prefixes
+    /// (the index holds those): only its entries are reused.
+    compiled: Arc<Compiled>,
 }
 
 impl Default for Compiler {
@@ -43,7 +50,14 @@ impl Default for Compiler {
             known: HashMap::new(),
             next: 1,
             last: None,
+            index: None,
         }
+    }
+}
+
+impl std::fmt::Debug for IdentityIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdentityIndex")
     }
 }
 
@@ -54,8 +68,25 @@ impl Compiler {
         policy: &Policy,
         opts: &CompileOptions,
     ) -> Result<Compiled, CompileError> {
-        let mut ids = identity::build(policy, &opts.host_addrs, &opts.node_cidrs)?;
-        let (added, removed) = self.renumber(&mut ids);
+        let sources = identity::sources(policy, &opts.host_addrs, &opts.node_cidrs)?;
+        let mut index = self.index.take();
+        let ids = Ids {
+            known: &mut self.known,
+            next: &mut self.next,
+        };
+        let change = index
+            .as_mut()
+            .and_then(|ix| Arc::make_mut(ix).update(&sources, ids));
+        let (index, added, removed) = match change {
+            Some(c) => (index.expect("updated"), c.added, c.removed),
+            None => {
+                let (mut ids, parts) = identity::build_parts(policy, &sources);
+                let (added, removed, renamed) = self.renumber(&mut ids);
+                let ix = IdentityIndex::new(&sources, parts, &renamed, ids);
+                (Arc::new(ix), added, removed)
+            }
+        };
+        let ids = index.identities();
         let shape = shape(policy);
         let last = self
             .last
@@ -63,33 +94,43 @@ impl Compiler {
             .filter(|l| l.enforce_host == opts.enforce_host && l.shape == shape);
         let compiled = match last {
             Some(last) => {
-                let fresh = compile_with(policy, opts, &ids, Some(&added))?;
+                let fresh = compile_with(policy, opts, ids, Some(&added))?;
                 if fresh.rule_names == last.compiled.rule_names
                     && fresh.rule_audit == last.compiled.rule_audit
                 {
-                    with_kept_entries(fresh, &last.compiled, &removed)
+                    let mut kept = with_kept_entries(fresh, &last.compiled, &removed);
+                    set_identity_values(&mut kept, policy, ids);
+                    kept
                 } else {
-                    compile_with(policy, opts, &ids, None)?
+                    compile_with(policy, opts, ids, None)?
                 }
             }
-            None => compile_with(policy, opts, &ids, None)?,
+            None => compile_with(policy, opts, ids, None)?,
         };
+        self.index = Some(index);
         self.last = Some(Last {
             shape,
             enforce_host: opts.enforce_host,
-            compiled: compiled.clone(),
+            compiled: Arc::new(Compiled {
+                rules: compiled.rules.clone(),
+                rule_names: compiled.rule_names.clone(),
+                rule_audit: compiled.rule_audit.clone(),
+                ..Compiled::default()
+            }),
         });
         Ok(compiled)
     }
 
-    /// The next compile computes every entry again (ids are kept).
+    /// The next compile computes everything again (ids are kept).
     pub fn forget_entries(&mut self) {
         self.last = None;
+        self.index = None;
     }
 
     /// Gives `ids` the ids their group lists had last time (new ones get
-    /// fresh ids). Returns the ids that are new and those that are gone.
-    fn renumber(&mut self, ids: &mut Identities) -> (IdSet, IdSet) {
+    /// fresh ids). Returns the ids that are new, those that are gone, and
+    /// each id of `ids` as it was to the one it has now.
+    fn renumber(&mut self, ids: &mut Identities) -> (IdSet, IdSet, HashMap<u32, u32>) {
         let mut known = HashMap::with_capacity(ids.infos.len());
         let mut map: HashMap<u32, u32> = HashMap::with_capacity(ids.infos.len());
         let mut added = IdSet::new();
@@ -127,7 +168,7 @@ impl Compiler {
         for (_, id) in ids.v6.iter_mut() {
             *id = new(*id);
         }
-        (added, removed)
+        (added, removed, map)
     }
 }
 
@@ -337,6 +378,235 @@ spec:
             let mut p = merge(files.clone()).unwrap();
             with_cluster(&mut p, &cluster);
             step(&mut c, &p);
+        }
+    }
+
+    /// A small deterministic generator (xorshift): the sequences must be
+    /// the same on every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn below(&mut self, n: usize) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 % n as u64) as usize
+        }
+    }
+
+    /// (namespace, app, role, address numbers)
+    type TestPod = (usize, usize, usize, Vec<usize>);
+
+    /// A cluster as object texts: namespaces with a tier, pods with an app,
+    /// a role and one or two addresses (some shared, some none).
+    #[derive(Clone)]
+    struct World {
+        tiers: Vec<usize>,
+        pods: Vec<Option<TestPod>>,
+        host: Vec<usize>,
+    }
+
+    impl World {
+        /// One text per object, as the API view keeps them.
+        fn objects(&self) -> Vec<(String, String)> {
+            let mut o = Vec::new();
+            for (n, t) in self.tiers.iter().enumerate() {
+                o.push((
+                    format!("ns/n{n}"),
+                    format!(
+                        "{{kind: Namespace, metadata: {{name: n{n}, labels: {{tier: t{t}}}}}}}"
+                    ),
+                ));
+            }
+            for (j, p) in self.pods.iter().enumerate() {
+                let Some((ns, app, role, ips)) = p else {
+                    continue;
+                };
+                let ips: Vec<String> = ips
+                    .iter()
+                    .map(|a| match a % 3 {
+                        0 => format!("{{ip: \"fd00::{a}\"}}"),
+                        _ => format!("{{ip: 10.1.{}.{}}}", a / 200, a % 200),
+                    })
+                    .collect();
+                o.push((
+                    format!("pod/p{j}"),
+                    format!(
+                        "{{kind: Pod, metadata: {{name: p{j}, namespace: n{ns}, labels: \
+                         {{app: a{app}, role: r{role}}}}}, spec: {{containers: [{{name: c, ports: \
+                         [{{name: web, containerPort: {}}}]}}]}}, status: {{podIPs: [{}]}}}}",
+                        8000 + app,
+                        ips.join(", ")
+                    ),
+                ));
+            }
+            o
+        }
+
+        fn step(&mut self, rng: &mut Rng) {
+            let j = rng.below(self.pods.len());
+            let ips = |rng: &mut Rng| -> Vec<usize> {
+                (0..rng.below(3)).map(|_| rng.below(40)).collect()
+            };
+            match rng.below(8) {
+                0 => self.pods[j] = None,
+                1 => {
+                    let ns = rng.below(self.tiers.len());
+                    self.pods[j] = Some((ns, rng.below(4), rng.below(3), ips(rng)));
+                }
+                2 => {
+                    let n = rng.below(self.tiers.len());
+                    self.tiers[n] = rng.below(3);
+                }
+                3 => {
+                    if let Some(p) = &mut self.pods[j] {
+                        p.3 = ips(rng);
+                    }
+                }
+                4 => self.host = (0..rng.below(2)).map(|_| rng.below(40)).collect(),
+                _ => {
+                    if let Some(p) = &mut self.pods[j] {
+                        p.1 = rng.below(4);
+                        p.2 = rng.below(3);
+                    }
+                }
+            }
+        }
+
+        fn host_addrs(&self) -> Vec<std::net::IpAddr> {
+            self.host
+                .iter()
+                .map(|a| format!("10.1.{}.{}", a / 200, a % 200).parse().unwrap())
+                .collect()
+        }
+    }
+
+    /// Random pod, namespace and node-address events under NetworkPolicies
+    /// (selectors, namespace selectors, named ports, ipBlocks with excepts)
+    /// and selector groups: after every event the compiler that kept its
+    /// state gives what a compiler that forgot it gives, and enforces what a
+    /// compile from scratch enforces.
+    #[test]
+    fn random_events_equal_a_full_compile() {
+        use crate::policy::{
+            objects_from_parts, objects_from_str, parse_str_with, with_cluster,
+            with_cluster_cached, ObjectCache, Selections,
+        };
+        let netpols = "\
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: web, namespace: n0}
+spec:
+  podSelector: {matchLabels: {app: a1}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {tier: t1}}
+      podSelector: {matchLabels: {role: r0}}
+    ports: [{port: web}, {port: 53, protocol: UDP}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: n1}
+spec:
+  podSelector: {matchExpressions: [{key: app, operator: NotIn, values: [a0]}]}
+  policyTypes: [Ingress, Egress]
+  ingress:
+  - from:
+    - podSelector: {matchLabels: {app: a2}}
+      namespaceSelector: {}
+  egress:
+  - to:
+    - ipBlock: {cidr: 10.1.0.0/16, except: [10.1.0.0/24]}
+    ports: [{port: web}]
+  - to:
+    - podSelector: {}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: all, namespace: n2}
+spec:
+  podSelector: {}
+  ingress:
+  - {}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: out, namespace: n0}
+spec:
+  podSelector: {matchLabels: {role: r0}}
+  policyTypes: [Egress]
+  egress:
+  - to:
+    - namespaceSelector: {}
+    ports: [{port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: in, namespace: n1}
+spec:
+  podSelector: {matchLabels: {role: r1}}
+  ingress:
+  - from:
+    - namespaceSelector: {matchLabels: {tier: t0}}
+    ports: [{port: 80}]
+";
+        let native = "\
+groups:
+  fronts: {namespaces: {matchLabels: {tier: t0}}, pods: {role: r1}}
+  n2: {namespace: n2}
+rules:
+  - {name: front-to-n2, from: fronts, to: n2, ports: [80/tcp]}
+  - {name: world-dns, from: n2, to: world, ports: [53/udp]}
+";
+        let with_native = |native_rules: bool| {
+            let mut files = vec![];
+            if native_rules {
+                files.push(parse_str_with("native.yaml", native, true).unwrap());
+            }
+            files.extend(objects_from_str("np.yaml", netpols).unwrap().1);
+            files
+        };
+        for seed in 1..=6u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let mut world = World {
+                tiers: vec![0, 1, 2, 1],
+                pods: (0..14).map(|_| None).collect(),
+                host: vec![],
+            };
+            let mut c = Compiler::default();
+            let mut parsed = ObjectCache::default();
+            let mut selections = Selections::default();
+            let files = with_native(seed % 2 == 0);
+            for _ in 0..60 {
+                world.step(&mut rng);
+                let objects = world.objects();
+                let whole: Vec<String> = objects.iter().map(|(_, t)| format!("- {t}")).collect();
+                let whole = format!("kind: List\nitems:\n{}\n", whole.join("\n"));
+                let (cluster, _) = objects_from_str("objects.yaml", &whole).unwrap();
+                let parts = objects.into_iter().map(|(n, t)| parsed.parse(&n, t));
+                let (kept, _) = objects_from_parts(parts.collect::<Vec<_>>()).unwrap();
+                assert_eq!(kept, cluster, "seed {seed}");
+                let mut p = merge(files.clone()).unwrap();
+                with_cluster(&mut p, &cluster);
+                let mut warm_p = merge(files.clone()).unwrap();
+                with_cluster_cached(&mut warm_p, &kept, &mut selections);
+                assert_eq!(warm_p, p, "seed {seed}");
+                let opts = CompileOptions {
+                    host_addrs: world.host_addrs(),
+                    ..CompileOptions::default()
+                };
+                let mut cold = c.clone();
+                cold.forget_entries();
+                let warm = c.compile(&warm_p, &opts).unwrap();
+                assert_eq!(warm, cold.compile(&p, &opts).unwrap(), "seed {seed}");
+                let scratch = crate::policy::compile(&p, &opts).unwrap();
+                assert_eq!(
+                    warm.canonical_text(),
+                    scratch.canonical_text(),
+                    "seed {seed}"
+                );
+            }
         }
     }
 }

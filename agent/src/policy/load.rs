@@ -3,10 +3,13 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use super::cluster::{merge_clusters, pods_group, resolve, Cluster};
+use super::api_objects::objects_from_parts;
+use super::cluster::{Cluster, PODS_GROUP};
 use super::error::{Origin, PolicyError, PolicyErrors};
-use super::model::{Peer, Policy, PolicyFile};
+use super::model::{Group, GroupSelector, Peer, Policy, PolicyFile};
+use super::object_cache::ObjectCache;
 use super::parse::parse_partial;
+use super::selection::{every_pod, Selections};
 use super::source::{self, ReadLimits};
 use super::suggest::did_you_mean;
 
@@ -253,21 +256,33 @@ pub fn load_objects(
     dir: &Path,
     limits: &ReadLimits,
 ) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
-    let mut clusters = Vec::new();
-    let mut files = Vec::new();
+    load_objects_cached(dir, limits, &mut ObjectCache::default())
+}
+
+/// `load_objects`, parsing only the files whose text changed since `cache`
+/// last saw them.
+pub fn load_objects_cached(
+    dir: &Path,
+    limits: &ReadLimits,
+    cache: &mut ObjectCache,
+) -> Result<(Cluster, Vec<PolicyFile>), PolicyErrors> {
     let read = source::read_dir(dir, OBJECT_EXTENSIONS, limits)?;
+    cache.keep_only(read.texts.iter().map(|t| t.name.as_str()));
     let mut errors = read.errors;
-    for source::Text { name, text } in read.texts {
-        match objects_from_str(&name, &text) {
-            Ok((cluster, netpols)) => {
-                clusters.push(cluster);
-                files.extend(netpols);
-            }
-            Err(e) => errors.extend(e.0),
+    let parts = read
+        .texts
+        .into_iter()
+        .map(|source::Text { name, text }| cache.parse(&name, text))
+        .collect::<Vec<_>>();
+    let parsed = objects_from_parts(parts);
+    match parsed {
+        Ok(loaded) if errors.is_empty() => Ok(loaded),
+        Ok(_) => Err(PolicyErrors(errors)),
+        Err(e) => {
+            errors.extend(e.0);
+            Err(PolicyErrors(errors))
         }
     }
-    PolicyErrors::check(errors)?;
-    Ok((merge_clusters(clusters), files))
 }
 
 /// The objects of one file's text (named `name` in errors): Namespaces and
@@ -297,9 +312,20 @@ pub fn load_sources_with_cluster(
     cluster: Cluster,
     netpols: Vec<PolicyFile>,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
+    load_sources_with_cluster_cached(sources, cluster, netpols, &mut Selections::default())
+}
+
+/// `load_sources_with_cluster`, with the selectors' pods kept in
+/// `selections` from one call to the next.
+pub fn load_sources_with_cluster_cached(
+    sources: &Sources,
+    cluster: Cluster,
+    netpols: Vec<PolicyFile>,
+    selections: &mut Selections,
+) -> Result<(Policy, Cluster), PolicyErrors> {
     let read = parse_sources(sources, true);
     let mut policy = read.merge(netpols)?;
-    with_cluster(&mut policy, &cluster);
+    with_cluster_cached(&mut policy, &cluster, selections);
     Ok((policy, cluster))
 }
 
@@ -320,10 +346,29 @@ pub fn load_sources_with_objects(
     objects: &Path,
     limits: &ReadLimits,
 ) -> Result<(Policy, Cluster), PolicyErrors> {
+    load_sources_with_objects_cached(
+        sources,
+        objects,
+        limits,
+        &mut ObjectCache::default(),
+        &mut Selections::default(),
+    )
+}
+
+/// `load_sources_with_objects`, parsing only the object files whose text
+/// changed since `cache` last saw them, and matching against the selectors
+/// only the pods that changed since `selections` last saw them.
+pub fn load_sources_with_objects_cached(
+    sources: &Sources,
+    objects: &Path,
+    limits: &ReadLimits,
+    cache: &mut ObjectCache,
+    selections: &mut Selections,
+) -> Result<(Policy, Cluster), PolicyErrors> {
     let mut read = parse_sources(sources, true);
     // The groups a NetworkPolicy makes are named by its own rules only, so
     // objects that fail to load hide no group a policy file could name.
-    let (cluster, netpols) = match load_objects(objects, limits) {
+    let (cluster, netpols) = match load_objects_cached(objects, limits, cache) {
         Ok(loaded) => loaded,
         Err(e) => {
             read.errors.extend(e.0);
@@ -331,16 +376,36 @@ pub fn load_sources_with_objects(
         }
     };
     let mut policy = read.merge(netpols)?;
-    with_cluster(&mut policy, &cluster);
+    with_cluster_cached(&mut policy, &cluster, selections);
     Ok((policy, cluster))
 }
 
 /// Resolves `policy`'s selector groups against `cluster` and adds the group
 /// of every pod address.
 pub fn with_cluster(policy: &mut Policy, cluster: &Cluster) {
-    resolve(policy, cluster);
-    policy.groups.push(pods_group(cluster));
+    with_cluster_cached(policy, cluster, &mut Selections::default());
+}
+
+/// `with_cluster`, matching against the selectors only the pods that
+/// changed since `selections` last saw the cluster.
+pub fn with_cluster_cached(policy: &mut Policy, cluster: &Cluster, selections: &mut Selections) {
     let netpols = std::mem::take(&mut policy.netpols);
-    super::netpol::lower(policy, &netpols, cluster);
+    let mut wanted: Vec<GroupSelector> = policy
+        .groups
+        .iter()
+        .filter_map(|g| g.selector.clone())
+        .collect();
+    wanted.push(every_pod());
+    wanted.extend(super::netpol::selectors(&netpols));
+    selections.sync(cluster, &wanted);
+    for g in &mut policy.groups {
+        if let Some(sel) = &g.selector {
+            g.cidrs = selections.addresses(sel);
+            g.except.clear();
+        }
+    }
+    let all = selections.addresses(&every_pod());
+    policy.groups.push(Group::new(PODS_GROUP, &all, &[]));
+    super::netpol::lower(policy, &netpols, cluster, selections);
     policy.netpols = netpols;
 }

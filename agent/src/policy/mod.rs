@@ -9,13 +9,16 @@
 //!   same way, with positions (the agent's configuration file).
 //! - `load`: a directory's files, merged into a `Policy`.
 //! - `selector`, `cluster`: label selectors, and the Kubernetes objects
-//!   (Namespaces, Pods) selector groups are resolved against.
+//!   (Namespaces, Pods) selector groups are resolved against; `selection`:
+//!   each selector's pods, kept and updated per pod that changed.
 //! - `k8s`: NetworkPolicy documents without the objects (address form);
 //!   `netpol`: with them (selectors, named ports, Kubernetes' isolation).
 //! - `identity`, `compile`: a `Policy` to map contents; `combine`: the
 //!   NetworkPolicy sides combined into allowed pairs; `incremental`: the
-//!   compiles of one agent, identity ids kept and entries reused across them.
-//! - `api_objects`: Kubernetes objects from the API server, read as files are.
+//!   compiles of one agent, identity ids kept and entries reused across them;
+//!   `identity_update`: its identities updated per host prefix that moved.
+//! - `api_objects`: Kubernetes objects from the API server, read as files are;
+//!   `object_cache`: object files parsed again only when their text changed.
 //! - `evaluate`: the datapath's lookups over compiled maps, in plain Rust.
 //! - `trace`: every rule judged on its own against a packet, and each
 //!   NetworkPolicy side (`explain`).
@@ -30,6 +33,7 @@ mod compile;
 mod error;
 mod evaluate;
 mod identity;
+mod identity_update;
 mod incremental;
 mod k8s;
 mod limits;
@@ -37,8 +41,10 @@ mod load;
 mod lockout;
 mod model;
 mod netpol;
+mod object_cache;
 mod parse;
 mod ports;
+mod selection;
 mod selector;
 mod settings;
 mod source;
@@ -67,9 +73,10 @@ pub use k8s::{API_VERSION as K8S_API_VERSION, CIDRS_ANNOTATION as K8S_CIDRS_ANNO
 pub use limits::{check_capacity, map_usage, CapacityError, MapLimits, MapUsage};
 pub use load::{
     is_policy_file_name, load_dir, load_dir_with_cluster, load_dir_with_objects, load_file,
-    load_objects, load_sources, load_sources_with_cluster, load_sources_with_objects, merge,
-    object_files, objects_from_str, policy_files, read_file, read_file_with, read_sources,
-    with_cluster, Sources, POLICY_EXTENSIONS,
+    load_objects, load_objects_cached, load_sources, load_sources_with_cluster,
+    load_sources_with_cluster_cached, load_sources_with_objects, load_sources_with_objects_cached,
+    merge, object_files, objects_from_str, policy_files, read_file, read_file_with, read_sources,
+    with_cluster, with_cluster_cached, Sources, POLICY_EXTENSIONS,
 };
 pub use lockout::{
     lockout_findings, lockout_problems, refuse_lockout, LockoutKind, LockoutProblem,
@@ -80,8 +87,10 @@ pub use model::{
     BUILTIN_ANY, BUILTIN_GROUPS, BUILTIN_HOST, BUILTIN_NODES, BUILTIN_RULE_PREFIX, BUILTIN_WORLD,
 };
 pub use netpol::{Direction, NetworkPolicy, SideRule, Workloads};
+pub use object_cache::{ObjectCache, ParsedObjects};
 pub use parse::{parse_str, parse_str_with};
 pub use ports::{blocks as port_blocks, parse as parse_port};
+pub use selection::Selections;
 pub use selector::{LabelSelector, Labels, Operator, Requirement};
 pub use settings::{parse_settings, read_settings, Setting, SettingScalar, SettingValue};
 pub use source::{ReadLimits, DEFAULT_DIR_SIZE_MAX, DEFAULT_FILE_SIZE_MAX};

@@ -112,13 +112,13 @@ pub struct Group {
 }
 
 /// Which pods a selector group stands for.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct GroupSelector {
     pub namespaces: NamespaceSelector,
     pub pods: LabelSelector,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum NamespaceSelector {
     /// `namespace: NAME`.
     Named(String),

@@ -22,8 +22,9 @@ use ipnet::IpNet;
 
 use super::cluster::{Cluster, Pod};
 use super::error::Origin;
-use super::model::{Group, Peer, Policy, PortSpec};
+use super::model::{Group, GroupSelector, NamespaceSelector, Peer, Policy, PortSpec};
 use super::parse::{is_null, join, Ctx, Entry};
+use super::selection::Selections;
 use super::selector::LabelSelector;
 use super::yaml::{Kind, Node};
 
@@ -325,47 +326,45 @@ fn is_empty(node: &Node) -> bool {
     is_null(node) || matches!(&node.kind, Kind::Seq(v) if v.is_empty())
 }
 
-/// The pods by namespace, so that a selector is matched against each
-/// namespace's labels once, not once per pod.
-struct PodIndex<'a> {
-    cluster: &'a Cluster,
-    by_ns: BTreeMap<&'a str, Vec<&'a Pod>>,
+/// The selector of the pods a NetworkPolicy applies to.
+fn selected_selector(np: &NetworkPolicy) -> GroupSelector {
+    GroupSelector {
+        namespaces: NamespaceSelector::Named(np.namespace.clone()),
+        pods: np.pod_selector.clone(),
+    }
 }
 
-impl<'a> PodIndex<'a> {
-    fn new(cluster: &'a Cluster) -> Self {
-        let mut by_ns: BTreeMap<&str, Vec<&Pod>> = BTreeMap::new();
-        for p in &cluster.pods {
-            by_ns.entry(p.namespace.as_str()).or_default().push(p);
+/// The selector of a pod peer, seen from the policy's namespace.
+fn peer_selector(
+    policy_ns: &str,
+    namespaces: &Option<LabelSelector>,
+    pods: &Option<LabelSelector>,
+) -> GroupSelector {
+    GroupSelector {
+        namespaces: match namespaces {
+            None => NamespaceSelector::Named(policy_ns.to_string()),
+            Some(s) => NamespaceSelector::Matching(s.clone()),
+        },
+        pods: pods.clone().unwrap_or_default(),
+    }
+}
+
+/// Every selector `lower` resolves for `netpols`.
+pub(super) fn selectors(netpols: &[NetworkPolicy]) -> Vec<GroupSelector> {
+    let mut out = Vec::new();
+    for np in netpols {
+        out.push(selected_selector(np));
+        for dir in [Direction::Ingress, Direction::Egress] {
+            for rule in np.rules(dir).into_iter().flatten() {
+                for p in rule.peers.iter().flatten() {
+                    if let NpPeer::Pods { namespaces, pods } = p {
+                        out.push(peer_selector(&np.namespace, namespaces, pods));
+                    }
+                }
+            }
         }
-        Self { cluster, by_ns }
     }
-
-    fn in_namespace(&self, ns: &str) -> &[&'a Pod] {
-        self.by_ns.get(ns).map_or(&[], Vec::as_slice)
-    }
-
-    /// The pods a NetworkPolicy peer selects, seen from the policy's namespace.
-    fn peer_pods(
-        &self,
-        policy_ns: &str,
-        namespaces: &Option<LabelSelector>,
-        pods: &Option<LabelSelector>,
-    ) -> Vec<&'a Pod> {
-        let candidates: Vec<&'a Pod> = match namespaces {
-            None => self.in_namespace(policy_ns).to_vec(),
-            Some(s) => self
-                .by_ns
-                .iter()
-                .filter(|(ns, _)| s.matches(&self.cluster.namespace_labels(ns)))
-                .flat_map(|(_, pods)| pods.iter().copied())
-                .collect(),
-        };
-        candidates
-            .into_iter()
-            .filter(|p| pods.as_ref().is_none_or(|s| s.matches(&p.labels)))
-            .collect()
-    }
+    out
 }
 
 fn addresses<'a>(pods: impl Iterator<Item = &'a Pod>) -> Vec<IpNet> {
@@ -401,22 +400,26 @@ fn pods_group(name: String, cidrs: Vec<IpNet>, origin: &Origin) -> Group {
 }
 
 /// Adds the groups and side rules of `netpols` to `policy`, resolved against
-/// `cluster`.
-pub fn lower(policy: &mut Policy, netpols: &[NetworkPolicy], cluster: &Cluster) {
+/// `cluster`, whose pods `selections` holds for every selector of
+/// `selectors(netpols)`.
+pub(super) fn lower(
+    policy: &mut Policy,
+    netpols: &[NetworkPolicy],
+    cluster: &Cluster,
+    selections: &Selections,
+) {
     let mut w = Workloads::default();
-    let index = PodIndex::new(cluster);
+    let at = Index {
+        cluster,
+        selections,
+    };
     for np in netpols {
         let base = format!("{}/{}", np.namespace, np.name);
-        let selected: Vec<&Pod> = index
-            .in_namespace(&np.namespace)
-            .iter()
-            .copied()
-            .filter(|p| np.pod_selector.matches(&p.labels))
-            .collect();
+        let sel = selected_selector(np);
         let sel_name = format!("netpol/{base}");
         policy.groups.push(pods_group(
             sel_name.clone(),
-            addresses(selected.iter().copied()),
+            selections.addresses(&sel),
             &np.origin,
         ));
         for dir in [Direction::Ingress, Direction::Egress] {
@@ -424,30 +427,34 @@ pub fn lower(policy: &mut Policy, netpols: &[NetworkPolicy], cluster: &Cluster) 
             w.isolated.push((dir, sel_name.clone()));
             for (i, rule) in rules.iter().enumerate() {
                 let name = format!("{base}/{}[{i}]", dir.key());
-                lower_rule(
-                    policy, &mut w, &index, np, dir, &name, &sel_name, &selected, rule,
-                );
+                lower_rule(policy, &mut w, &at, np, dir, &name, &sel_name, &sel, rule);
             }
         }
     }
     policy.workloads = Some(w);
 }
 
+/// What rules are resolved against.
+struct Index<'a> {
+    cluster: &'a Cluster,
+    selections: &'a Selections,
+}
+
 #[allow(clippy::too_many_arguments)]
 fn lower_rule(
     policy: &mut Policy,
     w: &mut Workloads,
-    index: &PodIndex,
+    index: &Index,
     np: &NetworkPolicy,
     dir: Direction,
     name: &str,
     sel_name: &str,
-    selected: &[&Pod],
+    selected: &GroupSelector,
     rule: &NpRule,
 ) {
-    // Peers as groups; the pods behind pod peers are kept for named ports.
+    // Peers as groups; the selectors of pod peers are kept for named ports.
     let mut peers = Vec::new();
-    let mut peer_pod_list: Vec<&Pod> = Vec::new();
+    let mut peer_selectors: Vec<GroupSelector> = Vec::new();
     let mut blocks: Vec<&Peer> = Vec::new();
     let mut any_peer = false;
     match &rule.peers {
@@ -463,15 +470,15 @@ fn lower_rule(
                         blocks.push(peer);
                     }
                     NpPeer::Pods { namespaces, pods } => {
-                        let found = index.peer_pods(&np.namespace, namespaces, pods);
+                        let found = peer_selector(&np.namespace, namespaces, pods);
                         let g = format!("netpol/{name}.peer[{j}]");
                         policy.groups.push(pods_group(
                             g.clone(),
-                            addresses(found.iter().copied()),
+                            index.selections.addresses(&found),
                             &rule.origin,
                         ));
                         peers.push(Peer::Group(g));
-                        peer_pod_list.extend(found);
+                        peer_selectors.push(found);
                     }
                 }
             }
@@ -515,9 +522,12 @@ fn lower_rule(
     // without it, or for an address that is no pod).
     for (proto, port_name) in named {
         let destinations: Vec<&Pod> = match dir {
-            Direction::Ingress => selected.to_vec(),
+            Direction::Ingress => index.selections.pods(selected),
             Direction::Egress if any_peer => index.cluster.pods.iter().collect(),
-            Direction::Egress => peer_pod_list.clone(),
+            Direction::Egress => peer_selectors
+                .iter()
+                .flat_map(|s| index.selections.pods(s))
+                .collect(),
         };
         let number_of = |pod: &Pod| {
             pod.ports

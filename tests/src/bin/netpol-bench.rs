@@ -382,8 +382,12 @@ struct IdentityRow {
     policies: usize,
     identities: usize,
     rule_entries: usize,
-    /// Every object read again, the policy compiled and written (a relist).
+    /// Every object read again, the policy compiled from scratch (ids
+    /// kept) and written.
     resync_ms: f64,
+    /// Every object read again (a relist after the watch lost its place),
+    /// with what the agent keeps between reloads.
+    relist_ms: f64,
     /// One pod relabelled: everything from reading the objects to the swap.
     event_p50_ms: f64,
     event_p99_ms: f64,
@@ -393,21 +397,24 @@ struct IdentityRow {
 /// pods by app and role, and NetworkPolicies that each isolate one app of
 /// a namespace for ingress from one role of one tier (a third also limit
 /// egress to DNS-like UDP in their tier). `relabel` moves that many pods to
-/// another app.
+/// another app. One text per object, named as the API view names it: a pod
+/// event changes one of them.
 fn identity_objects(
     pods: usize,
     namespaces: usize,
     policies: usize,
     relabel: usize,
-) -> (String, String) {
+) -> Vec<(String, String)> {
     use std::fmt::Write as _;
-    let mut objects = String::from("apiVersion: v1\nkind: List\nitems:\n");
+    let mut out = Vec::with_capacity(namespaces + pods + policies);
     for n in 0..namespaces {
-        let _ = writeln!(
-            objects,
-            "- {{kind: Namespace, metadata: {{name: ns{n}, labels: {{tier: t{}}}}}}}",
-            n % 5
-        );
+        out.push((
+            format!("kubernetes:namespaces//ns{n}"),
+            format!(
+                "{{kind: Namespace, metadata: {{name: ns{n}, labels: {{tier: t{}}}}}}}",
+                n % 5
+            ),
+        ));
     }
     for j in 0..pods {
         let app = if j < relabel {
@@ -415,23 +422,23 @@ fn identity_objects(
         } else {
             (j / namespaces) % 20
         };
-        let _ = writeln!(
-            objects,
-            "- {{kind: Pod, metadata: {{name: p{j}, namespace: ns{}, labels: {{app: a{app}, role: r{}}}}}, status: {{podIP: 10.{}.{}.{}}}}}",
-            j % namespaces,
-            j % 7,
-            64 + j / 65536,
-            (j / 256) % 256,
-            j % 256
-        );
+        let ns = j % namespaces;
+        out.push((
+            format!("kubernetes:pods/ns{ns}/p{j}"),
+            format!(
+                "{{kind: Pod, metadata: {{name: p{j}, namespace: ns{ns}, labels: {{app: a{app}, role: r{}}}}}, status: {{podIP: 10.{}.{}.{}}}}}",
+                j % 7,
+                64 + j / 65536,
+                (j / 256) % 256,
+                j % 256
+            ),
+        ));
     }
-    let mut netpols = String::new();
     for k in 0..policies {
-        let _ = write!(
-            netpols,
-            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np{k}, namespace: ns{}}}\n\
+        let ns = k % namespaces;
+        let mut np = format!(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np{k}, namespace: ns{ns}}}\n\
              spec:\n  podSelector: {{matchLabels: {{app: a{}}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{matchLabels: {{tier: t{}}}}}\n      podSelector: {{matchLabels: {{role: r{}}}}}\n    ports: [{{port: {}}}]\n",
-            k % namespaces,
             (k / namespaces) % 20,
             k % 5,
             k % 7,
@@ -439,33 +446,76 @@ fn identity_objects(
         );
         if k % 3 == 0 {
             let _ = write!(
-                netpols,
+                np,
                 "  egress:\n  - to:\n    - namespaceSelector: {{matchLabels: {{tier: t{}}}}}\n    ports: [{{port: 53, protocol: UDP}}]\n",
                 k % 5
             );
         }
+        out.push((format!("kubernetes:networkpolicies/ns{ns}/np{k}"), np));
     }
-    (objects, netpols)
+    out
 }
 
-/// Reads, resolves and compiles as the agent does on every change of the
-/// Kubernetes objects.
-fn identity_compile(
-    compiler: &mut policy::Compiler,
-    objects: &str,
-    netpols: &str,
-) -> anyhow::Result<policy::Compiled> {
-    let (cluster, _) = policy::objects_from_str("objects.yaml", objects)?;
-    let (_, files) = policy::objects_from_str("netpols.yaml", netpols)?;
+/// Where an event's time goes (milliseconds).
+#[derive(Default)]
+struct Stages {
+    read: f64,
+    resolve: f64,
+    compile: f64,
+    write: f64,
+}
+
+/// Reads, resolves, compiles and writes as the agent does on every change
+/// of the Kubernetes objects: each object is parsed again only when its
+/// text changed (the API view keeps every object as it was read), and only
+/// the pods that changed are matched against the selectors again.
+fn identity_apply(
+    state: &mut IdentityState,
+    dp: &mut Datapath,
+    objects: &[(String, String)],
+) -> anyhow::Result<(policy::Compiled, Stages)> {
+    let mut stages = Stages::default();
+    let ms = |t: Instant| t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let parts: Vec<_> = objects
+        .iter()
+        .map(|(name, text)| state.objects.parse(name, text.clone()))
+        .collect();
+    let (cluster, files) = policy::objects_from_parts(parts)?;
     let mut p = policy::merge(files)?;
-    policy::with_cluster(&mut p, &cluster);
-    Ok(compiler.compile(&p, &CompileOptions::default())?)
+    stages.read = ms(t);
+    let t = Instant::now();
+    policy::with_cluster_cached(&mut p, &cluster, &mut state.selections);
+    stages.resolve = ms(t);
+    let t = Instant::now();
+    let compiled = state.compiler.compile(&p, &CompileOptions::default())?;
+    stages.compile = ms(t);
+    let t = Instant::now();
+    dp.apply(&compiled)?;
+    stages.write = ms(t);
+    Ok((compiled, stages))
+}
+
+/// What the agent keeps from one compile of the objects to the next.
+#[derive(Clone, Default)]
+struct IdentityState {
+    compiler: policy::Compiler,
+    objects: policy::ObjectCache,
+    selections: policy::Selections,
 }
 
 fn identity_table(args: &Args) -> anyhow::Result<Vec<IdentityRow>> {
     println!(
-        "\n{:>7} {:>5} {:>8} {:>10} {:>8} {:>10} {:>10} {:>10}",
-        "pods", "ns", "policies", "identities", "entries", "resync", "event p50", "event p99"
+        "\n{:>7} {:>5} {:>8} {:>10} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "pods",
+        "ns",
+        "policies",
+        "identities",
+        "entries",
+        "resync",
+        "relist",
+        "event p50",
+        "event p99"
     );
     let mut rows = Vec::new();
     for scale in &args.identity {
@@ -483,28 +533,45 @@ fn identity_table(args: &Args) -> anyhow::Result<Vec<IdentityRow>> {
             ..LoadOptions::default()
         };
         let mut dp = Datapath::load(&opts)?;
-        // One compiler across swaps, as the agent keeps it. The resync
-        // computes everything again (with the ids the live policy has).
-        let mut compiler = policy::Compiler::default();
-        let (objects, netpols) = identity_objects(pods, namespaces, policies, 0);
-        let first = identity_compile(&mut compiler, &objects, &netpols)?;
-        dp.apply(&first)?;
+        // One state across swaps, as the agent keeps it. The resync parses
+        // and computes everything again (with the ids the live policy has).
+        let mut state = IdentityState::default();
+        let objects = identity_objects(pods, namespaces, policies, 0);
+        identity_apply(&mut state, &mut dp, &objects)?;
         let t = Instant::now();
-        let mut fresh = compiler.clone();
-        fresh.forget_entries();
-        let compiled = identity_compile(&mut fresh, &objects, &netpols)?;
-        dp.apply(&compiled)?;
+        let mut fresh = IdentityState {
+            compiler: state.compiler.clone(),
+            ..IdentityState::default()
+        };
+        fresh.compiler.forget_entries();
+        let (compiled, _) = identity_apply(&mut fresh, &mut dp, &objects)?;
         let resync = t.elapsed();
+        let t = Instant::now();
+        state.objects = policy::ObjectCache::default();
+        identity_apply(&mut state, &mut dp, &objects)?;
+        let relist = t.elapsed();
         let mut events = Vec::new();
+        let mut total = Stages::default();
         for i in 1..=args.identity_events {
             // Alternately relabel one more pod and put it back: each event
             // moves one address between identities.
-            let (objects, _) = identity_objects(pods, namespaces, policies, i % 2);
+            let objects = identity_objects(pods, namespaces, policies, i % 2);
             let t = Instant::now();
-            let c = identity_compile(&mut compiler, &objects, &netpols)?;
-            dp.apply(&c)?;
+            let (_, s) = identity_apply(&mut state, &mut dp, &objects)?;
             events.push(t.elapsed().as_secs_f64() * 1e3);
+            total.read += s.read;
+            total.resolve += s.resolve;
+            total.compile += s.compile;
+            total.write += s.write;
         }
+        let n = args.identity_events.max(1) as f64;
+        eprintln!(
+            "# {pods} pods: per event, read {:.1} ms, resolve {:.1} ms, compile {:.1} ms, write {:.1} ms (means)",
+            total.read / n,
+            total.resolve / n,
+            total.compile / n,
+            total.write / n
+        );
         events.sort_by(f64::total_cmp);
         let pct = |q: f64| events[((events.len() as f64 - 1.0) * q).round() as usize];
         let row = IdentityRow {
@@ -514,17 +581,19 @@ fn identity_table(args: &Args) -> anyhow::Result<Vec<IdentityRow>> {
             identities: compiled.identities.len(),
             rule_entries: compiled.rules.len(),
             resync_ms: resync.as_secs_f64() * 1e3,
+            relist_ms: relist.as_secs_f64() * 1e3,
             event_p50_ms: pct(0.5),
             event_p99_ms: pct(0.99),
         };
         println!(
-            "{:>7} {:>5} {:>8} {:>10} {:>8} {:>8.0}ms {:>8.0}ms {:>8.0}ms",
+            "{:>7} {:>5} {:>8} {:>10} {:>8} {:>8.0}ms {:>8.0}ms {:>8.0}ms {:>8.0}ms",
             row.pods,
             row.namespaces,
             row.policies,
             row.identities,
             row.rule_entries,
             row.resync_ms,
+            row.relist_ms,
             row.event_p50_ms,
             row.event_p99_ms
         );
