@@ -3,8 +3,8 @@
 use agent_common::{
     stat, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache4, FlowCache6, FragKey4,
     FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleName, RuleValue, SourceKey,
-    SourceValue, TokenBucket, BUCKET_SLOTS, COUNTER_SLOTS, FLOW_CACHE_SLOTS, RULE_COUNTER_STRIDE,
-    RULE_IDS,
+    SourceValue, TokenBucket, BUCKET_SLOTS, COUNTER_SLOTS, FLOW_CACHE_SLOTS, IFACE_ROLE_SLOTS,
+    RULE_COUNTER_STRIDE, RULE_IDS,
 };
 use aya_ebpf::{
     macros::map,
@@ -102,6 +102,12 @@ pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(RULE_IDS, 0);
 #[map]
 pub static SOURCES: HashMap<SourceKey, SourceValue> =
     HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// The role of each interface below `IFACE_ROLE_SLOTS` (its `SOURCES`
+/// interface entry's kind, 0 for none), by ifindex: the counters ask it for
+/// every packet, and an array read is inlined where a hash lookup is a call.
+#[map]
+pub static IFACE_ROLES: Array<u32> = Array::with_max_entries(IFACE_ROLE_SLOTS, 0);
 
 /// Scratch space for the conntrack key an ICMP error quotes (one per CPU):
 /// the programs' stack, near BPF's 512 bytes, has no room for another key.
