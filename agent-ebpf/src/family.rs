@@ -11,8 +11,8 @@ use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use crate::{
     flowcache::{hash_slot, words},
     maps::{
-        CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6, IDS4,
-        IDS6, QUOTE_KEY4, QUOTE_KEY6,
+        Answer, ANSWERS4, ANSWERS6, ANSWER_SLOTS, CT4, CT6, DENIED4, DENIED6, FLOWCACHE4,
+        FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6, IDS4, IDS6, QUOTE_KEY4, QUOTE_KEY6,
     },
     parse::{parse_quote_v4, parse_quote_v6, Bounds, Quote},
 };
@@ -57,12 +57,46 @@ pub trait Family {
     fn quote(b: &Bounds, off: usize, len: usize) -> Result<Option<Quote<'_, Self::Addr>>, u32>;
     /// This CPU's scratch key for the flow an ICMP error quotes.
     fn quote_key() -> Option<*mut Self::CtKey>;
+    /// The policy's answer cache (`policy::lookup`): a slot holds a question
+    /// (the two addresses as words, then `meta`: generation, protocol, port)
+    /// and its answer.
+    type AnswerSlot: 'static;
+    fn answers() -> &'static PerCpuArray<Self::AnswerSlot>;
+    fn answer_slot(src: &Self::Addr, dst: &Self::Addr, meta: u64) -> u32;
+    /// The slot's answer if it holds this question.
+    fn answer_of(
+        s: &Self::AnswerSlot,
+        src: &Self::Addr,
+        dst: &Self::Addr,
+        meta: u64,
+    ) -> Option<u64>;
+    fn answer_fill(s: &mut Self::AnswerSlot, src: &Self::Addr, dst: &Self::Addr, meta: u64, a: u64);
 }
 
 pub struct V4;
 pub struct V6;
 
 impl Family for V4 {
+    type AnswerSlot = Answer<2>;
+    #[inline(always)]
+    fn answers() -> &'static PerCpuArray<Answer<2>> {
+        &ANSWERS4
+    }
+    #[inline(always)]
+    fn answer_slot(src: &[u8; 4], dst: &[u8; 4], meta: u64) -> u32 {
+        answer_index(v4_pair(src, dst) ^ meta.rotate_left(29))
+    }
+    #[inline(always)]
+    fn answer_of(s: &Answer<2>, src: &[u8; 4], dst: &[u8; 4], meta: u64) -> Option<u64> {
+        (s.question == [v4_pair(src, dst), meta]).then_some(s.answer)
+    }
+    #[inline(always)]
+    fn answer_fill(s: &mut Answer<2>, src: &[u8; 4], dst: &[u8; 4], meta: u64, a: u64) {
+        *s = Answer {
+            question: [v4_pair(src, dst), meta],
+            answer: a,
+        };
+    }
     type Addr = [u8; 4];
     type CtKey = CtKey4;
     type FragKey = FragKey4;
@@ -167,6 +201,31 @@ impl Family for V4 {
     }
 }
 
+/// Both IPv4 addresses in one word, for the answer cache (any fixed byte
+/// order does: the word is only compared and hashed).
+#[inline(always)]
+fn v4_pair(a: &[u8; 4], b: &[u8; 4]) -> u64 {
+    u32::from_ne_bytes(*a) as u64 | (u32::from_ne_bytes(*b) as u64) << 32
+}
+
+/// An IPv6 address as two words in the machine's order (compared and hashed
+/// only; `v6_words` is for ordering).
+#[inline(always)]
+fn ne_words(a: &[u8; 16]) -> (u64, u64) {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&a[..8]);
+    lo.copy_from_slice(&a[8..]);
+    (u64::from_ne_bytes(hi), u64::from_ne_bytes(lo))
+}
+
+/// Fibonacci hashing onto the answer cache's slots.
+#[inline(always)]
+fn answer_index(x: u64) -> u32 {
+    const SHIFT: u32 = 64 - ANSWER_SLOTS.trailing_zeros();
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> SHIFT) as u32 & (ANSWER_SLOTS - 1)
+}
+
 #[inline(always)]
 fn v6_words(a: &[u8; 16]) -> (u64, u64) {
     let mut hi = [0u8; 8];
@@ -177,6 +236,29 @@ fn v6_words(a: &[u8; 16]) -> (u64, u64) {
 }
 
 impl Family for V6 {
+    type AnswerSlot = Answer<5>;
+    #[inline(always)]
+    fn answers() -> &'static PerCpuArray<Answer<5>> {
+        &ANSWERS6
+    }
+    #[inline(always)]
+    fn answer_slot(src: &[u8; 16], dst: &[u8; 16], meta: u64) -> u32 {
+        let (a, b) = (ne_words(src), ne_words(dst));
+        answer_index(a.0 ^ a.1.rotate_left(13) ^ b.0.rotate_left(29) ^ b.1.rotate_left(41) ^ meta)
+    }
+    #[inline(always)]
+    fn answer_of(s: &Answer<5>, src: &[u8; 16], dst: &[u8; 16], meta: u64) -> Option<u64> {
+        let (a, b) = (ne_words(src), ne_words(dst));
+        (s.question == [a.0, a.1, b.0, b.1, meta]).then_some(s.answer)
+    }
+    #[inline(always)]
+    fn answer_fill(s: &mut Answer<5>, src: &[u8; 16], dst: &[u8; 16], meta: u64, a: u64) {
+        let (x, y) = (ne_words(src), ne_words(dst));
+        *s = Answer {
+            question: [x.0, x.1, y.0, y.1, meta],
+            answer: a,
+        };
+    }
     type Addr = [u8; 16];
     type CtKey = CtKey6;
     type FragKey = FragKey6;

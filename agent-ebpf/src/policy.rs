@@ -28,8 +28,72 @@ fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityV
 
 /// Looks a (src, dst, proto, port) question up in the live policy. A denial
 /// says whether either side belongs to an audit-only group (then it passes).
+///
+/// New flows ask the same few questions over and over (a client opening
+/// connection after connection to a service, a flood from one address), and
+/// each answer costs two identity lookups and a rule lookup, all kernel
+/// calls. A per-CPU, direct-mapped cache of answers keyed by the whole
+/// question and the policy generation answers a repeat with an inlined array
+/// read; a swap changes the generation, so no answer outlives its policy
+/// (the live slot's maps and flags never change while it is live).
 #[inline(always)]
 pub fn lookup<F: Family>(
+    gen: u32,
+    flags: u32,
+    src: &F::Addr,
+    dst: &F::Addr,
+    proto: u8,
+    port: u16,
+) -> Result<RuleValue, bool> {
+    let meta = question_meta(gen, proto, port);
+    let idx = F::answer_slot(src, dst, meta);
+    if let Some(c) = F::answers().get_ptr_mut(idx) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        if let Some(a) = F::answer_of(unsafe { &*c }, src, dst, meta) {
+            return from_answer(a);
+        }
+    }
+    let r = ask::<F>(gen, flags, src, dst, proto, port);
+    if let Some(c) = F::answers().get_ptr_mut(idx) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        F::answer_fill(unsafe { &mut *c }, src, dst, meta, to_answer(&r));
+    }
+    r
+}
+
+/// The non-address half of a cached question. The top byte is never zero, so
+/// a slot never written matches no question.
+#[inline(always)]
+fn question_meta(gen: u32, proto: u8, port: u16) -> u64 {
+    (1 << 56) | (proto as u64) << 48 | (port as u64) << 32 | gen as u64
+}
+
+/// An answer as one word: an allowing rule's id (never 0) and flags, or 0
+/// and whether the denial is audited.
+#[inline(always)]
+fn to_answer(r: &Result<RuleValue, bool>) -> u64 {
+    match r {
+        Ok(v) => v.rule_id as u64 | (v.flags as u64) << 32,
+        Err(audit) => (*audit as u64) << 32,
+    }
+}
+
+#[inline(always)]
+fn from_answer(a: u64) -> Result<RuleValue, bool> {
+    let rule_id = a as u32;
+    if rule_id != 0 {
+        Ok(RuleValue {
+            rule_id,
+            flags: (a >> 32) as u32,
+        })
+    } else {
+        Err(a >> 32 != 0)
+    }
+}
+
+/// The policy's answer, from the identity and rule maps.
+#[inline(always)]
+fn ask<F: Family>(
     gen: u32,
     flags: u32,
     src: &F::Addr,
