@@ -122,21 +122,20 @@ pub static QUOTE_KEY6: PerCpuArray<CtKey6> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static CT_SOURCES: LruHashMap<[u8; 16], TokenBucket> = LruHashMap::with_max_entries(65536, 0);
 
-/// Recent answers of the policy (`policy::lookup`), per CPU, direct-mapped.
+/// Recent answers of the policy to IPv4 questions (`policy::cached_v4`),
+/// per CPU, direct-mapped.
 #[map]
-pub static ANSWERS4: PerCpuArray<Answer<2>> = PerCpuArray::with_max_entries(ANSWER_SLOTS, 0);
-#[map]
-pub static ANSWERS6: PerCpuArray<Answer<5>> = PerCpuArray::with_max_entries(ANSWER_SLOTS, 0);
+pub static ANSWERS4: PerCpuArray<Answer4> = PerCpuArray::with_max_entries(ANSWER_SLOTS, 0);
 
-/// Slots of each answer cache: enough for the questions a CPU repeats, small
+/// Slots of the answer cache: enough for the questions a CPU repeats, small
 /// enough to stay in its cache.
 pub const ANSWER_SLOTS: u32 = 1024;
 
-/// A cached policy answer: the question as words (the addresses, then the
+/// A cached policy answer: the question as words (both addresses, then the
 /// generation, protocol and port) and the answer (`policy::to_answer`).
 #[repr(C)]
-pub struct Answer<const N: usize> {
-    pub question: [u64; N],
+pub struct Answer4 {
+    pub question: [u64; 2],
     pub answer: u64,
 }
 
