@@ -26,6 +26,7 @@ pub mod map_names {
     pub const HOSTS4: &str = "HOSTS4";
     pub const HOSTS6: &str = "HOSTS6";
     pub const SOURCES: &str = "SOURCES";
+    pub const IFACE_ROLES: &str = "IFACE_ROLES";
     pub const QUOTE_KEY4: &str = "QUOTE_KEY4";
     pub const QUOTE_KEY6: &str = "QUOTE_KEY6";
     pub const CT_SOURCES: &str = "CT_SOURCES";

@@ -78,6 +78,12 @@ pub const fn is_pod_iface(kind: u32) -> bool {
     )
 }
 
+/// Interfaces whose role `IFACE_ROLES` holds (ifindex below this): an array
+/// read the verifier inlines, where the `SOURCES` lookup of the role is a hash
+/// call. Every packet asks it, to count from the workload's side; an ifindex
+/// at or above it is looked up in `SOURCES`.
+pub const IFACE_ROLE_SLOTS: u32 = 65536;
+
 /// `SourceValue::origin` bits: where the agent learnt an address entry. The
 /// datapath ignores them; they let several sources (the node's routes, the
 /// Kubernetes API) share an entry and withdraw only their own claim.

@@ -3,8 +3,8 @@
 use agent_common::{
     stat, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache4, FlowCache6, FragKey4,
     FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleName, RuleValue, SourceKey,
-    SourceValue, TokenBucket, BUCKET_SLOTS, COUNTER_SLOTS, FLOW_CACHE_SLOTS, RULE_COUNTER_STRIDE,
-    RULE_IDS,
+    SourceValue, TokenBucket, BUCKET_SLOTS, COUNTER_SLOTS, FLOW_CACHE_SLOTS, IFACE_ROLE_SLOTS,
+    RULE_COUNTER_STRIDE, RULE_IDS,
 };
 use aya_ebpf::{
     macros::map,
@@ -103,6 +103,12 @@ pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(RULE_IDS, 0);
 pub static SOURCES: HashMap<SourceKey, SourceValue> =
     HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
 
+/// The role of each interface below `IFACE_ROLE_SLOTS` (its `SOURCES`
+/// interface entry's kind, 0 for none), by ifindex: the counters ask it for
+/// every packet, and an array read is inlined where a hash lookup is a call.
+#[map]
+pub static IFACE_ROLES: Array<u32> = Array::with_max_entries(IFACE_ROLE_SLOTS, 0);
+
 /// Scratch space for the conntrack key an ICMP error quotes (one per CPU):
 /// the programs' stack, near BPF's 512 bytes, has no room for another key.
 #[map]
@@ -115,6 +121,23 @@ pub static QUOTE_KEY6: PerCpuArray<CtKey6> = PerCpuArray::with_max_entries(1, 0)
 /// again with a full bucket.
 #[map]
 pub static CT_SOURCES: LruHashMap<[u8; 16], TokenBucket> = LruHashMap::with_max_entries(65536, 0);
+
+/// Recent answers of the policy to IPv4 questions (`policy::cached_v4`),
+/// per CPU, direct-mapped.
+#[map]
+pub static ANSWERS4: PerCpuArray<Answer4> = PerCpuArray::with_max_entries(ANSWER_SLOTS, 0);
+
+/// Slots of the answer cache: enough for the questions a CPU repeats, small
+/// enough to stay in its cache.
+pub const ANSWER_SLOTS: u32 = 1024;
+
+/// A cached policy answer: the question as words (both addresses, then the
+/// generation, protocol and port) and the answer (`policy::to_answer`).
+#[repr(C)]
+pub struct Answer4 {
+    pub question: [u64; 2],
+    pub answer: u64,
+}
 
 /// Per-CPU room for what the new-flow path builds (`NewFlow`).
 #[map]

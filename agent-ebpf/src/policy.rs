@@ -7,7 +7,10 @@ use agent_common::{
 };
 use aya_ebpf::maps::lpm_trie::Key;
 
-use crate::{family::Family, maps::RULES};
+use crate::{
+    family::{Family, V4},
+    maps::{Answer4, ANSWERS4, ANSWER_SLOTS, RULES},
+};
 
 /// The identity of `addr` in policy slot `slot`: its host prefix if it has
 /// one (a hash probe, only when the slot has any), else the longest prefix in
@@ -30,6 +33,98 @@ fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityV
 /// says whether either side belongs to an audit-only group (then it passes).
 #[inline(always)]
 pub fn lookup<F: Family>(
+    gen: u32,
+    flags: u32,
+    src: &F::Addr,
+    dst: &F::Addr,
+    proto: u8,
+    port: u16,
+) -> Result<RuleValue, bool> {
+    F::answer(gen, flags, src, dst, proto, port)
+}
+
+/// `lookup` for IPv4, through a cache of answers. New flows ask the same few
+/// questions over and over (a client opening connection after connection to
+/// a service, a flood from one address), and each answer costs two identity
+/// lookups and a rule lookup, all kernel calls. A per-CPU, direct-mapped
+/// cache keyed by the whole question and the policy generation answers a
+/// repeat with an inlined array read; a swap changes the generation, so no
+/// answer outlives its policy (the live slot's maps and flags never change
+/// while it is live).
+#[inline(always)]
+pub fn cached_v4(
+    gen: u32,
+    flags: u32,
+    src: &[u8; 4],
+    dst: &[u8; 4],
+    proto: u8,
+    port: u16,
+) -> Result<RuleValue, bool> {
+    let q = [
+        u32::from_ne_bytes(*src) as u64 | (u32::from_ne_bytes(*dst) as u64) << 32,
+        question_meta(gen, proto, port),
+    ];
+    let idx = answer_index(q[0] ^ q[1].rotate_left(29));
+    if let Some(c) = ANSWERS4.get_ptr_mut(idx) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        let c = unsafe { &*c };
+        if c.question == q {
+            return from_answer(c.answer);
+        }
+    }
+    let r = ask::<V4>(gen, flags, src, dst, proto, port);
+    if let Some(c) = ANSWERS4.get_ptr_mut(idx) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        unsafe {
+            *c = Answer4 {
+                question: q,
+                answer: to_answer(&r),
+            }
+        };
+    }
+    r
+}
+
+/// Fibonacci hashing onto the answer cache's slots.
+#[inline(always)]
+fn answer_index(x: u64) -> u32 {
+    const SHIFT: u32 = 64 - ANSWER_SLOTS.trailing_zeros();
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> SHIFT) as u32 & (ANSWER_SLOTS - 1)
+}
+
+/// The non-address half of a cached question. The top byte is never zero, so
+/// a slot never written matches no question.
+#[inline(always)]
+fn question_meta(gen: u32, proto: u8, port: u16) -> u64 {
+    (1 << 56) | (proto as u64) << 48 | (port as u64) << 32 | gen as u64
+}
+
+/// An answer as one word: an allowing rule's id (never 0) and flags, or 0
+/// and whether the denial is audited.
+#[inline(always)]
+fn to_answer(r: &Result<RuleValue, bool>) -> u64 {
+    match r {
+        Ok(v) => v.rule_id as u64 | (v.flags as u64) << 32,
+        Err(audit) => (*audit as u64) << 32,
+    }
+}
+
+#[inline(always)]
+fn from_answer(a: u64) -> Result<RuleValue, bool> {
+    let rule_id = a as u32;
+    if rule_id != 0 {
+        Ok(RuleValue {
+            rule_id,
+            flags: (a >> 32) as u32,
+        })
+    } else {
+        Err(a >> 32 != 0)
+    }
+}
+
+/// The policy's answer, from the identity and rule maps.
+#[inline(always)]
+pub fn ask<F: Family>(
     gen: u32,
     flags: u32,
     src: &F::Addr,

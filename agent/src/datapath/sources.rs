@@ -8,10 +8,10 @@ use std::{
 };
 
 use agent_common::{
-    map_names, SourceKey, SourceValue, SRC_IFACE_POD, SRC_IFACE_POD_UNCHECKED, SRC_IFACE_UNKNOWN,
-    SRC_IFACE_UPLINK, SRC_LOCAL_POD, SRC_OWNED,
+    map_names, SourceKey, SourceValue, IFACE_ROLE_SLOTS, SRC_IFACE_POD, SRC_IFACE_POD_UNCHECKED,
+    SRC_IFACE_UNKNOWN, SRC_IFACE_UPLINK, SRC_LOCAL_POD, SRC_OWNED,
 };
-use aya::maps::{HashMap, MapData};
+use aya::maps::{Array, HashMap, MapData};
 
 use super::{error::*, handles::*, Datapath};
 
@@ -158,6 +158,25 @@ pub fn sync_steps(
     (writes, removes)
 }
 
+/// What `IFACE_ROLES` should say for every interface `have` or `want` has an
+/// entry for: the kind of its interface entry in `want`, 0 when it has none.
+/// Interfaces past the array are left to `SOURCES`.
+pub fn role_slots(
+    have: &BTreeMap<SourceKey, SourceValue>,
+    want: &BTreeMap<SourceKey, SourceValue>,
+) -> BTreeMap<u32, u32> {
+    let mut out: BTreeMap<u32, u32> = have
+        .keys()
+        .filter(|k| k.is_iface())
+        .map(|k| (k.ifindex(), 0))
+        .collect();
+    for (k, v) in want.iter().filter(|(k, _)| k.is_iface()) {
+        out.insert(k.ifindex(), v.kind);
+    }
+    out.retain(|&i, _| i < IFACE_ROLE_SLOTS);
+    out
+}
+
 impl Datapath {
     /// The current contents of `SOURCES`.
     pub fn sources(&self) -> Result<BTreeMap<SourceKey, SourceValue>> {
@@ -179,6 +198,23 @@ impl Datapath {
         for (k, v) in &writes {
             map.insert(k, v, 0).map_err(map_err(map_names::SOURCES))?;
         }
+        // The datapath's copy of the roles, between the writes and the
+        // removals: a role is gone from it before `SOURCES` loses it, so a
+        // sync that stops midway leaves `have` naming every interface the
+        // next one must fix. Compared entry by entry rather than diffed with
+        // `have`: an adopted `SOURCES` may come with a fresh array.
+        let mut roles: Array<&mut MapData, u32> =
+            typed_map(&mut self.ebpf, map_names::IFACE_ROLES)?;
+        for (i, kind) in role_slots(&have, &want) {
+            let now = roles.get(&i, 0).map_err(map_err(map_names::IFACE_ROLES))?;
+            if now != kind {
+                roles
+                    .set(i, kind, 0)
+                    .map_err(map_err(map_names::IFACE_ROLES))?;
+            }
+        }
+        let mut map: HashMap<&mut MapData, SourceKey, SourceValue> =
+            typed_map(&mut self.ebpf, map_names::SOURCES)?;
         for k in &removes {
             match map.remove(k) {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
@@ -280,5 +316,25 @@ mod tests {
         );
         let (w, r) = sync_steps(&after.entries(), &after.entries());
         assert!(w.is_empty() && r.is_empty());
+    }
+
+    #[test]
+    fn role_slots_cover_every_interface_either_side_names() {
+        let mut before = SourcePlan::default();
+        before.roles.insert(6, IfaceRole::Pod);
+        before.roles.insert(7, IfaceRole::Pod);
+        before.roles.insert(IFACE_ROLE_SLOTS, IfaceRole::Pod);
+        before.own(7, ip("10.0.7.1"), SRC_ORIGIN_ROUTE);
+        let mut after = SourcePlan::default();
+        after.roles.insert(6, IfaceRole::Pod);
+        after.roles.insert(2, IfaceRole::Uplink);
+        after.own(6, ip("10.0.6.1"), SRC_ORIGIN_ROUTE);
+        let slots = role_slots(&before.entries(), &after.entries());
+        // 7 departs (0), 6 gains an address, 2 is new; the interface past the
+        // array is left to `SOURCES`.
+        assert_eq!(
+            slots.into_iter().collect::<Vec<_>>(),
+            [(2, SRC_IFACE_UPLINK), (6, SRC_IFACE_POD), (7, 0)]
+        );
     }
 }

@@ -205,3 +205,35 @@ fn recheck_keeps_tcp_state() {
         );
     }
 }
+
+/// New flows asking the policy the same question (one client, one server,
+/// one port) get the answer of the live policy, whichever policy answered
+/// the same question before: allowed, then refused by the next policy, then
+/// allowed again by a third whose slot is the first one's.
+#[test]
+fn repeated_questions_follow_reloads() {
+    let Some(mut b) = Bench::new("repeated_questions_follow_reloads", BASE) else {
+        return;
+    };
+    let syn = |b: &Bench, f: Fam, sport: u16, want| {
+        b.xdp(
+            &format!("{} SYN web->db:5432 from {sport}", f.name),
+            &Packet::ip(f.web, f.db).tcp(sport, 5432, TCP_SYN),
+            want,
+        );
+    };
+    for f in [V4, V6] {
+        syn(&b, f, 41000, Pass(PASS_POLICY));
+        syn(&b, f, 41001, Pass(PASS_POLICY));
+    }
+    b.apply(NARROWER, &CompileOptions::default());
+    for f in [V4, V6] {
+        syn(&b, f, 41002, Drop(DROP_POLICY));
+        syn(&b, f, 41003, Drop(DROP_POLICY));
+    }
+    b.apply(BASE, &CompileOptions::default());
+    for f in [V4, V6] {
+        syn(&b, f, 41004, Pass(PASS_POLICY));
+        syn(&b, f, 41005, Pass(PASS_POLICY));
+    }
+}
