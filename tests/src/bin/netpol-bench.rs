@@ -525,13 +525,14 @@ fn judge(rows: &[Row]) -> Vec<Target> {
 }
 
 fn print_targets(targets: &[Target]) {
+    let w = targets.iter().map(|t| t.what.len()).max().unwrap_or(4);
     println!(
-        "\n{:<72} | {:>8} | {:>7} | met?",
+        "\n{:<w$} | {:>8} | {:>7} | met?",
         "what", "measured", "target"
     );
     for t in targets {
         println!(
-            "{:<72} | {:>7.2}x | <={:>4.2}x | {}",
+            "{:<w$} | {:>7.2}x | <={:>4.2}x | {}",
             t.what,
             t.measured,
             t.target,
@@ -867,7 +868,6 @@ fn memory_report(args: &Args) -> anyhow::Result<()> {
         opts.frag_max,
         opts.counting.denied_flow_max
     );
-    let with = scale.map_or("-".to_owned(), |s| format!("{s} pods"));
     println!(
         "\n{:<14} {:<13} {:>9} {:>11} {:>7} {:>13} {:>17} {:>12} {:>10} {:>10}",
         "map",
@@ -876,7 +876,7 @@ fn memory_report(args: &Args) -> anyhow::Result<()> {
         "max_entries",
         "per-CPU",
         "bytes here",
-        format!("with {}", with.split(':').next().unwrap_or("-")),
+        "with policy",
         "per node",
         "per CPU",
         "per entry"
