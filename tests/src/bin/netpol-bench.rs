@@ -990,6 +990,18 @@ fn memory_report(args: &Args) -> anyhow::Result<()> {
             mib(total(&filled, big) as f64)
         );
     }
+    // What this process needed to compile and write that policy: a floor
+    // for the agent's own memory on such a cluster.
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    println!(
+        "this process's peak resident memory (VmHWM): {:.1} MiB",
+        peak_kib as f64 / 1024.0
+    );
     const BUDGET_MIB: f64 = 128.0;
     let at_big = mib(total(&empty, big) as f64);
     println!(
@@ -1020,6 +1032,7 @@ fn memory_report(args: &Args) -> anyhow::Result<()> {
         "filled_policy": scale.map(|s| s.to_string()),
         "filled_here_bytes": scale.map(|_| total(&filled, here)),
         "filled_projected_bytes": scale.map(|_| total(&filled, big)),
+        "process_peak_kib": peak_kib,
         "maps": lines,
     });
     std::fs::write(&json, serde_json::to_string_pretty(&doc)?)?;
