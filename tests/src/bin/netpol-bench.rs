@@ -3,6 +3,8 @@
 //!
 //! Each scenario alternates no-op and netpol runs (`--rounds` times) and takes
 //! the median of each, so drift on a shared machine hits both sides alike.
+//! The run ends with its targets judged from those ratios. `--memory`
+//! (`cargo xtask bench --memory`) measures the maps' kernel memory instead.
 use std::{net::Ipv4Addr, path::PathBuf, time::Instant};
 
 use agent_common::SRC_ORIGIN_ROUTE;
