@@ -351,7 +351,7 @@ fn parse_size(text: &str) -> Result<u64, String> {
 #[derive(Args, Debug, Clone)]
 pub struct Limits {
     /// Conntrack entries per address family (LRU: the oldest flows are evicted).
-    #[arg(long, default_value_t = 262_144)]
+    #[arg(long, default_value_t = 131_072)]
     pub ct_max: u32,
     /// CIDR prefixes per address family.
     #[arg(long, default_value_t = DEFAULT_PREFIX_MAX)]

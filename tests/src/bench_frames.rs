@@ -17,7 +17,7 @@ pub struct Scenario {
 }
 
 /// 64-byte frames (padded), as pktgen would send them.
-fn frame(p: Packet) -> Vec<u8> {
+pub(crate) fn frame(p: Packet) -> Vec<u8> {
     let mut f = p.build();
     if f.len() < 64 {
         f.resize(64, 0);
@@ -27,9 +27,13 @@ fn frame(p: Packet) -> Vec<u8> {
 
 /// SYN from `client`, SYN-ACK back: a flow conntrack has seen both ways.
 fn handshake(client: &str, server: &str, sport: u16) -> Vec<Vec<u8>> {
+    handshake_to(client, server, sport, 8080)
+}
+
+pub(crate) fn handshake_to(client: &str, server: &str, sport: u16, dport: u16) -> Vec<Vec<u8>> {
     vec![
-        frame(Packet::ip(client, server).tcp(sport, 8080, TCP_SYN)),
-        frame(Packet::ip(server, client).tcp(8080, sport, TCP_SYN | TCP_ACK)),
+        frame(Packet::ip(client, server).tcp(sport, dport, TCP_SYN)),
+        frame(Packet::ip(server, client).tcp(dport, sport, TCP_SYN | TCP_ACK)),
     ]
 }
 

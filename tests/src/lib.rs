@@ -26,6 +26,8 @@ pub use netns::Netns;
 pub mod traffic;
 pub use privilege::require_root;
 pub mod bench_frames;
+pub mod bench_identity;
+pub mod bench_memory;
 pub mod e2e_netpol;
 pub mod packet;
 pub mod progrun;

@@ -245,7 +245,7 @@ fn enforcement_survives_kill_restart_upgrade_and_goes_with_uninstall() {
         &reordered,
         &ifaces,
         Some(&pins),
-        &["--ct-max", "131072", "--ingress-hook", "xdp"],
+        &["--ct-max", "262144", "--ingress-hook", "xdp"],
     );
     let log = second.log();
     assert!(log.contains("adopted pinned state"), "{log}");

@@ -43,10 +43,13 @@ enum Cmd {
     /// BPF_PROG_TEST_RUN microbenchmark against a no-op XDP program; with
     /// --traffic, the pktgen-style traffic benchmark against nftables,
     /// xdp-filter and the XDP limits (a few minutes; writes
-    /// target/bench/traffic.{json,md,png}).
+    /// target/bench/traffic.{json,md,png}); with --memory, the kernel memory
+    /// of every map at the agent's default sizes (target/bench/memory.json).
     Bench {
-        #[arg(long)]
+        #[arg(long, conflicts_with = "memory")]
         traffic: bool,
+        #[arg(long)]
+        memory: bool,
         /// Extra arguments for the bench binary (after --).
         #[arg(last = true)]
         extra: Vec<String>,
@@ -155,13 +158,20 @@ fn main() -> anyhow::Result<()> {
             run(cargo().args(["build", "-p", "netpol-agent"]))?;
             run(cargo().args(["run", "-p", "netpol-tests", "--bin", "netpol-demo"]))
         }
-        Cmd::Bench { traffic, extra } => {
+        Cmd::Bench {
+            traffic,
+            memory,
+            mut extra,
+        } => {
             setup::setup()?;
             let bin = if traffic {
                 // The traffic benchmark drives the real agent binary.
                 run(cargo().args(["build", "--release", "-p", "netpol-agent"]))?;
                 "netpol-traffic"
             } else {
+                if memory {
+                    extra.insert(0, "--memory".to_owned());
+                }
                 "netpol-bench"
             };
             run(cargo()

@@ -159,7 +159,7 @@ pub struct LoadOptions {
 
 /// One workload opening flows (or sending bare ACKs) as fast as it can must
 /// not evict every other workload's flows from the shared conntrack table:
-/// at this rate a source fills a fifth of the default table within the
+/// at this rate a source fills under half of the default table within the
 /// handshake timeout, while a connection pool of thousands still opens at
 /// once.
 pub const DEFAULT_CT_SOURCE_RATE: u32 = 1_000;
@@ -170,7 +170,9 @@ impl Default for LoadOptions {
         Self {
             mode: Mode::Enforce,
             timeouts: Timeouts::default(),
-            ct_max: 262_144,
+            // Each entry is preallocated (about 180 bytes for IPv4, 200 for
+            // IPv6): the two tables are most of the maps' kernel memory.
+            ct_max: 131_072,
             prefix_max: 262_144,
             rule_max: 1_048_576,
             frag_max: 8192,
