@@ -174,6 +174,7 @@ fn bulk_tcp_passes_netpol_and_reports_its_fields() {
         // --ingress-hook.
         hooks: vec![],
         peers: vec!["none".into(), "netpol".into()],
+        rate: None,
     };
     let report = bulk::run(&opts).unwrap();
     assert!(report.notes.is_empty(), "{:?}", report.notes);

@@ -85,6 +85,10 @@ struct Args {
     /// Parallel TCP streams of the bulk transfers (iperf3 -P).
     #[arg(long, value_delimiter = ',', default_value = "1,4")]
     bulk_streams: Vec<u32>,
+    /// Cap each bulk stream at this rate (iperf3 -b, e.g. 2G), so CPU per
+    /// byte is compared below saturation; as fast as TCP goes by default.
+    #[arg(long)]
+    bulk_rate: Option<String>,
     /// Directions of the bulk transfers (pod-to-remote, remote-to-pod).
     #[arg(
         long,
@@ -712,6 +716,7 @@ fn bulk_options(args: &Args) -> anyhow::Result<BulkOptions> {
         secs: args.bulk_secs,
         rounds: args.bulk_rounds.max(1),
         hooks: args.bulk_hooks.clone(),
+        rate: args.bulk_rate.clone(),
         ..BulkOptions::default()
     };
     if !args.peers.is_empty() {
@@ -764,6 +769,7 @@ fn main() -> anyhow::Result<()> {
             &bulk.rows,
             bulk_opts.secs,
             bulk_opts.rounds,
+            bulk_opts.rate.as_deref(),
         ));
     }
     if !all_targets.is_empty() {
@@ -798,6 +804,7 @@ fn main() -> anyhow::Result<()> {
         "flows": FLOWS,
         "bulk_secs": bulk_opts.secs,
         "bulk_rounds": bulk_opts.rounds,
+        "bulk_rate": bulk_opts.rate,
         "notes": notes,
         "results": results,
         "raw": raw,

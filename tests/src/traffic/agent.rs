@@ -13,6 +13,10 @@ use anyhow::{bail, Context as _};
 use crate::agent::{agent_bin, ensure_bpffs, READY_MARKER};
 use crate::netns::{unique_suffix, Netns};
 
+/// The largest policy file the benchmark writes, with room to spare (the
+/// agent's default limit is 1 MiB).
+pub const POLICY_FILE_MAX: &str = "16MiB";
+
 pub struct NetpolAgent {
     child: Child,
     pin_path: PathBuf,
@@ -46,7 +50,13 @@ impl NetpolAgent {
             ns,
             &[iface],
             policy_dir,
-            &["--ct-source-burst", &burst],
+            &[
+                "--ct-source-burst",
+                &burst,
+                // 100,000 extra prefixes make a 2.3 MB file.
+                "--file-size-max",
+                POLICY_FILE_MAX,
+            ],
             ready_within,
         )
     }

@@ -96,6 +96,10 @@ pub struct BulkOptions {
     pub hooks: Vec<String>,
     /// Peer keys: none, netpol, nftables.
     pub peers: Vec<String>,
+    /// A cap per stream (iperf3 `-b`, e.g. `2G`): below what every peer
+    /// reaches, the CPUs are not saturated and CPU per byte shows what each
+    /// filter adds; None for as fast as TCP goes.
+    pub rate: Option<String>,
 }
 
 impl Default for BulkOptions {
@@ -108,6 +112,7 @@ impl Default for BulkOptions {
             rounds: 3,
             hooks: vec!["xdp".into(), "tcx".into()],
             peers: vec!["none".into(), "netpol".into(), "nftables".into()],
+            rate: None,
         }
     }
 }
@@ -132,6 +137,8 @@ pub struct BulkRow {
     /// none was passed.
     pub hook_requested: Option<String>,
     pub secs: u32,
+    /// The cap per stream (iperf3 `-b`), null for none.
+    pub rate: Option<String>,
     /// Bytes received and sender retransmissions, summed over the rounds.
     pub bytes: u64,
     pub retransmits: u64,
@@ -327,7 +334,13 @@ impl Run<'_> {
             Active::Netpol(a) => a.ingress_hook(direction.ingress_iface())?,
             _ => None,
         };
-        let measured = transfer(lab, direction, streams, self.opts.secs);
+        let measured = transfer(
+            lab,
+            direction,
+            streams,
+            self.opts.secs,
+            self.opts.rate.as_deref(),
+        );
         if let (Err(_), Active::Netpol(a)) = (&measured, &mut active) {
             eprintln!("#   netpol-agent log:\n{}", a.log());
         }
@@ -345,6 +358,7 @@ impl Run<'_> {
             hook,
             hook_requested: peer.requested_hook(),
             secs: self.opts.secs,
+            rate: self.opts.rate.clone(),
             bytes: t.bytes,
             retransmits: t.retransmits,
             runs: 1,
@@ -360,6 +374,7 @@ fn transfer(
     direction: Direction,
     streams: u32,
     secs: u32,
+    rate: Option<&str>,
 ) -> anyhow::Result<(Transfer, f64)> {
     let (server_ns, server_addr, client_ns, client_addr): (&Netns, _, &Netns, _) = match direction {
         Direction::PodToRemote => (&lab.remote, REMOTE_ADDR, &lab.pod, POD_ADDR),
@@ -370,7 +385,7 @@ fn transfer(
     let _server = Server::start(server_ns, server_addr)?;
     let before = CpuTimes::now();
     let t0 = Instant::now();
-    let t = iperf::client(client_ns, client_addr, server_addr, secs, streams)?;
+    let t = iperf::client(client_ns, client_addr, server_addr, secs, streams, rate)?;
     let after = CpuTimes::now();
     let ticks = after.busy.saturating_sub(before.busy) as f64;
     let busy_ns = ticks * 1e9 / clock_ticks_per_sec();
@@ -438,7 +453,10 @@ fn reference<'r>(rows: &'r [BulkRow], r: &BulkRow) -> Option<&'r BulkRow> {
 }
 
 /// The bulk tables, one per MTU, with each peer's ratios to no filter.
-pub fn markdown(rows: &[BulkRow], secs: u32, rounds: u32) -> String {
+pub fn markdown(rows: &[BulkRow], secs: u32, rounds: u32, rate: Option<&str>) -> String {
+    let cap = rate
+        .map(|r| format!(", each stream capped at {r}bit/s"))
+        .unwrap_or_default();
     let mut md = String::new();
     let mut scenarios: Vec<(u32, &str)> =
         rows.iter().map(|r| (r.mtu, r.scenario.as_str())).collect();
@@ -446,7 +464,7 @@ pub fn markdown(rows: &[BulkRow], secs: u32, rounds: u32) -> String {
     scenarios.dedup();
     for (mtu, sc) in scenarios {
         md.push_str(&format!(
-            "\n**bulk TCP, MTU {mtu}** (`{sc}`: iperf3, {secs} s per transfer, median of {rounds})\n\n| direction | streams | peer | hook | goodput Gbit/s | x no filter | CPU ns/byte | x no filter | retransmits |\n|---|---:|---|---|---:|---:|---:|---:|---:|\n"
+            "\n**bulk TCP, MTU {mtu}** (`{sc}`: iperf3, {secs} s per transfer{cap}, median of {rounds})\n\n| direction | streams | peer | hook | goodput Gbit/s | x no filter | CPU ns/byte | x no filter | retransmits |\n|---|---:|---|---|---:|---:|---:|---:|---:|\n"
         ));
         for r in rows.iter().filter(|r| r.scenario == sc) {
             let none = reference(rows, r).filter(|_| r.peer != "none");
@@ -529,6 +547,7 @@ mod tests {
             hook: hook.map(str::to_string),
             hook_requested: None,
             secs: 4,
+            rate: None,
             bytes: 100,
             retransmits: 0,
             runs: 1,
@@ -557,7 +576,7 @@ mod tests {
         assert_eq!(t.len(), 2);
         assert!(!t[0].met, "9.7/11 < 0.95: {t:?}");
         assert!(t[1].met, "1.05 <= 1.1: {t:?}");
-        let md = markdown(&rows, 4, 3);
+        let md = markdown(&rows, 4, 3, None);
         assert!(
             md.contains("| pod-to-remote | 1 | netpol | tcx | 0.00 | 0.88x | 1.050 | 1.05x | 0 |"),
             "{md}"

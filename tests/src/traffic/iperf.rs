@@ -94,24 +94,30 @@ pub struct Transfer {
     pub retransmits: u64,
 }
 
-/// `iperf3 -c to -B from -t secs -P streams --json` in `ns`, bounded in time
-/// (the run, plus the connect timeout, plus slack for a loaded machine).
+/// `iperf3 -c to -B from -t secs -P streams [-b rate] --json` in `ns`,
+/// bounded in time (the run, plus the connect timeout, plus slack for a
+/// loaded machine). `rate` caps each stream (iperf3's `-b`, e.g. `2G`).
 pub fn client(
     ns: &Netns,
     from: Ipv4Addr,
     to: Ipv4Addr,
     secs: u32,
     streams: u32,
+    rate: Option<&str>,
 ) -> anyhow::Result<Transfer> {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns.name(), "iperf3", "--json", "-c"])
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns.name(), "iperf3", "--json", "-c"])
         .arg(to.to_string())
         .arg("-B")
         .arg(from.to_string())
         .args(["-p", &PORT.to_string()])
         .args(["-t", &secs.to_string()])
         .args(["-P", &streams.to_string()])
-        .args(["--connect-timeout", "3000"])
+        .args(["--connect-timeout", "3000"]);
+    if let Some(r) = rate {
+        cmd.args(["-b", r]);
+    }
+    let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -231,8 +231,12 @@ pub fn ruleset_on(dir: &Path, ifaces: &[&str]) -> anyhow::Result<(String, usize)
         _ => format!("devices = {{ {} }}", quoted.join(", ")),
     };
     let iifnames = format!("{{ {} }}", quoted.join(", "));
-    let p = policy::load_dir(dir, &policy::ReadLimits::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The same room as the agent is given (agent::POLICY_FILE_MAX).
+    let limits = policy::ReadLimits {
+        file_size_max: 16 << 20,
+        ..policy::ReadLimits::default()
+    };
+    let p = policy::load_dir(dir, &limits).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (v4, v6) = elements(&p);
     let count =
         |f: &Family| f.pairs.len() + f.big.iter().map(|(a, b)| a.len() + b.len()).sum::<usize>();
