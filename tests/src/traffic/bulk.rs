@@ -128,7 +128,16 @@ pub struct BulkRow {
     /// Receiver goodput, bits per second (median of the rounds).
     pub goodput_bps: f64,
     /// Busy time of all CPUs per byte received, ns (median of the rounds).
+    /// Machine-wide: on a shared machine other tenants' work lands in it
+    /// (see `machine_busy`).
     pub cpu_ns_per_byte: f64,
+    /// CPU time of the iperf3 client and server per byte received, ns
+    /// (median of the rounds): the lab's own share (see iperf::Transfer).
+    pub process_cpu_ns_per_byte: f64,
+    /// Share of all CPUs busy during the transfer (median of the rounds):
+    /// near 1, CPU per byte is the machine's capacity over goodput rather
+    /// than the transfer's cost.
+    pub machine_busy: f64,
     /// The hook that judged the traffic where it entered the node, as the
     /// agent reported it (`xdp-native`, `xdp-generic`, `tcx`); null for the
     /// peers without one.
@@ -146,6 +155,8 @@ pub struct BulkRow {
     /// Every round's values, in the order measured.
     pub goodput_bps_runs: Vec<f64>,
     pub cpu_ns_per_byte_runs: Vec<f64>,
+    pub process_cpu_ns_per_byte_runs: Vec<f64>,
+    pub machine_busy_runs: Vec<f64>,
 }
 
 impl BulkRow {
@@ -221,10 +232,11 @@ impl Run<'_> {
                     None => Active::Netpol(start(&[])?),
                     Some(h) => match start(&[INGRESS_HOOK_FLAG, h]) {
                         Ok(a) => Active::Netpol(a),
-                        // An agent that has the flag in its help but
-                        // refuses it (or this value) says so before
-                        // attaching anything.
-                        Err(e) if format!("{e:#}").contains("ingress-hook") => {
+                        // An agent whose help names the flag but whose
+                        // parser does not know it says so before attaching
+                        // anything. A value it refuses is an error of
+                        // `--bulk-hooks`, reported as such.
+                        Err(e) if refused_flag(&format!("{e:#}")) => {
                             self.hook_flag = false;
                             self.notes.push(format!(
                                 "netpol-agent refused {INGRESS_HOOK_FLAG} {h} ({e:#}); measured with its own choice"
@@ -237,6 +249,11 @@ impl Run<'_> {
             }
         })
     }
+}
+
+fn refused_flag(log: &str) -> bool {
+    log.lines()
+        .any(|l| l.contains("unexpected argument") && l.contains(INGRESS_HOOK_FLAG))
 }
 
 /// Runs every case of `opts`, one lab per MTU.
@@ -344,9 +361,11 @@ impl Run<'_> {
         if let (Err(_), Active::Netpol(a)) = (&measured, &mut active) {
             eprintln!("#   netpol-agent log:\n{}", a.log());
         }
-        let (t, busy_ns) = measured?;
+        let (t, busy_ns, busy_share) = measured?;
         drop(active);
         anyhow::ensure!(t.bytes > 0, "no byte received");
+        let per_byte = busy_ns / t.bytes as f64;
+        let proc_per_byte = t.process_cpu_ns / t.bytes as f64;
         Ok(BulkRow {
             scenario: format!("bulk-tcp-{}", lab.mtu),
             peer: peer.key(),
@@ -354,7 +373,9 @@ impl Run<'_> {
             streams,
             mtu: lab.mtu,
             goodput_bps: t.bits_per_second,
-            cpu_ns_per_byte: busy_ns / t.bytes as f64,
+            cpu_ns_per_byte: per_byte,
+            process_cpu_ns_per_byte: proc_per_byte,
+            machine_busy: busy_share,
             hook,
             hook_requested: peer.requested_hook(),
             secs: self.opts.secs,
@@ -363,19 +384,22 @@ impl Run<'_> {
             retransmits: t.retransmits,
             runs: 1,
             goodput_bps_runs: vec![t.bits_per_second],
-            cpu_ns_per_byte_runs: vec![busy_ns / t.bytes as f64],
+            cpu_ns_per_byte_runs: vec![per_byte],
+            process_cpu_ns_per_byte_runs: vec![proc_per_byte],
+            machine_busy_runs: vec![busy_share],
         })
     }
 }
 
-/// One iperf3 transfer, and the busy time of every CPU while it ran (ns).
+/// One iperf3 transfer, the busy time of every CPU while it ran (ns), and
+/// the busy share of all CPUs.
 fn transfer(
     lab: &BulkLab,
     direction: Direction,
     streams: u32,
     secs: u32,
     rate: Option<&str>,
-) -> anyhow::Result<(Transfer, f64)> {
+) -> anyhow::Result<(Transfer, f64, f64)> {
     let (server_ns, server_addr, client_ns, client_addr): (&Netns, _, &Netns, _) = match direction {
         Direction::PodToRemote => (&lab.remote, REMOTE_ADDR, &lab.pod, POD_ADDR),
         Direction::RemoteToPod => (&lab.pod, POD_ADDR, &lab.remote, REMOTE_ADDR),
@@ -389,11 +413,12 @@ fn transfer(
     let after = CpuTimes::now();
     let ticks = after.busy.saturating_sub(before.busy) as f64;
     let busy_ns = ticks * 1e9 / clock_ticks_per_sec();
+    let share = ticks / after.total.saturating_sub(before.total).max(1) as f64;
     anyhow::ensure!(
         t0.elapsed() >= Duration::from_secs(u64::from(secs)),
         "iperf3 returned before its {secs} s"
     );
-    Ok((t, busy_ns))
+    Ok((t, busy_ns, share))
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -416,6 +441,9 @@ pub fn medians(raw: &[BulkRow]) -> Vec<BulkRow> {
             Some(o) => {
                 o.goodput_bps_runs.extend(&r.goodput_bps_runs);
                 o.cpu_ns_per_byte_runs.extend(&r.cpu_ns_per_byte_runs);
+                o.process_cpu_ns_per_byte_runs
+                    .extend(&r.process_cpu_ns_per_byte_runs);
+                o.machine_busy_runs.extend(&r.machine_busy_runs);
                 o.bytes += r.bytes;
                 o.retransmits += r.retransmits;
                 o.runs += r.runs;
@@ -426,6 +454,8 @@ pub fn medians(raw: &[BulkRow]) -> Vec<BulkRow> {
     for o in &mut out {
         o.goodput_bps = median(&o.goodput_bps_runs);
         o.cpu_ns_per_byte = median(&o.cpu_ns_per_byte_runs);
+        o.process_cpu_ns_per_byte = median(&o.process_cpu_ns_per_byte_runs);
+        o.machine_busy = median(&o.machine_busy_runs);
         let hooks: Vec<&BulkRow> = raw.iter().filter(|r| r.same_case(o)).collect();
         o.hook = hooks
             .iter()
@@ -464,7 +494,7 @@ pub fn markdown(rows: &[BulkRow], secs: u32, rounds: u32, rate: Option<&str>) ->
     scenarios.dedup();
     for (mtu, sc) in scenarios {
         md.push_str(&format!(
-            "\n**bulk TCP, MTU {mtu}** (`{sc}`: iperf3, {secs} s per transfer{cap}, median of {rounds})\n\n| direction | streams | peer | hook | goodput Gbit/s | x no filter | CPU ns/byte | x no filter | retransmits |\n|---|---:|---|---|---:|---:|---:|---:|---:|\n"
+            "\n**bulk TCP, MTU {mtu}** (`{sc}`: iperf3, {secs} s per transfer{cap}, median of {rounds})\n\n| direction | streams | peer | hook | goodput Gbit/s | x no filter | CPU ns/byte | x no filter | iperf3 CPU ns/byte | x no filter | CPUs busy | retransmits |\n|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n"
         ));
         for r in rows.iter().filter(|r| r.scenario == sc) {
             let none = reference(rows, r).filter(|_| r.peer != "none");
@@ -474,7 +504,7 @@ pub fn markdown(rows: &[BulkRow], secs: u32, rounds: u32, rate: Option<&str>) ->
                     .unwrap_or_else(|| "–".into())
             };
             md.push_str(&format!(
-                "| {} | {} | {} | {} | {:.2} | {} | {:.3} | {} | {} |\n",
+                "| {} | {} | {} | {} | {:.2} | {} | {:.3} | {} | {:.3} | {} | {:.0}% | {} |\n",
                 r.direction,
                 r.streams,
                 peer_label(r),
@@ -483,6 +513,12 @@ pub fn markdown(rows: &[BulkRow], secs: u32, rounds: u32, rate: Option<&str>) ->
                 ratio(r.goodput_bps, none.map(|n| n.goodput_bps)),
                 r.cpu_ns_per_byte,
                 ratio(r.cpu_ns_per_byte, none.map(|n| n.cpu_ns_per_byte)),
+                r.process_cpu_ns_per_byte,
+                ratio(
+                    r.process_cpu_ns_per_byte,
+                    none.map(|n| n.process_cpu_ns_per_byte)
+                ),
+                r.machine_busy * 100.0,
                 r.retransmits,
             ));
         }
@@ -544,6 +580,8 @@ mod tests {
             mtu: 1500,
             goodput_bps: goodput,
             cpu_ns_per_byte: cpu,
+            process_cpu_ns_per_byte: cpu / 2.0,
+            machine_busy: 0.5,
             hook: hook.map(str::to_string),
             hook_requested: None,
             secs: 4,
@@ -553,7 +591,19 @@ mod tests {
             runs: 1,
             goodput_bps_runs: vec![goodput],
             cpu_ns_per_byte_runs: vec![cpu],
+            process_cpu_ns_per_byte_runs: vec![cpu / 2.0],
+            machine_busy_runs: vec![0.5],
         }
+    }
+
+    #[test]
+    fn an_unknown_flag_is_told_from_a_refused_value() {
+        assert!(refused_flag(
+            "netpol-agent exited before it was ready:\nerror: unexpected argument '--ingress-hook' found"
+        ));
+        assert!(!refused_flag(
+            "error: invalid value 'xdp' for '--ingress-hook <HOOK>'"
+        ));
     }
 
     #[test]
@@ -578,7 +628,7 @@ mod tests {
         assert!(t[1].met, "1.05 <= 1.1: {t:?}");
         let md = markdown(&rows, 4, 3, None);
         assert!(
-            md.contains("| pod-to-remote | 1 | netpol | tcx | 0.00 | 0.88x | 1.050 | 1.05x | 0 |"),
+            md.contains("| pod-to-remote | 1 | netpol | tcx | 0.00 | 0.88x | 1.050 | 1.05x | 0.525 | 1.05x | 50% | 0 |"),
             "{md}"
         );
     }

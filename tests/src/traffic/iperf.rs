@@ -92,6 +92,11 @@ pub struct Transfer {
     pub bytes: u64,
     /// TCP retransmissions seen by the sender.
     pub retransmits: u64,
+    /// CPU time of the two iperf3 processes (user and system, so also the
+    /// softirq work the kernel did in their context), ns: unlike the
+    /// machine's busy time, other tenants do not add to it, but it misses
+    /// softirq work deferred to ksoftirqd.
+    pub process_cpu_ns: f64,
 }
 
 /// `iperf3 -c to -B from -t secs -P streams [-b rate] --json` in `ns`,
@@ -175,10 +180,16 @@ pub fn parse(json: &[u8]) -> anyhow::Result<Transfer> {
     let bytes = received["bytes"]
         .as_u64()
         .context("iperf3 --json has no end.sum_received.bytes")?;
+    // Percent of one CPU over the test, client ("host") and server.
+    let cpu = &v["end"]["cpu_utilization_percent"];
+    let percent =
+        cpu["host_total"].as_f64().unwrap_or(0.0) + cpu["remote_total"].as_f64().unwrap_or(0.0);
+    let seconds = received["seconds"].as_f64().unwrap_or(0.0);
     Ok(Transfer {
         bits_per_second,
         bytes,
         retransmits: v["end"]["sum_sent"]["retransmits"].as_u64().unwrap_or(0),
+        process_cpu_ns: percent / 100.0 * seconds * 1e9,
     })
 }
 
@@ -190,11 +201,13 @@ mod tests {
     fn reads_the_receiver_totals() {
         let doc = br#"{"start":{},"intervals":[],"end":{
             "sum_sent":{"bytes":1000,"bits_per_second":8000.0,"retransmits":3},
-            "sum_received":{"bytes":990,"bits_per_second":7920.0}}}"#;
+            "sum_received":{"bytes":990,"bits_per_second":7920.0,"seconds":2.0},
+            "cpu_utilization_percent":{"host_total":30.0,"remote_total":20.0}}}"#;
         let t = parse(doc).unwrap();
         assert_eq!(t.bytes, 990);
         assert_eq!(t.bits_per_second, 7920.0);
         assert_eq!(t.retransmits, 3);
+        assert!((t.process_cpu_ns - 1e9).abs() < 1.0, "{t:?}");
     }
 
     #[test]
