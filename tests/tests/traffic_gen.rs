@@ -1,15 +1,18 @@
 //! The traffic generator of `cargo xtask bench --traffic`, short and bounded:
-//! 10,000 live frames through the lab, counted exactly by the receivers. No
-//! timing is asserted; this keeps the generator and the lab working. Sends are
-//! paced to the veth ring so a loaded machine cannot drop frames at the
-//! sender (the benchmark does not pace: it measures what arrives).
+//! 10,000 live frames through the lab, counted exactly by the receivers, and
+//! one second of bulk TCP through the bulk lab. No timing is asserted; this
+//! keeps the generator and the labs working. Sends are paced to the veth
+//! ring so a loaded machine cannot drop frames at the sender (the benchmark
+//! does not pace: it measures what arrives).
 use std::path::Path;
 use std::time::Duration;
 
 use netpol_tests::require_root;
 use netpol_tests::traffic::{
     agent::{PolicyDir, Verdicts},
+    bulk::{self, BulkOptions, Direction},
     frames::Templates,
+    iperf,
     topo::DUT_IF,
     CountingProg, Generator, LinkStats, NetpolAgent, TrafficLab,
 };
@@ -145,4 +148,63 @@ fn netpol_agent_counts_every_generated_frame() {
         FRAMES as u64 / 2,
         "IPv4 ACKs forwarded"
     );
+}
+
+/// One short bulk transfer per peer (iperf3, 1 s, MTU 1500): the bulk
+/// scenario's lab, policy and fields, not its figures.
+#[test]
+fn bulk_tcp_passes_netpol_and_reports_its_fields() {
+    if !require_root() {
+        return;
+    }
+    if !iperf::available() {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("iperf3 is missing (CI=true, so this fails instead of skipping): run `cargo xtask setup`");
+        }
+        eprintln!("skipping the bulk check: iperf3 is missing (`cargo xtask setup` installs it)");
+        return;
+    }
+    let opts = BulkOptions {
+        mtus: vec![1500],
+        streams: vec![1],
+        directions: vec![Direction::PodToRemote],
+        secs: 1,
+        rounds: 1,
+        // The agent's own choice: this works whether or not it takes
+        // --ingress-hook.
+        hooks: vec![],
+        peers: vec!["none".into(), "netpol".into()],
+        rate: None,
+    };
+    let report = bulk::run(&opts).unwrap();
+    assert!(report.notes.is_empty(), "{:?}", report.notes);
+    let rows = serde_json::to_value(&report.rows).unwrap();
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for r in rows {
+        for field in [
+            "scenario",
+            "peer",
+            "direction",
+            "streams",
+            "goodput_bps",
+            "cpu_ns_per_byte",
+            "hook",
+        ] {
+            assert!(r.get(field).is_some(), "no {field} in {r}");
+        }
+        assert_eq!(r["scenario"], "bulk-tcp-1500");
+        assert_eq!(r["direction"], "pod-to-remote");
+        assert_eq!(r["streams"], 1);
+        assert!(r["goodput_bps"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["cpu_ns_per_byte"].as_f64().unwrap() > 0.0, "{r}");
+        match r["peer"].as_str().unwrap() {
+            "none" => assert!(r["hook"].is_null(), "{r}"),
+            "netpol" => assert!(
+                ["xdp-native", "xdp-generic", "tcx"].contains(&r["hook"].as_str().unwrap_or("")),
+                "{r}"
+            ),
+            p => panic!("unexpected peer {p}"),
+        }
+    }
 }

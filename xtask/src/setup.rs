@@ -30,6 +30,8 @@ const PACKAGES: &[&str] = &[
     // live frames without an XDP program; the chart font.
     "ethtool",
     "fonts-dejavu-core",
+    // Real TCP sockets for the bulk scenario of the traffic benchmark.
+    "iperf3",
     // promtool, which checks the /metrics output in the tests.
     "prometheus",
     // `ruby -c Vagrantfile`, and a Python for the manifest validator.

@@ -1,10 +1,13 @@
 //! `cargo xtask bench --traffic`: pktgen-style traffic through a lab, side by
 //! side in one run: the XDP drop-only and pass-only limits, no filter,
 //! netpol-agent (LOCAL-PLUS policy plus N extra prefixes), nftables with the
-//! same policy, and xdp-filter, over four scenarios.
+//! same policy, and xdp-filter, over four scenarios; then bulk TCP with
+//! iperf3 through a routing node (no filter, netpol-agent per ingress hook,
+//! nftables), and the targets judged from the run's own ratios.
 //!
-//! Each measurement: handshake of the established flows, `--warmup` seconds of
-//! traffic, then counters read before and after a `--window` of traffic.
+//! Each packet measurement: handshake of the established flows, `--warmup`
+//! seconds of traffic, then counters read before and after a `--window` of
+//! traffic.
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -14,12 +17,14 @@ use anyhow::Context as _;
 use clap::Parser;
 use netpol_tests::traffic::{
     agent::{extra_prefixes, PolicyDir},
+    bulk::{self, BulkOptions, BulkReport, Direction},
     chart::{self, Panel},
     frames::{Template, Templates, FLOWS},
     measure::{
         clock_ticks_per_sec, prog_run_stats, thread_cpu_ticks, xdp_prog_id, BpfStats, CpuTimes,
     },
     nft::NftPolicy,
+    targets::{self, spread, Bound, Target, Unit},
     topo::{DUT_IF, SINK_IF},
     xdp_filter::XdpFilter,
     CountingProg, Generator, LinkStats, NetpolAgent, SendLimits, TrafficLab,
@@ -57,6 +62,51 @@ struct Args {
     /// The Markdown table (for BENCHMARKS.md).
     #[arg(long, default_value = "target/bench/traffic.md")]
     markdown: PathBuf,
+    /// Only these scenarios (denied-syn, established, new-flows, mix, bulk);
+    /// all when not given.
+    #[arg(long, value_delimiter = ',')]
+    scenarios: Vec<String>,
+    /// The bulk TCP scenario alone (`--scenarios bulk`).
+    #[arg(long)]
+    bulk_only: bool,
+    /// Seconds of each bulk transfer.
+    #[arg(long, default_value_t = 4)]
+    bulk_secs: u32,
+    /// Measurements of each bulk case and peer; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    bulk_rounds: u32,
+    /// `--ingress-hook` values netpol-agent is measured with in the bulk
+    /// scenario (an agent without the flag is measured once, as it is).
+    #[arg(long, value_delimiter = ',', default_value = "xdp,tcx")]
+    bulk_hooks: Vec<String>,
+    /// MTUs of the bulk lab (set on every veth of the path).
+    #[arg(long, value_delimiter = ',', default_value = "1500,9000")]
+    bulk_mtus: Vec<u32>,
+    /// Parallel TCP streams of the bulk transfers (iperf3 -P).
+    #[arg(long, value_delimiter = ',', default_value = "1,4")]
+    bulk_streams: Vec<u32>,
+    /// Cap each bulk stream at this rate (iperf3 -b, e.g. 2G), so CPU per
+    /// byte is compared below saturation; as fast as TCP goes by default.
+    #[arg(long)]
+    bulk_rate: Option<String>,
+    /// Directions of the bulk transfers (pod-to-remote, remote-to-pod).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "pod-to-remote,remote-to-pod"
+    )]
+    bulk_directions: Vec<String>,
+}
+
+const PACKET_SCENARIOS: [&str; 4] = ["denied-syn", "established", "new-flows", "mix"];
+
+impl Args {
+    fn wants(&self, scenario: &str) -> bool {
+        if self.bulk_only {
+            return scenario == "bulk";
+        }
+        self.scenarios.is_empty() || self.scenarios.iter().any(|s| s == scenario)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -458,68 +508,79 @@ fn table(rows: &[Row], scs: &[(&'static str, &'static str, bool)], prog_stats: b
     md
 }
 
-/// The traffic targets, judged from this run's ratios.
-fn targets(rows: &[Row], prefixes: &[usize]) -> String {
+/// The packet scenarios' targets, judged from this run's ratios.
+fn targets(rows: &[Row], prefixes: &[usize]) -> Vec<Target> {
     let seen = |sc: &str, peer: &str, p: Option<usize>| find(rows, sc, peer, p).map(|r| r.seen_pps);
-    let verdict = |ok: bool| if ok { "met" } else { "**missed**" };
-    let mut out = String::from("\n**Targets, judged from this run's ratios**\n\n");
+    let mut out = Vec::new();
     let top = prefixes.iter().copied().max();
-    if let (Some(n), Some(lim)) = (top, seen("denied-syn", "drop", None)) {
-        if let Some(np) = seen("denied-syn", "netpol", Some(n)) {
-            let r = np / lim;
-            out.push_str(&format!(
-                "- denied flood at {n} prefixes >= 0.7x the drop-only limit: {r:.2}x, {}\n",
-                verdict(r >= 0.7)
+    if let (Some(n), Some(np)) = (top, top.and_then(|n| seen("denied-syn", "netpol", Some(n)))) {
+        if let Some(lim) = seen("denied-syn", "drop", None).filter(|l| *l > 0.0) {
+            out.push(Target::new(
+                format!("denied SYN flood, random sources, {n} prefixes: vs the drop-only limit"),
+                np / lim,
+                Bound::AtLeast(0.8),
+                Unit::Times,
             ));
-            if let Some(nft) = seen("denied-syn", "nftables", Some(n)) {
-                let r = np / nft;
-                out.push_str(&format!(
-                    "- denied flood at {n} prefixes >= 5x nftables: {r:.2}x, {}\n",
-                    verdict(r >= 5.0)
-                ));
-            }
+        }
+        if let Some(nft) = seen("denied-syn", "nftables", Some(n)).filter(|v| *v > 0.0) {
+            out.push(Target::new(
+                format!("denied SYN flood, random sources, {n} prefixes: vs nftables"),
+                np / nft,
+                Bound::AtLeast(5.0),
+                Unit::Times,
+            ));
         }
     }
-    if let Some(lim) = seen("established", "pass", None) {
+    // Flat from none to the most extra prefixes: every measured prefix count
+    // (0 = the LOCAL-PLUS policy alone, about 30 prefixes per family).
+    let v: Vec<f64> = prefixes
+        .iter()
+        .filter_map(|&p| seen("denied-syn", "netpol", Some(p)))
+        .collect();
+    if let (Some(s), Some(lo), Some(hi)) = (spread(&v), prefixes.iter().min(), top) {
+        out.push(Target::new(
+            format!("denied SYN flood, flat from {lo} to {hi} prefixes (netpol max/min - 1)"),
+            s,
+            Bound::AtMost(0.15),
+            Unit::Percent,
+        ));
+    }
+    for (sc, name) in [
+        ("new-flows", "allowed new flows"),
+        ("established", "established flows"),
+    ] {
+        let Some(lim) = seen(sc, "pass", None).filter(|l| *l > 0.0) else {
+            continue;
+        };
         let worst = prefixes
             .iter()
-            .filter_map(|&p| seen("established", "netpol", Some(p)).map(|v| (p, v / lim)))
+            .filter_map(|&p| seen(sc, "netpol", Some(p)).map(|v| (p, v / lim)))
             .min_by(|a, b| a.1.total_cmp(&b.1));
         if let Some((p, r)) = worst {
-            out.push_str(&format!(
-                "- established >= 0.8x the pass-only limit: worst {r:.2}x (at {p} prefixes), {}\n",
-                verdict(r >= 0.8)
+            out.push(Target::new(
+                format!("{name}: vs the pass-only limit (worst, at {p} prefixes)"),
+                r,
+                Bound::AtLeast(0.8),
+                Unit::Times,
             ));
         }
-    }
-    // "Flat from 10 to 100,000 prefixes": every measured prefix count here
-    // (0 = the LOCAL-PLUS policy alone, about 30 prefixes per family).
-    for sc in ["denied-syn", "established", "new-flows", "mix"] {
-        let v: Vec<f64> = prefixes
-            .iter()
-            .filter_map(|&p| seen(sc, "netpol", Some(p)))
-            .collect();
-        if v.len() < 2 {
-            continue;
-        }
-        let (lo, hi) = v
-            .iter()
-            .fold((f64::MAX, 0f64), |(lo, hi), &x| (lo.min(x), hi.max(x)));
-        let spread = 1.0 - lo / hi;
-        out.push_str(&format!(
-            "- {sc}: flat within 15% across prefix counts: lowest {:.0}% below highest, {}\n",
-            spread * 100.0,
-            verdict(spread <= 0.15)
-        ));
     }
     out
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    if !netpol_tests::require_root() {
-        anyhow::bail!("the traffic benchmark needs root (namespaces, XDP, BPF_PROG_TEST_RUN)");
-    }
+/// What the packet scenarios produced.
+#[derive(Default)]
+struct PacketRun {
+    rows: Vec<Row>,
+    raw: Vec<Row>,
+    notes: Vec<String>,
+    markdown: String,
+    targets: Vec<Target>,
+}
+
+/// The four packet scenarios of `keys`, every peer in turn; the chart
+/// is drawn here too.
+fn run_packets(args: &Args, keys: &[&str], kernel: &str) -> anyhow::Result<PacketRun> {
     let mut peers = vec![Peer::Drop, Peer::Pass, Peer::None];
     peers.extend(args.prefixes.iter().map(|&n| Peer::Netpol(n)));
     peers.extend(args.prefixes.iter().map(|&n| Peer::Nft(n)));
@@ -530,6 +591,9 @@ fn main() -> anyhow::Result<()> {
     if !args.peers.is_empty() {
         peers.retain(|p| args.peers.iter().any(|k| k == p.key()));
     }
+    if peers.is_empty() {
+        return Ok(PacketRun::default());
+    }
     let _stats = if args.prog_stats {
         Some(BpfStats::enable().context("enabling kernel.bpf_stats_enabled")?)
     } else {
@@ -537,15 +601,15 @@ fn main() -> anyhow::Result<()> {
     };
     let lab = TrafficLab::new();
     let templates = Templates::new(lab.dut_mac);
-    let scs = scenarios(&templates, args.chunk);
+    let mut scs = scenarios(&templates, args.chunk);
+    scs.retain(|s| keys.contains(&s.key));
     let sink = CountingProg::attach(&lab.pod, SINK_IF, "count_drop")?;
     let mut bench = Bench {
         lab: &lab,
         gen: Generator::load()?,
         sink,
-        args: &args,
+        args,
     };
-    let started = Instant::now();
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for &peer in &peers {
@@ -586,12 +650,7 @@ fn main() -> anyhow::Result<()> {
     let raw = rows;
     let rows = merge(&raw);
     let sc_meta: Vec<_> = scs.iter().map(|s| (s.key, s.name, s.drops)).collect();
-    let mut md = table(&rows, &sc_meta, args.prog_stats);
-    md.push_str(&targets(&rows, &args.prefixes));
-    println!("{md}");
-    for n in &notes {
-        println!("note: {n}");
-    }
+    let markdown = table(&rows, &sc_meta, args.prog_stats);
 
     // The chart: pps against prefix count for netpol, nftables and the limit.
     let prefixes = args.prefixes.clone();
@@ -623,39 +682,148 @@ fn main() -> anyhow::Result<()> {
             }
         })
         .collect();
+    if !panels.is_empty() {
+        if let Some(dir) = args.chart.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        chart::draw(
+            &args.chart,
+            &format!(
+                "Packets per second seen by the receiving veth (Linux {kernel}, 64-byte frames)"
+            ),
+            &panels,
+        )?;
+    }
+    let targets = targets(&rows, &args.prefixes);
+    Ok(PacketRun {
+        rows,
+        raw,
+        notes,
+        markdown,
+        targets,
+    })
+}
+
+fn bulk_options(args: &Args) -> anyhow::Result<BulkOptions> {
+    let mut opts = BulkOptions {
+        mtus: args.bulk_mtus.clone(),
+        streams: args.bulk_streams.clone(),
+        directions: args
+            .bulk_directions
+            .iter()
+            .map(|d| Direction::parse(d))
+            .collect::<anyhow::Result<_>>()?,
+        secs: args.bulk_secs,
+        rounds: args.bulk_rounds.max(1),
+        hooks: args.bulk_hooks.clone(),
+        rate: args.bulk_rate.clone(),
+        ..BulkOptions::default()
+    };
+    if !args.peers.is_empty() {
+        opts.peers.retain(|p| args.peers.contains(p));
+    }
+    Ok(opts)
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !netpol_tests::require_root() {
+        anyhow::bail!("the traffic benchmark needs root (namespaces, XDP, BPF_PROG_TEST_RUN)");
+    }
+    for s in &args.scenarios {
+        anyhow::ensure!(
+            s == "bulk" || PACKET_SCENARIOS.contains(&s.as_str()),
+            "unknown scenario {s:?} (denied-syn, established, new-flows, mix, bulk)"
+        );
+    }
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")?
         .trim()
         .to_string();
-    for p in [&args.json, &args.chart, &args.markdown] {
+    let started = Instant::now();
+    let keys: Vec<&str> = PACKET_SCENARIOS
+        .into_iter()
+        .filter(|k| args.wants(k))
+        .collect();
+    let packets = if keys.is_empty() {
+        PacketRun::default()
+    } else {
+        run_packets(&args, &keys, &kernel)?
+    };
+    let bulk_opts = bulk_options(&args)?;
+    let bulk = if args.wants("bulk") && !bulk_opts.peers.is_empty() {
+        eprintln!("# bulk TCP (iperf3)");
+        bulk::run(&bulk_opts)?
+    } else {
+        BulkReport {
+            rows: Vec::new(),
+            raw: Vec::new(),
+            notes: Vec::new(),
+        }
+    };
+
+    let mut all_targets = packets.targets.clone();
+    all_targets.extend(bulk::targets(&bulk.rows));
+    let mut md = packets.markdown.clone();
+    if !bulk.rows.is_empty() {
+        md.push_str(&bulk::markdown(
+            &bulk.rows,
+            bulk_opts.secs,
+            bulk_opts.rounds,
+            bulk_opts.rate.as_deref(),
+        ));
+    }
+    if !all_targets.is_empty() {
+        md.push_str(&targets::markdown(&all_targets));
+    }
+    let notes: Vec<String> = packets.notes.iter().chain(&bulk.notes).cloned().collect();
+    println!("{md}");
+    for n in &notes {
+        println!("note: {n}");
+    }
+
+    for p in [&args.json, &args.markdown] {
         if let Some(dir) = p.parent() {
             std::fs::create_dir_all(dir)?;
         }
     }
-    chart::draw(
-        &args.chart,
-        &format!("Packets per second seen by the receiving veth (Linux {kernel}, 64-byte frames)"),
-        &panels,
-    )?;
     std::fs::write(&args.markdown, &md)?;
+    let mut results = serde_json::to_value(&packets.rows)?;
+    let mut raw = serde_json::to_value(&packets.raw)?;
+    for (all, more) in [(&mut results, &bulk.rows), (&mut raw, &bulk.raw)] {
+        if let (Some(all), serde_json::Value::Array(more)) =
+            (all.as_array_mut(), serde_json::to_value(more)?)
+        {
+            all.extend(more);
+        }
+    }
     let meta = serde_json::json!({
         "kernel": kernel,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
         "warmup_s": args.warmup,
         "window_s": args.window,
         "flows": FLOWS,
+        "bulk_secs": bulk_opts.secs,
+        "bulk_rounds": bulk_opts.rounds,
+        "bulk_rate": bulk_opts.rate,
         "notes": notes,
-        "results": rows,
+        "results": results,
         "raw": raw,
+        "targets": all_targets,
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
     std::fs::write(&args.json, serde_json::to_string_pretty(&meta)?)?;
     eprintln!(
-        "# {} measurements in {:.0}s; JSON {}, chart {}, table {}",
-        rows.len(),
+        "# {} packet and {} bulk results in {:.0}s; JSON {}, table {}{}",
+        packets.rows.len(),
+        bulk.rows.len(),
         started.elapsed().as_secs_f64(),
         args.json.display(),
-        args.chart.display(),
-        args.markdown.display()
+        args.markdown.display(),
+        if packets.rows.is_empty() {
+            String::new()
+        } else {
+            format!(", chart {}", args.chart.display())
+        }
     );
     Ok(())
 }

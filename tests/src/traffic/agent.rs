@@ -1,7 +1,8 @@
 //! netpol-agent driven through its real binary and CLI, in any lab namespace
 //! (tests/src/agent.rs's AgentProcess is tied to the node-shaped lab).
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::os::unix::fs::DirBuilderExt as _;
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
@@ -11,6 +12,10 @@ use anyhow::{bail, Context as _};
 
 use crate::agent::{agent_bin, ensure_bpffs, READY_MARKER};
 use crate::netns::{unique_suffix, Netns};
+
+/// The largest policy file the benchmark writes, with room to spare (the
+/// agent's default limit is 1 MiB).
+pub const POLICY_FILE_MAX: &str = "16MiB";
 
 pub struct NetpolAgent {
     child: Child,
@@ -37,11 +42,45 @@ impl NetpolAgent {
         policy_dir: &Path,
         ready_within: Duration,
     ) -> anyhow::Result<NetpolAgent> {
+        // The new-flow scenarios open flows from one source at line rate: a
+        // bucket that never runs dry keeps the quota's cost in the
+        // measurement without its drops.
+        let burst = u32::MAX.to_string();
+        Self::start_on(
+            ns,
+            &[iface],
+            policy_dir,
+            &[
+                "--ct-source-burst",
+                &burst,
+                // 100,000 extra prefixes make a 2.3 MB file.
+                "--file-size-max",
+                POLICY_FILE_MAX,
+                // The interface under test stands for the node's uplink, a
+                // NIC, where native XDP is the default; a veth would get TCX.
+                "--ingress-hook",
+                "xdp",
+            ],
+            ready_within,
+        )
+    }
+
+    /// `netpol-agent run` on every interface of `ifaces`, with `extra`
+    /// arguments after the lab's own.
+    pub fn start_on(
+        ns: &Netns,
+        ifaces: &[&str],
+        policy_dir: &Path,
+        extra: &[&str],
+        ready_within: Duration,
+    ) -> anyhow::Result<NetpolAgent> {
         ensure_bpffs();
         let pin_path =
             PathBuf::from("/sys/fs/bpf").join(format!("netpol-traffic-{}", unique_suffix()));
-        // A socket of its own: the default one is the node's.
-        let socket_dir = std::env::temp_dir().join(format!("netpol-sock-{}", unique_suffix()));
+        // A socket of its own (the default one is the node's), in a
+        // directory only root can enter: whoever reaches the socket can read
+        // every flow.
+        let socket_dir = PathBuf::from("/run").join(format!("netpol-traffic-{}", unique_suffix()));
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&socket_dir)
@@ -52,7 +91,11 @@ impl NetpolAgent {
         cmd.arg(format!("--net={}", ns.path().display()))
             .arg("--")
             .arg(agent_bin())
-            .args(["run", "--iface", iface, "--policy-dir"])
+            .arg("run");
+        for iface in ifaces {
+            cmd.args(["--iface", iface]);
+        }
+        cmd.arg("--policy-dir")
             .arg(policy_dir)
             .arg("--pin-path")
             .arg(&pin_path)
@@ -61,17 +104,17 @@ impl NetpolAgent {
             // Its last good policy goes with its socket, not on the node.
             .arg("--state-dir")
             .arg(socket_dir.join("state"))
-            // The new-flow scenarios open flows from one source at line
-            // rate: a bucket that never runs dry keeps the quota's cost in
-            // the measurement without its drops.
-            .args(["--ct-source-burst", &u32::MAX.to_string()])
-            // The interface under test stands for the node's uplink, a NIC
-            // where native XDP is the default; a veth would get TCX.
-            .args(["--ingress-hook", "xdp"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().with_context(|| format!("starting {cmd:?}"))?;
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&socket_dir);
+                return Err(e).with_context(|| format!("starting {cmd:?}"));
+            }
+        };
         let (tx, rx) = mpsc::channel();
         let err = child.stderr.take().context("agent stderr")?;
         std::thread::spawn(move || {
@@ -147,6 +190,74 @@ impl NetpolAgent {
         }
         Ok(v)
     }
+}
+
+impl NetpolAgent {
+    /// The agent's `/status` document, read from its unix socket as raw
+    /// JSON: fields this build's CLI does not know survive.
+    pub fn status(&self) -> anyhow::Result<serde_json::Value> {
+        let sock = self.socket_dir.join("agent.sock");
+        let mut stream = UnixStream::connect(&sock)
+            .with_context(|| format!("connecting to {}", sock.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(10)))?;
+        // HTTP/1.0: the agent answers with the whole body and closes.
+        stream.write_all(b"GET /status HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+        let mut raw = Vec::new();
+        stream.read_to_end(&mut raw).context("reading /status")?;
+        let text = String::from_utf8_lossy(&raw);
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .with_context(|| format!("GET /status: no header end in {text:?}"))?;
+        if head.split_whitespace().nth(1) != Some("200") {
+            bail!("GET /status answered {head:?}: {body}");
+        }
+        serde_json::from_str(body).context("parsing /status")
+    }
+
+    /// The hook judging traffic that enters `iface`, as the agent reports it.
+    pub fn ingress_hook(&self, iface: &str) -> anyhow::Result<Option<String>> {
+        Ok(ingress_hook_of(&self.status()?, iface))
+    }
+
+    /// Everything the agent has printed on stderr so far.
+    pub fn log(&mut self) -> String {
+        while let Ok(line) = self.log.try_recv() {
+            self.lines.push(line);
+        }
+        self.lines.join("\n")
+    }
+}
+
+/// `xdp-native`, `xdp-generic` or `tcx` for `iface` in a `/status`
+/// document: its `hook` field where the agent names the hook, else derived
+/// from its XDP attach mode (an agent that only attaches XDP at ingress).
+pub fn ingress_hook_of(status: &serde_json::Value, iface: &str) -> Option<String> {
+    let entry = status["attached"]
+        .as_array()?
+        .iter()
+        .find(|a| a["interface"] == iface)?;
+    if let Some(h) = entry["hook"].as_str().filter(|h| !h.is_empty()) {
+        return Some(h.to_string());
+    }
+    match entry["xdp_mode"].as_str()? {
+        "driver" | "native" => Some("xdp-native".into()),
+        "generic" | "skb" => Some("xdp-generic".into()),
+        _ => None,
+    }
+}
+
+/// Whether this agent binary's `run` takes `flag` (an older build rejects
+/// flags it does not know, before it attaches anything).
+pub fn run_takes_flag(flag: &str) -> bool {
+    Command::new(agent_bin())
+        .args(["run", "--help"])
+        .output()
+        .is_ok_and(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+                .any(|w| w == flag)
+        })
 }
 
 impl Drop for NetpolAgent {

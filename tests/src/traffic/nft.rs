@@ -219,8 +219,24 @@ fn family(f: &Family, v6: bool, sets: &mut String) -> String {
 /// The ruleset for `iface` from the policy directory `dir`, and how many set
 /// elements it has.
 pub fn ruleset(dir: &Path, iface: &str) -> anyhow::Result<(String, usize)> {
-    let p = policy::load_dir(dir, &policy::ReadLimits::default())
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ruleset_on(dir, &[iface])
+}
+
+/// `ruleset` on several interfaces: one netdev chain for all of them (a
+/// node's pod veths and its uplink all take traffic into the node).
+pub fn ruleset_on(dir: &Path, ifaces: &[&str]) -> anyhow::Result<(String, usize)> {
+    let quoted: Vec<String> = ifaces.iter().map(|i| format!("\"{i}\"")).collect();
+    let hook_devices = match quoted.as_slice() {
+        [one] => format!("device {one}"),
+        _ => format!("devices = {{ {} }}", quoted.join(", ")),
+    };
+    let iifnames = format!("{{ {} }}", quoted.join(", "));
+    // The same room as the agent is given (agent::POLICY_FILE_MAX).
+    let limits = policy::ReadLimits {
+        file_size_max: 16 << 20,
+        ..policy::ReadLimits::default()
+    };
+    let p = policy::load_dir(dir, &limits).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (v4, v6) = elements(&p);
     let count =
         |f: &Family| f.pairs.len() + f.big.iter().map(|(a, b)| a.len() + b.len()).sum::<usize>();
@@ -232,7 +248,7 @@ pub fn ruleset(dir: &Path, iface: &str) -> anyhow::Result<(String, usize)> {
         "table netdev np_pre {{
 {sets}  counter pre_drop {{}}
   chain ingress {{
-    type filter hook ingress device \"{iface}\" priority 0; policy accept;
+    type filter hook ingress {hook_devices} priority 0; policy accept;
     meta protocol ip meta l4proto {{ tcp, udp, sctp }} jump v4
     meta protocol ip6 meta l4proto {{ tcp, udp, sctp }} jump v6
   }}
@@ -243,7 +259,7 @@ table inet np_ct {{
   counter ct_drop {{}}
   chain pre {{
     type filter hook prerouting priority -150; policy accept;
-    iifname != \"{iface}\" accept
+    iifname != {iifnames} accept
     ct state established,related counter name est accept
     ct state new meta mark 0x1 counter name new_ok accept
     meta l4proto {{ icmp, ipv6-icmp }} accept
@@ -264,7 +280,12 @@ pub struct NftPolicy<'a> {
 /// Counter totals of the ruleset: (passed, dropped).
 impl<'a> NftPolicy<'a> {
     pub fn load(ns: &'a Netns, dir: &Path, iface: &str) -> anyhow::Result<NftPolicy<'a>> {
-        let (text, elements) = ruleset(dir, iface)?;
+        Self::load_on(ns, dir, &[iface])
+    }
+
+    /// The ruleset judging traffic that enters the node on any of `ifaces`.
+    pub fn load_on(ns: &'a Netns, dir: &Path, ifaces: &[&str]) -> anyhow::Result<NftPolicy<'a>> {
+        let (text, elements) = ruleset_on(dir, ifaces)?;
         let file = std::env::temp_dir().join(format!(
             "netpol-traffic-{}.nft",
             crate::netns::unique_suffix()
