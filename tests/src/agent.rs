@@ -207,6 +207,23 @@ impl AgentProcess {
     }
 
     /// Everything the agent has printed so far (stdout and stderr, tagged).
+    /// Runs `change`, then waits (10 s at most) until the agent enforces a
+    /// new policy generation.
+    pub fn after_new_generation(&self, what: &str, change: impl FnOnce()) {
+        let count = || self.log().matches(" enforced").count();
+        let n = count();
+        change();
+        let start = Instant::now();
+        while count() == n {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no new policy generation after {what}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn log(&self) -> String {
         self.log.text()
     }

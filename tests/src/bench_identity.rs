@@ -61,69 +61,22 @@ pub fn pod_ip6(j: usize) -> String {
 /// The first `relabel` pods move to an app no policy selects; `dual_stack`
 /// gives every pod an IPv6 address beside its IPv4 one.
 pub fn objects(scale: Scale, relabel: usize, dual_stack: bool) -> (String, String) {
-    let Scale {
-        pods,
-        namespaces,
-        policies,
-    } = scale;
     let mut objects = String::from("apiVersion: v1\nkind: List\nitems:\n");
-    for n in 0..namespaces {
-        let _ = writeln!(
-            objects,
-            "- {{kind: Namespace, metadata: {{name: ns{n}, labels: {{tier: t{}}}}}}}",
-            n % 5
-        );
-    }
-    for j in 0..pods {
-        let app = if j < relabel {
-            99
-        } else {
-            (j / namespaces) % 20
-        };
-        let ips = if dual_stack {
-            format!(
-                ", podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]",
-                pod_ip4(j),
-                pod_ip6(j)
-            )
-        } else {
-            String::new()
-        };
-        let _ = writeln!(
-            objects,
-            "- {{kind: Pod, metadata: {{name: p{j}, namespace: ns{}, labels: {{app: a{app}, role: r{}}}}}, status: {{podIP: {}{ips}}}}}",
-            j % namespaces,
-            j % 7,
-            pod_ip4(j),
-        );
-    }
     let mut netpols = String::new();
-    for k in 0..policies {
-        let _ = write!(
-            netpols,
-            "---\napiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: np{k}, namespace: ns{}}}\n\
-             spec:\n  podSelector: {{matchLabels: {{app: a{}}}}}\n  ingress:\n  - from:\n    - namespaceSelector: {{matchLabels: {{tier: t{}}}}}\n      podSelector: {{matchLabels: {{role: r{}}}}}\n    ports: [{{port: {}}}]\n",
-            k % namespaces,
-            (k / namespaces) % 20,
-            k % 5,
-            k % 7,
-            8000 + k % 20
-        );
-        if k % 3 == 0 {
-            let _ = write!(
-                netpols,
-                "  egress:\n  - to:\n    - namespaceSelector: {{matchLabels: {{tier: t{}}}}}\n    ports: [{{port: 53, protocol: UDP}}]\n",
-                k % 5
-            );
+    for (name, text) in object_texts(scale, relabel, dual_stack) {
+        if name.starts_with("kubernetes:networkpolicies/") {
+            netpols += "---\n";
+            netpols += &text;
+        } else {
+            let _ = writeln!(objects, "- {text}");
         }
     }
     (objects, netpols)
 }
 
-/// The same objects as `objects(scale, relabel, false)`, one text per
-/// object, named as the agent's API view names them: a pod event changes
-/// one of them.
-pub fn object_texts(scale: Scale, relabel: usize) -> Vec<(String, String)> {
+/// The same objects, one text per object, named as the agent's API view
+/// names them: a pod event changes one of them.
+pub fn object_texts(scale: Scale, relabel: usize, dual_stack: bool) -> Vec<(String, String)> {
     let Scale {
         pods,
         namespaces,
@@ -145,11 +98,20 @@ pub fn object_texts(scale: Scale, relabel: usize) -> Vec<(String, String)> {
         } else {
             (j / namespaces) % 20
         };
+        let ips = if dual_stack {
+            format!(
+                ", podIPs: [{{ip: {}}}, {{ip: \"{}\"}}]",
+                pod_ip4(j),
+                pod_ip6(j)
+            )
+        } else {
+            String::new()
+        };
         let ns = j % namespaces;
         out.push((
             format!("kubernetes:pods/ns{ns}/p{j}"),
             format!(
-                "{{kind: Pod, metadata: {{name: p{j}, namespace: ns{ns}, labels: {{app: a{app}, role: r{}}}}}, status: {{podIP: {}}}}}",
+                "{{kind: Pod, metadata: {{name: p{j}, namespace: ns{ns}, labels: {{app: a{app}, role: r{}}}}}, status: {{podIP: {}{ips}}}}}",
                 j % 7,
                 pod_ip4(j),
             ),

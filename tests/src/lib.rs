@@ -8,6 +8,7 @@
 pub mod agent;
 pub mod edges;
 pub mod fake_api;
+pub mod files;
 pub mod fuzz;
 pub mod lab;
 pub mod net;

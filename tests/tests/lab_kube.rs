@@ -4,11 +4,7 @@
 //! addresses deliberately mixed across the lab's /24s as the VPC CNI mixes
 //! them, and a pod relabel plus a namespace label change reaching the kernel
 //! without a restart.
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
-
+use netpol_tests::files::{write_atomically, TempDir};
 use netpol_tests::Family::{V4, V6};
 use netpol_tests::Proto::{Tcp, Udp};
 use netpol_tests::{assert_enforced, require_root, serve, AgentProcess, Edge, Lab, NODE_NAME};
@@ -70,41 +66,13 @@ fn objects(lab: &Lab, wallet_app: &str, wallet_ns_tier: &str) -> String {
     out
 }
 
-/// Writes `text` to `dir/name` by rename, as a ConfigMap or a controller
-/// would, so the agent never reads half a file.
-fn write_atomically(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-fn enforced_count(agent: &AgentProcess) -> usize {
-    agent.log().matches(" enforced").count()
-}
-
-/// Runs `change`, then waits (bounded) until the agent enforces a new policy
-/// generation.
-fn after_new_generation(agent: &AgentProcess, what: &str, change: impl FnOnce()) {
-    let n = enforced_count(agent);
-    change();
-    let start = Instant::now();
-    while enforced_count(agent) == n {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no new policy generation after {what}:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn namespace_policies_follow_the_pods() {
     if !require_root() {
         return;
     }
     let lab = Lab::localplus();
-    let root = tempdir("selectors");
+    let root = TempDir::new("lab-kube-selectors");
     let (policy_dir, objects_dir) = (root.join("policy"), root.join("objects"));
     std::fs::create_dir_all(&policy_dir).unwrap();
     std::fs::create_dir_all(&objects_dir).unwrap();
@@ -146,7 +114,7 @@ fn namespace_policies_follow_the_pods() {
 
     // The wallet pod is relabelled and its namespace leaves the app tier:
     // both rules stop covering it, without a restart.
-    after_new_generation(&agent, "the objects changed", || {
+    agent.after_new_generation("the objects changed", || {
         write_atomically(
             &objects_dir,
             "objects.yaml",
@@ -163,29 +131,6 @@ fn namespace_policies_follow_the_pods() {
     ];
     // Every server these edges need is already up (same ends and ports).
     assert_enforced(&lab, &after, &agent, "after the relabel");
-}
-
-/// A directory removed when the test ends, however it ends.
-struct TempDir(std::path::PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir(test: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("netpol-lab-kube-{test}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
 }
 
 const WALLET_INGRESS: &str = "
@@ -223,7 +168,7 @@ fn network_policies_isolate_what_they_select() {
         return;
     }
     let lab = Lab::localplus();
-    let root = tempdir("netpol");
+    let root = TempDir::new("lab-kube-netpol");
     let (policy_dir, objects_dir) = (root.join("policy"), root.join("objects"));
     std::fs::create_dir_all(&policy_dir).unwrap();
     std::fs::create_dir_all(&objects_dir).unwrap();
@@ -261,7 +206,7 @@ fn network_policies_isolate_what_they_select() {
     );
     assert_enforced(&lab, &before, &agent, "ingress policy on the wallet");
 
-    after_new_generation(&agent, "a NetworkPolicy was added", || {
+    agent.after_new_generation("a NetworkPolicy was added", || {
         write_atomically(&objects_dir, "ledger.yaml", LEDGER_EGRESS);
     });
     let after = [

@@ -7,10 +7,8 @@
 //!
 //! SCTP: this kernel has no SCTP sockets, so SCTP is checked frame by frame
 //! in the kernel test (`prog_test_run::workloads`).
-use std::path::Path;
-use std::time::{Duration, Instant};
-
 use netpol_tests::e2e_netpol::{self, ip, ip6};
+use netpol_tests::files::{write_atomically, TempDir};
 use netpol_tests::packet::{PROTO_TCP, PROTO_UDP};
 use netpol_tests::Family::V4;
 use netpol_tests::Proto::{Tcp, Udp};
@@ -52,37 +50,6 @@ fn edges(truth: e2e_netpol::Truth) -> Vec<Edge> {
     out
 }
 
-struct TempDir(std::path::PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn write_atomically(dir: &Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
-}
-
-/// Runs `change`, then waits (bounded) until the agent enforces a new policy
-/// generation.
-fn after_new_generation(agent: &AgentProcess, what: &str, change: impl FnOnce()) {
-    let count = || agent.log().matches(" enforced").count();
-    let n = count();
-    change();
-    let start = Instant::now();
-    while count() == n {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "no new policy generation after {what}:\n{}",
-            agent.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 #[test]
 fn e2e_cases_with_real_sockets() {
     if !require_root() {
@@ -92,8 +59,8 @@ fn e2e_cases_with_real_sockets() {
     for (ns, pod, name, host_if) in E2E_PODS {
         lab.add_pod(name, host_if, &ip(ns, pod), &ip6(ns, pod), None);
     }
-    let root = TempDir(std::env::temp_dir().join(format!("netpol-e2e-{}", std::process::id())));
-    let (policy_dir, objects_dir) = (root.0.join("policy"), root.0.join("objects"));
+    let root = TempDir::new("lab-kube-e2e");
+    let (policy_dir, objects_dir) = (root.join("policy"), root.join("objects"));
     std::fs::create_dir_all(&policy_dir).unwrap();
     std::fs::create_dir_all(&objects_dir).unwrap();
     let objects = e2e_netpol::objects(Some(NODE_NAME));
@@ -114,7 +81,7 @@ fn e2e_cases_with_real_sockets() {
     let mut checked = 0;
     for (i, (case, yaml, truth)) in cases.iter().enumerate() {
         if i > 0 {
-            after_new_generation(&agent, case, || {
+            agent.after_new_generation(case, || {
                 write_atomically(&objects_dir, "np.yaml", yaml);
             });
         }
@@ -129,7 +96,7 @@ fn e2e_cases_with_real_sockets() {
         .iter()
         .find(|c| c.0.starts_with("both in one peer"))
         .expect("the AND case");
-    after_new_generation(&agent, "the AND case", || {
+    agent.after_new_generation("the AND case", || {
         write_atomically(&objects_dir, "np.yaml", &and_case.1);
     });
     let into_xa = |allowed: &[&str]| -> Vec<Edge> {
@@ -154,7 +121,7 @@ fn e2e_cases_with_real_sockets() {
         "{name: c, namespace: y, labels: {pod: b}}",
     );
     assert_ne!(relabelled, objects);
-    after_new_generation(&agent, "a pod relabel", || {
+    agent.after_new_generation("a pod relabel", || {
         write_atomically(&objects_dir, "objects.yaml", &relabelled);
     });
     assert_enforced(
@@ -165,7 +132,7 @@ fn e2e_cases_with_real_sockets() {
     );
     let z_as_y = relabelled.replace("{name: z, labels: {ns: z}}", "{name: z, labels: {ns: y}}");
     assert_ne!(z_as_y, relabelled);
-    after_new_generation(&agent, "a namespace label change", || {
+    agent.after_new_generation("a namespace label change", || {
         write_atomically(&objects_dir, "objects.yaml", &z_as_y);
     });
     assert_enforced(
@@ -175,7 +142,7 @@ fn e2e_cases_with_real_sockets() {
         "after namespace z was labelled ns=y",
     );
     // And back: rights go with the labels.
-    after_new_generation(&agent, "the labels restored", || {
+    agent.after_new_generation("the labels restored", || {
         write_atomically(&objects_dir, "objects.yaml", &objects);
     });
     assert_enforced(

@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use netpol_tests::files::write_atomically;
 use netpol_tests::observe::cli_json;
 use netpol_tests::{
     connect_from, require_root, udp_exchange, AgentProcess, Lab, Netns, ALLOWED_TIMEOUT,
@@ -319,14 +320,6 @@ fn new_pod_fails_closed_until_its_route_is_learnt() {
     drop(agent);
     lab.node.ip(&["link", "del", host_if]);
     drop(pod);
-}
-
-/// Writes `text` to `dir/name` by rename, as a controller would, so the
-/// agent never reads half a file.
-fn write_atomically(dir: &std::path::Path, name: &str, text: &str) {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, dir.join(name)).unwrap();
 }
 
 /// A directory removed when the test ends, however it ends.

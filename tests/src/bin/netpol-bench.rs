@@ -735,7 +735,7 @@ fn identity_table(args: &Args) -> anyhow::Result<Vec<IdentityRow>> {
         // One state across swaps, as the agent keeps it. The resync parses
         // and computes everything again (with the ids the live policy has).
         let mut state = IdentityState::default();
-        let objects = identity::object_texts(scale, 0);
+        let objects = identity::object_texts(scale, 0, false);
         identity_apply(&mut state, &mut dp, &objects)?;
         let t = Instant::now();
         let mut fresh = IdentityState {
@@ -754,7 +754,7 @@ fn identity_table(args: &Args) -> anyhow::Result<Vec<IdentityRow>> {
         for i in 1..=args.identity_events {
             // Alternately relabel one more pod and put it back: each event
             // moves one address between identities.
-            let objects = identity::object_texts(scale, i % 2);
+            let objects = identity::object_texts(scale, i % 2, false);
             let t = Instant::now();
             let (_, s) = identity_apply(&mut state, &mut dp, &objects)?;
             events.push(t.elapsed().as_secs_f64() * 1e3);
