@@ -59,7 +59,7 @@ struct Args {
     json: PathBuf,
     #[arg(long, default_value = "target/bench/traffic.png")]
     chart: PathBuf,
-    /// The Markdown table (for BENCHMARKS.md).
+    /// The Markdown table (for docs/benchmarks.md).
     #[arg(long, default_value = "target/bench/traffic.md")]
     markdown: PathBuf,
     /// Only these scenarios (denied-syn, established, new-flows, mix, bulk);
