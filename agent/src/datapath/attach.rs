@@ -109,10 +109,7 @@ impl Datapath {
             self.detach(iface);
         }
         let pins = self.pins.clone();
-        let link_err = |source| DatapathError::Link {
-            iface: iface.to_owned(),
-            source,
-        };
+        let link_err = link_error(iface);
 
         let pinned_ingress = pins
             .as_ref()
@@ -150,10 +147,7 @@ impl Datapath {
             .as_ref()
             .map(|p| (LinkKind::Tc, p.link(iface, LinkKind::Tc)));
         let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, prog_names::TC)?;
-        let attach_err = |source| DatapathError::Attach {
-            iface: iface.to_owned(),
-            source,
-        };
+        let attach_err = attach_error(iface);
         let (tc_link, tc_adopted) = match adoptable(
             pinned_tc.filter(|(_, p)| p.exists()),
             linkinfo::LINK_TYPE_TCX,
@@ -192,14 +186,8 @@ impl Datapath {
 
     /// Switches an earlier agent's ingress link to this agent's program.
     fn adopt_ingress(&mut self, iface: &str, hook: IngressLink, link: FdLink) -> Result<FdLink> {
-        let attach_err = |source| DatapathError::Attach {
-            iface: iface.to_owned(),
-            source,
-        };
-        let link_err = |source| DatapathError::Link {
-            iface: iface.to_owned(),
-            source,
-        };
+        let attach_err = attach_error(iface);
+        let link_err = link_error(iface);
         if hook == IngressLink::Tcx {
             let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, prog_names::TC_INGRESS)?;
             let link = SchedClassifierLink::try_from(link).map_err(link_err)?;
@@ -215,14 +203,8 @@ impl Datapath {
     /// A new ingress link by `plan`: native XDP where it is wanted and the
     /// driver takes it, then the plan's fallback.
     fn attach_ingress(&mut self, iface: &str, plan: IngressPlan) -> Result<(FdLink, IngressLink)> {
-        let attach_err = |source| DatapathError::Attach {
-            iface: iface.to_owned(),
-            source,
-        };
-        let link_err = |source| DatapathError::Link {
-            iface: iface.to_owned(),
-            source,
-        };
+        let attach_err = attach_error(iface);
+        let link_err = link_error(iface);
         if plan != IngressPlan::Tcx {
             let xdp: &mut Xdp = program_mut(&mut self.ebpf, prog_names::XDP)?;
             let (id, hook) = match xdp.attach(iface, XdpMode::Driver) {
@@ -245,20 +227,13 @@ impl Datapath {
     }
 
     fn attach_tcx_ingress(&mut self, iface: &str) -> Result<(FdLink, IngressLink)> {
-        let attach_err = |source| DatapathError::Attach {
-            iface: iface.to_owned(),
-            source,
-        };
+        let attach_err = attach_error(iface);
         let tc: &mut SchedClassifier = program_mut(&mut self.ebpf, prog_names::TC_INGRESS)?;
         let id = tc
             .attach(iface, TcAttachType::Ingress)
             .map_err(attach_err)?;
-        let link = FdLink::try_from(tc.take_link(id).map_err(attach_err)?).map_err(|source| {
-            DatapathError::Link {
-                iface: iface.to_owned(),
-                source,
-            }
-        })?;
+        let link =
+            FdLink::try_from(tc.take_link(id).map_err(attach_err)?).map_err(link_error(iface))?;
         Ok((link, IngressLink::Tcx))
     }
 
@@ -328,6 +303,22 @@ impl Datapath {
     /// Ifindex an interface had when it was attached.
     pub fn attached_ifindex(&self, iface: &str) -> Option<u32> {
         self.links.get(iface).map(|l| l.ifindex)
+    }
+}
+
+fn attach_error(iface: &str) -> impl Fn(aya::programs::ProgramError) -> DatapathError + Copy + '_ {
+    move |source| DatapathError::Attach {
+        iface: iface.to_owned(),
+        source,
+    }
+}
+
+fn link_error(
+    iface: &str,
+) -> impl Fn(aya::programs::links::LinkError) -> DatapathError + Copy + '_ {
+    move |source| DatapathError::Link {
+        iface: iface.to_owned(),
+        source,
     }
 }
 
