@@ -76,7 +76,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     bulk_rounds: u32,
     /// `--ingress-hook` values netpol-agent is measured with in the bulk
-    /// scenario (an agent without the flag is measured once, as it is).
+    /// scenario (empty: once, with the hook the agent picks).
     #[arg(long, value_delimiter = ',', default_value = "xdp,tcx")]
     bulk_hooks: Vec<String>,
     /// MTUs of the bulk lab (set on every veth of the path).

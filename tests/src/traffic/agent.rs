@@ -247,19 +247,6 @@ pub fn ingress_hook_of(status: &serde_json::Value, iface: &str) -> Option<String
     }
 }
 
-/// Whether this agent binary's `run` takes `flag` (an older build rejects
-/// flags it does not know, before it attaches anything).
-pub fn run_takes_flag(flag: &str) -> bool {
-    Command::new(agent_bin())
-        .args(["run", "--help"])
-        .output()
-        .is_ok_and(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
-                .any(|w| w == flag)
-        })
-}
-
 impl Drop for NetpolAgent {
     fn drop(&mut self) {
         // SAFETY: signalling our own child, not yet reaped.

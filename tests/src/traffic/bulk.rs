@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::agent::{run_takes_flag, NetpolAgent};
+use super::agent::NetpolAgent;
 use super::bulk_lab::{policy_yaml, BulkLab, POD_ADDR, POD_IF, REMOTE_ADDR, UPLINK_IF};
 use super::iperf::{self, Server, Transfer};
 use super::measure::{clock_ticks_per_sec, CpuTimes};
@@ -208,8 +208,6 @@ impl Drop for PolicyFiles {
 struct Run<'o> {
     opts: &'o BulkOptions,
     policy: PolicyFiles,
-    /// False once the agent binary turned out not to know `--ingress-hook`.
-    hook_flag: bool,
     notes: Vec<String>,
 }
 
@@ -224,36 +222,20 @@ impl Run<'_> {
             }
             BulkPeer::Nft => Active::Nft(NftPolicy::load_on(&lab.node, &self.policy.dir, &ifaces)?),
             BulkPeer::Netpol { hook } => {
-                let ready = Duration::from_secs(60);
-                let start = |extra: &[&str]| {
-                    NetpolAgent::start_on(&lab.node, &ifaces, &self.policy.dir, extra, ready)
+                let extra: Vec<&str> = match hook.as_deref() {
+                    Some(h) => vec![INGRESS_HOOK_FLAG, h],
+                    None => Vec::new(),
                 };
-                match hook.as_deref().filter(|_| self.hook_flag) {
-                    None => Active::Netpol(start(&[])?),
-                    Some(h) => match start(&[INGRESS_HOOK_FLAG, h]) {
-                        Ok(a) => Active::Netpol(a),
-                        // An agent whose help names the flag but whose
-                        // parser does not know it says so before attaching
-                        // anything. A value it refuses is an error of
-                        // `--bulk-hooks`, reported as such.
-                        Err(e) if refused_flag(&format!("{e:#}")) => {
-                            self.hook_flag = false;
-                            self.notes.push(format!(
-                                "netpol-agent refused {INGRESS_HOOK_FLAG} {h} ({e:#}); measured with its own choice"
-                            ));
-                            Active::Netpol(start(&[])?)
-                        }
-                        Err(e) => return Err(e),
-                    },
-                }
+                Active::Netpol(NetpolAgent::start_on(
+                    &lab.node,
+                    &ifaces,
+                    &self.policy.dir,
+                    &extra,
+                    Duration::from_secs(60),
+                )?)
             }
         })
     }
-}
-
-fn refused_flag(log: &str) -> bool {
-    log.lines()
-        .any(|l| l.contains("unexpected argument") && l.contains(INGRESS_HOOK_FLAG))
 }
 
 /// Runs every case of `opts`, one lab per MTU.
@@ -265,7 +247,6 @@ pub fn run(opts: &BulkOptions) -> anyhow::Result<BulkReport> {
     let mut run = Run {
         opts,
         policy: PolicyFiles::write()?,
-        hook_flag: run_takes_flag(INGRESS_HOOK_FLAG),
         notes: Vec::new(),
     };
     let mut peers = Vec::new();
@@ -274,12 +255,6 @@ pub fn run(opts: &BulkOptions) -> anyhow::Result<BulkReport> {
             "none" => peers.push(BulkPeer::None),
             "nftables" => peers.push(BulkPeer::Nft),
             "netpol" if opts.hooks.is_empty() => peers.push(BulkPeer::Netpol { hook: None }),
-            "netpol" if !run.hook_flag => {
-                run.notes.push(format!(
-                    "this netpol-agent has no {INGRESS_HOOK_FLAG}: measured once, with the hook it picks"
-                ));
-                peers.push(BulkPeer::Netpol { hook: None });
-            }
             "netpol" => peers.extend(opts.hooks.iter().map(|h| BulkPeer::Netpol {
                 hook: Some(h.clone()),
             })),
@@ -323,12 +298,6 @@ pub fn run(opts: &BulkOptions) -> anyhow::Result<BulkReport> {
                     }
                 }
             }
-        }
-    }
-    // Once the agent refused the flag, what was asked of it was not done.
-    if !run.hook_flag {
-        for r in &mut raw {
-            r.hook_requested = None;
         }
     }
     Ok(BulkReport {
@@ -594,16 +563,6 @@ mod tests {
             process_cpu_ns_per_byte_runs: vec![cpu / 2.0],
             machine_busy_runs: vec![0.5],
         }
-    }
-
-    #[test]
-    fn an_unknown_flag_is_told_from_a_refused_value() {
-        assert!(refused_flag(
-            "netpol-agent exited before it was ready:\nerror: unexpected argument '--ingress-hook' found"
-        ));
-        assert!(!refused_flag(
-            "error: invalid value 'xdp' for '--ingress-hook <HOOK>'"
-        ));
     }
 
     #[test]
