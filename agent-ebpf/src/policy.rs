@@ -64,8 +64,8 @@ pub fn cached_v4(
         u32::from_ne_bytes(*src) as u64 | (u32::from_ne_bytes(*dst) as u64) << 32,
         question_meta(gen, proto, port),
     ];
-    let idx = answer_index(q[0] ^ q[1].rotate_left(29));
-    if let Some(c) = ANSWERS4.get_ptr_mut(idx) {
+    let slot = ANSWERS4.get_ptr_mut(answer_index(q[0] ^ q[1].rotate_left(29)));
+    if let Some(c) = slot {
         // SAFETY: this CPU's slot of a per-CPU array.
         let c = unsafe { &*c };
         if c.question == q {
@@ -73,8 +73,9 @@ pub fn cached_v4(
         }
     }
     let r = ask::<V4>(gen, flags, src, dst, proto, port);
-    if let Some(c) = ANSWERS4.get_ptr_mut(idx) {
-        // SAFETY: this CPU's slot of a per-CPU array.
+    if let Some(c) = slot {
+        // SAFETY: this CPU's slot of a per-CPU array; nothing else on this
+        // CPU runs between the read above and this write.
         unsafe {
             *c = Answer4 {
                 question: q,

@@ -60,24 +60,8 @@ impl BulkLab {
             ns.sysctl("net.ipv4.tcp_no_metrics_save", "1");
         }
         node.sysctl("net.ipv4.ip_forward", "1");
-        let mtu_s = mtu.to_string();
 
-        node.ip(&[
-            "link",
-            "add",
-            POD_IF,
-            "mtu",
-            &mtu_s,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "mtu",
-            &mtu_s,
-            "netns",
-            pod.name(),
-        ]);
+        veth_to(&node, POD_IF, &pod, mtu);
         node.sysctl(&format!("net.ipv4.conf.{POD_IF}.proxy_arp"), "1");
         node.sysctl(&format!("net.ipv4.neigh.{POD_IF}.proxy_delay"), "0");
         node.ip(&["link", "set", POD_IF, "up"]);
@@ -87,22 +71,7 @@ impl BulkLab {
         pod.ip(&["route", "add", GATEWAY, "dev", "eth0", "scope", "link"]);
         pod.ip(&["route", "add", "default", "via", GATEWAY, "dev", "eth0"]);
 
-        node.ip(&[
-            "link",
-            "add",
-            UPLINK_IF,
-            "mtu",
-            &mtu_s,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "mtu",
-            &mtu_s,
-            "netns",
-            remote.name(),
-        ]);
+        veth_to(&node, UPLINK_IF, &remote, mtu);
         node.ip(&["link", "set", UPLINK_IF, "up"]);
         node.ip(&["addr", "add", &format!("{NODE_V4}/24"), "dev", UPLINK_IF]);
         node.ip(&["route", "add", "default", "via", REMOTE_LINK_V4]);
@@ -174,4 +143,25 @@ rules:
 ",
         port = super::iperf::PORT
     )
+}
+
+/// A veth pair at `mtu`: `host_if` in `node`, `eth0` in `peer`.
+fn veth_to(node: &Netns, host_if: &str, peer: &Netns, mtu: u32) {
+    let mtu = mtu.to_string();
+    node.ip(&[
+        "link",
+        "add",
+        host_if,
+        "mtu",
+        &mtu,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "mtu",
+        &mtu,
+        "netns",
+        peer.name(),
+    ]);
 }
