@@ -52,8 +52,12 @@ pub fn reconcile_with(
     for iface in &selected {
         before_attach(iface);
         let before = dp.attached_ifindex(iface);
+        if before.is_some() && before == ifaces::index_of(iface) {
+            // Enforced already: no need to ask what kind of interface it is.
+            continue;
+        }
         match dp.attach(iface, hook.plan(ifaces::is_veth(iface))) {
-            Ok(a) if before != Some(a.ifindex) => info!(
+            Ok(a) => info!(
                 "{iface}: enforced, {} ingress and tcx egress {}",
                 a.hook.name(),
                 if a.adopted {
@@ -62,7 +66,6 @@ pub fn reconcile_with(
                     "attached"
                 }
             ),
-            Ok(_) => {}
             Err(e) if ifaces::index_of(iface).is_none() => {
                 warn!("{iface}: went away before it could be attached ({e}); skipped");
                 vanished.push(iface.clone());
