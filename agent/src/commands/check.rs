@@ -325,7 +325,7 @@ impl CheckDoc {
                 .iter()
                 .map(|i| IdentityDoc {
                     id: i.id,
-                    groups: i.groups.clone(),
+                    groups: i.groups.to_vec(),
                 })
                 .collect(),
             rules: rule_docs(policy, compiled),

@@ -134,7 +134,7 @@ impl ExplainDoc {
             groups: s
                 .identity
                 .as_ref()
-                .map_or_else(Vec::new, |i| i.groups.clone()),
+                .map_or_else(Vec::new, |i| i.groups.to_vec()),
         };
         let rule = |r: &RuleCheck| RuleDoc {
             id: r.id,

@@ -346,13 +346,15 @@ mod tests {
             ..Pod::default()
         };
         let cluster = Cluster {
-            pods: vec![
+            pods: [
                 // lxca's pod, known for IPv4 only.
                 pod("a", Some("node-a"), &["10.0.1.10"], false),
                 // Another node's pod holding lxcb's routed address.
                 pod("b", Some("node-b"), &["10.0.1.20"], false),
                 pod("h", Some("node-a"), &["10.0.0.9"], true),
-            ],
+            ]
+            .map(std::sync::Arc::new)
+            .into(),
             ..Cluster::default()
         };
         let pods = node_pod_addresses(&cluster, "node-a");

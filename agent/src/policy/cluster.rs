@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -44,8 +45,9 @@ pub struct Cluster {
     /// Namespace name to its labels (with `kubernetes.io/metadata.name`, which
     /// the API server sets on every namespace).
     pub namespaces: BTreeMap<String, Labels>,
-    /// Sorted by namespace and name.
-    pub pods: Vec<Pod>,
+    /// Sorted by namespace and name. Shared: the objects read are kept from
+    /// one event to the next, and each event assembles every pod again.
+    pub pods: Vec<Arc<Pod>>,
 }
 
 /// The label the API server gives every namespace, holding its name.
@@ -56,6 +58,7 @@ impl Cluster {
         self.pods
             .iter()
             .find(|p| p.namespace == namespace && p.name == name)
+            .map(|p| &**p)
     }
 
     /// Labels of a namespace; a namespace no object describes still has its
@@ -72,13 +75,18 @@ impl Cluster {
 
     /// The pods a selector group stands for.
     pub fn select<'a>(&'a self, sel: &'a GroupSelector) -> impl Iterator<Item = &'a Pod> + 'a {
-        self.pods.iter().filter(move |p| {
-            let ns_ok = match &sel.namespaces {
-                NamespaceSelector::Named(n) => &p.namespace == n,
-                NamespaceSelector::Matching(s) => s.matches(&self.namespace_labels(&p.namespace)),
-            };
-            ns_ok && sel.pods.matches(&p.labels)
-        })
+        self.pods
+            .iter()
+            .filter(move |p| {
+                let ns_ok = match &sel.namespaces {
+                    NamespaceSelector::Named(n) => &p.namespace == n,
+                    NamespaceSelector::Matching(s) => {
+                        s.matches(&self.namespace_labels(&p.namespace))
+                    }
+                };
+                ns_ok && sel.pods.matches(&p.labels)
+            })
+            .map(|p| &**p)
     }
 
     fn add_pod(&mut self, pod: Pod) {
@@ -86,8 +94,8 @@ impl Cluster {
             .pods
             .binary_search_by(|p| (&p.namespace, &p.name).cmp(&(&pod.namespace, &pod.name)))
         {
-            Ok(i) => self.pods[i] = pod,
-            Err(i) => self.pods.insert(i, pod),
+            Ok(i) => self.pods[i] = Arc::new(pod),
+            Err(i) => self.pods.insert(i, Arc::new(pod)),
         }
     }
 }
@@ -389,7 +397,7 @@ pub fn merge_clusters(parts: impl IntoIterator<Item = Cluster>) -> Cluster {
     // stable, so the last of equal keys is the later file's.
     out.pods
         .sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    let mut pods: Vec<Pod> = Vec::with_capacity(out.pods.len());
+    let mut pods: Vec<Arc<Pod>> = Vec::with_capacity(out.pods.len());
     for p in out.pods.drain(..) {
         match pods.last_mut() {
             Some(last) if last.namespace == p.namespace && last.name == p.name => *last = p,

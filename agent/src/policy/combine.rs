@@ -8,10 +8,11 @@
 //! module adds what NetworkPolicy sides allow, and the traffic of pods that
 //! no policy isolates.
 
+use std::borrow::Cow;
 use std::collections::{BTreeSet, HashMap};
 
 use super::cluster::PODS_GROUP;
-use super::compile::{peer_ids, IdSet, Pair};
+use super::compile::{peers_ids, IdSet, Pair};
 use super::error::CompileError;
 use super::identity::Identities;
 use super::model::{Peer, Policy, PortSpec, Rule};
@@ -59,8 +60,8 @@ fn ports_of(side: &SideRule) -> Vec<PortSpec> {
 
 struct Sides<'a> {
     side: &'a SideRule,
-    selected: IdSet,
-    peers: IdSet,
+    selected: Cow<'a, IdSet>,
+    peers: Cow<'a, IdSet>,
 }
 
 /// Appends the NetworkPolicy sides to `rules` (named for counters and
@@ -101,17 +102,10 @@ pub(super) fn workload_rules(
         .iter()
         .map(|side| {
             let rule = side_rule(side);
-            let ids_of = |peers: &[Peer]| -> Result<IdSet, CompileError> {
-                let mut out = IdSet::new();
-                for p in peers {
-                    out.extend(peer_ids(ids, &rule, p)?);
-                }
-                Ok(out)
-            };
             Ok(Sides {
                 side,
-                selected: ids_of(std::slice::from_ref(&side.selected))?,
-                peers: ids_of(&side.peers)?,
+                selected: peers_ids(ids, &rule, std::slice::from_ref(&side.selected))?,
+                peers: peers_ids(ids, &rule, &side.peers)?,
             })
         })
         .collect::<Result<_, CompileError>>()?;
@@ -144,7 +138,7 @@ pub(super) fn workload_rules(
             Direction::Ingress => {
                 // Sources whose egress does not judge.
                 let srcs = inter(&s.peers, &eg_open);
-                pairs.push((srcs, s.selected.clone(), ports.clone()));
+                pairs.push((srcs, IdSet::clone(&s.selected), ports.clone()));
                 // Sources whose egress side allows it too.
                 let meets = meeting(s, &sides, &selecting, only);
                 for e in meets.into_iter().map(|k| &sides[k]) {
@@ -159,7 +153,7 @@ pub(super) fn workload_rules(
             Direction::Egress => {
                 // Destinations whose ingress does not judge.
                 let dsts = inter(&s.peers, &in_open);
-                pairs.push((s.selected.clone(), dsts, ports));
+                pairs.push((IdSet::clone(&s.selected), dsts, ports));
             }
         }
         effective.push((rule_id, pairs));

@@ -3,6 +3,7 @@
 //! The output is a pure function of the input, in a fixed order, so a reload can
 //! diff old and new maps entry by entry.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -112,11 +113,20 @@ pub(super) type IdSet = BTreeSet<u32>;
 /// `PortSpec::ANY` for every port).
 pub(super) type Pair = (IdSet, IdSet, Vec<PortSpec>);
 
-/// The identities a peer stands for.
-pub(super) fn peer_ids(ids: &Identities, rule: &Rule, peer: &Peer) -> Result<IdSet, CompileError> {
-    let with = |name: &str| -> IdSet { ids.members.get(name).cloned().unwrap_or_default() };
+/// The identities a peer stands for, borrowed from the group's members
+/// where it names one: with thousands of identities and policies, copying
+/// each side's sets on every compile was most of a pod event's time.
+pub(super) fn peer_ids<'i>(
+    ids: &'i Identities,
+    rule: &Rule,
+    peer: &Peer,
+) -> Result<Cow<'i, IdSet>, CompileError> {
+    let with = |name: &str| match ids.members.get(name) {
+        Some(set) => Cow::Borrowed(set),
+        None => Cow::Owned(IdSet::new()),
+    };
     Ok(match peer {
-        Peer::Any => ids.infos.iter().map(|i| i.id).collect(),
+        Peer::Any => Cow::Owned(ids.infos.iter().map(|i| i.id).collect()),
         Peer::World => with(BUILTIN_WORLD),
         Peer::Host => with(BUILTIN_HOST),
         Peer::Nodes => with(BUILTIN_NODES),
@@ -129,6 +139,22 @@ pub(super) fn peer_ids(ids: &Identities, rule: &Rule, peer: &Peer) -> Result<IdS
             })
         }
     })
+}
+
+/// The identities any of `peers` stands for (borrowed when there is one).
+pub(super) fn peers_ids<'i>(
+    ids: &'i Identities,
+    rule: &Rule,
+    peers: &[Peer],
+) -> Result<Cow<'i, IdSet>, CompileError> {
+    if let [peer] = peers {
+        return peer_ids(ids, rule, peer);
+    }
+    let mut out = IdSet::new();
+    for p in peers {
+        out.extend(peer_ids(ids, rule, p)?.iter());
+    }
+    Ok(Cow::Owned(out))
 }
 
 /// (prefix length, protocol, first port) of the trie entries matching `spec`.
@@ -175,20 +201,16 @@ fn entry_flags(prefix: u32, proto: u8) -> (u32, u32) {
 /// The (source ids, destination ids) pairs of a rule: the whole product, or
 /// each peer to itself for `within`.
 fn rule_pairs(ids: &Identities, rule: &Rule) -> Result<Vec<(IdSet, IdSet)>, CompileError> {
-    let side = |peers: &[Peer]| -> Result<BTreeSet<u32>, CompileError> {
-        let mut out = BTreeSet::new();
-        for p in peers {
-            out.extend(peer_ids(ids, rule, p)?);
-        }
-        Ok(out)
-    };
     if rule.within {
         rule.from
             .iter()
-            .map(|p| peer_ids(ids, rule, p).map(|s| (s.clone(), s)))
+            .map(|p| peer_ids(ids, rule, p).map(|s| (s.clone().into_owned(), s.into_owned())))
             .collect()
     } else {
-        Ok(vec![(side(&rule.from)?, side(&rule.to)?)])
+        Ok(vec![(
+            peers_ids(ids, rule, &rule.from)?.into_owned(),
+            peers_ids(ids, rule, &rule.to)?.into_owned(),
+        )])
     }
 }
 
@@ -299,13 +321,14 @@ pub(super) fn compile_with(
         super::combine::workload_rules(ids, policy, w, &mut rules, &mut effective, only)?;
     }
 
-    let mut entries: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
-    // The same without `builtin:host-ingress`: what else allows a key.
-    let mut others: BTreeMap<(RuleKey, u32), u32> = BTreeMap::new();
     let host_ingress = rules
         .iter()
         .position(|r| r.name == HOST_INGRESS_RULE)
         .map(|i| i as u32 + 1);
+    // Every (entry, rule) pair the rules make, sorted once: with hundreds
+    // of thousands of entries, an ordered-map insert each was most of a
+    // full compile.
+    let mut made: Vec<((RuleKey, u32), u32)> = Vec::new();
     for (rule_id, pairs) in &effective {
         let (rule_id, rule) = (*rule_id, &rules[*rule_id as usize - 1]);
         for (srcs, dsts, specs) in pairs {
@@ -318,21 +341,7 @@ pub(super) fn compile_with(
             }
             for &(prefix, proto, port) in &shapes {
                 let mut put = |s: u32, d: u32| {
-                    let key = RuleKey::new(s, d, proto, port);
-                    // Rules are visited in id order: the first one stays,
-                    // except that an enforcing rule takes an entry from an
-                    // audit-only one (audit marks only what it alone allows).
-                    let maps = if Some(rule_id) == host_ingress {
-                        [Some(&mut entries), None]
-                    } else {
-                        [Some(&mut entries), Some(&mut others)]
-                    };
-                    for map in maps.into_iter().flatten() {
-                        let slot = map.entry((key, prefix)).or_insert(rule_id);
-                        if rules[*slot as usize - 1].audit && !rule.audit {
-                            *slot = rule_id;
-                        }
-                    }
+                    made.push(((RuleKey::new(s, d, proto, port), prefix), rule_id))
                 };
                 for &s in srcs {
                     match only {
@@ -346,6 +355,38 @@ pub(super) fn compile_with(
             }
         }
     }
+    made.sort_unstable();
+    made.dedup();
+    // Rules are visited in id order: the first one stays, except that an
+    // enforcing rule takes an entry from an audit-only one (audit marks
+    // only what it alone allows). `skip` leaves one rule out.
+    let pick = |made: &[((RuleKey, u32), u32)], skip: Option<u32>| -> Option<u32> {
+        let mut ids = made
+            .iter()
+            .map(|(_, id)| *id)
+            .filter(|id| Some(*id) != skip);
+        let first = ids.next()?;
+        if !rules[first as usize - 1].audit {
+            return Some(first);
+        }
+        Some(
+            ids.find(|id| !rules[*id as usize - 1].audit)
+                .unwrap_or(first),
+        )
+    };
+    let (mut entries, mut others) = (Vec::new(), Vec::new());
+    for same in made.chunk_by(|a, b| a.0 == b.0) {
+        let key = same[0].0;
+        entries.extend(pick(same, None).map(|id| (key, id)));
+        if host_ingress.is_some() {
+            // The same without `builtin:host-ingress`: what else allows a key.
+            others.extend(pick(same, host_ingress).map(|id| (key, id)));
+        }
+    }
+    drop(made);
+    // Sorted and distinct: both maps are built in bulk.
+    let mut entries: BTreeMap<(RuleKey, u32), u32> = entries.into_iter().collect();
+    let others: BTreeMap<(RuleKey, u32), u32> = others.into_iter().collect();
 
     // `builtin:host-ingress` (any -> host, everything) must not let
     // encapsulation in from outside `nodes`: where it is what the trie would

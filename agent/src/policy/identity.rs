@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -22,8 +23,9 @@ pub struct IdentityInfo {
     pub id: u32,
     /// Sorted. User groups, literal CIDRs of rules (as their text), `host` for the
     /// node's addresses, `nodes` for node addresses, and `world` when there is
-    /// no user group and no `host`.
-    pub groups: Vec<String>,
+    /// no user group and no `host`. Shared: compiles copy the identity list,
+    /// and with thousands of policies each list is long.
+    pub groups: Arc<[String]>,
 }
 
 /// A set of addresses an identity can stand for part of.
@@ -122,24 +124,83 @@ pub(super) fn sources<'p>(
     Ok(out)
 }
 
-pub(super) fn ancestors(p: &IpNet) -> impl Iterator<Item = IpNet> + '_ {
-    (0..=p.prefix_len()).rev().map(|len| {
-        IpNet::new(p.addr(), len)
-            .expect("shorter than a valid prefix")
-            .trunc()
-    })
-}
-
 /// Prefix to the (source, is an except) pairs naming it, for every prefix
 /// some source names.
-pub(super) type PrefixIndex = HashMap<IpNet, Vec<(usize, bool)>>;
+#[derive(Clone, Debug)]
+pub(super) struct PrefixIndex {
+    map: HashMap<IpNet, Vec<(usize, bool)>>,
+    /// How many prefixes of each length the map holds (IPv4 lengths, then
+    /// IPv6 ones at 33 + length): a walk up a prefix's ancestors looks up
+    /// only the few lengths in use instead of all 33 or 129, which is most
+    /// of a full build with ten thousand pod addresses.
+    lens: [u32; 33 + 129],
+}
+
+impl PrefixIndex {
+    fn slot(p: &IpNet) -> usize {
+        match p {
+            IpNet::V4(n) => usize::from(n.prefix_len()),
+            IpNet::V6(n) => 33 + usize::from(n.prefix_len()),
+        }
+    }
+
+    pub fn get(&self, p: &IpNet) -> Option<&Vec<(usize, bool)>> {
+        self.map.get(p)
+    }
+
+    pub fn contains_key(&self, p: &IpNet) -> bool {
+        self.map.contains_key(p)
+    }
+
+    pub fn keys(&self) -> impl Iterator<Item = &IpNet> {
+        self.map.keys()
+    }
+
+    pub fn push(&mut self, p: IpNet, entry: (usize, bool)) {
+        let e = self.map.entry(p).or_default();
+        if e.is_empty() {
+            self.lens[Self::slot(&p)] += 1;
+        }
+        e.push(entry);
+    }
+
+    /// Removes one `entry` of `p` (which must hold it).
+    pub fn remove(&mut self, p: &IpNet, entry: (usize, bool)) {
+        let e = self.map.get_mut(p).expect("a prefix the source named");
+        let at = e.iter().position(|x| *x == entry).expect("indexed");
+        e.swap_remove(at);
+        if e.is_empty() {
+            self.map.remove(p);
+            self.lens[Self::slot(p)] -= 1;
+        }
+    }
+
+    /// `p` itself, then its shorter prefixes, longest first, of the lengths
+    /// some indexed prefix has (and the root's): every prefix the index or
+    /// the collected prefixes can hold on the way up.
+    pub fn ancestors<'a>(&'a self, p: &'a IpNet) -> impl Iterator<Item = IpNet> + 'a {
+        let own = p.prefix_len();
+        let base = Self::slot(p) - usize::from(own);
+        (0..=own)
+            .rev()
+            .filter(move |&len| len == own || len == 0 || self.lens[base + usize::from(len)] > 0)
+            .map(|len| {
+                IpNet::new(p.addr(), len)
+                    .expect("shorter than a valid prefix")
+                    .trunc()
+            })
+    }
+}
 
 pub(super) fn index_of(sources: &[Source]) -> PrefixIndex {
-    let mut index = PrefixIndex::new();
+    let mut index = PrefixIndex {
+        map: HashMap::new(),
+        lens: [0; 33 + 129],
+    };
     for (i, s) in sources.iter().enumerate() {
         let tagged = s.cidrs.iter().map(|n| (n, false));
         for (n, except) in tagged.chain(s.except.iter().map(|n| (n, true))) {
-            index.entry(*n).or_default().push((i, except));
+            index.push(*n, (i, except));
         }
     }
     index
@@ -156,21 +217,26 @@ pub(super) fn roots() -> [IpNet; 2] {
 /// The sources (indices, sorted; `world` as `sources.len()`) holding `p`:
 /// every source naming `p` or a shorter prefix containing it, minus excepts.
 pub(super) fn set_of(index: &PrefixIndex, sources: &[Source], p: &IpNet) -> Vec<usize> {
-    let (mut inside, mut carved) = (BTreeSet::new(), BTreeSet::new());
-    for a in ancestors(p) {
+    let (mut inside, mut carved) = (Vec::new(), Vec::new());
+    for a in index.ancestors(p) {
         for &(i, except) in index.get(&a).into_iter().flatten() {
             if except {
-                carved.insert(i)
+                carved.push(i)
             } else {
-                inside.insert(i)
+                inside.push(i)
             };
         }
     }
-    let mut members: Vec<usize> = inside.difference(&carved).copied().collect();
-    if !members.iter().any(|&i| sources[i].named) {
-        members.push(sources.len());
+    inside.sort_unstable();
+    inside.dedup();
+    if !carved.is_empty() {
+        carved.sort_unstable();
+        inside.retain(|i| carved.binary_search(i).is_err());
     }
-    members
+    if !inside.iter().any(|&i| sources[i].named) {
+        inside.push(sources.len());
+    }
+    inside
 }
 
 /// The sorted group names of a set of sources.
@@ -219,34 +285,55 @@ pub(super) fn build_parts(policy: &Policy, sources: &[Source]) -> (Identities, P
     let mut prefixes: BTreeSet<IpNet> = index.keys().copied().collect();
     prefixes.extend(roots());
 
-    // Sets of source indices (with `world` as one past the last): group names
-    // are compared and cloned once per distinct set, not once per prefix.
-    let mut sets: BTreeMap<IpNet, Vec<usize>> = BTreeMap::new();
-    for p in &prefixes {
-        sets.insert(*p, set_of(&index, sources, p));
-    }
-    let mut names: HashMap<&Vec<usize>, Vec<String>> = HashMap::new();
-    for set in sets.values() {
-        names.entry(set).or_insert_with(|| names_of(sources, set));
-    }
-
-    let mut distinct: Vec<&Vec<String>> = names
-        .values()
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    distinct.sort_by(|a, b| id_order(a).cmp(&id_order(b)));
-    let by_names: BTreeMap<&Vec<String>, u32> =
-        distinct.iter().zip(1..).map(|(g, id)| (*g, id)).collect();
-    let ids: HashMap<Vec<usize>, u32> = names
+    // Sets of source indices (with `world` as one past the last).
+    let sets: BTreeMap<IpNet, Vec<usize>> = prefixes
         .iter()
-        .map(|(set, names)| ((*set).clone(), by_names[names]))
+        .map(|p| (*p, set_of(&index, sources, p)))
+        .collect();
+    // A set's group list as ranks among the sorted names: rank lists sort,
+    // compare and hash as the name lists they stand for, and a pod in a
+    // hundred groups costs no string copy until its identity is listed.
+    let mut all_names: Vec<&str> = sources
+        .iter()
+        .map(|s| s.name.as_str())
+        .chain([BUILTIN_WORLD])
+        .collect();
+    all_names.sort_unstable();
+    all_names.dedup();
+    let rank_of = |n: &str| all_names.binary_search(&n).expect("listed") as u32;
+    let ranks: Vec<u32> = sources
+        .iter()
+        .map(|s| rank_of(&s.name))
+        .chain([rank_of(BUILTIN_WORLD)])
+        .collect();
+    let mut keys: HashMap<&Vec<usize>, Vec<u32>> = HashMap::new();
+    for set in sets.values() {
+        keys.entry(set).or_insert_with(|| {
+            let mut k: Vec<u32> = set.iter().map(|&i| ranks[i]).collect();
+            k.sort_unstable();
+            k.dedup();
+            k
+        });
+    }
+    // Ids in `id_order`: plain `world` first, then by group list.
+    let plain_world = [rank_of(BUILTIN_WORLD)];
+    let mut distinct: Vec<&Vec<u32>> = keys.values().collect::<BTreeSet<_>>().into_iter().collect();
+    distinct.sort_by_key(|k| k.as_slice() != plain_world);
+    let by_key: HashMap<&Vec<u32>, u32> =
+        distinct.iter().zip(1..).map(|(k, id)| (*k, id)).collect();
+    let ids: HashMap<Vec<usize>, u32> = keys
+        .iter()
+        .map(|(set, k)| ((*set).clone(), by_key[k]))
         .collect();
     let infos: Vec<IdentityInfo> = distinct
         .iter()
-        .map(|g| IdentityInfo {
-            id: by_names[g],
-            groups: (*g).clone(),
+        .zip(1..)
+        .map(|(k, id)| IdentityInfo {
+            id,
+            groups: k
+                .iter()
+                .map(|&r| all_names[r as usize].to_string())
+                .collect(),
         })
         .collect();
 
@@ -255,7 +342,7 @@ pub(super) fn build_parts(policy: &Policy, sources: &[Source]) -> (Identities, P
     let (mut v4, mut v6) = (Vec::new(), Vec::new());
     for (p, set) in &sets {
         let id = ids[set];
-        let parent = ancestors(p).skip(1).find(|a| sets.contains_key(a));
+        let parent = index.ancestors(p).skip(1).find(|a| sets.contains_key(a));
         if parent.is_some_and(|a| ids[&sets[&a]] == id) {
             continue;
         }
@@ -264,12 +351,18 @@ pub(super) fn build_parts(policy: &Policy, sources: &[Source]) -> (Identities, P
             IpNet::V6(n) => v6.push((*n, id)),
         }
     }
-    let mut members: HashMap<String, BTreeSet<u32>> = HashMap::new();
-    for i in &infos {
-        for g in &i.groups {
-            members.entry(g.clone()).or_default().insert(i.id);
+    let mut by_rank: Vec<BTreeSet<u32>> = vec![BTreeSet::new(); all_names.len()];
+    for (k, id) in distinct.iter().zip(1..) {
+        for &r in k.iter() {
+            by_rank[r as usize].insert(id);
         }
     }
+    let members: HashMap<String, BTreeSet<u32>> = by_rank
+        .into_iter()
+        .zip(&all_names)
+        .filter(|(m, _)| !m.is_empty())
+        .map(|(m, n)| (n.to_string(), m))
+        .collect();
     let defined = policy.groups.iter().map(|g| g.name.clone()).collect();
     let identities = Identities {
         infos,

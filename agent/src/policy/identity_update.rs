@@ -9,12 +9,13 @@
 //! answers `None` and the caller builds from scratch.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
 use super::compile::IdSet;
 use super::identity::{
-    ancestors, id_order, names_of, set_of, Identities, IdentityInfo, Parts, PrefixIndex, Source,
+    id_order, names_of, set_of, Identities, IdentityInfo, Parts, PrefixIndex, Source,
 };
 
 #[derive(Clone)]
@@ -34,7 +35,7 @@ pub(super) struct IdentityIndex {
 /// Identity ids as the compiler keeps them: group list to id, and the next
 /// fresh one.
 pub(super) struct Ids<'a> {
-    pub known: &'a mut HashMap<Vec<String>, u32>,
+    pub known: &'a mut HashMap<Arc<[String]>, u32>,
     pub next: &'a mut u32,
 }
 
@@ -140,16 +141,11 @@ impl IdentityIndex {
         let mut touched: BTreeSet<IpNet> = BTreeSet::new();
         for (i, gone, new) in moves {
             for p in gone {
-                let e = self.index.get_mut(&p).expect("a prefix the source named");
-                let at = e.iter().position(|x| *x == (i, false)).expect("indexed");
-                e.swap_remove(at);
-                if e.is_empty() {
-                    self.index.remove(&p);
-                }
+                self.index.remove(&p, (i, false));
                 touched.insert(p);
             }
             for p in new {
-                self.index.entry(p).or_default().push((i, false));
+                self.index.push(p, (i, false));
                 touched.insert(p);
             }
             self.cidrs[i] = sources[i].cidrs.to_vec();
@@ -198,8 +194,9 @@ impl IdentityIndex {
             *ids.next += 1;
             self.by_set.get_mut(&set).expect("counted").0 = id;
             change.added.insert(id);
+            let names: Arc<[String]> = names.into();
             ids.known.insert(names.clone(), id);
-            for g in &names {
+            for g in names.iter() {
                 self.ids.members.entry(g.clone()).or_default().insert(id);
             }
             // Fresh ids are above every id in use: the list stays sorted.
@@ -211,12 +208,12 @@ impl IdentityIndex {
         change
     }
 
-    fn forget(&mut self, id: u32, known: &mut HashMap<Vec<String>, u32>) {
+    fn forget(&mut self, id: u32, known: &mut HashMap<Arc<[String]>, u32>) {
         let Ok(at) = self.ids.infos.binary_search_by_key(&id, |i| i.id) else {
             return;
         };
         let info = self.ids.infos.remove(at);
-        for g in &info.groups {
+        for g in info.groups.iter() {
             if let Some(m) = self.ids.members.get_mut(g) {
                 m.remove(&id);
                 if m.is_empty() {
@@ -232,7 +229,11 @@ impl IdentityIndex {
     fn place(&mut self, p: &IpNet) {
         let id_at = |q: &IpNet| self.sets.get(q).map(|set| self.by_set[set].0);
         let want = id_at(p).filter(|&id| {
-            let parent = ancestors(p).skip(1).find(|a| self.sets.contains_key(a));
+            let parent = self
+                .index
+                .ancestors(p)
+                .skip(1)
+                .find(|a| self.sets.contains_key(a));
             parent.is_none_or(|a| id_at(&a) != Some(id))
         });
         match p {

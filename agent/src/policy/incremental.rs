@@ -26,7 +26,7 @@ use super::model::{Group, Policy};
 #[derive(Clone, Debug)]
 pub struct Compiler {
     /// Group list to the identity id it keeps.
-    known: HashMap<Vec<String>, u32>,
+    known: HashMap<Arc<[String]>, u32>,
     next: u32,
     last: Option<Last>,
     /// The identities of the last compile, updated in place when only host
@@ -272,7 +272,7 @@ rules:
         let id = |c: &Compiled| {
             c.identities
                 .iter()
-                .find(|i| i.groups == ["a"])
+                .find(|i| *i.groups == ["a"])
                 .map(|i| i.id)
                 .unwrap()
         };

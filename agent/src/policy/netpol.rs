@@ -523,7 +523,7 @@ fn lower_rule(
     for (proto, port_name) in named {
         let destinations: Vec<&Pod> = match dir {
             Direction::Ingress => index.selections.pods(selected),
-            Direction::Egress if any_peer => index.cluster.pods.iter().collect(),
+            Direction::Egress if any_peer => index.cluster.pods.iter().map(|p| &**p).collect(),
             Direction::Egress => peer_selectors
                 .iter()
                 .flat_map(|s| index.selections.pods(s))

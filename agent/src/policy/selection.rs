@@ -27,7 +27,7 @@ struct Members {
 #[derive(Clone, Debug, Default)]
 pub struct Selections {
     /// Pods as last seen, by slot: a pod keeps its slot while it exists.
-    pods: Vec<Option<Pod>>,
+    pods: Vec<Option<Arc<Pod>>>,
     free: Vec<u32>,
     /// Namespace, then pod name, to slot.
     slots: HashMap<String, HashMap<String, u32>>,
@@ -82,15 +82,17 @@ impl Selections {
 
         // (slot, the pod as it was): pods that came, went, changed, or whose
         // namespace's labels changed.
-        let mut changed: Vec<(u32, Option<Pod>)> = Vec::new();
+        let mut changed: Vec<(u32, Option<Arc<Pod>>)> = Vec::new();
         let mut seen = vec![false; self.pods.len()];
-        let mut added: Vec<&Pod> = Vec::new();
+        let mut added: Vec<&Arc<Pod>> = Vec::new();
         for p in &cluster.pods {
             match self.slots.get(&p.namespace).and_then(|m| m.get(&p.name)) {
                 Some(&slot) => {
                     seen[slot as usize] = true;
                     let have = self.pods[slot as usize].as_mut().expect("a live slot");
-                    if have != p {
+                    // The objects read are kept between events, so a pod
+                    // that did not change is most often the same allocation.
+                    if !Arc::ptr_eq(have, p) && **have != **p {
                         changed.push((slot, Some(std::mem::replace(have, p.clone()))));
                     } else if relabelled.contains(p.namespace.as_str()) {
                         changed.push((slot, Some(p.clone())));
@@ -224,7 +226,7 @@ impl Selections {
         let m = self.selectors.get(sel).expect("a selector synced");
         m.pods
             .iter()
-            .filter_map(|s| self.pods[*s as usize].as_ref())
+            .filter_map(|s| self.pods[*s as usize].as_deref())
             .collect()
     }
 }

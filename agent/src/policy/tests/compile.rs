@@ -52,7 +52,7 @@ fn verdict<'c>(c: &'c Compiled, src: &str, dst: &str, proto: u8, port: u16) -> O
 
 fn groups_of(c: &Compiled, addr: &str) -> Vec<String> {
     let id = identity_of(c, ip(addr)).unwrap().id;
-    c.identity(id).unwrap().groups.clone()
+    c.identity(id).unwrap().groups.to_vec()
 }
 
 #[test]
@@ -519,7 +519,7 @@ fn always_has_default_routes() {
         c.identities,
         vec![IdentityInfo {
             id: 1,
-            groups: vec!["world".into()]
+            groups: ["world".to_string()].into()
         }]
     );
     assert!(

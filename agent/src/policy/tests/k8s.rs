@@ -178,7 +178,7 @@ fn ip_blocks_do_not_change_world() {
     // The selected pods are a user group: no longer world.
     let c = compile(&p, &CompileOptions::default()).unwrap();
     let id = identity_of(&c, ip("10.0.1.5")).unwrap().id;
-    assert_eq!(c.identity(id).unwrap().groups, ["shop/web"]);
+    assert_eq!(*c.identity(id).unwrap().groups, ["shop/web"]);
 }
 
 #[test]
