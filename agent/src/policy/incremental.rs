@@ -132,7 +132,8 @@ impl Compiler {
     /// each id of `ids` as it was to the one it has now.
     fn renumber(&mut self, ids: &mut Identities) -> (IdSet, IdSet, HashMap<u32, u32>) {
         let mut known = HashMap::with_capacity(ids.infos.len());
-        let mut map: HashMap<u32, u32> = HashMap::with_capacity(ids.infos.len());
+        // A fresh build numbers its identities from 1 up.
+        let mut map: Vec<u32> = vec![0; ids.infos.len() + 1];
         let mut added = IdSet::new();
         for info in &ids.infos {
             let id = match self.known.get(&info.groups) {
@@ -145,16 +146,18 @@ impl Compiler {
                 }
             };
             known.insert(info.groups.clone(), id);
-            map.insert(info.id, id);
+            map[info.id as usize] = id;
         }
+        // By id, not by group list: hashing every list again costs more.
+        let kept: IdSet = known.values().copied().collect();
         let removed = self
             .known
-            .iter()
-            .filter(|(g, _)| !known.contains_key(*g))
-            .map(|(_, &id)| id)
+            .values()
+            .filter(|id| !kept.contains(id))
+            .copied()
             .collect();
         self.known = known;
-        let new = |old: u32| map[&old];
+        let new = |old: u32| map[old as usize];
         for info in &mut ids.infos {
             info.id = new(info.id);
         }
@@ -168,7 +171,8 @@ impl Compiler {
         for (_, id) in ids.v6.iter_mut() {
             *id = new(*id);
         }
-        (added, removed, map)
+        let renamed = (1..).zip(&map[1..]).map(|(old, &id)| (old, id)).collect();
+        (added, removed, renamed)
     }
 }
 
