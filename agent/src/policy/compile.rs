@@ -357,9 +357,10 @@ pub(super) fn compile_with(
     }
     made.sort_unstable();
     made.dedup();
-    // Rules are visited in id order: the first one stays, except that an
-    // enforcing rule takes an entry from an audit-only one (audit marks
-    // only what it alone allows). `skip` leaves one rule out.
+    // Sorted by entry, then rule id: of the rules making one entry the
+    // lowest id answers, except that an enforcing rule takes it from an
+    // audit-only one (audit marks only what it alone allows). `skip` leaves
+    // one rule out.
     let pick = |made: &[((RuleKey, u32), u32)], skip: Option<u32>| -> Option<u32> {
         let mut ids = made
             .iter()
