@@ -2,15 +2,15 @@
 //! normalised), so a reply finds its request's entry and the policy is asked
 //! once per flow, not once per packet.
 use agent_common::{
-    ct_timeout, stat, Counter, CtValue, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B,
-    CT_F_REPLY_SEEN, CT_F_RST, CT_F_SYN, CT_F_SYNACK, FLOW_COUNTER_SLOTS, IPPROTO_TCP,
+    ct_timeout, stat, CtValue, CT_F_FIN_ORIG, CT_F_FIN_REPLY, CT_F_ORIG_B, CT_F_REPLY_SEEN,
+    CT_F_RST, CT_F_SYN, CT_F_SYNACK, IPPROTO_TCP,
 };
 
 use crate::{
     counting::{bump_stat, first_count},
     family::Family,
     flow::Flow,
-    maps::{new_flow, BPF_NOEXIST},
+    maps::{new_flow, BPF_NOEXIST, OPENED},
     parse::{Track, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -169,35 +169,93 @@ fn opening_flags(src_is_b: bool, proto: u8) -> u32 {
 }
 
 /// Creates the flow's entry, allowed by `rule_id`; true when the flow is new.
+/// `found`: the packet's lookup found an entry it could not use (idle past
+/// its timeout).
+///
+/// An LRU update takes a node from the LRU lists even when it fails or
+/// replaces an entry, so an entry that exists is rewritten through a lookup
+/// instead: one the packet found, or, for a packet that opens a flow (never
+/// looked up), one this CPU created last in the flow's slot (a retransmitted
+/// SYN). Looked up again rather than written through the first lookup's
+/// pointer: the policy and the quota run in between, time enough for an
+/// eviction to hand the node to another flow. Anything else is inserted
+/// straight away.
 #[inline(always)]
-pub fn create<F: Family>(fl: &Flow<F>, rule_id: u32) -> bool {
-    let l4 = &fl.ip.l4;
+pub fn create<F: Family>(fl: &Flow<F>, rule_id: u32, found: bool) -> bool {
+    let word = F::key_word(fl.key);
+    let opened = OPENED.get_ptr_mut(fl.slot);
+    // SAFETY: this CPU's slot of a per-CPU array.
+    let seen = || opened.is_some_and(|o| unsafe { *o } == word);
+    if found || (!looks_up(fl.ip.l4.track) && seen()) {
+        if let Some(e) = entry::<F>(fl.key) {
+            opening_value(fl, rule_id, e);
+            return false;
+        }
+    }
     let Some(scratch) = new_flow() else {
         return false;
     };
     let value = &mut scratch.value;
-    *value = CtValue {
-        created: fl.t,
-        last_seen: fl.t,
-        policy_gen: fl.gen,
-        rule_id,
-        flags: opening_flags(fl.src_is_b, l4.proto),
-        orig_port: l4.policy_port,
-        _pad: 0,
-        counters: [Counter::default(); FLOW_COUNTER_SLOTS],
-    };
-    if fl.counting {
-        first_count(&mut value.counters, fl.idx, fl.pkt.len);
-    }
+    opening_value(fl, rule_id, value);
     // Passed by reference: by value it would be copied back onto the stack.
     let value: &CtValue = value;
-    // Create-only first, so creations (for fill and eviction figures) are
-    // counted once; a SYN reusing a live flow's ports then replaces it.
+    if let Some(o) = opened {
+        // SAFETY: as above.
+        unsafe { *o = word };
+    }
+    // Create-only, so creations (for fill and eviction figures) are counted
+    // once.
     if F::ct().insert(fl.key, value, BPF_NOEXIST).is_ok() {
         bump_stat(F::CT_CREATED);
-        true
-    } else {
-        let _ = F::ct().insert(fl.key, value, 0);
-        false
+        return true;
+    }
+    match entry::<F>(fl.key) {
+        Some(e) => copy_value(value, e),
+        // Deleted between the two calls (the sweeper, an eviction).
+        None => {
+            let _ = F::ct().insert(fl.key, value, 0);
+        }
+    }
+    false
+}
+
+/// `*to = *from` as word copies. Volatile: LLVM would make the copy a
+/// memmove call, which on BPF is a call into a byte loop.
+#[inline(always)]
+fn copy_value(from: &CtValue, to: &mut CtValue) {
+    const WORDS: usize = core::mem::size_of::<CtValue>() / 8;
+    const { assert!(WORDS * 8 == core::mem::size_of::<CtValue>()) };
+    let (from, to) = (
+        from as *const CtValue as *const u64,
+        to as *mut CtValue as *mut u64,
+    );
+    for i in 0..WORDS {
+        // SAFETY: both are 8-aligned `CtValue`s, WORDS words long.
+        unsafe { core::ptr::write_volatile(to.add(i), core::ptr::read_volatile(from.add(i))) };
+    }
+}
+
+/// Writes a new entry's value into `v`: the entry of a flow this packet opens.
+#[inline(always)]
+fn opening_value<F: Family>(fl: &Flow<F>, rule_id: u32, v: &mut CtValue) {
+    let l4 = &fl.ip.l4;
+    v.created = fl.t;
+    v.last_seen = fl.t;
+    v.policy_gen = fl.gen;
+    v.rule_id = rule_id;
+    v.flags = opening_flags(fl.src_is_b, l4.proto);
+    v.orig_port = l4.policy_port;
+    v._pad = 0;
+    for c in v.counters.iter_mut() {
+        // Volatile: LLVM would merge these stores into a memset call, which
+        // on BPF is a call into a byte loop.
+        // SAFETY: fields of a live map value or of this CPU's scratch.
+        unsafe {
+            core::ptr::write_volatile(&mut c.packets, 0);
+            core::ptr::write_volatile(&mut c.bytes, 0);
+        }
+    }
+    if fl.counting {
+        first_count(&mut v.counters, fl.idx, fl.pkt.len);
     }
 }

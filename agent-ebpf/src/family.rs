@@ -26,8 +26,14 @@ pub trait Family {
     type IdKey: 'static;
     const BITS: u32;
     fn cache() -> &'static PerCpuArray<FlowCache<Self::CtKey>>;
+    /// A conntrack key folded into one word: equal keys fold alike, and
+    /// different keys rarely do.
+    fn key_word(key: &Self::CtKey) -> u64;
     /// The flow-cache slot of a conntrack key.
-    fn cache_slot(key: &Self::CtKey) -> u32;
+    #[inline(always)]
+    fn cache_slot(key: &Self::CtKey) -> u32 {
+        hash_slot(Self::key_word(key))
+    }
     /// Key equality as whole words (no memcmp in BPF).
     fn key_eq(a: &Self::CtKey, b: &Self::CtKey) -> bool;
     fn ids() -> &'static LpmTrie<Self::IdKey, IdentityValue>;
@@ -127,9 +133,9 @@ impl Family for V4 {
         &FLOWCACHE4
     }
     #[inline(always)]
-    fn cache_slot(key: &CtKey4) -> u32 {
+    fn key_word(key: &CtKey4) -> u64 {
         let w = words::<2, CtKey4>(key);
-        hash_slot(w[0] ^ w[1].rotate_left(29))
+        w[0] ^ w[1].rotate_left(29)
     }
     #[inline(always)]
     fn key_eq(a: &CtKey4, b: &CtKey4) -> bool {
@@ -254,9 +260,9 @@ impl Family for V6 {
         &FLOWCACHE6
     }
     #[inline(always)]
-    fn cache_slot(key: &CtKey6) -> u32 {
+    fn key_word(key: &CtKey6) -> u64 {
         let w = words::<5, CtKey6>(key);
-        hash_slot(w[0] ^ w[1].rotate_left(13) ^ w[2].rotate_left(29) ^ w[3].rotate_left(41) ^ w[4])
+        w[0] ^ w[1].rotate_left(13) ^ w[2].rotate_left(29) ^ w[3].rotate_left(41) ^ w[4]
     }
     #[inline(always)]
     fn key_eq(a: &CtKey6, b: &CtKey6) -> bool {

@@ -139,6 +139,11 @@ pub struct Answer4 {
     pub answer: u64,
 }
 
+/// Per CPU and flow-cache slot, the folded key (`Family::key_word`) of the
+/// flow whose entry this CPU last created there (`conntrack::create`).
+#[map]
+pub static OPENED: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+
 /// Per-CPU room for what the new-flow path builds (`NewFlow`).
 #[map]
 pub static NEW_FLOW: PerCpuArray<NewFlow> = PerCpuArray::with_max_entries(1, 0);

@@ -43,12 +43,14 @@ fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -
             return Ok((reason::PASS_ESTABLISHED, rule_id));
         }
     }
+    let mut found = false;
     if conntrack::looks_up(l4.track) {
         if let Some(e) = conntrack::entry::<F>(fl.key) {
             let live = Live::new(&fl, e);
             if live.usable(&fl) {
                 return established(&fl, live);
             }
+            found = true;
         }
     }
     let rule =
@@ -60,7 +62,7 @@ fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -
         if !quota::take(&fl) {
             return Err((reason::DROP_CT_QUOTA, false));
         }
-        open(&fl, rule.rule_id);
+        open(&fl, rule.rule_id, found);
     }
     Ok((reason::PASS_POLICY, rule.rule_id))
 }
@@ -112,10 +114,11 @@ fn recheck<F: Family>(fl: &Flow<F>, e: &mut CtValue, f: u32) -> Decision {
 }
 
 /// A packet the policy allows, of a flow conntrack tracks: creates the flow's
-/// entry; a new flow sends an event if allowed flows are reported.
+/// entry (`found`: its lookup found one it could not use); a new flow sends
+/// an event if allowed flows are reported.
 #[inline(always)]
-fn open<F: Family>(fl: &Flow<F>, rule_id: u32) {
-    if conntrack::create(fl, rule_id) && fl.cfg.flags & CFG_F_EVENTS_ALLOWED != 0 {
+fn open<F: Family>(fl: &Flow<F>, rule_id: u32, found: bool) {
+    if conntrack::create(fl, rule_id, found) && fl.cfg.flags & CFG_F_EVENTS_ALLOWED != 0 {
         let ev = event::<F>(
             fl.ip,
             fl.pkt,

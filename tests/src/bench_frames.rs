@@ -94,3 +94,14 @@ pub fn scenarios() -> Vec<Scenario> {
         },
     ]
 }
+
+/// The first source port of `fresh_syns`, above every port `scenarios` uses.
+const FRESH_SPORT: u16 = 20000;
+
+/// `n` SYNs of the allowed-SYN scenario's question (gateway -> ledger
+/// 8080/tcp), each from its own source port: `n` distinct flows.
+pub fn fresh_syns(n: u16) -> Vec<Vec<u8>> {
+    (0..n)
+        .map(|i| frame(Packet::ip("10.0.4.10", "10.0.1.10").tcp(FRESH_SPORT + i, 8080, TCP_SYN)))
+        .collect()
+}

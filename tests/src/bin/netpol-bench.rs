@@ -434,6 +434,75 @@ fn measure(
     Ok(rows)
 }
 
+/// Flows the fresh-SYN rows open per round (well under `--ct-max`).
+const FRESH_FLOWS: u16 = 4096;
+
+/// The allowed SYN of a flow conntrack has no entry for yet. A repeated
+/// BPF_PROG_TEST_RUN replays one frame, which finds the entry its first run
+/// made, so here each flow's SYN runs once per call, beside one run of the
+/// no-op on the same frame, on a conntrack map emptied before each round.
+/// A call of one run also times the kernel's loop around the program (a
+/// clock read, bottom halves off and on), which the no-op's call carries
+/// too: the row shows the mean difference of the two added to the no-op's
+/// figure at `--repeat`, so it reads like the rows above. The same SYNs then
+/// run again, now on their entries: that row beside the replayed-SYN row
+/// (one frame, `--repeat` runs per call) checks the method.
+fn fresh_syn_rows(
+    dp: &mut Datapath,
+    noop: &Xdp,
+    policy: &str,
+    prefixes: usize,
+    args: &Args,
+) -> anyhow::Result<Vec<Row>> {
+    use agent_common::{map_names, CtKey4, CtValue};
+    let syns = frames::fresh_syns(FRESH_FLOWS);
+    let (mut noop_ns, mut fresh, mut again) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.rounds {
+        {
+            let m = dp.ebpf_mut().map_mut(map_names::CT4).context("CT4")?;
+            let mut ct: aya::maps::HashMap<_, CtKey4, CtValue> = aya::maps::HashMap::try_from(m)?;
+            let keys: Vec<CtKey4> = ct.keys().filter_map(Result::ok).collect();
+            for k in &keys {
+                ct.remove(k)?;
+            }
+        }
+        let base = run_xdp(noop, &syns[0], args.repeat)?.1;
+        let pass = |out: &mut Vec<f64>| -> anyhow::Result<()> {
+            let mut extra = 0.0;
+            for f in &syns {
+                let n = run_xdp(noop, f, 1)?.1;
+                let (v, d) = dp.xdp_test_run(f, 1)?;
+                anyhow::ensure!(v == 2, "fresh SYN: XDP returned {v}, expected 2");
+                extra += d.as_nanos() as f64 - n;
+            }
+            out.push(base + extra / syns.len() as f64);
+            Ok(())
+        };
+        pass(&mut fresh)?;
+        pass(&mut again)?;
+        noop_ns.push(base);
+    }
+    let row = |scenario: &'static str, ns: Vec<f64>| {
+        let ratios = ns.iter().zip(&noop_ns).map(|(d, n)| d / n).collect();
+        Row {
+            policy: policy.to_owned(),
+            prefixes,
+            scenario,
+            noop_ns: median(noop_ns.clone()),
+            netpol_ns: median(ns),
+            ratio: median(ratios),
+            verdict: "pass",
+            vs_plain: None,
+        }
+    };
+    let rows = vec![
+        row("allowed SYN, fresh flow (1 run/call)", fresh),
+        row("allowed SYN, replayed (1 run/call)", again),
+    ];
+    rows.iter().for_each(print_row);
+    Ok(rows)
+}
+
 /// One target judged from the run's own ratios.
 #[derive(serde::Serialize)]
 struct Target {
@@ -862,6 +931,7 @@ fn main() -> anyhow::Result<()> {
             t.elapsed().as_secs_f64()
         );
         rows.extend(measure(&dp, noop, &scenarios, "localplus", n, &args, None)?);
+        rows.extend(fresh_syn_rows(&mut dp, noop, "localplus", n, &args)?);
         if base.as_ref().is_none_or(|(b, _)| n < *b) {
             base = Some((n, dp));
         }
