@@ -1,7 +1,9 @@
 //! Anti-spoofing: a packet entering a pod interface must come from an address
 //! routed to that interface, and a packet entering an uplink must not come
-//! from a pod of this node. Runs before the flow cache and conntrack, so a
-//! forged packet cannot ride on another pod's established flow.
+//! from a pod of this node. Runs before conntrack, and before the flow cache
+//! answers, so a forged packet cannot ride on another pod's established flow;
+//! a flow-cache slot may vouch for a source it saw pass on the same interface
+//! under the same `SOURCES` generation (`flowcache::lookup`).
 use agent_common::{
     is_pod_iface, reason, SourceKey, IFACE_ROLE_SLOTS, SRC_IFACE_POD, SRC_IFACE_UNKNOWN,
     SRC_LOCAL_POD, SRC_OWNED,

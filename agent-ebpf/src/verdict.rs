@@ -1,4 +1,5 @@
-//! One decision for both hooks: the source check (XDP), the flow cache, then
+//! One decision for both hooks: the source check (where packets enter), the
+//! flow cache, then
 //! conntrack (one lookup, direction-normalised key), then identities and the
 //! rule trie, then counters. This module only says in which order the steps run and what each
 //! outcome means; each step lives in the module of its concern.
@@ -14,7 +15,7 @@ use crate::{
     events::{event, send_event},
     family::{Family, V4, V6},
     flow::{Decision, Flow, Pkt},
-    flowcache,
+    flowcache::{self, SrcCheck},
     frag::{later_fragment, note_first_fragment},
     maps::CONFIG,
     nd,
@@ -24,9 +25,21 @@ use crate::{
 
 /// Verdict of an IP packet, counting it on its flow. Each step is reached only
 /// when the cheaper one before it cannot answer: the flow cache, conntrack,
-/// then the policy, which opens the flow or denies it.
+/// then the policy, which opens the flow or denies it. The source check `sc`
+/// comes first, before anything the packet could ride on; only a packet the
+/// flow cache may answer has it in the cache lookup, which can vouch for it.
 #[inline(always)]
-fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
+fn decide_ip<F: Family>(
+    b: &Bounds,
+    cfg: &Config,
+    ip: &Ip<F::Addr>,
+    pkt: &Pkt,
+    sc: SrcCheck,
+) -> Decision {
+    let cacheable = flowcache::cacheable(ip.frag, &ip.l4);
+    if !cacheable {
+        sc.run::<F>(&ip.src).map_err(|r| (r, false))?;
+    }
     if let Frag::Later(id) = ip.frag {
         return later_fragment::<F>(cfg, ip, id);
     }
@@ -38,16 +51,20 @@ fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -
     let l4 = &ip.l4;
     let (key, src_is_b) = ct_key::<F>(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
     let fl = Flow::<F>::new(cfg, ip, pkt, &key, src_is_b);
-    if fl.cacheable {
-        if let Some(rule_id) = flowcache::lookup(&fl) {
-            return Ok((reason::PASS_ESTABLISHED, rule_id));
+    // `cacheable` rather than `fl.cacheable` (the same value): exactly one of
+    // the two places runs the source check.
+    if cacheable {
+        match flowcache::lookup(&fl, sc) {
+            Ok(Some(rule_id)) => return Ok((reason::PASS_ESTABLISHED, rule_id)),
+            Ok(None) => {}
+            Err(r) => return Err((r, false)),
         }
     }
     if conntrack::looks_up(l4.track) {
         if let Some(e) = conntrack::entry::<F>(fl.key) {
             let live = Live::new(&fl, e);
             if live.usable(&fl) {
-                return established(&fl, live);
+                return established(&fl, live, sc);
             }
         }
     }
@@ -67,8 +84,9 @@ fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -
 
 /// A packet of a flow with a live conntrack entry: passes under the entry's
 /// rule, or under a re-check if the policy changed since the flow was checked.
+/// `sc` is the source check the packet passed.
 #[inline(always)]
-fn established<F: Family>(fl: &Flow<F>, live: Live) -> Decision {
+fn established<F: Family>(fl: &Flow<F>, live: Live, sc: SrcCheck) -> Decision {
     let Live { e, is_orig, age } = live;
     let cslot = F::cache().get_ptr_mut(fl.slot);
     if fl.counting {
@@ -85,7 +103,7 @@ fn established<F: Family>(fl: &Flow<F>, live: Live) -> Decision {
     // Two-way flows only: until a reply is seen, every packet must reach
     // conntrack to record the reply's state change.
     if fl.cacheable && f & CT_F_REPLY_SEEN != 0 {
-        flowcache::fill(fl, cslot, e.rule_id);
+        flowcache::fill(fl, cslot, e.rule_id, sc);
     }
     Ok((reason::PASS_ESTABLISHED, e.rule_id))
 }
@@ -128,17 +146,23 @@ fn open<F: Family>(fl: &Flow<F>, rule_id: u32) {
 }
 
 #[inline(always)]
-fn decide_family<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
-    let r = decide_ip::<F>(b, cfg, ip, pkt);
+fn decide_family<F: Family>(
+    b: &Bounds,
+    cfg: &Config,
+    ip: &Ip<F::Addr>,
+    pkt: &Pkt,
+    sc: SrcCheck,
+) -> Decision {
+    let r = decide_ip::<F>(b, cfg, ip, pkt, sc);
     if r.is_ok() {
         note_first_fragment::<F>(ip);
     }
     r
 }
 
-/// The source check (XDP only: `ifindex` is 0 on TC), then the decision.
-/// It comes before the flow cache and conntrack, so a forged source never
-/// reaches a flow its owner opened.
+/// The decision, with the source check on `ifindex` (0: none, as on egress).
+/// The `SOURCES` generation is read before any `SOURCES` lookup, so a fact
+/// the flow cache keeps is never newer than the generation it is filed under.
 #[inline(always)]
 fn guarded<F: Family>(
     b: &Bounds,
@@ -147,10 +171,9 @@ fn guarded<F: Family>(
     pkt: &Pkt,
     ifindex: u32,
 ) -> Decision {
-    if ifindex != 0 {
-        sources::check::<F>(ifindex, &ip.src).map_err(|r| (r, false))?;
-    }
-    decide_family::<F>(b, cfg, ip, pkt)
+    // SAFETY: a field of the CONFIG map value, read once.
+    let gen = unsafe { core::ptr::read_volatile(&cfg.sources_gen) };
+    decide_family::<F>(b, cfg, ip, pkt, SrcCheck { ifindex, gen })
 }
 
 #[inline(always)]
