@@ -24,6 +24,44 @@ pub fn words<const N: usize, T>(k: &T) -> [u64; N] {
     unsafe { core::ptr::read(k as *const T as *const [u64; N]) }
 }
 
+/// Whether two keys of `N` words are equal: the words' differences folded
+/// into one, so the comparison is a few loads and one branch (an array `==`
+/// becomes a call to a byte-wise memcmp, which costs an IPv6 key 40 rounds).
+#[inline(always)]
+pub fn words_eq<const N: usize, T>(a: &T, b: &T) -> bool {
+    let (a, b) = (words::<N, T>(a), words::<N, T>(b));
+    let mut diff = 0;
+    for i in 0..N {
+        diff |= a[i] ^ b[i];
+    }
+    diff == 0
+}
+
+/// A value of type `T` (plain bytes: a map key) made of `N` words `W`, so
+/// it is built with word stores. Byte arrays of zeros, as in a key's padding,
+/// would become calls to a byte-wise memset.
+#[inline(always)]
+pub fn from_words<W: Copy, T, const N: usize>(w: [W; N]) -> T {
+    const {
+        assert!(
+            N * core::mem::size_of::<W>() == core::mem::size_of::<T>()
+                && core::mem::align_of::<T>() <= core::mem::align_of::<W>()
+        )
+    };
+    // SAFETY: same size, `w` at least as aligned as `T`; `T` is plain bytes.
+    unsafe { core::ptr::read(&w as *const [W; N] as *const T) }
+}
+
+/// The `N` bytes at `i` of `a` as one native-order word `W`: a word load
+/// wherever `a` is aligned (an address in `Ip`), byte loads where it is not
+/// (an address quoted in the packet).
+#[inline(always)]
+pub fn word_at<W: Copy, const N: usize>(a: &[u8; N], i: usize) -> W {
+    assert!(i + core::mem::size_of::<W>() <= N);
+    // SAFETY: inside `a` (asserted; every caller's `i` is a constant).
+    unsafe { core::ptr::read_unaligned(a.as_ptr().add(i) as *const W) }
+}
+
 /// Whether the flow cache may answer a packet of this shape. Packets that may
 /// change a flow's state (FIN, RST, and everything but plain Lookup) always go
 /// to conntrack; so do later fragments, which have no transport header.

@@ -37,7 +37,11 @@ fn decide_ip<F: Family>(
     sc: SrcCheck,
 ) -> Decision {
     let cacheable = flowcache::cacheable(ip.frag, &ip.l4);
-    if !cacheable {
+    // A packet that asks the policy before any lookup (one opening a flow, a
+    // stateless one) may have its source vouched for by the answer cache.
+    let asks_first = !matches!(ip.frag, Frag::Later(_))
+        && matches!(ip.l4.track, Track::Open | Track::PolicyOnly);
+    if !cacheable && !asks_first {
         sc.run::<F>(&ip.src).map_err(|r| (r, false))?;
     }
     if let Frag::Later(id) = ip.frag {
@@ -51,8 +55,14 @@ fn decide_ip<F: Family>(
     let l4 = &ip.l4;
     let (key, src_is_b) = ct_key::<F>(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
     let fl = Flow::<F>::new(cfg, ip, pkt, &key, src_is_b);
-    // `cacheable` rather than `fl.cacheable` (the same value): exactly one of
-    // the two places runs the source check.
+    // Exactly one of the three places runs the source check: above, here, or
+    // in the flow-cache lookup (`cacheable` is `fl.cacheable`).
+    if asks_first
+        && sc.ifindex != 0
+        && !F::vouched(fl.gen, &ip.src, &ip.dst, l4.proto, l4.policy_port, sc)
+    {
+        sc.run::<F>(&ip.src).map_err(|r| (r, false))?;
+    }
     if cacheable {
         match flowcache::lookup(&fl, sc) {
             Ok(Some(rule_id)) => return Ok((reason::PASS_ESTABLISHED, rule_id)),
@@ -68,11 +78,18 @@ fn decide_ip<F: Family>(
             }
         }
     }
-    let rule =
-        match policy::lookup::<F>(fl.gen, fl.flags, &ip.src, &ip.dst, l4.proto, l4.policy_port) {
-            Ok(rule) => rule,
-            Err(audit) => return deny(&fl, reason::DROP_POLICY, audit),
-        };
+    let rule = match policy::lookup::<F>(
+        fl.gen,
+        fl.flags,
+        &ip.src,
+        &ip.dst,
+        l4.proto,
+        l4.policy_port,
+        sc,
+    ) {
+        Ok(rule) => rule,
+        Err(audit) => return deny(&fl, reason::DROP_POLICY, audit),
+    };
     if conntrack::creates(l4.track) {
         if !quota::take(&fl) {
             return Err((reason::DROP_CT_QUOTA, false));
@@ -114,14 +131,22 @@ fn established<F: Family>(fl: &Flow<F>, live: Live, sc: SrcCheck) -> Decision {
 #[inline(always)]
 fn recheck<F: Family>(fl: &Flow<F>, e: &mut CtValue, f: u32) -> Decision {
     let (osrc, odst) = conntrack::orig_endpoints::<F>(fl.key, e.flags);
-    let rule =
-        match policy::lookup::<F>(fl.gen, fl.flags, &osrc, &odst, fl.ip.l4.proto, e.orig_port) {
-            Ok(rule) => rule,
-            Err(audit) => {
-                conntrack::remove::<F>(fl.key);
-                return deny(fl, reason::DROP_REVOKED, audit);
-            }
-        };
+    let rule = match policy::lookup::<F>(
+        fl.gen,
+        fl.flags,
+        &osrc,
+        &odst,
+        fl.ip.l4.proto,
+        e.orig_port,
+        // The original question's source is not this packet's: no fact.
+        SrcCheck { ifindex: 0, gen: 0 },
+    ) {
+        Ok(rule) => rule,
+        Err(audit) => {
+            conntrack::remove::<F>(fl.key);
+            return deny(fl, reason::DROP_REVOKED, audit);
+        }
+    };
     conntrack::rechecked(e, fl.gen, rule.rule_id, f, fl.t);
     if fl.counting {
         count_shared(&mut e.counters, fl.idx, fl.pkt.len);
