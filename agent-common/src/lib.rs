@@ -85,8 +85,8 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<SourceKey>(), 4 + 16);
         assert_eq!(size_of::<SourceValue>(), 4 + 4);
-        assert_eq!(size_of::<FlowCache4>(), 16 + 8 + 4 + 4 + 8 + 4 + 4 + 64);
-        assert_eq!(size_of::<FlowCache6>(), 40 + 8 + 4 + 4 + 8 + 4 + 4 + 64);
+        assert_eq!(size_of::<FlowCache4>(), 16 + 8 + 4 + 4 + 2 * 2 + 4 + 64);
+        assert_eq!(size_of::<FlowCache6>(), 40 + 8 + 4 + 4 + 2 * 2 + 4 + 64);
     }
 
     #[test]

@@ -11,8 +11,8 @@ use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use crate::{
     flowcache::{from_words, hash_slot, word_at, words, words_eq, SrcCheck},
     maps::{
-        ANSWERS4, ANSWERS6, CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6,
-        HOSTS4, HOSTS6, IDS4, IDS6, QUOTE_KEY4, QUOTE_KEY6,
+        ANSWERS4, CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6,
+        IDS4, IDS6, QUOTE_KEY4, QUOTE_KEY6,
     },
     parse::{parse_quote_v4, parse_quote_v6, Bounds, Quote},
     policy,
@@ -230,8 +230,8 @@ fn v6_words(a: &[u8; 16]) -> (u64, u64) {
 }
 
 impl Family for V6 {
-    /// Through the answer cache: an IPv6 question is five words, loaded from
-    /// `Ip`'s aligned addresses.
+    /// Straight from the maps: a cache of IPv6 answers (56 bytes a slot)
+    /// does not fit the maps' memory budget beside the IPv4 one.
     #[inline(always)]
     fn answer(
         gen: u32,
@@ -240,25 +240,20 @@ impl Family for V6 {
         dst: &[u8; 16],
         proto: u8,
         port: u16,
-        sc: SrcCheck,
+        _sc: SrcCheck,
     ) -> Result<RuleValue, bool> {
-        let q = policy::question_v6(gen, src, dst, proto, port);
-        policy::cached::<V6, 5>(&ANSWERS6, &q, gen, flags, src, dst, proto, port, sc)
+        policy::ask::<V6>(gen, flags, src, dst, proto, port)
     }
     #[inline(always)]
     fn vouched(
-        gen: u32,
-        src: &[u8; 16],
-        dst: &[u8; 16],
-        proto: u8,
-        port: u16,
-        sc: SrcCheck,
+        _gen: u32,
+        _src: &[u8; 16],
+        _dst: &[u8; 16],
+        _proto: u8,
+        _port: u16,
+        _sc: SrcCheck,
     ) -> bool {
-        policy::vouched(
-            &ANSWERS6,
-            &policy::question_v6(gen, src, dst, proto, port),
-            sc,
-        )
+        false
     }
     type Addr = [u8; 16];
     type CtKey = CtKey6;

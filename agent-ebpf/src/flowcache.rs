@@ -127,10 +127,21 @@ pub fn lookup<F: Family>(fl: &Flow<F>, sc: SrcCheck) -> Result<Option<u32>, u32>
     Ok(Some(c.rule_id))
 }
 
+/// `ifindex` as a slot stores it: 0 (nothing remembered) past `u16`.
+#[inline(always)]
+fn slot_ifindex(ifindex: u32) -> u16 {
+    if ifindex <= u16::MAX as u32 {
+        ifindex as u16
+    } else {
+        0
+    }
+}
+
 /// Whether side `side`'s source passed the check `sc` asks for.
 #[inline(always)]
 fn checked<K>(c: &FlowCache<K>, side: usize, sc: SrcCheck) -> bool {
-    c.sources_gen == sc.gen && c.src_ifindex.get(side).copied() == Some(sc.ifindex)
+    let stored = c.src_ifindex.get(side).copied().unwrap_or(0);
+    c.sources_gen == sc.gen && stored != 0 && stored as u32 == sc.ifindex
 }
 
 /// Records that side `side`'s source passed `sc`. A fact of an older
@@ -142,7 +153,7 @@ fn remember<K>(c: &mut FlowCache<K>, side: usize, sc: SrcCheck) {
         c.src_ifindex = [0; 2];
     }
     if let Some(i) = c.src_ifindex.get_mut(side) {
-        *i = sc.ifindex;
+        *i = slot_ifindex(sc.ifindex);
     }
 }
 
@@ -212,12 +223,11 @@ pub fn fill<F: Family>(fl: &Flow<F>, slot: Slot<F>, rule_id: u32, sc: SrcCheck) 
             policy_gen: fl.gen,
             rule_id,
             src_ifindex: if fl.src_is_b {
-                [0, sc.ifindex]
+                [0, slot_ifindex(sc.ifindex)]
             } else {
-                [sc.ifindex, 0]
+                [slot_ifindex(sc.ifindex), 0]
             },
             sources_gen: sc.gen,
-            _pad: 0,
             counters: [Counter::default(); FLOW_COUNTER_SLOTS],
         };
     }

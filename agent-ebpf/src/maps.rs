@@ -122,12 +122,10 @@ pub static QUOTE_KEY6: PerCpuArray<CtKey6> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static CT_SOURCES: LruHashMap<[u8; 16], TokenBucket> = LruHashMap::with_max_entries(65536, 0);
 
-/// Recent answers of the policy to IPv4 and IPv6 questions
-/// (`policy::cached`), per CPU, direct-mapped.
+/// Recent answers of the policy to IPv4 questions (`policy::cached`), per
+/// CPU, direct-mapped.
 #[map]
 pub static ANSWERS4: PerCpuArray<Answer<2>> = PerCpuArray::with_max_entries(ANSWER_SLOTS, 0);
-#[map]
-pub static ANSWERS6: PerCpuArray<Answer<5>> = PerCpuArray::with_max_entries(ANSWER_SLOTS, 0);
 
 /// Slots of the answer cache: enough for the questions a CPU repeats, small
 /// enough to stay in its cache.

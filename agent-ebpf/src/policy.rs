@@ -9,7 +9,7 @@ use aya_ebpf::maps::{lpm_trie::Key, PerCpuArray};
 
 use crate::{
     family::Family,
-    flowcache::{word_at, words_eq, SrcCheck},
+    flowcache::{words_eq, SrcCheck},
     maps::{Answer, ANSWER_SLOTS, RULES},
 };
 
@@ -53,19 +53,6 @@ pub fn lookup<F: Family>(
 pub fn question_v4(gen: u32, src: &[u8; 4], dst: &[u8; 4], proto: u8, port: u16) -> [u64; 2] {
     [
         u32::from_ne_bytes(*src) as u64 | (u32::from_ne_bytes(*dst) as u64) << 32,
-        question_meta(gen, proto, port),
-    ]
-}
-
-/// The IPv6 question: each address as two words (word loads from `Ip`'s
-/// aligned addresses), then as for IPv4.
-#[inline(always)]
-pub fn question_v6(gen: u32, src: &[u8; 16], dst: &[u8; 16], proto: u8, port: u16) -> [u64; 5] {
-    [
-        word_at::<u64, 16>(src, 0),
-        word_at::<u64, 16>(src, 8),
-        word_at::<u64, 16>(dst, 0),
-        word_at::<u64, 16>(dst, 8),
         question_meta(gen, proto, port),
     ]
 }
