@@ -36,6 +36,10 @@ pub struct Config {
     pub policy_gen: u32,
     /// `CFG_F_*`.
     pub flags: u32,
+    /// Bumped by the agent after every change to `SOURCES`: a flow-cache slot
+    /// remembers the source check its flow passed under one generation only.
+    pub sources_gen: u32,
+    pub _pad: u32,
     /// Conntrack idle timeouts, in jiffies: the datapath reads the clock with
     /// bpf_jiffies64(), which the verifier inlines into one load, where a
     /// ktime helper call costs as much as a quarter of the established path.

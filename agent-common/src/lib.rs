@@ -64,7 +64,7 @@ mod tests {
     // Sizes equal the sum of the fields: no implicit padding anywhere.
     #[test]
     fn no_implicit_padding() {
-        assert_eq!(size_of::<Config>(), 4 * 4 + 8 * 15);
+        assert_eq!(size_of::<Config>(), 6 * 4 + 8 * 15);
         assert_eq!(size_of::<IdentityValue>(), 8);
         assert_eq!(size_of::<RuleKey>(), 1 + 4 + 4 + 1 + 2);
         assert_eq!(size_of::<IdKey4>(), 1 + 4);
@@ -85,8 +85,8 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<SourceKey>(), 4 + 16);
         assert_eq!(size_of::<SourceValue>(), 4 + 4);
-        assert_eq!(size_of::<FlowCache4>(), 16 + 8 + 4 + 4 + 64);
-        assert_eq!(size_of::<FlowCache6>(), 40 + 8 + 4 + 4 + 64);
+        assert_eq!(size_of::<FlowCache4>(), 16 + 8 + 4 + 4 + 2 * 2 + 4 + 64);
+        assert_eq!(size_of::<FlowCache6>(), 40 + 8 + 4 + 4 + 2 * 2 + 4 + 64);
     }
 
     #[test]

@@ -8,8 +8,9 @@
 /// address, both as the kernel compares them (big-endian bytes). IPv4
 /// addresses are stored IPv4-mapped (`::ffff:a.b.c.d`), so one key type and
 /// one map serve both families. The all-zero address is the interface's own
-/// entry (its role, `SRC_IFACE_*`).
-#[repr(C)]
+/// entry (its role, `SRC_IFACE_*`). Aligned to 4 (20 bytes: no padding) so
+/// the datapath builds it with word stores.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SourceKey {
     pub ifindex: [u8; 4],

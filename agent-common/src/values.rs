@@ -148,6 +148,14 @@ pub struct FlowCache<K> {
     pub policy_gen: u32,
     /// The rule the conntrack entry carries, for the per-rule counters.
     pub rule_id: u32,
+    /// The interface through which endpoint A's (`[0]`) and B's (`[1]`)
+    /// packets passed the source check under `sources_gen`; 0 for none (and
+    /// for an ifindex past `u16`, never remembered: the slot stays small). A
+    /// hit entering through that interface skips the check (a `SOURCES`
+    /// hash call), one entering through any other interface still pays it.
+    pub src_ifindex: [u16; 2],
+    /// `Config::sources_gen` the two facts above were checked under.
+    pub sources_gen: u32,
     /// Packets and bytes of `key` answered from this slot and not yet added
     /// to its conntrack entry (`flow_counter_index`). They are flushed when
     /// the flow next goes to conntrack (about once a second, FIN/RST) or when
@@ -160,7 +168,7 @@ pub type FlowCache6 = FlowCache<CtKey6>;
 
 /// Slots per CPU in each flow cache (a power of two). Each CPU sees only
 /// its share of the flows, and the caches cost this many slots per possible
-/// CPU (about 216 bytes each for both families).
+/// CPU (about 232 bytes each for both families).
 pub const FLOW_CACHE_SLOTS: u32 = 1024;
 
 /// Recorded when a first fragment passes: later fragments of the same datagram

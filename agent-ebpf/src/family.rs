@@ -9,10 +9,10 @@ use agent_common::{
 use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray};
 
 use crate::{
-    flowcache::{hash_slot, words},
+    flowcache::{from_words, hash_slot, word_at, words, words_eq, SrcCheck},
     maps::{
-        CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6, IDS4,
-        IDS6, QUOTE_KEY4, QUOTE_KEY6,
+        ANSWERS4, CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6,
+        IDS4, IDS6, QUOTE_KEY4, QUOTE_KEY6,
     },
     parse::{parse_quote_v4, parse_quote_v6, Bounds, Quote},
     policy,
@@ -58,6 +58,9 @@ pub trait Family {
     fn addr16(a: &Self::Addr) -> [u8; 16];
     /// The address as `SOURCES` keys hold it (IPv4-mapped for IPv4).
     fn source_addr(a: &Self::Addr) -> [u8; 16];
+    /// The `SOURCES` key of address `a` on `ifindex` (`SourceKey::new` with
+    /// `source_addr`), built as words.
+    fn source_key(ifindex: u32, a: &Self::Addr) -> SourceKey;
     /// IPv6 link-local (fe80::/10): not routed, never checked against `SOURCES`.
     fn link_local(a: &Self::Addr) -> bool;
     /// The header an ICMP error of this family quotes (`parse::parse_quote_v4`).
@@ -72,7 +75,18 @@ pub trait Family {
         dst: &Self::Addr,
         proto: u8,
         port: u16,
+        sc: SrcCheck,
     ) -> Result<RuleValue, bool>;
+    /// Whether a cached answer to the question vouches for its source
+    /// passing the check `sc` (`policy::vouched`).
+    fn vouched(
+        gen: u32,
+        src: &Self::Addr,
+        dst: &Self::Addr,
+        proto: u8,
+        port: u16,
+        sc: SrcCheck,
+    ) -> bool;
 }
 
 pub struct V4;
@@ -88,8 +102,18 @@ impl Family for V4 {
         dst: &[u8; 4],
         proto: u8,
         port: u16,
+        sc: SrcCheck,
     ) -> Result<RuleValue, bool> {
-        policy::cached_v4(gen, flags, src, dst, proto, port)
+        let q = policy::question_v4(gen, src, dst, proto, port);
+        policy::cached::<V4, 2>(&ANSWERS4, &q, gen, flags, src, dst, proto, port, sc)
+    }
+    #[inline(always)]
+    fn vouched(gen: u32, src: &[u8; 4], dst: &[u8; 4], proto: u8, port: u16, sc: SrcCheck) -> bool {
+        policy::vouched(
+            &ANSWERS4,
+            &policy::question_v4(gen, src, dst, proto, port),
+            sc,
+        )
     }
     type Addr = [u8; 4];
     type CtKey = CtKey4;
@@ -116,6 +140,16 @@ impl Family for V4 {
         SourceKey::mapped_v4(*a)
     }
     #[inline(always)]
+    fn source_key(ifindex: u32, a: &[u8; 4]) -> SourceKey {
+        from_words([
+            u32::from_ne_bytes(ifindex.to_be_bytes()),
+            0,
+            0,
+            u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+            u32::from_ne_bytes(*a),
+        ])
+    }
+    #[inline(always)]
     fn link_local(_a: &[u8; 4]) -> bool {
         false
     }
@@ -139,7 +173,7 @@ impl Family for V4 {
     }
     #[inline(always)]
     fn key_eq(a: &CtKey4, b: &CtKey4) -> bool {
-        words::<2, CtKey4>(a) == words::<2, CtKey4>(b)
+        words_eq::<2, CtKey4>(a, b)
     }
 
     #[inline(always)]
@@ -170,14 +204,11 @@ impl Family for V4 {
     }
     #[inline(always)]
     fn make_ct_key(a: &[u8; 4], b: &[u8; 4], pa: u16, pb: u16, proto: u8) -> CtKey4 {
-        CtKey4 {
-            addr_a: *a,
-            addr_b: *b,
-            port_a: pa.to_be_bytes(),
-            port_b: pb.to_be_bytes(),
-            proto,
-            _pad: [0; 3],
-        }
+        let (pa, pb) = (pa.to_be_bytes(), pb.to_be_bytes());
+        from_words([
+            u64::from_ne_bytes([a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]),
+            u64::from_ne_bytes([pa[0], pa[1], pb[0], pb[1], proto, 0, 0, 0]),
+        ])
     }
     #[inline(always)]
     fn ct_addrs(key: &CtKey4) -> ([u8; 4], [u8; 4]) {
@@ -195,20 +226,18 @@ impl Family for V4 {
     }
 }
 
+/// An IPv6 address as two big-endian numbers, for ordering.
 #[inline(always)]
 fn v6_words(a: &[u8; 16]) -> (u64, u64) {
-    let mut hi = [0u8; 8];
-    let mut lo = [0u8; 8];
-    hi.copy_from_slice(&a[..8]);
-    lo.copy_from_slice(&a[8..]);
-    (u64::from_be_bytes(hi), u64::from_be_bytes(lo))
+    (
+        u64::from_be(word_at::<u64, 16>(a, 0)),
+        u64::from_be(word_at::<u64, 16>(a, 8)),
+    )
 }
 
 impl Family for V6 {
-    /// Straight from the maps: an IPv6 question, built byte by byte out of
-    /// addresses that are not word-aligned, cost more than the one trie walk
-    /// a flood's source needs (measured: +20 ns on a denied SYN from
-    /// `world`), so IPv6 answers are not cached.
+    /// Straight from the maps: a cache of IPv6 answers (56 bytes a slot)
+    /// does not fit the maps' memory budget beside the IPv4 one.
     #[inline(always)]
     fn answer(
         gen: u32,
@@ -217,8 +246,20 @@ impl Family for V6 {
         dst: &[u8; 16],
         proto: u8,
         port: u16,
+        _sc: SrcCheck,
     ) -> Result<RuleValue, bool> {
         policy::ask::<V6>(gen, flags, src, dst, proto, port)
+    }
+    #[inline(always)]
+    fn vouched(
+        _gen: u32,
+        _src: &[u8; 16],
+        _dst: &[u8; 16],
+        _proto: u8,
+        _port: u16,
+        _sc: SrcCheck,
+    ) -> bool {
+        false
     }
     type Addr = [u8; 16];
     type CtKey = CtKey6;
@@ -241,6 +282,16 @@ impl Family for V6 {
     #[inline(always)]
     fn source_addr(a: &[u8; 16]) -> [u8; 16] {
         *a
+    }
+    #[inline(always)]
+    fn source_key(ifindex: u32, a: &[u8; 16]) -> SourceKey {
+        from_words([
+            u32::from_ne_bytes(ifindex.to_be_bytes()),
+            word_at::<u32, 16>(a, 0),
+            word_at::<u32, 16>(a, 4),
+            word_at::<u32, 16>(a, 8),
+            word_at::<u32, 16>(a, 12),
+        ])
     }
     #[inline(always)]
     fn link_local(a: &[u8; 16]) -> bool {
@@ -266,7 +317,7 @@ impl Family for V6 {
     }
     #[inline(always)]
     fn key_eq(a: &CtKey6, b: &CtKey6) -> bool {
-        words::<5, CtKey6>(a) == words::<5, CtKey6>(b)
+        words_eq::<5, CtKey6>(a, b)
     }
 
     #[inline(always)]
@@ -297,14 +348,14 @@ impl Family for V6 {
     }
     #[inline(always)]
     fn make_ct_key(a: &[u8; 16], b: &[u8; 16], pa: u16, pb: u16, proto: u8) -> CtKey6 {
-        CtKey6 {
-            addr_a: *a,
-            addr_b: *b,
-            port_a: pa.to_be_bytes(),
-            port_b: pb.to_be_bytes(),
-            proto,
-            _pad: [0; 3],
-        }
+        let (pa, pb) = (pa.to_be_bytes(), pb.to_be_bytes());
+        from_words([
+            word_at::<u64, 16>(a, 0),
+            word_at::<u64, 16>(a, 8),
+            word_at::<u64, 16>(b, 0),
+            word_at::<u64, 16>(b, 8),
+            u64::from_ne_bytes([pa[0], pa[1], pb[0], pb[1], proto, 0, 0, 0]),
+        ])
     }
     #[inline(always)]
     fn ct_addrs(key: &CtKey6) -> ([u8; 16], [u8; 16]) {

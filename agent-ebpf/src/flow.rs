@@ -3,10 +3,7 @@
 use agent_common::{flow_counter_index, Config, CFG_F_FLOW_COUNTERS};
 use aya_ebpf::helpers::bpf_jiffies64;
 
-use crate::{
-    family::Family,
-    parse::{Ip, Track, TCP_FIN, TCP_RST},
-};
+use crate::{family::Family, flowcache, parse::Ip};
 
 /// What the packet is, for counting: hook direction and frame length.
 pub struct Pkt {
@@ -70,9 +67,7 @@ impl<'a, F: Family> Flow<'a, F> {
         let flags = cfg.flags;
         let counting = cfg.flags & CFG_F_FLOW_COUNTERS != 0;
         let idx = flow_counter_index(pkt.dir, src_is_b);
-        // Packets that may change a flow's state (FIN, RST, and everything but
-        // plain Lookup) always go to conntrack; the rest may be answered by the cache.
-        let cacheable = l4.track == Track::Lookup && l4.tcp_flags & (TCP_FIN | TCP_RST) == 0;
+        let cacheable = flowcache::cacheable(ip.frag, l4);
         let slot = F::cache_slot(key);
         Flow {
             cfg,

@@ -4,7 +4,13 @@
 //! never writes a line another CPU shares.
 use agent_common::{Counter, FlowCache, FLOW_CACHE_SLOTS, FLOW_COUNTER_SLOTS};
 
-use crate::{counting::shared_add, family::Family, flow::Flow};
+use crate::{
+    counting::shared_add,
+    family::Family,
+    flow::Flow,
+    parse::{Frag, Track, L4, TCP_FIN, TCP_RST},
+    sources,
+};
 
 /// This CPU's slot for a flow (`Flow::slot`), if the per-CPU array has it.
 pub type Slot<F> = Option<*mut FlowCache<<F as Family>::CtKey>>;
@@ -18,15 +24,97 @@ pub fn words<const N: usize, T>(k: &T) -> [u64; N] {
     unsafe { core::ptr::read(k as *const T as *const [u64; N]) }
 }
 
-/// The rule of a flow the cache answers for; the packet is counted in the
-/// slot. `None` sends the packet on to conntrack.
+/// Whether two keys of `N` words are equal: the words' differences folded
+/// into one, so the comparison is a few loads and one branch (an array `==`
+/// becomes a call to a byte-wise memcmp, which costs an IPv6 key 40 rounds).
 #[inline(always)]
-pub fn lookup<F: Family>(fl: &Flow<F>) -> Option<u32> {
-    let c = F::cache().get_ptr_mut(fl.slot)?;
+pub fn words_eq<const N: usize, T>(a: &T, b: &T) -> bool {
+    let (a, b) = (words::<N, T>(a), words::<N, T>(b));
+    let mut diff = 0;
+    for i in 0..N {
+        diff |= a[i] ^ b[i];
+    }
+    diff == 0
+}
+
+/// A value of type `T` (plain bytes: a map key) made of `N` words `W`, so
+/// it is built with word stores. Byte arrays of zeros, as in a key's padding,
+/// would become calls to a byte-wise memset.
+#[inline(always)]
+pub fn from_words<W: Copy, T, const N: usize>(w: [W; N]) -> T {
+    const {
+        assert!(
+            N * core::mem::size_of::<W>() == core::mem::size_of::<T>()
+                && core::mem::align_of::<T>() <= core::mem::align_of::<W>()
+        )
+    };
+    // SAFETY: same size, `w` at least as aligned as `T`; `T` is plain bytes.
+    unsafe { core::ptr::read(&w as *const [W; N] as *const T) }
+}
+
+/// The `N` bytes at `i` of `a` as one native-order word `W`: a word load
+/// wherever `a` is aligned (an address in `Ip`), byte loads where it is not
+/// (an address quoted in the packet).
+#[inline(always)]
+pub fn word_at<W: Copy, const N: usize>(a: &[u8; N], i: usize) -> W {
+    assert!(i + core::mem::size_of::<W>() <= N);
+    // SAFETY: inside `a` (asserted; every caller's `i` is a constant).
+    unsafe { core::ptr::read_unaligned(a.as_ptr().add(i) as *const W) }
+}
+
+/// Whether the flow cache may answer a packet of this shape. Packets that may
+/// change a flow's state (FIN, RST, and everything but plain Lookup) always go
+/// to conntrack; so do later fragments, which have no transport header.
+#[inline(always)]
+pub fn cacheable(frag: Frag, l4: &L4) -> bool {
+    !matches!(frag, Frag::Later(_))
+        && l4.track == Track::Lookup
+        && l4.tcp_flags & (TCP_FIN | TCP_RST) == 0
+}
+
+/// The source check a packet owes: the interface it entered through (0: the
+/// hook checks none) and the `SOURCES` generation read before any lookup.
+#[derive(Clone, Copy)]
+pub struct SrcCheck {
+    pub ifindex: u32,
+    pub gen: u32,
+}
+
+impl SrcCheck {
+    /// The check itself (`sources::check`), where the hook asks for one.
+    #[inline(always)]
+    pub fn run<F: Family>(self, src: &F::Addr) -> Result<(), u32> {
+        if self.ifindex != 0 {
+            sources::check::<F>(self.ifindex, src)?;
+        }
+        Ok(())
+    }
+}
+
+/// The rule of a flow the cache answers for; the packet is counted in the
+/// slot. `Ok(None)` sends the packet on to conntrack. The packet's source
+/// check runs here, unless the slot holds the flow and remembers this side's
+/// source passing it on this interface under the live `SOURCES` generation:
+/// so the fact is exact per (interface, source), and a forged packet entering
+/// elsewhere still pays the check and fails it.
+#[inline(always)]
+pub fn lookup<F: Family>(fl: &Flow<F>, sc: SrcCheck) -> Result<Option<u32>, u32> {
+    let Some(c) = F::cache().get_ptr_mut(fl.slot) else {
+        sc.run::<F>(&fl.ip.src)?;
+        return Ok(None);
+    };
     // SAFETY: this CPU's slot of a per-CPU array.
     let c = unsafe { &mut *c };
-    if !cache_hit::<F>(c, fl.key, fl.gen, fl.t) {
-        return None;
+    let hit = cache_hit::<F>(c, fl.key, fl.gen, fl.t);
+    let side = fl.src_is_b as usize & 1;
+    if sc.ifindex != 0 && !(hit && checked(c, side, sc)) {
+        sources::check::<F>(sc.ifindex, &fl.ip.src)?;
+        if hit {
+            remember(c, side, sc);
+        }
+    }
+    if !hit {
+        return Ok(None);
     }
     // Counting on the hot path is two adds on the slot's own line; conntrack
     // gets them at the next flush.
@@ -36,7 +124,37 @@ pub fn lookup<F: Family>(fl: &Flow<F>) -> Option<u32> {
             d.bytes += fl.pkt.len;
         }
     }
-    Some(c.rule_id)
+    Ok(Some(c.rule_id))
+}
+
+/// `ifindex` as a slot stores it: 0 (nothing remembered) past `u16`.
+#[inline(always)]
+fn slot_ifindex(ifindex: u32) -> u16 {
+    if ifindex <= u16::MAX as u32 {
+        ifindex as u16
+    } else {
+        0
+    }
+}
+
+/// Whether side `side`'s source passed the check `sc` asks for.
+#[inline(always)]
+fn checked<K>(c: &FlowCache<K>, side: usize, sc: SrcCheck) -> bool {
+    let stored = c.src_ifindex.get(side).copied().unwrap_or(0);
+    c.sources_gen == sc.gen && stored != 0 && stored as u32 == sc.ifindex
+}
+
+/// Records that side `side`'s source passed `sc`. A fact of an older
+/// generation about the other side is dropped, not carried into this one.
+#[inline(always)]
+fn remember<K>(c: &mut FlowCache<K>, side: usize, sc: SrcCheck) {
+    if c.sources_gen != sc.gen {
+        c.sources_gen = sc.gen;
+        c.src_ifindex = [0; 2];
+    }
+    if let Some(i) = c.src_ifindex.get_mut(side) {
+        *i = slot_ifindex(sc.ifindex);
+    }
 }
 
 /// Whether `c` caches `key`, under generation `gen`, still valid at `now`.
@@ -81,9 +199,10 @@ pub fn flush_own<F: Family>(
 }
 
 /// Caches a flow conntrack has just confirmed, under `rule_id`, until the
-/// entry's next refresh is due.
+/// entry's next refresh is due, with the source check this packet passed
+/// (`sc`; none when the hook checks none).
 #[inline(always)]
-pub fn fill<F: Family>(fl: &Flow<F>, slot: Slot<F>, rule_id: u32) {
+pub fn fill<F: Family>(fl: &Flow<F>, slot: Slot<F>, rule_id: u32, sc: SrcCheck) {
     if let Some(c) = slot {
         // SAFETY: this CPU's slot of a per-CPU array.
         let c = unsafe { &mut *c };
@@ -103,6 +222,12 @@ pub fn fill<F: Family>(fl: &Flow<F>, slot: Slot<F>, rule_id: u32) {
             valid_until: fl.t + fl.cfg.refresh_interval,
             policy_gen: fl.gen,
             rule_id,
+            src_ifindex: if fl.src_is_b {
+                [0, slot_ifindex(sc.ifindex)]
+            } else {
+                [slot_ifindex(sc.ifindex), 0]
+            },
+            sources_gen: sc.gen,
             counters: [Counter::default(); FLOW_COUNTER_SLOTS],
         };
     }

@@ -122,21 +122,25 @@ pub static QUOTE_KEY6: PerCpuArray<CtKey6> = PerCpuArray::with_max_entries(1, 0)
 #[map]
 pub static CT_SOURCES: LruHashMap<[u8; 16], TokenBucket> = LruHashMap::with_max_entries(65536, 0);
 
-/// Recent answers of the policy to IPv4 questions (`policy::cached_v4`),
-/// per CPU, direct-mapped.
+/// Recent answers of the policy to IPv4 questions (`policy::cached`), per
+/// CPU, direct-mapped.
 #[map]
-pub static ANSWERS4: PerCpuArray<Answer4> = PerCpuArray::with_max_entries(ANSWER_SLOTS, 0);
+pub static ANSWERS4: PerCpuArray<Answer<2>> = PerCpuArray::with_max_entries(ANSWER_SLOTS, 0);
 
 /// Slots of the answer cache: enough for the questions a CPU repeats, small
 /// enough to stay in its cache.
 pub const ANSWER_SLOTS: u32 = 1024;
 
-/// A cached policy answer: the question as words (both addresses, then the
-/// generation, protocol and port) and the answer (`policy::to_answer`).
+/// A cached policy answer: the question as `N` words (both addresses, then
+/// the generation, protocol and port) and the answer (`policy::to_answer`),
+/// with the interface whose source check the question's source passed and
+/// the `SOURCES` generation it passed under (0: none), as in the flow cache.
 #[repr(C)]
-pub struct Answer4 {
-    pub question: [u64; 2],
+pub struct Answer<const N: usize> {
+    pub question: [u64; N],
     pub answer: u64,
+    pub src_ifindex: u32,
+    pub sources_gen: u32,
 }
 
 /// Per CPU and flow-cache slot, the folded key (`Family::key_word`) of the

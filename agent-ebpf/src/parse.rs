@@ -67,6 +67,10 @@ pub struct L4 {
     pub track: Track,
 }
 
+/// The addresses lead, at aligned offsets of an 8-aligned struct, so the
+/// conntrack key and its comparison are built from them with word loads and
+/// stores (an IPv6 address is two words, not 16 bytes).
+#[repr(C, align(8))]
 pub struct Ip<A> {
     pub src: A,
     pub dst: A,

@@ -5,11 +5,12 @@ use agent_common::{
     id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue, ID_FLAG_ANY_AUDIT,
     ID_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL, SLOT_BITS,
 };
-use aya_ebpf::maps::lpm_trie::Key;
+use aya_ebpf::maps::{lpm_trie::Key, PerCpuArray};
 
 use crate::{
-    family::{Family, V4},
-    maps::{Answer4, ANSWERS4, ANSWER_SLOTS, RULES},
+    family::Family,
+    flowcache::{words_eq, SrcCheck},
+    maps::{Answer, ANSWER_SLOTS, RULES},
 };
 
 /// The identity of `addr` in policy slot `slot`: its host prefix if it has
@@ -31,6 +32,8 @@ fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityV
 
 /// Looks a (src, dst, proto, port) question up in the live policy. A denial
 /// says whether either side belongs to an audit-only group (then it passes).
+/// `sc` is the source check `src` passed (ifindex 0: none, or a question
+/// that is not the packet's), which a cached answer then vouches for.
 #[inline(always)]
 pub fn lookup<F: Family>(
     gen: u32,
@@ -39,47 +42,96 @@ pub fn lookup<F: Family>(
     dst: &F::Addr,
     proto: u8,
     port: u16,
+    sc: SrcCheck,
 ) -> Result<RuleValue, bool> {
-    F::answer(gen, flags, src, dst, proto, port)
+    F::answer(gen, flags, src, dst, proto, port, sc)
 }
 
-/// `lookup` for IPv4, through a cache of answers. New flows ask the same few
-/// questions over and over (a client opening connection after connection to
-/// a service, a flood from one address), and each answer costs two identity
-/// lookups and a rule lookup, all kernel calls. A per-CPU, direct-mapped
-/// cache keyed by the whole question and the policy generation answers a
-/// repeat with an inlined array read; a swap changes the generation, so no
-/// answer outlives its policy (the live slot's maps and flags never change
-/// while it is live).
+/// The IPv4 question as the answer cache holds it: both addresses in one
+/// word, then the generation, protocol and port.
 #[inline(always)]
-pub fn cached_v4(
-    gen: u32,
-    flags: u32,
-    src: &[u8; 4],
-    dst: &[u8; 4],
-    proto: u8,
-    port: u16,
-) -> Result<RuleValue, bool> {
-    let q = [
+pub fn question_v4(gen: u32, src: &[u8; 4], dst: &[u8; 4], proto: u8, port: u16) -> [u64; 2] {
+    [
         u32::from_ne_bytes(*src) as u64 | (u32::from_ne_bytes(*dst) as u64) << 32,
         question_meta(gen, proto, port),
-    ];
-    let slot = ANSWERS4.get_ptr_mut(answer_index(q[0] ^ q[1].rotate_left(29)));
+    ]
+}
+
+/// The slot of a question in its family's answer cache.
+#[inline(always)]
+fn answer_slot<const N: usize>(q: &[u64; N]) -> u32 {
+    let mut x = 0;
+    for (i, w) in q.iter().enumerate() {
+        x ^= w.rotate_left(i as u32 * 29);
+    }
+    answer_index(x)
+}
+
+/// Whether this CPU's answer cache (`answers`) holds question `q` and
+/// remembers its source passing the check `sc` (same interface, same
+/// `SOURCES` generation): a flood's repeated SYN then skips the `SOURCES`
+/// lookup. The fact is exact per (interface, source), as in the flow cache.
+#[inline(always)]
+pub fn vouched<const N: usize>(
+    answers: &PerCpuArray<Answer<N>>,
+    q: &[u64; N],
+    sc: SrcCheck,
+) -> bool {
+    match answers.get_ptr(answer_slot(q)) {
+        // SAFETY: this CPU's slot of a per-CPU array.
+        Some(c) => unsafe {
+            let c = &*c;
+            words_eq::<N, [u64; N]>(&c.question, q)
+                && c.src_ifindex == sc.ifindex
+                && c.sources_gen == sc.gen
+        },
+        None => false,
+    }
+}
+
+/// `lookup` through a cache of answers (`answers`, question `q`). New flows
+/// ask the same few questions over and over (a client opening connection
+/// after connection to a service, a flood from one address), and each
+/// answer costs two identity lookups and a rule lookup, all kernel calls. A
+/// per-CPU, direct-mapped cache keyed by the whole question and the policy
+/// generation answers a repeat with an inlined array read; a swap changes
+/// the generation, so no answer outlives its policy (the live slot's maps
+/// and flags never change while it is live).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn cached<F: Family, const N: usize>(
+    answers: &PerCpuArray<Answer<N>>,
+    q: &[u64; N],
+    gen: u32,
+    flags: u32,
+    src: &F::Addr,
+    dst: &F::Addr,
+    proto: u8,
+    port: u16,
+    sc: SrcCheck,
+) -> Result<RuleValue, bool> {
+    let slot = answers.get_ptr_mut(answer_slot(q));
     if let Some(c) = slot {
         // SAFETY: this CPU's slot of a per-CPU array.
-        let c = unsafe { &*c };
-        if c.question == q {
+        let c = unsafe { &mut *c };
+        if words_eq::<N, [u64; N]>(&c.question, q) {
+            if sc.ifindex != 0 {
+                c.src_ifindex = sc.ifindex;
+                c.sources_gen = sc.gen;
+            }
             return from_answer(c.answer);
         }
     }
-    let r = ask::<V4>(gen, flags, src, dst, proto, port);
+    let r = ask::<F>(gen, flags, src, dst, proto, port);
     if let Some(c) = slot {
         // SAFETY: this CPU's slot of a per-CPU array; nothing else on this
         // CPU runs between the read above and this write.
         unsafe {
-            *c = Answer4 {
-                question: q,
+            *c = Answer {
+                question: *q,
                 answer: to_answer(&r),
+                src_ifindex: sc.ifindex,
+                sources_gen: sc.gen,
             }
         };
     }

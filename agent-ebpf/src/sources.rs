@@ -1,7 +1,9 @@
 //! Anti-spoofing: a packet entering a pod interface must come from an address
 //! routed to that interface, and a packet entering an uplink must not come
-//! from a pod of this node. Runs before the flow cache and conntrack, so a
-//! forged packet cannot ride on another pod's established flow.
+//! from a pod of this node. Runs before conntrack, and before the flow cache
+//! answers, so a forged packet cannot ride on another pod's established flow;
+//! a flow-cache slot may vouch for a source it saw pass on the same interface
+//! under the same `SOURCES` generation (`flowcache::lookup`).
 use agent_common::{
     is_pod_iface, reason, SourceKey, IFACE_ROLE_SLOTS, SRC_IFACE_POD, SRC_IFACE_UNKNOWN,
     SRC_LOCAL_POD, SRC_OWNED,
@@ -11,6 +13,23 @@ use crate::{
     family::Family,
     maps::{IFACE_ROLES, SOURCES},
 };
+
+/// `SourceKey::iface`, built with volatile word stores: the compiler merges
+/// plain stores of its 16 zero bytes into a call to a byte-wise memset.
+#[inline(always)]
+fn iface_key(ifindex: u32) -> SourceKey {
+    let mut k = core::mem::MaybeUninit::<SourceKey>::uninit();
+    let w = k.as_mut_ptr() as *mut u32;
+    // SAFETY: five words fill the key (20 bytes, 4-aligned: agent-common's
+    // layout tests), so every byte is written before `assume_init`.
+    unsafe {
+        core::ptr::write_volatile(w, u32::from_ne_bytes(ifindex.to_be_bytes()));
+        for i in 1..5 {
+            core::ptr::write_volatile(w.add(i), 0);
+        }
+        k.assume_init()
+    }
+}
 
 /// What an entry of `SOURCES` says about a packet that found it.
 #[inline(always)]
@@ -34,12 +53,12 @@ pub fn check<F: Family>(ifindex: u32, src: &F::Addr) -> Result<(), u32> {
     if F::link_local(src) {
         return Ok(());
     }
-    let key = SourceKey::new(ifindex, F::source_addr(src));
+    let key = F::source_key(ifindex, src);
     // SAFETY: the value is read at once; the agent replaces entries whole.
     if let Some(v) = unsafe { SOURCES.get(key) } {
         return verdict(v.kind);
     }
-    match unsafe { SOURCES.get(SourceKey::iface(ifindex)) } {
+    match unsafe { SOURCES.get(iface_key(ifindex)) } {
         Some(v) => verdict(v.kind),
         None => Ok(()),
     }
@@ -62,7 +81,7 @@ pub fn is_pod(ifindex: u32) -> bool {
         };
     }
     // SAFETY: the value is read at once; the agent replaces entries whole.
-    match unsafe { SOURCES.get(SourceKey::iface(ifindex)) } {
+    match unsafe { SOURCES.get(iface_key(ifindex)) } {
         Some(v) => is_pod_iface(v.kind),
         None => false,
     }

@@ -1,4 +1,5 @@
-//! One decision for both hooks: the source check (XDP), the flow cache, then
+//! One decision for both hooks: the source check (where packets enter), the
+//! flow cache, then
 //! conntrack (one lookup, direction-normalised key), then identities and the
 //! rule trie, then counters. This module only says in which order the steps run and what each
 //! outcome means; each step lives in the module of its concern.
@@ -14,7 +15,7 @@ use crate::{
     events::{event, send_event},
     family::{Family, V4, V6},
     flow::{Decision, Flow, Pkt},
-    flowcache,
+    flowcache::{self, SrcCheck},
     frag::{later_fragment, note_first_fragment},
     maps::CONFIG,
     nd,
@@ -24,9 +25,25 @@ use crate::{
 
 /// Verdict of an IP packet, counting it on its flow. Each step is reached only
 /// when the cheaper one before it cannot answer: the flow cache, conntrack,
-/// then the policy, which opens the flow or denies it.
+/// then the policy, which opens the flow or denies it. The source check `sc`
+/// comes first, before anything the packet could ride on; only a packet the
+/// flow cache may answer has it in the cache lookup, which can vouch for it.
 #[inline(always)]
-fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
+fn decide_ip<F: Family>(
+    b: &Bounds,
+    cfg: &Config,
+    ip: &Ip<F::Addr>,
+    pkt: &Pkt,
+    sc: SrcCheck,
+) -> Decision {
+    let cacheable = flowcache::cacheable(ip.frag, &ip.l4);
+    // A packet that asks the policy before any lookup (one opening a flow, a
+    // stateless one) may have its source vouched for by the answer cache.
+    let asks_first = !matches!(ip.frag, Frag::Later(_))
+        && matches!(ip.l4.track, Track::Open | Track::PolicyOnly);
+    if !cacheable && !asks_first {
+        sc.run::<F>(&ip.src).map_err(|r| (r, false))?;
+    }
     if let Frag::Later(id) = ip.frag {
         return later_fragment::<F>(cfg, ip, id);
     }
@@ -38,9 +55,19 @@ fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -
     let l4 = &ip.l4;
     let (key, src_is_b) = ct_key::<F>(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
     let fl = Flow::<F>::new(cfg, ip, pkt, &key, src_is_b);
-    if fl.cacheable {
-        if let Some(rule_id) = flowcache::lookup(&fl) {
-            return Ok((reason::PASS_ESTABLISHED, rule_id));
+    // Exactly one of the three places runs the source check: above, here, or
+    // in the flow-cache lookup (`cacheable` is `fl.cacheable`).
+    if asks_first
+        && sc.ifindex != 0
+        && !F::vouched(fl.gen, &ip.src, &ip.dst, l4.proto, l4.policy_port, sc)
+    {
+        sc.run::<F>(&ip.src).map_err(|r| (r, false))?;
+    }
+    if cacheable {
+        match flowcache::lookup(&fl, sc) {
+            Ok(Some(rule_id)) => return Ok((reason::PASS_ESTABLISHED, rule_id)),
+            Ok(None) => {}
+            Err(r) => return Err((r, false)),
         }
     }
     let mut found = false;
@@ -48,16 +75,23 @@ fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -
         if let Some(e) = conntrack::entry::<F>(fl.key) {
             let live = Live::new(&fl, e);
             if live.usable(&fl) {
-                return established(&fl, live);
+                return established(&fl, live, sc);
             }
             found = true;
         }
     }
-    let rule =
-        match policy::lookup::<F>(fl.gen, fl.flags, &ip.src, &ip.dst, l4.proto, l4.policy_port) {
-            Ok(rule) => rule,
-            Err(audit) => return deny(&fl, reason::DROP_POLICY, audit),
-        };
+    let rule = match policy::lookup::<F>(
+        fl.gen,
+        fl.flags,
+        &ip.src,
+        &ip.dst,
+        l4.proto,
+        l4.policy_port,
+        sc,
+    ) {
+        Ok(rule) => rule,
+        Err(audit) => return deny(&fl, reason::DROP_POLICY, audit),
+    };
     if conntrack::creates(l4.track) {
         if !quota::take(&fl) {
             return Err((reason::DROP_CT_QUOTA, false));
@@ -69,8 +103,9 @@ fn decide_ip<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -
 
 /// A packet of a flow with a live conntrack entry: passes under the entry's
 /// rule, or under a re-check if the policy changed since the flow was checked.
+/// `sc` is the source check the packet passed.
 #[inline(always)]
-fn established<F: Family>(fl: &Flow<F>, live: Live) -> Decision {
+fn established<F: Family>(fl: &Flow<F>, live: Live, sc: SrcCheck) -> Decision {
     let Live { e, is_orig, age } = live;
     let cslot = F::cache().get_ptr_mut(fl.slot);
     if fl.counting {
@@ -87,7 +122,7 @@ fn established<F: Family>(fl: &Flow<F>, live: Live) -> Decision {
     // Two-way flows only: until a reply is seen, every packet must reach
     // conntrack to record the reply's state change.
     if fl.cacheable && f & CT_F_REPLY_SEEN != 0 {
-        flowcache::fill(fl, cslot, e.rule_id);
+        flowcache::fill(fl, cslot, e.rule_id, sc);
     }
     Ok((reason::PASS_ESTABLISHED, e.rule_id))
 }
@@ -98,14 +133,22 @@ fn established<F: Family>(fl: &Flow<F>, live: Live) -> Decision {
 #[inline(always)]
 fn recheck<F: Family>(fl: &Flow<F>, e: &mut CtValue, f: u32) -> Decision {
     let (osrc, odst) = conntrack::orig_endpoints::<F>(fl.key, e.flags);
-    let rule =
-        match policy::lookup::<F>(fl.gen, fl.flags, &osrc, &odst, fl.ip.l4.proto, e.orig_port) {
-            Ok(rule) => rule,
-            Err(audit) => {
-                conntrack::remove::<F>(fl.key);
-                return deny(fl, reason::DROP_REVOKED, audit);
-            }
-        };
+    let rule = match policy::lookup::<F>(
+        fl.gen,
+        fl.flags,
+        &osrc,
+        &odst,
+        fl.ip.l4.proto,
+        e.orig_port,
+        // The original question's source is not this packet's: no fact.
+        SrcCheck { ifindex: 0, gen: 0 },
+    ) {
+        Ok(rule) => rule,
+        Err(audit) => {
+            conntrack::remove::<F>(fl.key);
+            return deny(fl, reason::DROP_REVOKED, audit);
+        }
+    };
     conntrack::rechecked(e, fl.gen, rule.rule_id, f, fl.t);
     if fl.counting {
         count_shared(&mut e.counters, fl.idx, fl.pkt.len);
@@ -131,17 +174,23 @@ fn open<F: Family>(fl: &Flow<F>, rule_id: u32, found: bool) {
 }
 
 #[inline(always)]
-fn decide_family<F: Family>(b: &Bounds, cfg: &Config, ip: &Ip<F::Addr>, pkt: &Pkt) -> Decision {
-    let r = decide_ip::<F>(b, cfg, ip, pkt);
+fn decide_family<F: Family>(
+    b: &Bounds,
+    cfg: &Config,
+    ip: &Ip<F::Addr>,
+    pkt: &Pkt,
+    sc: SrcCheck,
+) -> Decision {
+    let r = decide_ip::<F>(b, cfg, ip, pkt, sc);
     if r.is_ok() {
         note_first_fragment::<F>(ip);
     }
     r
 }
 
-/// The source check (XDP only: `ifindex` is 0 on TC), then the decision.
-/// It comes before the flow cache and conntrack, so a forged source never
-/// reaches a flow its owner opened.
+/// The decision, with the source check on `ifindex` (0: none, as on egress).
+/// The `SOURCES` generation is read before any `SOURCES` lookup, so a fact
+/// the flow cache keeps is never newer than the generation it is filed under.
 #[inline(always)]
 fn guarded<F: Family>(
     b: &Bounds,
@@ -150,10 +199,9 @@ fn guarded<F: Family>(
     pkt: &Pkt,
     ifindex: u32,
 ) -> Decision {
-    if ifindex != 0 {
-        sources::check::<F>(ifindex, &ip.src).map_err(|r| (r, false))?;
-    }
-    decide_family::<F>(b, cfg, ip, pkt)
+    // SAFETY: a field of the CONFIG map value, read once.
+    let gen = unsafe { core::ptr::read_volatile(&cfg.sources_gen) };
+    decide_family::<F>(b, cfg, ip, pkt, SrcCheck { ifindex, gen })
 }
 
 #[inline(always)]

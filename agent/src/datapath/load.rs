@@ -180,6 +180,10 @@ impl Datapath {
             policy_gen: previous.map_or(0, |c| c.policy_gen),
             // The live slot's host bits stay with the policy they describe.
             flags: opts.counting.config_flags() | previous.map_or(0, |c| c.flags & CFG_F_HOSTS_ALL),
+            // Carried on: pinned flow caches may hold facts of an earlier
+            // generation, which must not match one counted again from 0.
+            sources_gen: previous.map_or(0, |c| c.sources_gen),
+            _pad: 0,
             tcp_syn_timeout: to_jiffies(t.tcp_syn, hz),
             tcp_established_timeout: to_jiffies(t.tcp_established, hz),
             tcp_close_timeout: to_jiffies(t.tcp_close, hz),

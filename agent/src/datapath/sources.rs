@@ -8,12 +8,12 @@ use std::{
 };
 
 use agent_common::{
-    map_names, SourceKey, SourceValue, IFACE_ROLE_SLOTS, SRC_IFACE_POD, SRC_IFACE_POD_UNCHECKED,
-    SRC_IFACE_UNKNOWN, SRC_IFACE_UPLINK, SRC_LOCAL_POD, SRC_OWNED,
+    map_names, Config, SourceKey, SourceValue, IFACE_ROLE_SLOTS, SRC_IFACE_POD,
+    SRC_IFACE_POD_UNCHECKED, SRC_IFACE_UNKNOWN, SRC_IFACE_UPLINK, SRC_LOCAL_POD, SRC_OWNED,
 };
 use aya::maps::{Array, HashMap, MapData};
 
-use super::{error::*, handles::*, Datapath};
+use super::{error::*, handles::*, load::write_config, Datapath};
 
 /// What an enforced interface is, for the source check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -220,6 +220,17 @@ impl Datapath {
                 Ok(()) | Err(aya::maps::MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_err(map_names::SOURCES)(e)),
             }
+        }
+        // After the last change: the datapath's flow caches remember checks
+        // passed under the old generation, and a packet that checked
+        // `SOURCES` before a change read the old generation before it.
+        if !writes.is_empty() || !removes.is_empty() {
+            let next = Config {
+                sources_gen: self.config.sources_gen.wrapping_add(1),
+                ..self.config
+            };
+            write_config(&mut self.ebpf, &next)?;
+            self.config = next;
         }
         Ok(SourceSync {
             written: writes.len(),
