@@ -10,7 +10,7 @@ use crate::{
     counting::{bump_stat, first_count},
     family::Family,
     flow::Flow,
-    maps::{new_flow, BPF_NOEXIST, OPENED},
+    maps::{new_flow, BPF_NOEXIST, OPENED, OPENED_SLOTS},
     parse::{Track, TCP_ACK, TCP_FIN, TCP_RST, TCP_SYN},
 };
 
@@ -183,7 +183,7 @@ fn opening_flags(src_is_b: bool, proto: u8) -> u32 {
 #[inline(always)]
 pub fn create<F: Family>(fl: &Flow<F>, rule_id: u32, found: bool) -> bool {
     let word = F::key_word(fl.key);
-    let opened = OPENED.get_ptr_mut(fl.slot);
+    let opened = OPENED.get_ptr_mut(fl.slot & (OPENED_SLOTS - 1));
     // SAFETY: this CPU's slot of a per-CPU array.
     let seen = || opened.is_some_and(|o| unsafe { *o } == word);
     if found || (!looks_up(fl.ip.l4.track) && seen()) {

@@ -143,10 +143,16 @@ pub struct Answer<const N: usize> {
     pub sources_gen: u32,
 }
 
-/// Per CPU and flow-cache slot, the folded key (`Family::key_word`) of the
-/// flow whose entry this CPU last created there (`conntrack::create`).
+/// Per CPU and flow-cache slot (two slots sharing one), the folded key
+/// (`Family::key_word`) of the flow whose entry this CPU last created there
+/// (`conntrack::create`). Half as many slots as the flow cache: a
+/// retransmitted SYN follows the first within seconds, and 8 bytes per slot
+/// and CPU count against the node's map memory budget.
 #[map]
-pub static OPENED: PerCpuArray<u64> = PerCpuArray::with_max_entries(FLOW_CACHE_SLOTS, 0);
+pub static OPENED: PerCpuArray<u64> = PerCpuArray::with_max_entries(OPENED_SLOTS, 0);
+
+pub const OPENED_SLOTS: u32 = FLOW_CACHE_SLOTS / 2;
+const _: () = assert!(OPENED_SLOTS.is_power_of_two());
 
 /// Per-CPU room for what the new-flow path builds (`NewFlow`).
 #[map]
