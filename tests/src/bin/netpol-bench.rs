@@ -390,6 +390,13 @@ fn measure(
             let (_, name) = IDENTITY_PEERS.iter().find(|(id, _)| *id == s.name)?;
             Some((b.dp, b.scenarios.iter().find(|p| p.name == *name)?))
         });
+        // Set up again: what ran on the peer's datapath since it was measured
+        // (the fresh-flow rows empty its conntrack) must not change its path.
+        if let Some((pdp, p)) = peer {
+            for setup in &p.setup {
+                pdp.xdp_test_run(setup, 1)?;
+            }
+        }
         let (mut noop_ns, mut netpol_ns, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
         let mut vs_plain = Vec::new();
         let mut verdict = 0;
