@@ -82,20 +82,15 @@ fn diff(a: &[IpNet], b: &[IpNet]) -> (Vec<IpNet>, Vec<IpNet>) {
 }
 
 impl IdentityIndex {
-    /// The state of a full build: `ids` as renumbered, `renamed` the build's
-    /// ids to those.
-    pub fn new(
-        sources: &[Source],
-        parts: Parts,
-        renamed: &HashMap<u32, u32>,
-        ids: Identities,
-    ) -> Self {
+    /// The state of a full build: `ids` as renumbered, `renamed[i]` the id
+    /// the build's id `i` became.
+    pub fn new(sources: &[Source], parts: Parts, renamed: &[u32], ids: Identities) -> Self {
         let mut by_set: HashMap<Vec<usize>, (u32, usize)> = HashMap::new();
         for set in parts.sets.values() {
             if let Some(e) = by_set.get_mut(set) {
                 e.1 += 1;
             } else {
-                by_set.insert(set.clone(), (renamed[&parts.ids[set]], 1));
+                by_set.insert(set.clone(), (renamed[parts.ids[set] as usize], 1));
             }
         }
         Self {

@@ -129,8 +129,8 @@ impl Compiler {
 
     /// Gives `ids` the ids their group lists had last time (new ones get
     /// fresh ids). Returns the ids that are new, those that are gone, and
-    /// each id of `ids` as it was to the one it has now.
-    fn renumber(&mut self, ids: &mut Identities) -> (IdSet, IdSet, HashMap<u32, u32>) {
+    /// the id each id of `ids` as it was (the index) has now.
+    fn renumber(&mut self, ids: &mut Identities) -> (IdSet, IdSet, Vec<u32>) {
         let mut known = HashMap::with_capacity(ids.infos.len());
         // A fresh build numbers its identities from 1 up.
         let mut map: Vec<u32> = vec![0; ids.infos.len() + 1];
@@ -171,8 +171,7 @@ impl Compiler {
         for (_, id) in ids.v6.iter_mut() {
             *id = new(*id);
         }
-        let renamed = (1..).zip(&map[1..]).map(|(old, &id)| (old, id)).collect();
-        (added, removed, renamed)
+        (added, removed, map)
     }
 }
 
