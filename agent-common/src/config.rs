@@ -20,6 +20,21 @@ pub const CFG_F_HOSTS4: u32 = 1 << 2;
 pub const CFG_F_HOSTS6: u32 = 1 << 4;
 /// Every per-slot host bit.
 pub const CFG_F_HOSTS_ALL: u32 = (0b11 * CFG_F_HOSTS4) | (0b11 * CFG_F_HOSTS6);
+/// `Config::flags`: slot 0's indexes are complete (`<< 1`: slot 1's): its
+/// part of `HOST_FILTER` holds every host prefix of the slot, so an address
+/// the filter rules out skips the host-prefix probe; and its part of
+/// `ID_BLOCKS` describes its trie, so an address in a block no long prefix
+/// reaches skips the trie walk. Set with the host bits, in the same config
+/// update, after the agent wrote the slot's indexes; never carried over a
+/// restart (the first swap writes them again).
+pub const CFG_F_SLOT_INDEX: u32 = 1 << 6;
+/// `Config::flags`: the datapath's indexes of `SOURCES` are complete:
+/// `SOURCE_FILTER` covers every address entry, and `IFACE_ROLES` holds the
+/// kind of every interface entry below `IFACE_ROLE_SLOTS`. A source the
+/// filter rules out then skips the address probe, and its interface's role is
+/// read from the array instead of a second probe. Set at the end of the
+/// agent's first complete sync; never carried over a restart.
+pub const CFG_F_SOURCE_INDEX: u32 = 1 << 8;
 
 /// Single-entry array read once per packet.
 #[repr(C)]

@@ -10,6 +10,7 @@
 mod config;
 mod counters;
 mod events;
+mod filter;
 mod keys;
 mod names;
 mod sources;
@@ -18,6 +19,7 @@ mod values;
 pub use config::*;
 pub use counters::*;
 pub use events::*;
+pub use filter::*;
 pub use keys::*;
 pub use names::*;
 pub use sources::*;
@@ -35,6 +37,7 @@ mod pod {
     // SAFETY: all types are repr(C), Copy, and have no implicit padding.
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for IdentityValue {}
+    unsafe impl aya::Pod for IdBlock {}
     unsafe impl aya::Pod for IdKey4 {}
     unsafe impl aya::Pod for IdKey6 {}
     unsafe impl aya::Pod for RuleKey {}
@@ -66,6 +69,7 @@ mod tests {
     fn no_implicit_padding() {
         assert_eq!(size_of::<Config>(), 6 * 4 + 8 * 15);
         assert_eq!(size_of::<IdentityValue>(), 8);
+        assert_eq!(size_of::<IdBlock>(), 8 + 4 + 4);
         assert_eq!(size_of::<RuleKey>(), 1 + 4 + 4 + 1 + 2);
         assert_eq!(size_of::<IdKey4>(), 1 + 4);
         assert_eq!(size_of::<IdKey6>(), 1 + 16);

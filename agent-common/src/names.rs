@@ -25,6 +25,9 @@ pub mod map_names {
     pub const RULE_NAMES: &str = "RULE_NAMES";
     pub const HOSTS4: &str = "HOSTS4";
     pub const HOSTS6: &str = "HOSTS6";
+    pub const HOST_FILTER: &str = "HOST_FILTER";
+    pub const ID_BLOCKS: &str = "ID_BLOCKS";
+    pub const SOURCE_FILTER: &str = "SOURCE_FILTER";
     pub const SOURCES: &str = "SOURCES";
     pub const IFACE_ROLES: &str = "IFACE_ROLES";
     pub const QUOTE_KEY4: &str = "QUOTE_KEY4";

@@ -59,6 +59,32 @@ pub struct IdentityValue {
     pub flags: u32,
 }
 
+/// What a policy slot's identity trie says about every address whose first
+/// byte is one value (a block: a /8 of IPv4, one of 00::/8 to ff00::/8 of
+/// IPv6), `ID_BLOCKS` holding one per family, slot and block. Most blocks
+/// hold no prefix longer than the block: all their addresses then share one
+/// answer, which the datapath reads instead of walking the trie (where a
+/// flood's random sources land).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IdBlock {
+    /// The identity of every address of the block (`ID_BLOCK_ONE`).
+    pub value: IdentityValue,
+    /// `ID_BLOCK_*`.
+    pub state: u32,
+    pub _pad: u32,
+}
+
+/// `IdBlock::state`: the block holds a longer prefix; ask the trie.
+pub const ID_BLOCK_TRIE: u32 = 0;
+/// `IdBlock::state`: no prefix covers any address of the block.
+pub const ID_BLOCK_NONE: u32 = 1;
+/// `IdBlock::state`: every address of the block has `IdBlock::value`.
+pub const ID_BLOCK_ONE: u32 = 2;
+/// Blocks per family and slot; `ID_BLOCKS` is indexed
+/// `(family * 2 + slot) * ID_BLOCK_COUNT + first byte`, IPv4 being family 0.
+pub const ID_BLOCK_COUNT: u32 = 256;
+
 /// `RuleValue::flags` bit: the entry is allowed only by an audit-only rule.
 /// The datapath passes it like any rule; readers report its traffic with
 /// verdict `audit` (the rule id tells them, see `RuleName::flags`).

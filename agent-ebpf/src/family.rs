@@ -3,8 +3,9 @@
 //! `Family`, and monomorphised per family, so each call site names one map
 //! (which the verifier needs to inline the lookup).
 use agent_common::{
-    stat, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache, FragKey4, FragKey6, FragValue, IdKey4,
-    IdKey6, IdentityValue, RuleValue, SourceKey, CFG_F_HOSTS4, CFG_F_HOSTS6,
+    filter_key6, stat, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache, FragKey4, FragKey6,
+    FragValue, IdKey4, IdKey6, IdentityValue, RuleValue, SourceKey, CFG_F_HOSTS4, CFG_F_HOSTS6,
+    ID_BLOCK_COUNT,
 };
 use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray};
 
@@ -41,6 +42,12 @@ pub trait Family {
     /// `Config::flags` bit of slot 0's host prefixes (slot 1's is `<< 1`).
     const HOSTS_FLAG: u32;
     fn id_key(slot: u8, addr: &Self::Addr) -> Self::IdKey;
+    /// The address's key in the membership filters (`agent_common::filter_key4`).
+    fn filter_key(a: &Self::Addr) -> u64;
+    /// The first byte of an address (its `ID_BLOCKS` block).
+    fn first_byte(a: &Self::Addr) -> u32;
+    /// Where this family's blocks start in `ID_BLOCKS`.
+    const BLOCKS_BASE: u32;
     fn ct() -> &'static LruHashMap<Self::CtKey, CtValue>;
     fn frag() -> &'static LruHashMap<Self::FragKey, FragValue>;
     /// Whether address `a` sorts after `b` (compared as big-endian bytes).
@@ -190,6 +197,15 @@ impl Family for V4 {
         IdKey4 { slot, addr: *addr }
     }
     #[inline(always)]
+    fn filter_key(a: &[u8; 4]) -> u64 {
+        word_at::<u32, 4>(a, 0) as u64
+    }
+    #[inline(always)]
+    fn first_byte(a: &[u8; 4]) -> u32 {
+        a[0] as u32
+    }
+    const BLOCKS_BASE: u32 = 0;
+    #[inline(always)]
     fn ct() -> &'static LruHashMap<CtKey4, CtValue> {
         &CT4
     }
@@ -333,6 +349,15 @@ impl Family for V6 {
     fn id_key(slot: u8, addr: &[u8; 16]) -> IdKey6 {
         IdKey6 { slot, addr: *addr }
     }
+    #[inline(always)]
+    fn filter_key(a: &[u8; 16]) -> u64 {
+        filter_key6(word_at::<u64, 16>(a, 0), word_at::<u64, 16>(a, 8))
+    }
+    #[inline(always)]
+    fn first_byte(a: &[u8; 16]) -> u32 {
+        a[0] as u32
+    }
+    const BLOCKS_BASE: u32 = 2 * ID_BLOCK_COUNT;
     #[inline(always)]
     fn ct() -> &'static LruHashMap<CtKey6, CtValue> {
         &CT6

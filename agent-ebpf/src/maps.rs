@@ -2,9 +2,10 @@
 //! resizes them at load time from its flags.
 use agent_common::{
     stat, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache4, FlowCache6, FragKey4,
-    FragKey6, FragValue, IdKey4, IdKey6, IdentityValue, RuleKey, RuleName, RuleValue, SourceKey,
-    SourceValue, TokenBucket, BUCKET_SLOTS, COUNTER_SLOTS, FLOW_CACHE_SLOTS, IFACE_ROLE_SLOTS,
-    RULE_COUNTER_STRIDE, RULE_IDS,
+    FragKey6, FragValue, IdBlock, IdKey4, IdKey6, IdentityValue, RuleKey, RuleName, RuleValue,
+    SourceKey, SourceValue, TokenBucket, BUCKET_SLOTS, COUNTER_SLOTS, FLOW_CACHE_SLOTS,
+    HOST_FILTER_WORDS, ID_BLOCK_COUNT, IFACE_ROLE_SLOTS, RULE_COUNTER_STRIDE, RULE_IDS,
+    SOURCE_FILTER_WORDS,
 };
 use aya_ebpf::{
     macros::map,
@@ -43,6 +44,17 @@ pub static HOSTS4: HashMap<IdKey4, IdentityValue> =
 #[map]
 pub static HOSTS6: HashMap<IdKey6, IdentityValue> =
     HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// Both slots' filters of the host prefixes in `HOSTS4` and `HOSTS6`
+/// (`CFG_F_HOST_FILTER`): most addresses of a flood have no host prefix, and
+/// the filter spares them the probe.
+#[map]
+pub static HOST_FILTER: Array<u64> = Array::with_max_entries(2 * HOST_FILTER_WORDS, 0);
+
+/// What each slot's identity trie says per block of addresses (`IdBlock`),
+/// both families (`CFG_F_SLOT_INDEX`).
+#[map]
+pub static ID_BLOCKS: Array<IdBlock> = Array::with_max_entries(4 * ID_BLOCK_COUNT, 0);
 
 #[map]
 pub static CT4: LruHashMap<CtKey4, CtValue> = LruHashMap::with_max_entries(65536, 0);
@@ -102,6 +114,12 @@ pub static RULE_NAMES: Array<RuleName> = Array::with_max_entries(RULE_IDS, 0);
 #[map]
 pub static SOURCES: HashMap<SourceKey, SourceValue> =
     HashMap::with_max_entries(65536, BPF_F_NO_PREALLOC);
+
+/// The filter of the addresses `SOURCES` has entries for
+/// (`CFG_F_SOURCE_FILTER`): a packet entering an uplink from anywhere but a
+/// pod of this node then skips the address probe.
+#[map]
+pub static SOURCE_FILTER: Array<u64> = Array::with_max_entries(SOURCE_FILTER_WORDS, 0);
 
 /// The role of each interface below `IFACE_ROLE_SLOTS` (its `SOURCES`
 /// interface entry's kind, 0 for none), by ifindex: the counters ask it for

@@ -1,30 +1,56 @@
-//! Policy lookups: address to identity (host hash, then the LPM trie), then
-//! the (identity pair, protocol, port) rule trie, with the identity flags that
-//! deny most unwanted traffic before the rule lookup.
+//! Policy lookups: address to identity (host hash, block table, then the LPM
+//! trie), then the (identity pair, protocol, port) rule trie, with the
+//! identity flags that deny most unwanted traffic before the rule lookup.
 use agent_common::{
-    id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue, ID_FLAG_ANY_AUDIT,
-    ID_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL, SLOT_BITS,
+    filter_bits, id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue,
+    CFG_F_SLOT_INDEX, HOST_FILTER_WORDS, ID_BLOCK_COUNT, ID_BLOCK_NONE, ID_BLOCK_ONE,
+    ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL, SLOT_BITS,
 };
 use aya_ebpf::maps::{lpm_trie::Key, PerCpuArray};
 
 use crate::{
     family::Family,
     flowcache::{words_eq, SrcCheck},
-    maps::{Answer, ANSWER_SLOTS, RULES},
+    maps::{Answer, ANSWER_SLOTS, HOST_FILTER, ID_BLOCKS, RULES},
 };
 
+/// Whether an address (filter key `x`) may have a host prefix in `slot`:
+/// false only when the slot's (complete) filter rules it out.
+#[inline(always)]
+fn maybe_host(slot: u8, x: u64) -> bool {
+    let (w, m) = filter_bits(x, HOST_FILTER_WORDS);
+    match HOST_FILTER.get(slot as u32 * HOST_FILTER_WORDS + w) {
+        Some(v) => *v & m == m,
+        None => true,
+    }
+}
+
 /// The identity of `addr` in policy slot `slot`: its host prefix if it has
-/// one (a hash probe, only when the slot has any), else the longest prefix in
-/// the trie, which holds every shorter prefix. The split is exact: a host
-/// prefix is the longest possible match.
+/// one (a hash probe, only when the slot has any and its filter does not
+/// rule the address out), else its block's answer when the block holds no
+/// long prefix, else the longest prefix in the trie, which holds every
+/// shorter prefix. The split is exact: a host prefix is the longest possible
+/// match, and the trie's answer is the block's for every address of a block
+/// that no prefix longer than the block reaches.
 #[inline(always)]
 fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityValue> {
     let key = F::id_key(slot, addr);
-    if flags & (F::HOSTS_FLAG << slot) != 0 {
+    let indexed = flags & (CFG_F_SLOT_INDEX << slot) != 0;
+    if flags & (F::HOSTS_FLAG << slot) != 0 && (!indexed || maybe_host(slot, F::filter_key(addr))) {
         // SAFETY: the value is copied out at once; the agent only replaces
         // entries of the idle slot.
         if let Some(v) = unsafe { F::hosts().get(&key) } {
             return Some(*v);
+        }
+    }
+    if indexed {
+        let i = F::BLOCKS_BASE + slot as u32 * ID_BLOCK_COUNT + F::first_byte(addr);
+        if let Some(b) = ID_BLOCKS.get(i) {
+            match b.state {
+                ID_BLOCK_NONE => return None,
+                ID_BLOCK_ONE => return Some(b.value),
+                _ => {}
+            }
         }
     }
     F::ids().get(Key::new(SLOT_BITS + F::BITS, key)).copied()

@@ -5,14 +5,29 @@
 //! a flow-cache slot may vouch for a source it saw pass on the same interface
 //! under the same `SOURCES` generation (`flowcache::lookup`).
 use agent_common::{
-    is_pod_iface, reason, SourceKey, IFACE_ROLE_SLOTS, SRC_IFACE_POD, SRC_IFACE_UNKNOWN,
-    SRC_LOCAL_POD, SRC_OWNED,
+    filter_bits, is_pod_iface, reason, SourceKey, CFG_F_SOURCE_INDEX, IFACE_ROLE_SLOTS,
+    SOURCE_FILTER_WORDS, SRC_IFACE_POD, SRC_IFACE_UNKNOWN, SRC_LOCAL_POD, SRC_OWNED,
 };
 
 use crate::{
     family::Family,
-    maps::{IFACE_ROLES, SOURCES},
+    maps::{CONFIG, IFACE_ROLES, SOURCES, SOURCE_FILTER},
 };
+
+/// Whether `SOURCES` may have an address entry for filter key `x`: false only
+/// when the filter rules it out (a flood's random sources on an uplink, a
+/// forged one on a pod interface). `indexed`: the filter is complete.
+#[inline(always)]
+fn maybe_source(indexed: bool, x: u64) -> bool {
+    if !indexed {
+        return true;
+    }
+    let (w, m) = filter_bits(x, SOURCE_FILTER_WORDS);
+    match SOURCE_FILTER.get(w) {
+        Some(v) => *v & m == m,
+        None => true,
+    }
+}
 
 /// `SourceKey::iface`, built with volatile word stores: the compiler merges
 /// plain stores of its 16 zero bytes into a call to a byte-wise memset.
@@ -45,7 +60,9 @@ fn verdict(kind: u32) -> Result<(), u32> {
 }
 
 /// `Err(drop reason)` when `src` may not enter through `ifindex`. One hash
-/// lookup for a pod's own address; a miss looks up the interface's role
+/// lookup for a pod's own address (skipped when the filter rules the address
+/// out); a miss reads the interface's role (from `IFACE_ROLES` once the
+/// agent has indexed `SOURCES`)
 /// (none: the interface is not guarded). IPv6 link-local sources are not
 /// routed traffic and are not checked.
 #[inline(always)]
@@ -53,11 +70,24 @@ pub fn check<F: Family>(ifindex: u32, src: &F::Addr) -> Result<(), u32> {
     if F::link_local(src) {
         return Ok(());
     }
-    let key = F::source_key(ifindex, src);
-    // SAFETY: the value is read at once; the agent replaces entries whole.
-    if let Some(v) = unsafe { SOURCES.get(key) } {
-        return verdict(v.kind);
+    let indexed = match CONFIG.get(0) {
+        Some(c) => c.flags & CFG_F_SOURCE_INDEX != 0,
+        None => false,
+    };
+    if maybe_source(indexed, F::filter_key(src)) {
+        let key = F::source_key(ifindex, src);
+        // SAFETY: the value is read at once; the agent replaces entries whole.
+        if let Some(v) = unsafe { SOURCES.get(key) } {
+            return verdict(v.kind);
+        }
     }
+    if indexed && ifindex < IFACE_ROLE_SLOTS {
+        return match IFACE_ROLES.get(ifindex) {
+            Some(kind) => verdict(*kind),
+            None => Ok(()),
+        };
+    }
+    // SAFETY: the value is read at once; the agent replaces entries whole.
     match unsafe { SOURCES.get(iface_key(ifindex)) } {
         Some(v) => verdict(v.kind),
         None => Ok(()),

@@ -178,7 +178,9 @@ impl Datapath {
             // first apply swaps in the new one.
             active_slot: previous.map_or(0, |c| c.active_slot),
             policy_gen: previous.map_or(0, |c| c.policy_gen),
-            // The live slot's host bits stay with the policy they describe.
+            // The live slot's host bits stay with the policy they describe;
+            // the filter bits do not (the filters are written again by the
+            // first swap and the first source sync).
             flags: opts.counting.config_flags() | previous.map_or(0, |c| c.flags & CFG_F_HOSTS_ALL),
             // Carried on: pinned flow caches may hold facts of an earlier
             // generation, which must not match one counted again from 0.
@@ -212,6 +214,7 @@ impl Datapath {
             repins,
             foreign,
             host_hash_min: opts.host_hash_min.max(1),
+            source_filter: Vec::new(),
         };
         write_config(&mut dp.ebpf, &dp.config)?;
         Ok(dp)

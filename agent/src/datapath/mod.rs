@@ -64,6 +64,9 @@ pub struct Datapath {
     repins: Vec<Repin>,
     foreign: Vec<PathBuf>,
     host_hash_min: usize,
+    /// What this agent wrote to `SOURCE_FILTER` (empty: nothing yet; the
+    /// first sync writes every word).
+    source_filter: Vec<u64>,
 }
 
 impl Datapath {

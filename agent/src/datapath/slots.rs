@@ -7,11 +7,12 @@ use std::{
 };
 
 use agent_common::{
-    map_names, Config, IdKey4, IdKey6, IdentityValue, RuleKey, RuleValue, CFG_F_HOSTS4,
-    CFG_F_HOSTS6, SLOT_BITS,
+    filter_bits, filter_key4, filter_key6_bytes, map_names, Config, IdBlock, IdKey4, IdKey6,
+    IdentityValue, RuleKey, RuleValue, CFG_F_HOSTS4, CFG_F_HOSTS6, CFG_F_SLOT_INDEX,
+    HOST_FILTER_WORDS, ID_BLOCK_COUNT, ID_BLOCK_NONE, ID_BLOCK_ONE, SLOT_BITS,
 };
 use aya::{
-    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
     Ebpf, Pod,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -32,6 +33,66 @@ pub(super) struct SlotContents {
     /// The host prefixes of this slot live in the hash maps (not the tries).
     hash4: bool,
     hash6: bool,
+    /// The slot's part of `HOST_FILTER` (empty: unknown, written whole).
+    filter: Vec<u64>,
+    /// The slot's blocks in `ID_BLOCKS`, IPv4's then IPv6's (empty: unknown,
+    /// written whole).
+    blocks: Vec<IdBlock>,
+}
+
+/// What a trie holding `prefixes` (first byte, length, identity) answers
+/// for each block of addresses sharing a first byte: the trie itself where a
+/// prefix longer than the block starts inside it, else the longest prefix
+/// covering the block, else no identity.
+pub fn id_blocks(prefixes: impl Iterator<Item = (u8, u8, IdentityValue)>) -> Vec<IdBlock> {
+    let n = ID_BLOCK_COUNT as usize;
+    let mut deep = vec![false; n];
+    let mut best: Vec<Option<(u8, IdentityValue)>> = vec![None; n];
+    for (first, len, v) in prefixes {
+        if len > 8 {
+            deep[first as usize] = true;
+            continue;
+        }
+        // A prefix of length <= 8 covers the aligned run of blocks its
+        // network starts.
+        let start = first as usize;
+        let span = 1usize << (8 - len);
+        for b in best.iter_mut().skip(start).take(span) {
+            if b.is_none_or(|(l, _)| len > l) {
+                *b = Some((len, v));
+            }
+        }
+    }
+    (0..n)
+        .map(|i| match (deep[i], best[i]) {
+            (true, _) => IdBlock::default(),
+            (false, Some((_, value))) => IdBlock {
+                value,
+                state: ID_BLOCK_ONE,
+                _pad: 0,
+            },
+            (false, None) => IdBlock {
+                state: ID_BLOCK_NONE,
+                ..IdBlock::default()
+            },
+        })
+        .collect()
+}
+
+/// The host-prefix filter of the host prefixes a slot keeps in its hashes.
+fn host_filter<'a>(
+    hosts4: impl Iterator<Item = &'a Ipv4Net>,
+    hosts6: impl Iterator<Item = &'a Ipv6Net>,
+) -> Vec<u64> {
+    let mut f = vec![0u64; HOST_FILTER_WORDS as usize];
+    let keys = hosts4
+        .map(|n| filter_key4(n.network().octets()))
+        .chain(hosts6.map(|n| filter_key6_bytes(&n.network().octets())));
+    for x in keys {
+        let (w, m) = filter_bits(x, HOST_FILTER_WORDS);
+        f[w as usize] |= m;
+    }
+    f
 }
 
 /// Host prefixes of one family that move them from the trie to the hash map.
@@ -68,7 +129,7 @@ impl Datapath {
         let idle = (1 - self.config.active_slot) as usize;
         let is_host4 = |n: &Ipv4Net| n.prefix_len() == 32;
         let is_host6 = |n: &Ipv6Net| n.prefix_len() == 128;
-        let want = SlotContents {
+        let mut want = SlotContents {
             ids4: sorted(compiled.ids_v4.clone()),
             ids6: sorted(compiled.ids_v6.clone()),
             rules: sorted(
@@ -82,7 +143,31 @@ impl Datapath {
                 >= self.host_hash_min,
             hash6: compiled.ids_v6.iter().filter(|(n, _)| is_host6(n)).count()
                 >= self.host_hash_min,
+            filter: Vec::new(),
+            blocks: Vec::new(),
         };
+        want.filter = host_filter(
+            want.ids4
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| want.hash4 && is_host4(n)),
+            want.ids6
+                .iter()
+                .map(|(n, _)| n)
+                .filter(|n| want.hash6 && is_host6(n)),
+        );
+        want.blocks = id_blocks(
+            want.ids4
+                .iter()
+                .filter(|(n, _)| !(want.hash4 && is_host4(n)))
+                .map(|(n, v)| (n.network().octets()[0], n.prefix_len(), *v)),
+        );
+        want.blocks.extend(id_blocks(
+            want.ids6
+                .iter()
+                .filter(|(n, _)| !(want.hash6 && is_host6(n)))
+                .map(|(n, v)| (n.network().octets()[0], n.prefix_len(), *v)),
+        ));
         let started = Instant::now();
         let mut have = std::mem::take(&mut self.slots[idle]);
         if std::mem::replace(&mut self.dirty[idle], true) {
@@ -178,11 +263,38 @@ impl Datapath {
                 map_names::RULES,
             )?;
         }
+        {
+            let mut filter: Array<&mut MapData, u64> =
+                typed_map(&mut self.ebpf, map_names::HOST_FILTER)?;
+            let base = idle as u32 * HOST_FILTER_WORDS;
+            for (i, w) in want.filter.iter().enumerate() {
+                if have.filter.get(i) != Some(w) {
+                    filter
+                        .set(base + i as u32, *w, 0)
+                        .map_err(map_err(map_names::HOST_FILTER))?;
+                }
+            }
+            let mut blocks: Array<&mut MapData, IdBlock> =
+                typed_map(&mut self.ebpf, map_names::ID_BLOCKS)?;
+            let n = ID_BLOCK_COUNT as usize;
+            for (i, b) in want.blocks.iter().enumerate() {
+                if have.blocks.get(i) != Some(b) {
+                    // IPv4's blocks of both slots, then IPv6's.
+                    let (family, block) = (i / n, i % n);
+                    let at = ((family * 2 + idle) * n + block) as u32;
+                    blocks
+                        .set(at, *b, 0)
+                        .map_err(map_err(map_names::ID_BLOCKS))?;
+                }
+            }
+        }
         // The idle slot's host bits go live in a config update of their own,
-        // before the swap: a packet that sees the new slot sees its bits.
-        let idle_bits = (CFG_F_HOSTS4 | CFG_F_HOSTS6) << idle;
+        // before the swap: a packet that sees the new slot sees its bits
+        // (and its complete filter).
+        let idle_bits = (CFG_F_HOSTS4 | CFG_F_HOSTS6 | CFG_F_SLOT_INDEX) << idle;
         let bits = if want.hash4 { CFG_F_HOSTS4 << idle } else { 0 }
-            | if want.hash6 { CFG_F_HOSTS6 << idle } else { 0 };
+            | if want.hash6 { CFG_F_HOSTS6 << idle } else { 0 }
+            | CFG_F_SLOT_INDEX << idle;
         let flags = (self.config.flags & !idle_bits) | bits;
         if flags != self.config.flags {
             let pre = Config {
@@ -344,4 +456,45 @@ where
 fn sorted<N: Ord, V>(mut v: Vec<(N, V)>) -> Vec<(N, V)> {
     v.sort_by(|a, b| a.0.cmp(&b.0));
     v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agent_common::ID_BLOCK_TRIE;
+
+    fn v(id: u32) -> IdentityValue {
+        IdentityValue { id, flags: 0 }
+    }
+
+    #[test]
+    fn blocks_answer_what_the_trie_would() {
+        let b = id_blocks(
+            [
+                (0, 0, v(1)),    // 0.0.0.0/0
+                (10, 8, v(2)),   // 10.0.0.0/8
+                (10, 24, v(3)),  // 10.0.1.0/24: 10/8 needs the trie
+                (172, 6, v(4)),  // 172.0.0.0/6 covers 172..=175
+                (173, 8, v(5)),  // a longer one inside it wins there
+                (192, 16, v(6)), // 192.168.0.0/16
+            ]
+            .into_iter(),
+        );
+        let one = |id| IdBlock {
+            value: v(id),
+            state: ID_BLOCK_ONE,
+            _pad: 0,
+        };
+        assert_eq!(b.len(), ID_BLOCK_COUNT as usize);
+        assert_eq!(b[10].state, ID_BLOCK_TRIE);
+        assert_eq!(b[192].state, ID_BLOCK_TRIE);
+        assert_eq!(b[11], one(1));
+        assert_eq!(b[172], one(4));
+        assert_eq!(b[173], one(5));
+        assert_eq!(b[175], one(4));
+        assert_eq!(b[176], one(1));
+        let none = id_blocks([(10, 8, v(2))].into_iter());
+        assert_eq!(none[10], one(2));
+        assert_eq!(none[11].state, ID_BLOCK_NONE);
+    }
 }

@@ -8,7 +8,8 @@ use std::{
 };
 
 use agent_common::{
-    map_names, Config, SourceKey, SourceValue, IFACE_ROLE_SLOTS, SRC_IFACE_POD,
+    filter_bits, filter_key4, filter_key6_bytes, map_names, Config, SourceKey, SourceValue,
+    CFG_F_SOURCE_INDEX, IFACE_ROLE_SLOTS, SOURCE_FILTER_WORDS, SRC_IFACE_POD,
     SRC_IFACE_POD_UNCHECKED, SRC_IFACE_UNKNOWN, SRC_IFACE_UPLINK, SRC_LOCAL_POD, SRC_OWNED,
 };
 use aya::maps::{Array, HashMap, MapData};
@@ -177,7 +178,49 @@ pub fn role_slots(
     out
 }
 
+/// The `SOURCE_FILTER` words of the address entries among `keys` (interface
+/// entries are never probed by address).
+pub fn source_filter<'a>(keys: impl Iterator<Item = &'a SourceKey>) -> Vec<u64> {
+    let mut f = vec![0u64; SOURCE_FILTER_WORDS as usize];
+    for k in keys.filter(|k| !k.is_iface()) {
+        let a = k.addr;
+        let x = match a {
+            [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, b0, b1, b2, b3] => {
+                filter_key4([b0, b1, b2, b3])
+            }
+            _ => filter_key6_bytes(&a),
+        };
+        let (w, m) = filter_bits(x, SOURCE_FILTER_WORDS);
+        f[w as usize] |= m;
+    }
+    f
+}
+
 impl Datapath {
+    /// Makes `SOURCE_FILTER` hold `want`, writing the words that differ from
+    /// what this agent last wrote (all of them the first time).
+    fn write_source_filter(&mut self, want: Vec<u64>) -> Result<()> {
+        let mut map: Array<&mut MapData, u64> =
+            typed_map(&mut self.ebpf, map_names::SOURCE_FILTER)?;
+        let mut have = std::mem::take(&mut self.source_filter);
+        // Only what was written is known: a failed write leaves the rest of
+        // the words unknown, which the next call writes again.
+        have.resize(want.len(), u64::MAX);
+        let mut result = Ok(());
+        for (i, w) in want.iter().enumerate() {
+            if have[i] != *w {
+                have[i] = u64::MAX;
+                if let Err(e) = map.set(i as u32, *w, 0) {
+                    result = Err(map_err(map_names::SOURCE_FILTER)(e));
+                    break;
+                }
+                have[i] = *w;
+            }
+        }
+        self.source_filter = have;
+        result
+    }
+
     /// The current contents of `SOURCES`.
     pub fn sources(&self) -> Result<BTreeMap<SourceKey, SourceValue>> {
         let map: HashMap<&MapData, SourceKey, SourceValue> =
@@ -193,6 +236,15 @@ impl Datapath {
         let have = self.sources()?;
         let want = plan.entries();
         let (writes, removes) = sync_steps(&have, &want);
+        // The filter covers both contents while they change, and only what
+        // stays once the removals are done: it never rules out an address
+        // `SOURCES` holds.
+        let after = source_filter(want.keys());
+        let mut during = source_filter(have.keys());
+        for (d, a) in during.iter_mut().zip(&after) {
+            *d |= a;
+        }
+        self.write_source_filter(during)?;
         let mut map: HashMap<&mut MapData, SourceKey, SourceValue> =
             typed_map(&mut self.ebpf, map_names::SOURCES)?;
         for (k, v) in &writes {
@@ -221,12 +273,17 @@ impl Datapath {
                 Err(e) => return Err(map_err(map_names::SOURCES)(e)),
             }
         }
+        self.write_source_filter(after)?;
         // After the last change: the datapath's flow caches remember checks
         // passed under the old generation, and a packet that checked
         // `SOURCES` before a change read the old generation before it.
-        if !writes.is_empty() || !removes.is_empty() {
+        // The first sync that gets here has made the filter and the roles
+        // array complete: the datapath may use them from now on.
+        let indexed = self.config.flags & CFG_F_SOURCE_INDEX != 0;
+        if !writes.is_empty() || !removes.is_empty() || !indexed {
             let next = Config {
                 sources_gen: self.config.sources_gen.wrapping_add(1),
+                flags: self.config.flags | CFG_F_SOURCE_INDEX,
                 ..self.config
             };
             write_config(&mut self.ebpf, &next)?;

@@ -237,3 +237,178 @@ fn repeated_questions_follow_reloads() {
         syn(&b, f, 41005, Pass(PASS_POLICY));
     }
 }
+
+/// Host prefixes kept in the hash maps, behind `HOST_FILTER`: each swap
+/// writes the new slot's filter whole before the slot goes live, and the
+/// datapath probes the hash only for an address the filter lets through.
+#[test]
+fn host_filter_is_written_with_its_slot_and_gates_the_probe() {
+    const HOSTS: &str = r#"
+groups:
+  web: [10.0.1.0/24, "fd00:1::/64"]
+  db: [10.0.2.0/24, "fd00:2::/64"]
+  admin: [10.0.1.9/32, "fd00:1::9/128"]
+rules:
+  - name: admin-to-db
+    from: admin
+    to: db
+    ports: [22/tcp]
+"#;
+    let test = "host_filter_is_written_with_its_slot_and_gates_the_probe";
+    let load = LoadOptions {
+        host_hash_min: 1,
+        ..small_maps()
+    };
+    let Some(mut b) = Bench::with(test, HOSTS, &load, &CompileOptions::default()) else {
+        return;
+    };
+    let live = |b: &Bench| b.dp.config().policy_gen & 1;
+    let bits = |b: &Bench| {
+        let slot = live(b);
+        let f = b.dp.config().flags;
+        (
+            f & (agent_common::CFG_F_HOSTS4 << slot) != 0,
+            f & (agent_common::CFG_F_SLOT_INDEX << slot) != 0,
+        )
+    };
+    b.same(
+        "host bit and filter bit of the live slot",
+        bits(&b),
+        (true, true),
+    );
+    let (admin, web) = (["10.0.1.9", "fd00:1::9"], ["10.0.1.5", "fd00:1::5"]);
+    let dst = |v6: bool, n: u8| {
+        if v6 {
+            format!("fd00:2::{n}")
+        } else {
+            format!("10.0.2.{n}")
+        }
+    };
+    for (i, v6) in [false, true].into_iter().enumerate() {
+        b.xdp(
+            &format!("{v6}: the host prefix, found in the hash"),
+            &Packet::ip(admin[i], &dst(v6, 7)).tcp(44000, 22, TCP_SYN),
+            Pass(PASS_POLICY),
+        );
+        b.xdp(
+            &format!("{v6}: an address of the /24 only"),
+            &Packet::ip(web[i], &dst(v6, 7)).tcp(44001, 22, TCP_SYN),
+            Drop(DROP_POLICY),
+        );
+    }
+    // Filters emptied behind the agent's back: the host is ruled out and
+    // gets the /24's answer, so the datapath does consult the filter.
+    let mut filter: aya::maps::Array<&mut aya::maps::MapData, u64> = aya::maps::Array::try_from(
+        b.dp.ebpf_mut()
+            .map_mut(agent_common::map_names::HOST_FILTER)
+            .expect("HOST_FILTER"),
+    )
+    .expect("HOST_FILTER is an array of words");
+    for i in 0..2 * agent_common::HOST_FILTER_WORDS {
+        filter.set(i, 0, 0).expect("clearing HOST_FILTER");
+    }
+    for (i, v6) in [false, true].into_iter().enumerate() {
+        b.xdp(
+            &format!("{v6}: the host prefix, filter emptied"),
+            &Packet::ip(admin[i], &dst(v6, 8)).tcp(44002, 22, TCP_SYN),
+            Drop(DROP_POLICY),
+        );
+    }
+    // The next swap writes the other slot's filter whole (it was never
+    // written), and the host is found again.
+    b.apply(HOSTS, &CompileOptions::default());
+    b.same(
+        "host bit and filter bit after the swap",
+        bits(&b),
+        (true, true),
+    );
+    for (i, v6) in [false, true].into_iter().enumerate() {
+        b.xdp(
+            &format!("{v6}: the host prefix after the swap"),
+            &Packet::ip(admin[i], &dst(v6, 9)).tcp(44003, 22, TCP_SYN),
+            Pass(PASS_POLICY),
+        );
+    }
+}
+
+/// `ID_BLOCKS`: the datapath answers an address from its block when the
+/// slot's block table says the whole block shares one identity, and each
+/// swap writes the new slot's table before the slot goes live.
+#[test]
+fn block_table_is_written_with_its_slot_and_answers_whole_blocks() {
+    use agent_common::{
+        map_names, IdBlock, IdKey4, IdentityValue, ID_BLOCK_COUNT, ID_BLOCK_ONE, ID_BLOCK_TRIE,
+        SLOT_BITS,
+    };
+    use aya::maps::{lpm_trie::Key, Array, LpmTrie, MapData};
+    let test = "block_table_is_written_with_its_slot_and_answers_whole_blocks";
+    let Some(mut b) = Bench::new(test, BASE) else {
+        return;
+    };
+    let slot = b.dp.config().policy_gen & 1;
+    // IPv4 is family 0, IPv6 family 1.
+    let at = |family: u32, byte: u32| (family * 2 + slot) * ID_BLOCK_COUNT + byte;
+    fn table(b: &mut Bench) -> Array<&mut MapData, IdBlock> {
+        Array::try_from(
+            b.dp.ebpf_mut()
+                .map_mut(map_names::ID_BLOCKS)
+                .expect("ID_BLOCKS"),
+        )
+        .expect("ID_BLOCKS is an array of IdBlock")
+    }
+    let state = |b: &mut Bench, i: u32| table(b).get(&i, 0).expect("reading ID_BLOCKS").state;
+    // BASE: 10.0.1.0/24 and fd00:1::/64 are long prefixes in their blocks;
+    // 192.0.2.1 and 2001:db8::1 are in blocks only the world's /0 covers.
+    let states = [
+        state(&mut b, at(0, 10)),
+        state(&mut b, at(1, 0xfd)),
+        state(&mut b, at(0, 192)),
+        state(&mut b, at(1, 0x20)),
+    ];
+    b.same(
+        "10/8 and fd00::/8 ask the trie; 192/8 and 2000::/8 are the world's",
+        states,
+        [ID_BLOCK_TRIE, ID_BLOCK_TRIE, ID_BLOCK_ONE, ID_BLOCK_ONE],
+    );
+    for f in [V4, V6] {
+        b.xdp(
+            &format!("{}: world to db, from the block table", f.name),
+            &Packet::ip(f.world, f.db).tcp(45000, 5432, TCP_SYN),
+            Drop(DROP_POLICY),
+        );
+    }
+    // Give the world's block web's identity behind the agent's back: world
+    // now passes as web, so the datapath does answer from the table. (Another
+    // db address: the answer cache holds the first question's denial.)
+    let web: IdentityValue = {
+        let ids: LpmTrie<&MapData, IdKey4, IdentityValue> =
+            LpmTrie::try_from(b.dp.ebpf_mut().map(map_names::IDS4).expect("IDS4"))
+                .expect("IDS4 is a trie");
+        let key = IdKey4 {
+            slot: slot as u8,
+            addr: [10, 0, 1, 5],
+        };
+        ids.get(&Key::new(SLOT_BITS + 32, key), 0)
+            .expect("web's identity")
+    };
+    let as_web = IdBlock {
+        value: web,
+        state: ID_BLOCK_ONE,
+        _pad: 0,
+    };
+    table(&mut b)
+        .set(at(0, 192), as_web, 0)
+        .expect("writing ID_BLOCKS");
+    b.xdp(
+        "IPv4: world to db, its block claiming web's identity",
+        &Packet::ip(V4.world, "10.0.2.8").tcp(45001, 5432, TCP_SYN),
+        Pass(PASS_POLICY),
+    );
+    // The next swap writes the other slot's table whole.
+    b.apply(BASE, &CompileOptions::default());
+    b.xdp(
+        "IPv4: world to db after the swap",
+        &Packet::ip(V4.world, "10.0.2.8").tcp(45002, 5432, TCP_SYN),
+        Drop(DROP_POLICY),
+    );
+}

@@ -6,7 +6,10 @@
 //! which each test makes a pod interface or an uplink in the `SOURCES` map;
 //! the other pods' interfaces exist only as map entries (IFINDEX_OTHER_POD).
 
-use agent_common::{reason::*, SourceKey, SourceValue, SRC_IFACE_POD_UNCHECKED, SRC_ORIGIN_ROUTE};
+use agent_common::{
+    reason::*, SourceKey, SourceValue, CFG_F_SOURCE_INDEX, SRC_IFACE_POD_UNCHECKED,
+    SRC_ORIGIN_ROUTE,
+};
 use netpol_agent::datapath::{IfaceRole, SourcePlan};
 use netpol_agent::policy::CompileOptions;
 use netpol_tests::packet::{Packet, TCP_ACK, TCP_SYN};
@@ -390,5 +393,66 @@ fn tcx_ingress_checks_like_xdp() {
                 b.record(b.check(hook, &format!("{n}: {what}"), &frame, want));
             }
         }
+    }
+}
+
+/// `SOURCE_FILTER` in front of the address probe: the datapath skips the
+/// probe for a source the filter rules out, so every sync must leave the
+/// filter covering each address `SOURCES` holds.
+#[test]
+fn source_filter_follows_sources_and_gates_the_probe() {
+    let test = "source_filter_follows_sources_and_gates_the_probe";
+    let Some(mut b) = with_node(test) else {
+        return;
+    };
+    b.ingress_on(Some(LO));
+    let plan = |owned: &[&str]| {
+        let mut p = SourcePlan::default();
+        p.roles.insert(LO, IfaceRole::Pod);
+        for a in owned {
+            p.own(LO, a.parse().unwrap(), SRC_ORIGIN_ROUTE);
+        }
+        p
+    };
+    sync(&mut b, &plan(&[V4.web, V6.web]));
+    b.same(
+        "the filter is marked complete after the first sync",
+        b.dp.config().flags & CFG_F_SOURCE_INDEX != 0,
+        true,
+    );
+    for f in [V4, V6] {
+        b.xdp(
+            &format!("{}: an address the pod does not own yet", f.name),
+            &Packet::ip(f.web2, f.db).tcp(43000, 5432, TCP_SYN),
+            Drop(DROP_SPOOFED),
+        );
+    }
+    // The pod gains an address: the filter must gain it too, or the probe
+    // that finds it is skipped and the pod's own packets are refused.
+    sync(&mut b, &plan(&[V4.web, V6.web, V4.web2, V6.web2]));
+    for f in [V4, V6] {
+        b.xdp(
+            &format!("{}: the address the pod gained", f.name),
+            &Packet::ip(f.web2, f.db).tcp(43001, 5432, TCP_SYN),
+            Pass(PASS_POLICY),
+        );
+    }
+    // With the filter emptied behind the agent's back, even the pod's first
+    // address is refused: the datapath does consult the filter.
+    let mut filter: aya::maps::Array<&mut aya::maps::MapData, u64> = aya::maps::Array::try_from(
+        b.dp.ebpf_mut()
+            .map_mut(agent_common::map_names::SOURCE_FILTER)
+            .expect("SOURCE_FILTER"),
+    )
+    .expect("SOURCE_FILTER is an array of words");
+    for i in 0..agent_common::SOURCE_FILTER_WORDS {
+        filter.set(i, 0, 0).expect("clearing SOURCE_FILTER");
+    }
+    for f in [V4, V6] {
+        b.xdp(
+            &format!("{}: the pod's own address, filter emptied", f.name),
+            &Packet::ip(f.web, f.db).tcp(43002, 5432, TCP_SYN),
+            Drop(DROP_SPOOFED),
+        );
     }
 }
