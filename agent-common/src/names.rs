@@ -32,6 +32,8 @@ pub mod map_names {
     pub const IFACE_ROLES: &str = "IFACE_ROLES";
     pub const QUOTE_KEY4: &str = "QUOTE_KEY4";
     pub const QUOTE_KEY6: &str = "QUOTE_KEY6";
+    pub const ID_KEY4: &str = "ID_KEY4";
+    pub const ID_KEY6: &str = "ID_KEY6";
     pub const CT_SOURCES: &str = "CT_SOURCES";
     pub const NEW_FLOW: &str = "NEW_FLOW";
 }

@@ -5,18 +5,18 @@
 use agent_common::{
     filter_key6, stat, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache, FragKey4, FragKey6,
     FragValue, IdKey4, IdKey6, IdentityValue, RuleValue, SourceKey, CFG_F_HOSTS4, CFG_F_HOSTS6,
-    ID_BLOCK_COUNT,
+    ID_BLOCK_COUNT, SLOT_BITS,
 };
-use aya_ebpf::maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray};
+use aya_ebpf::maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray};
 
 use crate::{
     flowcache::{from_words, hash_slot, word_at, words, words_eq, SrcCheck},
     maps::{
         ANSWERS4, CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6,
-        IDS4, IDS6, QUOTE_KEY4, QUOTE_KEY6,
+        IDS4, IDS6, ID_KEY4, ID_KEY6, QUOTE_KEY4, QUOTE_KEY6,
     },
     parse::{parse_quote_v4, parse_quote_v6, Bounds, Quote},
-    policy,
+    policy::{self, Probe},
 };
 
 /// Per address family: which maps to use and how to build keys.
@@ -41,7 +41,11 @@ pub trait Family {
     fn hosts() -> &'static HashMap<Self::IdKey, IdentityValue>;
     /// `Config::flags` bit of slot 0's host prefixes (slot 1's is `<< 1`).
     const HOSTS_FLAG: u32;
-    fn id_key(slot: u8, addr: &Self::Addr) -> Self::IdKey;
+    /// This CPU's scratch key of an identity lookup, holding `addr` in
+    /// `slot` as a full-length prefix.
+    fn id_key(slot: u8, addr: &Self::Addr) -> Option<&'static Key<Self::IdKey>>;
+    /// The host-prefix hash's key inside a trie key.
+    fn host_key(k: &Key<Self::IdKey>) -> &Self::IdKey;
     /// The address's key in the membership filters (`agent_common::filter_key4`).
     fn filter_key(a: &Self::Addr) -> u64;
     /// The first byte of an address (its `ID_BLOCKS` block).
@@ -84,6 +88,16 @@ pub trait Family {
         port: u16,
         sc: SrcCheck,
     ) -> Result<RuleValue, bool>;
+    /// The policy's answer for a source of identity `s` that may send this
+    /// protocol (`policy::ask_dst`).
+    fn answer_for(
+        gen: u32,
+        flags: u32,
+        s: IdentityValue,
+        dst: &Self::Addr,
+        proto: u8,
+        port: u16,
+    ) -> Result<RuleValue, bool>;
     /// Whether a cached answer to the question vouches for its source
     /// passing the check `sc` (`policy::vouched`).
     fn vouched(
@@ -112,7 +126,39 @@ impl Family for V4 {
         sc: SrcCheck,
     ) -> Result<RuleValue, bool> {
         let q = policy::question_v4(gen, src, dst, proto, port);
-        policy::cached::<V4, 2>(&ANSWERS4, &q, gen, flags, src, dst, proto, port, sc)
+        let (probe, hit) = Probe::new(&ANSWERS4, q, sc);
+        let a = match hit {
+            Some(a) => a,
+            None => {
+                let a = policy::to_answer(&policy::ask::<V4>(gen, flags, src, dst, proto, port));
+                probe.fill(q, a, sc);
+                a
+            }
+        };
+        policy::from_answer(a)
+    }
+    /// Through the answer cache too, as a question of the source's identity.
+    #[inline(always)]
+    fn answer_for(
+        gen: u32,
+        flags: u32,
+        s: IdentityValue,
+        dst: &[u8; 4],
+        proto: u8,
+        port: u16,
+    ) -> Result<RuleValue, bool> {
+        let q = policy::question_id_v4(gen, s.id, dst, proto, port);
+        let none = SrcCheck { ifindex: 0, gen: 0 };
+        let (probe, hit) = Probe::new(&ANSWERS4, q, none);
+        let a = match hit {
+            Some(a) => a,
+            None => {
+                let a = policy::to_answer(&policy::ask_dst::<V4>(gen, flags, s, dst, proto, port));
+                probe.fill(q, a, none);
+                a
+            }
+        };
+        policy::from_answer(a)
     }
     #[inline(always)]
     fn vouched(gen: u32, src: &[u8; 4], dst: &[u8; 4], proto: u8, port: u16, sc: SrcCheck) -> bool {
@@ -193,8 +239,19 @@ impl Family for V4 {
     }
     const HOSTS_FLAG: u32 = CFG_F_HOSTS4;
     #[inline(always)]
-    fn id_key(slot: u8, addr: &[u8; 4]) -> IdKey4 {
-        IdKey4 { slot, addr: *addr }
+    fn id_key(slot: u8, addr: &[u8; 4]) -> Option<&'static Key<IdKey4>> {
+        let k = ID_KEY4.get_ptr_mut(0)?;
+        // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
+        unsafe {
+            (*k).prefix_len = SLOT_BITS + Self::BITS;
+            (*k).data = IdKey4 { slot, addr: *addr };
+            Some(&*k)
+        }
+    }
+    #[inline(always)]
+    fn host_key(k: &Key<IdKey4>) -> &IdKey4 {
+        // Alignment 1 (bytes only): the packed field may be borrowed.
+        &k.data
     }
     #[inline(always)]
     fn filter_key(a: &[u8; 4]) -> u64 {
@@ -265,6 +322,17 @@ impl Family for V6 {
         _sc: SrcCheck,
     ) -> Result<RuleValue, bool> {
         policy::ask::<V6>(gen, flags, src, dst, proto, port)
+    }
+    #[inline(always)]
+    fn answer_for(
+        gen: u32,
+        flags: u32,
+        s: IdentityValue,
+        dst: &[u8; 16],
+        proto: u8,
+        port: u16,
+    ) -> Result<RuleValue, bool> {
+        policy::ask_dst::<V6>(gen, flags, s, dst, proto, port)
     }
     #[inline(always)]
     fn vouched(
@@ -346,8 +414,18 @@ impl Family for V6 {
     }
     const HOSTS_FLAG: u32 = CFG_F_HOSTS6;
     #[inline(always)]
-    fn id_key(slot: u8, addr: &[u8; 16]) -> IdKey6 {
-        IdKey6 { slot, addr: *addr }
+    fn id_key(slot: u8, addr: &[u8; 16]) -> Option<&'static Key<IdKey6>> {
+        let k = ID_KEY6.get_ptr_mut(0)?;
+        // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
+        unsafe {
+            (*k).prefix_len = SLOT_BITS + Self::BITS;
+            (*k).data = IdKey6 { slot, addr: *addr };
+            Some(&*k)
+        }
+    }
+    #[inline(always)]
+    fn host_key(k: &Key<IdKey6>) -> &IdKey6 {
+        &k.data
     }
     #[inline(always)]
     fn filter_key(a: &[u8; 16]) -> u64 {

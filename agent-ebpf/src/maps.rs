@@ -9,7 +9,7 @@ use agent_common::{
 };
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
+    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 
 /// Per-CPU LRU lists: under a flood of new denied flows each CPU evicts from
@@ -133,6 +133,13 @@ pub static IFACE_ROLES: Array<u32> = Array::with_max_entries(IFACE_ROLE_SLOTS, 0
 pub static QUOTE_KEY4: PerCpuArray<CtKey4> = PerCpuArray::with_max_entries(1, 0);
 #[map]
 pub static QUOTE_KEY6: PerCpuArray<CtKey6> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch space for the key of an identity lookup (one per CPU, written
+/// before each lookup and read by it alone), for the same reason.
+#[map]
+pub static ID_KEY4: PerCpuArray<Key<IdKey4>> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+pub static ID_KEY6: PerCpuArray<Key<IdKey6>> = PerCpuArray::with_max_entries(1, 0);
 
 /// The conntrack quota of each source address that opened a flow lately
 /// (`Config::ct_source_rate`). LRU: a source unseen for long enough starts

@@ -4,7 +4,7 @@
 use agent_common::{
     filter_bits, id_flag_dst, id_flag_src, proto_class, IdentityValue, RuleKey, RuleValue,
     CFG_F_SLOT_INDEX, HOST_FILTER_WORDS, ID_BLOCK_COUNT, ID_BLOCK_NONE, ID_BLOCK_ONE,
-    ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL, SLOT_BITS,
+    ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL,
 };
 use aya_ebpf::maps::{lpm_trie::Key, PerCpuArray};
 
@@ -34,12 +34,12 @@ fn maybe_host(slot: u8, x: u64) -> bool {
 /// that no prefix longer than the block reaches.
 #[inline(always)]
 fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityValue> {
-    let key = F::id_key(slot, addr);
+    let key = F::id_key(slot, addr)?;
     let indexed = flags & (CFG_F_SLOT_INDEX << slot) != 0;
     if flags & (F::HOSTS_FLAG << slot) != 0 && (!indexed || maybe_host(slot, F::filter_key(addr))) {
         // SAFETY: the value is copied out at once; the agent only replaces
         // entries of the idle slot.
-        if let Some(v) = unsafe { F::hosts().get(&key) } {
+        if let Some(v) = unsafe { F::hosts().get(F::host_key(key)) } {
             return Some(*v);
         }
     }
@@ -53,7 +53,7 @@ fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityV
             }
         }
     }
-    F::ids().get(Key::new(SLOT_BITS + F::BITS, key)).copied()
+    F::ids().get(key).copied()
 }
 
 /// Looks a (src, dst, proto, port) question up in the live policy. A denial
@@ -115,53 +115,77 @@ pub fn vouched<const N: usize>(
     }
 }
 
-/// `lookup` through a cache of answers (`answers`, question `q`). New flows
-/// ask the same few questions over and over (a client opening connection
-/// after connection to a service, a flood from one address), and each
-/// answer costs two identity lookups and a rule lookup, all kernel calls. A
-/// per-CPU, direct-mapped cache keyed by the whole question and the policy
-/// generation answers a repeat with an inlined array read; a swap changes
-/// the generation, so no answer outlives its policy (the live slot's maps
-/// and flags never change while it is live).
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-pub fn cached<F: Family, const N: usize>(
-    answers: &PerCpuArray<Answer<N>>,
-    q: &[u64; N],
-    gen: u32,
-    flags: u32,
-    src: &F::Addr,
-    dst: &F::Addr,
-    proto: u8,
-    port: u16,
-    sc: SrcCheck,
-) -> Result<RuleValue, bool> {
-    let slot = answers.get_ptr_mut(answer_slot(q));
-    if let Some(c) = slot {
-        // SAFETY: this CPU's slot of a per-CPU array.
-        let c = unsafe { &mut *c };
-        if words_eq::<N, [u64; N]>(&c.question, q) {
-            if sc.ifindex != 0 {
-                c.src_ifindex = sc.ifindex;
-                c.sources_gen = sc.gen;
+/// The answer cache in front of the maps, for `N`-word questions: `probe`
+/// answers a repeated question; `fill` stores the answer the maps gave to
+/// one it could not. New flows ask the same few questions over and over (a
+/// client opening connection after connection to a service, a flood from
+/// one address), and each answer costs two identity lookups and a rule
+/// lookup, all kernel calls. A per-CPU, direct-mapped cache keyed by the
+/// whole question and the policy generation answers a repeat with an
+/// inlined array read; a swap changes the generation, so no answer outlives
+/// its policy (the live slot's maps and flags never change while it is
+/// live). Two functions rather than one taking the lookup as a closure: a
+/// closure is not always inlined, and a BPF-to-BPF call would add its frame
+/// to a stack already near its limit.
+pub struct Probe {
+    slot: Option<*mut Answer<2>>,
+}
+
+impl Probe {
+    /// Looks question `q` up: on a hit, its answer as a word (`from_answer`),
+    /// remembering that its source passed the check `sc` (ifindex 0: none),
+    /// which the slot then vouches for. Words rather than `Result`s: every
+    /// path then meets again on one scalar, which keeps the verifier's walk
+    /// of what follows from doubling.
+    #[inline(always)]
+    pub fn new(answers: &PerCpuArray<Answer<2>>, q: [u64; 2], sc: SrcCheck) -> (Self, Option<u64>) {
+        // The question stays in two registers, compared and stored word by
+        // word: the TC program's stack has no room for a copy of it.
+        let [q0, q1] = q;
+        let slot = answers.get_ptr_mut(answer_slot(&[q0, q1]));
+        if let Some(c) = slot {
+            // SAFETY: this CPU's slot of a per-CPU array.
+            let c = unsafe { &mut *c };
+            if (c.question[0] ^ q0) | (c.question[1] ^ q1) == 0 {
+                if sc.ifindex != 0 {
+                    c.src_ifindex = sc.ifindex;
+                    c.sources_gen = sc.gen;
+                }
+                return (Probe { slot }, Some(c.answer));
             }
-            return from_answer(c.answer);
+        }
+        (Probe { slot }, None)
+    }
+
+    /// Stores `a`, the maps' answer to `q` as a word, in the slot the probe
+    /// read.
+    #[inline(always)]
+    pub fn fill(self, q: [u64; 2], a: u64, sc: SrcCheck) {
+        if let Some(c) = self.slot {
+            // SAFETY: this CPU's slot of a per-CPU array; whatever ran since
+            // the probe (another question's fill) is done with it.
+            let c = unsafe { &mut *c };
+            c.question[0] = q[0];
+            c.question[1] = q[1];
+            c.answer = a;
+            c.src_ifindex = sc.ifindex;
+            c.sources_gen = sc.gen;
         }
     }
-    let r = ask::<F>(gen, flags, src, dst, proto, port);
-    if let Some(c) = slot {
-        // SAFETY: this CPU's slot of a per-CPU array; nothing else on this
-        // CPU runs between the read above and this write.
-        unsafe {
-            *c = Answer {
-                question: *q,
-                answer: to_answer(&r),
-                src_ifindex: sc.ifindex,
-                sources_gen: sc.gen,
-            }
-        };
-    }
-    r
+}
+
+/// The IPv4 question a source identity asks (`ask_dst`): the identity and
+/// the destination in one word, then the generation, protocol and port,
+/// marked apart from the address questions of `question_v4`. A flood from
+/// random sources asks a new address question with every packet, but they
+/// all resolve to a few identities (the world's, mostly): this question
+/// then spares each packet the destination's identity and the rule lookup.
+#[inline(always)]
+pub fn question_id_v4(gen: u32, src_id: u32, dst: &[u8; 4], proto: u8, port: u16) -> [u64; 2] {
+    [
+        src_id as u64 | (u32::from_ne_bytes(*dst) as u64) << 32,
+        question_meta(gen, proto, port) | 1 << 57,
+    ]
 }
 
 /// Fibonacci hashing onto the answer cache's slots.
@@ -181,7 +205,7 @@ fn question_meta(gen: u32, proto: u8, port: u16) -> u64 {
 /// An answer as one word: an allowing rule's id (never 0) and flags, or 0
 /// and whether the denial is audited.
 #[inline(always)]
-fn to_answer(r: &Result<RuleValue, bool>) -> u64 {
+pub fn to_answer(r: &Result<RuleValue, bool>) -> u64 {
     match r {
         Ok(v) => v.rule_id as u64 | (v.flags as u64) << 32,
         Err(audit) => (*audit as u64) << 32,
@@ -189,7 +213,7 @@ fn to_answer(r: &Result<RuleValue, bool>) -> u64 {
 }
 
 #[inline(always)]
-fn from_answer(a: u64) -> Result<RuleValue, bool> {
+pub fn from_answer(a: u64) -> Result<RuleValue, bool> {
     let rule_id = a as u32;
     if rule_id != 0 {
         Ok(RuleValue {
@@ -226,6 +250,22 @@ pub fn ask<F: Family>(
         let dflags = d.map_or(0, |d| d.flags);
         return Err((s.flags | dflags) & ID_FLAG_AUDIT != 0);
     }
+    F::answer_for(gen, flags, s, dst, proto, port)
+}
+
+/// The rest of `ask`, for a source of identity `s` that may send this
+/// protocol: the destination's identity, then the rule.
+#[inline(always)]
+pub fn ask_dst<F: Family>(
+    gen: u32,
+    flags: u32,
+    s: IdentityValue,
+    dst: &F::Addr,
+    proto: u8,
+    port: u16,
+) -> Result<RuleValue, bool> {
+    let slot = (gen & 1) as u8;
+    let class = proto_class(proto);
     let Some(d) = identity::<F>(flags, slot, dst) else {
         return Err(s.flags & ID_FLAG_AUDIT != 0);
     };

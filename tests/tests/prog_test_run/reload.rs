@@ -412,3 +412,51 @@ fn block_table_is_written_with_its_slot_and_answers_whole_blocks() {
         Drop(DROP_POLICY),
     );
 }
+
+/// The answer cache keeps answers by source identity as well as by source
+/// address: a second address of an identity that already asked the same
+/// question is answered without the destination and rule lookups (which a
+/// flood from random sources would otherwise pay on every packet).
+#[test]
+fn a_source_identity_answer_serves_its_other_addresses() {
+    use agent_common::{map_names, RuleKey, RuleValue};
+    use aya::maps::{lpm_trie::Key, LpmTrie, MapData};
+    let test = "a_source_identity_answer_serves_its_other_addresses";
+    let Some(mut b) = Bench::new(test, BASE) else {
+        return;
+    };
+    let slot = (b.dp.config().policy_gen & 1) as u8;
+    b.xdp(
+        "IPv4: web to db, asked first",
+        &Packet::ip("10.0.1.5", V4.db).tcp(46000, 5432, TCP_SYN),
+        Pass(PASS_POLICY),
+    );
+    // Remove the live slot's rules behind the agent's back: only an answer
+    // kept from before can still pass web's traffic.
+    {
+        let mut rules: LpmTrie<&mut MapData, RuleKey, RuleValue> =
+            LpmTrie::try_from(b.dp.ebpf_mut().map_mut(map_names::RULES).expect("RULES"))
+                .expect("RULES is a trie");
+        let keys: Vec<Key<RuleKey>> = rules.keys().map(|k| k.expect("RULES key")).collect();
+        for k in keys.iter().filter(|k| k.data().slot == slot) {
+            rules.remove(k).expect("removing a rule");
+        }
+    }
+    b.xdp(
+        "IPv4: another web address, same question: the identity's answer",
+        &Packet::ip("10.0.1.6", V4.db).tcp(46001, 5432, TCP_SYN),
+        Pass(PASS_POLICY),
+    );
+    b.xdp(
+        "IPv4: web to db's DNS: a new question, asked of the emptied maps",
+        &Packet::ip("10.0.1.7", V4.db).udp(46002, 53),
+        Drop(DROP_POLICY),
+    );
+    // A swap asks everything again.
+    b.apply(BASE, &CompileOptions::default());
+    b.xdp(
+        "IPv4: web to db after the swap",
+        &Packet::ip("10.0.1.8", V4.db).tcp(46003, 5432, TCP_SYN),
+        Pass(PASS_POLICY),
+    );
+}
