@@ -244,4 +244,21 @@ impl Bench {
             self.record(Err(msg));
         }
     }
+    /// Zeroes the first `words` entries of the array of words `map`, behind
+    /// the agent's back (a test showing the datapath reads a filter).
+    pub fn zero_words(&mut self, map: &str, words: u32) {
+        let test = self.test;
+        let mut array: aya::maps::Array<&mut aya::maps::MapData, u64> = aya::maps::Array::try_from(
+            self.dp
+                .ebpf_mut()
+                .map_mut(map)
+                .unwrap_or_else(|| panic!("{test}: no map {map}")),
+        )
+        .unwrap_or_else(|e| panic!("{test}: {map} is not an array of words: {e}"));
+        for i in 0..words {
+            array
+                .set(i, 0, 0)
+                .unwrap_or_else(|e| panic!("{test}: zeroing {map}[{i}]: {e}"));
+        }
+    }
 }

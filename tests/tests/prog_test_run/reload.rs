@@ -298,15 +298,10 @@ rules:
     }
     // Filters emptied behind the agent's back: the host is ruled out and
     // gets the /24's answer, so the datapath does consult the filter.
-    let mut filter: aya::maps::Array<&mut aya::maps::MapData, u64> = aya::maps::Array::try_from(
-        b.dp.ebpf_mut()
-            .map_mut(agent_common::map_names::HOST_FILTER)
-            .expect("HOST_FILTER"),
-    )
-    .expect("HOST_FILTER is an array of words");
-    for i in 0..2 * agent_common::HOST_FILTER_WORDS {
-        filter.set(i, 0, 0).expect("clearing HOST_FILTER");
-    }
+    b.zero_words(
+        agent_common::map_names::HOST_FILTER,
+        2 * agent_common::HOST_FILTER_WORDS,
+    );
     for (i, v6) in [false, true].into_iter().enumerate() {
         b.xdp(
             &format!("{v6}: the host prefix, filter emptied"),

@@ -439,15 +439,10 @@ fn source_filter_follows_sources_and_gates_the_probe() {
     }
     // With the filter emptied behind the agent's back, even the pod's first
     // address is refused: the datapath does consult the filter.
-    let mut filter: aya::maps::Array<&mut aya::maps::MapData, u64> = aya::maps::Array::try_from(
-        b.dp.ebpf_mut()
-            .map_mut(agent_common::map_names::SOURCE_FILTER)
-            .expect("SOURCE_FILTER"),
-    )
-    .expect("SOURCE_FILTER is an array of words");
-    for i in 0..agent_common::SOURCE_FILTER_WORDS {
-        filter.set(i, 0, 0).expect("clearing SOURCE_FILTER");
-    }
+    b.zero_words(
+        agent_common::map_names::SOURCE_FILTER,
+        agent_common::SOURCE_FILTER_WORDS,
+    );
     for f in [V4, V6] {
         b.xdp(
             &format!("{}: the pod's own address, filter emptied", f.name),
