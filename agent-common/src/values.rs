@@ -189,6 +189,21 @@ pub struct FlowCache<K> {
     pub counters: [Counter; FLOW_COUNTER_SLOTS],
 }
 
+/// `FlowCache::policy_gen` of a slot that holds a denied flow's pending
+/// counts instead of an allowed flow: `rule_id` is 0 (no allowing rule is),
+/// `counters` the packets not yet added to the flow's `DENIED4`/`DENIED6`
+/// record, and `valid_until` the jiffies of its last packet (never in the
+/// future, so no lookup answers from the slot). Readers add these counts to
+/// the denied record of the same key, and take its last packet as its last
+/// seen when later.
+pub const FLOW_CACHE_DENIED: u32 = u32::MAX;
+
+/// Whether a flow-cache slot holds a denied flow's pending counts.
+#[inline(always)]
+pub fn is_denied_slot<K>(c: &FlowCache<K>) -> bool {
+    c.rule_id == 0 && c.policy_gen == FLOW_CACHE_DENIED
+}
+
 pub type FlowCache4 = FlowCache<CtKey4>;
 pub type FlowCache6 = FlowCache<CtKey6>;
 

@@ -12,6 +12,7 @@ use crate::{
     events::{event, refilled, send_event},
     family::Family,
     flow::{Decision, Flow},
+    flowcache,
     maps::BPF_NOEXIST,
 };
 
@@ -56,6 +57,9 @@ fn record<F: Family>(fl: &Flow<F>, why: u32, audit: bool) {
     // two registers instead of one carried across the calls above keeps the
     // verifier's walk of the deny paths shorter (same cost per packet).
     let idx = flow_counter_index(fl.pkt.dir, fl.src_is_b);
+    if flowcache::count_denied::<F>(fl, idx) {
+        return;
+    }
     if let Some(v) = F::denied().get_ptr_mut(fl.key) {
         // SAFETY: map value pointer from a successful lookup.
         let v = unsafe { &mut *v };
@@ -69,6 +73,9 @@ fn record<F: Family>(fl: &Flow<F>, why: u32, audit: bool) {
         }
         create::<F>(fl, idx, why, audit);
     }
+    // A flow denied again and again (a client retrying, a replayed SYN)
+    // counts its next packets in this CPU's flow-cache slot.
+    flowcache::claim_denied::<F>(fl);
 }
 
 /// Records a new denied flow; the first CPU to record it sends its event.

@@ -2,7 +2,9 @@
 //! two-way flow costs an inlined array read instead of a hash-map call. Its
 //! slots also hold per-flow counts not yet added to conntrack, so the hot path
 //! never writes a line another CPU shares.
-use agent_common::{Counter, FlowCache, FLOW_CACHE_SLOTS, FLOW_COUNTER_SLOTS};
+use agent_common::{
+    is_denied_slot, Counter, FlowCache, FLOW_CACHE_DENIED, FLOW_CACHE_SLOTS, FLOW_COUNTER_SLOTS,
+};
 
 use crate::{
     counting::shared_add,
@@ -192,7 +194,9 @@ pub fn flush_own<F: Family>(
     if let Some(c) = slot {
         // SAFETY: this CPU's slot of a per-CPU array.
         let c = unsafe { &mut *c };
-        if F::key_eq(&c.key, key) {
+        // A denied flow's counts go to its denied record, when another flow
+        // takes the slot.
+        if F::key_eq(&c.key, key) && !is_denied_slot(c) {
             flush(&mut c.counters, into);
         }
     }
@@ -208,14 +212,8 @@ pub fn fill<F: Family>(fl: &Flow<F>, slot: Slot<F>, rule_id: u32, sc: SrcCheck) 
         let c = unsafe { &mut *c };
         // Another flow's pending counts go to its own entry before it loses
         // the slot (only on a slot collision).
-        if fl.counting && !F::key_eq(&c.key, fl.key) {
-            let pending = c.counters.iter().any(|p| p.packets != 0);
-            if pending {
-                if let Some(other) = F::ct().get_ptr_mut(&c.key) {
-                    // SAFETY: map value pointer from a successful lookup.
-                    flush(&mut c.counters, unsafe { &mut (*other).counters });
-                }
-            }
+        if fl.counting && (is_denied_slot(c) || !F::key_eq(&c.key, fl.key)) {
+            evict::<F>(c);
         }
         *c = FlowCache {
             key: fl.key.clone(),
@@ -231,4 +229,76 @@ pub fn fill<F: Family>(fl: &Flow<F>, slot: Slot<F>, rule_id: u32, sc: SrcCheck) 
             counters: [Counter::default(); FLOW_COUNTER_SLOTS],
         };
     }
+}
+
+/// Moves the pending counts of the flow `c` holds into its record: its
+/// conntrack entry, or its denied record for a denied slot (whose last
+/// packet then becomes the record's last seen). Counts of a record gone
+/// meanwhile are dropped with it (the aggregates keep them).
+#[inline(always)]
+fn evict<F: Family>(c: &mut FlowCache<F::CtKey>) {
+    if !c.counters.iter().any(|p| p.packets != 0) {
+        return;
+    }
+    if is_denied_slot(c) {
+        if let Some(d) = F::denied().get_ptr_mut(&c.key) {
+            // SAFETY: map value pointer from a successful lookup.
+            let d = unsafe { &mut *d };
+            flush(&mut c.counters, &mut d.counters);
+            if d.last_seen < c.valid_until {
+                d.last_seen = c.valid_until;
+            }
+        }
+    } else if let Some(other) = F::ct().get_ptr_mut(&c.key) {
+        // SAFETY: map value pointer from a successful lookup.
+        flush(&mut c.counters, unsafe { &mut (*other).counters });
+    }
+}
+
+/// Counts a denied packet of `fl` in slot `idx` of this CPU's flow-cache
+/// slot, when the slot holds the flow's pending denied counts: two plain
+/// adds on this CPU's line instead of a lookup and two atomic adds on the
+/// record every CPU shares. False: the record must count it.
+#[inline(always)]
+pub fn count_denied<F: Family>(fl: &Flow<F>, idx: usize) -> bool {
+    let Some(c) = F::cache().get_ptr_mut(fl.slot) else {
+        return false;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array.
+    let c = unsafe { &mut *c };
+    if !(is_denied_slot(c) && F::key_eq(&c.key, fl.key)) {
+        return false;
+    }
+    let Some(d) = c.counters.get_mut(idx) else {
+        return false;
+    };
+    d.packets += 1;
+    d.bytes += fl.pkt.len;
+    c.valid_until = fl.t;
+    true
+}
+
+/// Lets the flow's next denied packets count in its flow-cache slot, unless
+/// the slot holds an allowed flow (a denied flow never takes a slot from
+/// one, so denied traffic cannot push established flows out of the cache).
+#[inline(always)]
+pub fn claim_denied<F: Family>(fl: &Flow<F>) {
+    let Some(c) = F::cache().get_ptr_mut(fl.slot) else {
+        return;
+    };
+    // SAFETY: this CPU's slot of a per-CPU array.
+    let c = unsafe { &mut *c };
+    if c.rule_id != 0 {
+        return;
+    }
+    evict::<F>(c);
+    *c = FlowCache {
+        key: fl.key.clone(),
+        valid_until: fl.t,
+        policy_gen: FLOW_CACHE_DENIED,
+        rule_id: 0,
+        src_ifindex: [0; 2],
+        sources_gen: 0,
+        counters: [Counter::default(); FLOW_COUNTER_SLOTS],
+    };
 }

@@ -279,3 +279,79 @@ fn new_denied_flow_records_are_rate_limited_and_aggregates_stay_exact() {
             .sum();
     assert_eq!(dropped, 15, "every packet in the aggregates");
 }
+
+/// The flow-cache slot (of 1,024) a normalised IPv4 conntrack key falls in,
+/// as the datapath works it out (`Family::key_word`, then `hash_slot`).
+fn cache_slot(k: &CtKey4) -> u64 {
+    let w0 = u64::from_ne_bytes([
+        k.addr_a[0],
+        k.addr_a[1],
+        k.addr_a[2],
+        k.addr_a[3],
+        k.addr_b[0],
+        k.addr_b[1],
+        k.addr_b[2],
+        k.addr_b[3],
+    ]);
+    let w1 = u64::from_ne_bytes([
+        k.port_a[0],
+        k.port_a[1],
+        k.port_b[0],
+        k.port_b[1],
+        k.proto,
+        0,
+        0,
+        0,
+    ]);
+    let x = w0 ^ w1.rotate_left(29);
+    (x.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) & 1023
+}
+
+/// A flow denied again and again counts its packets in this CPU's flow-cache
+/// slot; another denied flow taking the slot first moves them into the
+/// record, so the record alone is exact again.
+#[test]
+fn pending_denied_counts_move_into_the_record_when_the_slot_changes_hands() {
+    if !require_root() {
+        return;
+    }
+    pin_to_one_cpu();
+    let p = load(true);
+    // 10.0.2.7:5432 sorts first, so it is the key's endpoint A.
+    let key = |sport: u16| CtKey4 {
+        addr_a: [10, 0, 2, 7],
+        addr_b: [10, 9, 0, 1],
+        port_a: 5432u16.to_be_bytes(),
+        port_b: sport.to_be_bytes(),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let first = 41000u16;
+    let other = (41001..u16::MAX)
+        .find(|s| cache_slot(&key(*s)) == cache_slot(&key(first)))
+        .expect("a source port whose flow shares the slot");
+    let syn = |sport: u16| {
+        Packet::ip("10.9.0.1", "10.0.2.7")
+            .tcp(sport, 5432, TCP_SYN)
+            .build()
+    };
+    let record = |sport: u16| -> u64 {
+        Pinned::new(&p.dir)
+            .lru::<CtKey4, DeniedValue>(map_names::DENIED4)
+            .unwrap()
+            .get(&key(sport), 0)
+            .map(|v| v.counters.iter().map(|c| c.packets).sum())
+            .unwrap_or(0)
+    };
+    assert_eq!(p.dp.xdp_test_run(&syn(first), 3).unwrap().0, XDP_DROP);
+    assert_eq!(
+        record(first),
+        1,
+        "the first packet in the record, two pending"
+    );
+    let d = find(&flows(&p), "10.9.0.1", "10.0.2.7", "ingress").map(|r| r.packets);
+    assert_eq!(d, Some(3), "readers add the pending counts");
+    assert_eq!(p.dp.xdp_test_run(&syn(other), 1).unwrap().0, XDP_DROP);
+    assert_eq!(record(first), 3, "the pending counts moved into the record");
+    assert_eq!(record(other), 1);
+}

@@ -1,6 +1,7 @@
 //! Per-flow verdict counters, read from the pinned maps: allowed flows from
 //! conntrack (plus the deltas still pending in the per-CPU flow caches),
-//! denied and audited flows from the bounded denied-flow maps.
+//! denied and audited flows from the bounded denied-flow maps (plus the
+//! counts pending in the same caches).
 use std::{
     cmp::Reverse,
     collections::{BinaryHeap, HashMap as StdHashMap},
@@ -9,8 +10,8 @@ use std::{
 };
 
 use agent_common::{
-    map_names, reason, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue, FlowCache,
-    CT_F_ORIG_B, DENIED_F_AUDIT, DENIED_F_ORIG_B,
+    is_denied_slot, map_names, reason, Config, Counter, CtKey4, CtKey6, CtValue, DeniedValue,
+    FlowCache, CT_F_ORIG_B, DENIED_F_AUDIT, DENIED_F_ORIG_B,
 };
 use aya::Pod;
 use ipnet::IpNet;
@@ -147,25 +148,41 @@ fn records<K: FlowKey>(key: &K, e: &Entry, clock: Clock, out: &mut Selection) {
     }
 }
 
-/// Deltas the per-CPU flow caches hold for each flow, summed over CPUs.
-fn pending<K: FlowKey>(
-    pinned: &Pinned,
-    name: &str,
-) -> anyhow::Result<StdHashMap<K, [Counter; agent_common::FLOW_COUNTER_SLOTS]>>
+/// What the per-CPU flow caches hold for each flow, summed over CPUs: the
+/// deltas of allowed flows not yet in conntrack, and the counts of denied
+/// flows not yet in their denied records (with their last packet).
+struct Pending<K> {
+    allowed: StdHashMap<K, [Counter; agent_common::FLOW_COUNTER_SLOTS]>,
+    denied: StdHashMap<K, ([Counter; agent_common::FLOW_COUNTER_SLOTS], u64)>,
+}
+
+fn add(acc: &mut [Counter], d: &[Counter]) {
+    for (a, d) in acc.iter_mut().zip(d.iter()) {
+        a.packets += d.packets;
+        a.bytes += d.bytes;
+    }
+}
+
+fn pending<K: FlowKey>(pinned: &Pinned, name: &str) -> anyhow::Result<Pending<K>>
 where
     FlowCache<K>: Pod,
 {
     let cache = pinned.per_cpu_array::<FlowCache<K>>(name)?;
-    let mut out: StdHashMap<K, [Counter; agent_common::FLOW_COUNTER_SLOTS]> = StdHashMap::new();
+    let mut out = Pending {
+        allowed: StdHashMap::new(),
+        denied: StdHashMap::new(),
+    };
     for slot in cache.iter() {
         for c in slot?.iter() {
             if c.counters.iter().all(|d| d.packets == 0) {
                 continue;
             }
-            let acc = out.entry(c.key).or_default();
-            for (a, d) in acc.iter_mut().zip(c.counters.iter()) {
-                a.packets += d.packets;
-                a.bytes += d.bytes;
+            if is_denied_slot(c) {
+                let acc = out.denied.entry(c.key).or_default();
+                add(&mut acc.0, &c.counters);
+                acc.1 = acc.1.max(c.valid_until);
+            } else {
+                add(out.allowed.entry(c.key).or_default(), &c.counters);
             }
         }
     }
@@ -175,7 +192,7 @@ where
 fn allowed<K: FlowKey>(
     pinned: &Pinned,
     ct: &str,
-    cache: &str,
+    mut pend: StdHashMap<K, [Counter; agent_common::FLOW_COUNTER_SLOTS]>,
     rules: &[RuleInfo],
     clock: Clock,
     out: &mut Selection,
@@ -183,17 +200,13 @@ fn allowed<K: FlowKey>(
 where
     FlowCache<K>: Pod,
 {
-    let mut pend = pending::<K>(pinned, cache)?;
     let map = pinned.lru::<K, CtValue>(ct)?;
     for item in map.iter() {
         // An entry deleted while listing is skipped, not an error.
         let Ok((k, v)) = item else { continue };
         let mut counters = v.counters;
         if let Some(p) = pend.remove(&k) {
-            for (c, d) in counters.iter_mut().zip(p.iter()) {
-                c.packets += d.packets;
-                c.bytes += d.bytes;
-            }
+            add(&mut counters, &p);
         }
         let info = rules.get(v.rule_id as usize);
         let e = Entry {
@@ -217,14 +230,21 @@ where
 fn denied<K: FlowKey>(
     pinned: &Pinned,
     name: &str,
+    mut pending: StdHashMap<K, ([Counter; agent_common::FLOW_COUNTER_SLOTS], u64)>,
     clock: Clock,
     out: &mut Selection,
 ) -> anyhow::Result<()> {
     let map = pinned.lru::<K, DeniedValue>(name)?;
     for item in map.iter() {
         let Ok((k, v)) = item else { continue };
+        let mut counters = v.counters;
+        let mut last = v.last_seen;
+        if let Some((p, seen)) = pending.remove(&k) {
+            add(&mut counters, &p);
+            last = last.max(seen);
+        }
         let e = Entry {
-            counters: v.counters,
+            counters,
             orig_b: v.flags & DENIED_F_ORIG_B != 0,
             verdict: if v.flags & DENIED_F_AUDIT != 0 {
                 "audit"
@@ -234,7 +254,7 @@ fn denied<K: FlowKey>(
             rule: None,
             reason: reason::NAMES.get(v.reason as usize).copied(),
             first: v.first_seen,
-            last: v.last_seen,
+            last,
         };
         records(&k, &e, clock, out);
     }
@@ -249,24 +269,13 @@ pub fn read_flows(pinned: &Pinned, rules: &[RuleInfo], out: &mut Selection) -> a
         now: kernel_jiffies(),
         hz: cfg.hz,
     };
-    allowed::<CtKey4>(
-        pinned,
-        map_names::CT4,
-        map_names::FLOWCACHE4,
-        rules,
-        clock,
-        out,
-    )?;
-    allowed::<CtKey6>(
-        pinned,
-        map_names::CT6,
-        map_names::FLOWCACHE6,
-        rules,
-        clock,
-        out,
-    )?;
-    denied::<CtKey4>(pinned, map_names::DENIED4, clock, out)?;
-    denied::<CtKey6>(pinned, map_names::DENIED6, clock, out)?;
+    let p4 = pending::<CtKey4>(pinned, map_names::FLOWCACHE4)?;
+    let p6 = pending::<CtKey6>(pinned, map_names::FLOWCACHE6)?;
+    allowed::<CtKey4>(pinned, map_names::CT4, p4.allowed, rules, clock, out)?;
+    allowed::<CtKey6>(pinned, map_names::CT6, p6.allowed, rules, clock, out)?;
+    let (d4, d6) = (p4.denied, p6.denied);
+    denied::<CtKey4>(pinned, map_names::DENIED4, d4, clock, out)?;
+    denied::<CtKey6>(pinned, map_names::DENIED6, d6, clock, out)?;
     Ok(())
 }
 
