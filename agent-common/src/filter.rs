@@ -33,6 +33,15 @@ pub fn filter_bits(x: u64, words: u32) -> (u32, u64) {
     (word, mask)
 }
 
+/// Sets the bits of filter key `x` in filter `f` (its length a power of two).
+#[inline(always)]
+pub fn filter_add(f: &mut [u64], x: u64) {
+    let (w, m) = filter_bits(x, f.len() as u32);
+    if let Some(word) = f.get_mut(w as usize) {
+        *word |= m;
+    }
+}
+
 /// The filter key of an IPv4 address (its four bytes as one native-order
 /// word, as the datapath loads them).
 #[inline(always)]
@@ -77,8 +86,7 @@ mod tests {
         let mut f = [0u64; HOST_FILTER_WORDS as usize];
         let key = |i: u32| filter_key4((0xac10_0000 | ((i * 7 + 3) % 0x10_0000)).to_be_bytes());
         for i in 0..100_000 {
-            let (w, m) = filter_bits(key(i), HOST_FILTER_WORDS);
-            f[w as usize] |= m;
+            filter_add(&mut f, key(i));
         }
         let mut hits = 0;
         let probes = 100_000;

@@ -16,7 +16,7 @@ use crate::{
         IDS4, IDS6, ID_KEY4, ID_KEY6, QUOTE_KEY4, QUOTE_KEY6,
     },
     parse::{parse_quote_v4, parse_quote_v6, Bounds, Quote},
-    policy::{self, Probe},
+    policy::{self, through_cache},
 };
 
 /// Per address family: which maps to use and how to build keys.
@@ -125,17 +125,12 @@ impl Family for V4 {
         port: u16,
         sc: SrcCheck,
     ) -> Result<RuleValue, bool> {
-        let q = policy::question_v4(gen, src, dst, proto, port);
-        let (probe, hit) = Probe::new(&ANSWERS4, q, sc);
-        let a = match hit {
-            Some(a) => a,
-            None => {
-                let a = policy::to_answer(&policy::ask::<V4>(gen, flags, src, dst, proto, port));
-                probe.fill(q, a, sc);
-                a
-            }
-        };
-        policy::from_answer(a)
+        through_cache!(
+            &ANSWERS4,
+            policy::question_v4(gen, src, dst, proto, port),
+            sc,
+            policy::ask::<V4>(gen, flags, src, dst, proto, port)
+        )
     }
     /// Through the answer cache too, as a question of the source's identity.
     #[inline(always)]
@@ -147,18 +142,12 @@ impl Family for V4 {
         proto: u8,
         port: u16,
     ) -> Result<RuleValue, bool> {
-        let q = policy::question_id_v4(gen, s.id, dst, proto, port);
-        let none = SrcCheck { ifindex: 0, gen: 0 };
-        let (probe, hit) = Probe::new(&ANSWERS4, q, none);
-        let a = match hit {
-            Some(a) => a,
-            None => {
-                let a = policy::to_answer(&policy::ask_dst::<V4>(gen, flags, s, dst, proto, port));
-                probe.fill(q, a, none);
-                a
-            }
-        };
-        policy::from_answer(a)
+        through_cache!(
+            &ANSWERS4,
+            policy::question_id_v4(gen, s.id, dst, proto, port),
+            SrcCheck { ifindex: 0, gen: 0 },
+            policy::ask_dst::<V4>(gen, flags, s, dst, proto, port)
+        )
     }
     #[inline(always)]
     fn vouched(gen: u32, src: &[u8; 4], dst: &[u8; 4], proto: u8, port: u16, sc: SrcCheck) -> bool {

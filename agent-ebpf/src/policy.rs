@@ -115,9 +115,9 @@ pub fn vouched<const N: usize>(
     }
 }
 
-/// The answer cache in front of the maps, for `N`-word questions: `probe`
+/// The answer cache in front of the maps, for two-word questions: `new`
 /// answers a repeated question; `fill` stores the answer the maps gave to
-/// one it could not. New flows ask the same few questions over and over (a
+/// one it could not (both through `through_cache!`). New flows ask the same few questions over and over (a
 /// client opening connection after connection to a service, a flood from
 /// one address), and each answer costs two identity lookups and a rule
 /// lookup, all kernel calls. A per-CPU, direct-mapped cache keyed by the
@@ -174,6 +174,31 @@ impl Probe {
     }
 }
 
+/// The answer to question `q` from the answer cache `answers`, or else
+/// `$ask` (evaluated only on a miss), stored there; `sc` as for
+/// `Probe::new`. A macro rather than a function taking the lookup as a
+/// closure, for the reason `Probe` gives.
+macro_rules! through_cache {
+    ($answers:expr, $q:expr, $sc:expr, $ask:expr) => {{
+        let (q, sc) = ($q, $sc);
+        let (probe, hit) = $crate::policy::Probe::new($answers, q, sc);
+        let a = match hit {
+            Some(a) => a,
+            None => {
+                let a = $crate::policy::to_answer(&$ask);
+                probe.fill(q, a, sc);
+                a
+            }
+        };
+        $crate::policy::from_answer(a)
+    }};
+}
+pub(crate) use through_cache;
+
+/// Marks an identity question (`question_id_v4`) apart from the address
+/// questions, whose top byte is 1.
+const ID_QUESTION: u64 = 1 << 57;
+
 /// The IPv4 question a source identity asks (`ask_dst`): the identity and
 /// the destination in one word, then the generation, protocol and port,
 /// marked apart from the address questions of `question_v4`. A flood from
@@ -184,7 +209,7 @@ impl Probe {
 pub fn question_id_v4(gen: u32, src_id: u32, dst: &[u8; 4], proto: u8, port: u16) -> [u64; 2] {
     [
         src_id as u64 | (u32::from_ne_bytes(*dst) as u64) << 32,
-        question_meta(gen, proto, port) | 1 << 57,
+        question_meta(gen, proto, port) | ID_QUESTION,
     ]
 }
 

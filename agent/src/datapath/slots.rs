@@ -7,12 +7,12 @@ use std::{
 };
 
 use agent_common::{
-    filter_bits, filter_key4, filter_key6_bytes, map_names, Config, IdBlock, IdKey4, IdKey6,
+    filter_add, filter_key4, filter_key6_bytes, map_names, Config, IdBlock, IdKey4, IdKey6,
     IdentityValue, RuleKey, RuleValue, CFG_F_HOSTS4, CFG_F_HOSTS6, CFG_F_SLOT_INDEX,
     HOST_FILTER_WORDS, ID_BLOCK_COUNT, ID_BLOCK_NONE, ID_BLOCK_ONE, SLOT_BITS,
 };
 use aya::{
-    maps::{lpm_trie::Key, Array, HashMap, LpmTrie, MapData},
+    maps::{lpm_trie::Key, HashMap, LpmTrie, MapData},
     Ebpf, Pod,
 };
 use ipnet::{Ipv4Net, Ipv6Net};
@@ -85,12 +85,11 @@ fn host_filter<'a>(
     hosts6: impl Iterator<Item = &'a Ipv6Net>,
 ) -> Vec<u64> {
     let mut f = vec![0u64; HOST_FILTER_WORDS as usize];
-    let keys = hosts4
-        .map(|n| filter_key4(n.network().octets()))
-        .chain(hosts6.map(|n| filter_key6_bytes(&n.network().octets())));
-    for x in keys {
-        let (w, m) = filter_bits(x, HOST_FILTER_WORDS);
-        f[w as usize] |= m;
+    for n in hosts4 {
+        filter_add(&mut f, filter_key4(n.network().octets()));
+    }
+    for n in hosts6 {
+        filter_add(&mut f, filter_key6_bytes(&n.network().octets()));
     }
     f
 }
@@ -263,31 +262,23 @@ impl Datapath {
                 map_names::RULES,
             )?;
         }
-        {
-            let mut filter: Array<&mut MapData, u64> =
-                typed_map(&mut self.ebpf, map_names::HOST_FILTER)?;
-            let base = idle as u32 * HOST_FILTER_WORDS;
-            for (i, w) in want.filter.iter().enumerate() {
-                if have.filter.get(i) != Some(w) {
-                    filter
-                        .set(base + i as u32, *w, 0)
-                        .map_err(map_err(map_names::HOST_FILTER))?;
-                }
-            }
-            let mut blocks: Array<&mut MapData, IdBlock> =
-                typed_map(&mut self.ebpf, map_names::ID_BLOCKS)?;
-            let n = ID_BLOCK_COUNT as usize;
-            for (i, b) in want.blocks.iter().enumerate() {
-                if have.blocks.get(i) != Some(b) {
-                    // IPv4's blocks of both slots, then IPv6's.
-                    let (family, block) = (i / n, i % n);
-                    let at = ((family * 2 + idle) * n + block) as u32;
-                    blocks
-                        .set(at, *b, 0)
-                        .map_err(map_err(map_names::ID_BLOCKS))?;
-                }
-            }
-        }
+        let base = idle as u32 * HOST_FILTER_WORDS;
+        write_changed(
+            &mut self.ebpf,
+            map_names::HOST_FILTER,
+            &have.filter,
+            &want.filter,
+            |i| base + i as u32,
+        )?;
+        // IPv4's blocks of both slots, then IPv6's.
+        let n = ID_BLOCK_COUNT as usize;
+        write_changed(
+            &mut self.ebpf,
+            map_names::ID_BLOCKS,
+            &have.blocks,
+            &want.blocks,
+            |i| (((i / n) * 2 + idle) * n + i % n) as u32,
+        )?;
         // The idle slot's host bits go live in a config update of their own,
         // before the swap: a packet that sees the new slot sees its bits
         // (and its complete filter).

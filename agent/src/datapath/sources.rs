@@ -8,7 +8,7 @@ use std::{
 };
 
 use agent_common::{
-    filter_bits, filter_key4, filter_key6_bytes, map_names, Config, SourceKey, SourceValue,
+    filter_add, filter_key4, filter_key6_bytes, map_names, Config, SourceKey, SourceValue,
     CFG_F_SOURCE_INDEX, IFACE_ROLE_SLOTS, SOURCE_FILTER_WORDS, SRC_IFACE_POD,
     SRC_IFACE_POD_UNCHECKED, SRC_IFACE_UNKNOWN, SRC_IFACE_UPLINK, SRC_LOCAL_POD, SRC_OWNED,
 };
@@ -190,35 +190,26 @@ pub fn source_filter<'a>(keys: impl Iterator<Item = &'a SourceKey>) -> Vec<u64> 
             }
             _ => filter_key6_bytes(&a),
         };
-        let (w, m) = filter_bits(x, SOURCE_FILTER_WORDS);
-        f[w as usize] |= m;
+        filter_add(&mut f, x);
     }
     f
 }
 
 impl Datapath {
     /// Makes `SOURCE_FILTER` hold `want`, writing the words that differ from
-    /// what this agent last wrote (all of them the first time).
+    /// what this agent last wrote (all of them the first time, and after a
+    /// write that failed midway, which leaves the map's words unknown).
     fn write_source_filter(&mut self, want: Vec<u64>) -> Result<()> {
-        let mut map: Array<&mut MapData, u64> =
-            typed_map(&mut self.ebpf, map_names::SOURCE_FILTER)?;
-        let mut have = std::mem::take(&mut self.source_filter);
-        // Only what was written is known: a failed write leaves the rest of
-        // the words unknown, which the next call writes again.
-        have.resize(want.len(), u64::MAX);
-        let mut result = Ok(());
-        for (i, w) in want.iter().enumerate() {
-            if have[i] != *w {
-                have[i] = u64::MAX;
-                if let Err(e) = map.set(i as u32, *w, 0) {
-                    result = Err(map_err(map_names::SOURCE_FILTER)(e));
-                    break;
-                }
-                have[i] = *w;
-            }
-        }
-        self.source_filter = have;
-        result
+        let have = std::mem::take(&mut self.source_filter);
+        write_changed(
+            &mut self.ebpf,
+            map_names::SOURCE_FILTER,
+            &have,
+            &want,
+            |i| i as u32,
+        )?;
+        self.source_filter = want;
+        Ok(())
     }
 
     /// The current contents of `SOURCES`.
