@@ -12,8 +12,8 @@ use aya_ebpf::maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use crate::{
     flowcache::{from_words, hash_slot, word_at, words, words_eq, SrcCheck},
     maps::{
-        ANSWERS4, CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6,
-        IDS4, IDS6, ID_KEY4, ID_KEY6, QUOTE_KEY4, QUOTE_KEY6,
+        ADDR6, ANSWERS4, CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4,
+        HOSTS6, IDS4, IDS6, ID_KEY4, ID_KEY6, QUOTE_KEY4, QUOTE_KEY6,
     },
     parse::{parse_quote_v4, parse_quote_v6, Bounds, Quote},
     policy::{self, through_cache},
@@ -78,6 +78,9 @@ pub trait Family {
     fn quote(b: &Bounds, off: usize, len: usize) -> Result<Option<Quote<'_, Self::Addr>>, u32>;
     /// This CPU's scratch key for the flow an ICMP error quotes.
     fn quote_key() -> Option<*mut Self::CtKey>;
+    /// The identity of `addr` in policy slot `slot` (`policy::identity`),
+    /// through a global function.
+    fn identity(flags: u32, slot: u8, addr: &Self::Addr) -> Option<IdentityValue>;
     /// The live policy's answer to a question (`policy::lookup`).
     fn answer(
         gen: u32,
@@ -129,7 +132,7 @@ impl Family for V4 {
             &ANSWERS4,
             policy::question_v4(gen, src, dst, proto, port),
             sc,
-            policy::ask::<V4>(gen, flags, src, dst, proto, port)
+            policy::to_answer(&policy::ask::<V4>(gen, flags, src, dst, proto, port))
         )
     }
     /// Through the answer cache too, as a question of the source's identity.
@@ -146,8 +149,20 @@ impl Family for V4 {
             &ANSWERS4,
             policy::question_id_v4(gen, s.id, dst, proto, port),
             SrcCheck { ifindex: 0, gen: 0 },
-            policy::ask_dst::<V4>(gen, flags, s, dst, proto, port)
+            netpol_ask_dst4(
+                policy::gen_flags(gen, flags),
+                policy::identity_word(Some(s)),
+                u32::from_ne_bytes(*dst),
+                policy::proto_port(proto, port),
+            )
         )
+    }
+    #[inline(always)]
+    fn identity(flags: u32, slot: u8, addr: &[u8; 4]) -> Option<IdentityValue> {
+        policy::from_identity_word(netpol_identity4(
+            flags_slot(flags, slot),
+            u32::from_ne_bytes(*addr),
+        ))
     }
     #[inline(always)]
     fn vouched(gen: u32, src: &[u8; 4], dst: &[u8; 4], proto: u8, port: u16, sc: SrcCheck) -> bool {
@@ -321,7 +336,21 @@ impl Family for V6 {
         proto: u8,
         port: u16,
     ) -> Result<RuleValue, bool> {
-        policy::ask_dst::<V6>(gen, flags, s, dst, proto, port)
+        if !put_addr6(dst) {
+            return Err(false);
+        }
+        policy::from_answer(netpol_ask_dst6(
+            policy::gen_flags(gen, flags),
+            policy::identity_word(Some(s)),
+            policy::proto_port(proto, port),
+        ))
+    }
+    #[inline(always)]
+    fn identity(flags: u32, slot: u8, addr: &[u8; 16]) -> Option<IdentityValue> {
+        if !put_addr6(addr) {
+            return None;
+        }
+        policy::from_identity_word(netpol_identity6(flags_slot(flags, slot)))
     }
     #[inline(always)]
     fn vouched(
@@ -463,4 +492,104 @@ impl Family for V6 {
             _pad: [0; 3],
         }
     }
+}
+
+// The identity lookups and the rule lookup of a question the answer cache
+// could not answer, as global BPF functions. The kernel verifies a global
+// function once, on its own, where code inlined into a program is walked
+// again for every path that reaches it: inlined at their call sites, these
+// lookups were half of each program's walk through the verifier, which
+// stops a program at 1,000,000 instructions. The price is one BPF-to-BPF
+// call beside the map lookups that answer. A global function takes only
+// scalars and cannot read its caller's stack, so arguments arrive packed
+// into words and an IPv6 address in this CPU's `ADDR6` slot. Each is called
+// straight from a program, never from another: BPF counts the stack of a
+// chain of calls against one 512-byte limit.
+
+/// `Config` flags and a policy slot as one argument.
+#[inline(always)]
+fn flags_slot(flags: u32, slot: u8) -> u64 {
+    flags as u64 | (slot as u64) << 32
+}
+
+/// Writes `a` into this CPU's `ADDR6` slot; false if the slot is missing.
+#[inline(always)]
+fn put_addr6(a: &[u8; 16]) -> bool {
+    let Some(p) = ADDR6.get_ptr_mut(0) else {
+        return false;
+    };
+    // SAFETY: this CPU's scratch slot; the call that reads it follows at
+    // once. Volatile: only another function reads these stores.
+    unsafe {
+        core::ptr::write_volatile(&mut (*p)[0], word_at::<u64, 16>(a, 0));
+        core::ptr::write_volatile(&mut (*p)[1], word_at::<u64, 16>(a, 8));
+    }
+    true
+}
+
+/// The address this CPU's `ADDR6` slot holds.
+#[inline(always)]
+fn addr6() -> Option<[u8; 16]> {
+    // SAFETY: this CPU's scratch slot, written by the caller just before.
+    ADDR6
+        .get_ptr(0)
+        .map(|p| from_words::<u64, [u8; 16], 2>(unsafe { *p }))
+}
+
+/// The identity of IPv4 address `addr` (a native-order word);
+/// `flags_slot` as `flags_slot` builds it; the result as
+/// `policy::identity_word`.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netpol_identity4(flags_slot: u64, addr: u32) -> u64 {
+    let (flags, slot) = (flags_slot as u32, (flags_slot >> 32) as u8);
+    policy::identity_word(policy::identity::<V4>(flags, slot, &addr.to_ne_bytes()))
+}
+
+/// As `netpol_identity4`, for the IPv6 address in this CPU's `ADDR6` slot.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netpol_identity6(flags_slot: u64) -> u64 {
+    let (flags, slot) = (flags_slot as u32, (flags_slot >> 32) as u8);
+    let id = addr6().and_then(|a| policy::identity::<V6>(flags, slot, &a));
+    policy::identity_word(id)
+}
+
+/// `policy::ask_dst` for IPv4 destination `dst` (a native-order word):
+/// `gen_flags` and `proto_port` as `policy::gen_flags` and
+/// `policy::proto_port` build them, the source's identity as
+/// `policy::identity_word`; the answer as `policy::to_answer`.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netpol_ask_dst4(gen_flags: u64, src_id: u64, dst: u32, proto_port: u32) -> u64 {
+    let r = match policy::from_identity_word(src_id) {
+        Some(s) => policy::ask_dst::<V4>(
+            gen_flags as u32,
+            (gen_flags >> 32) as u32,
+            s,
+            &dst.to_ne_bytes(),
+            proto_port as u8,
+            (proto_port >> 16) as u16,
+        ),
+        None => Err(false),
+    };
+    policy::to_answer(&r)
+}
+
+/// As `netpol_ask_dst4`, for the IPv6 destination in this CPU's `ADDR6` slot.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netpol_ask_dst6(gen_flags: u64, src_id: u64, proto_port: u32) -> u64 {
+    let r = match (policy::from_identity_word(src_id), addr6()) {
+        (Some(s), Some(dst)) => policy::ask_dst::<V6>(
+            gen_flags as u32,
+            (gen_flags >> 32) as u32,
+            s,
+            &dst,
+            proto_port as u8,
+            (proto_port >> 16) as u16,
+        ),
+        _ => Err(false),
+    };
+    policy::to_answer(&r)
 }

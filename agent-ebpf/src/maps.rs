@@ -141,6 +141,19 @@ pub static ID_KEY4: PerCpuArray<Key<IdKey4>> = PerCpuArray::with_max_entries(1, 
 #[map]
 pub static ID_KEY6: PerCpuArray<Key<IdKey6>> = PerCpuArray::with_max_entries(1, 0);
 
+/// Scratch space for the key of a rule lookup (one per CPU), for the same
+/// reason: the lookup runs in a function of its own (`policy::ask_dst`),
+/// whose stack counts against the same 512 bytes as its caller's.
+#[map]
+pub static RULE_KEY: PerCpuArray<Key<RuleKey>> = PerCpuArray::with_max_entries(1, 0);
+
+/// Scratch space for the IPv6 address a policy lookup of its own
+/// (`family::netpol_identity6`, `family::netpol_ask_dst6`) reads, one per
+/// CPU: such a global function cannot read its caller's stack, and takes
+/// scalar arguments only.
+#[map]
+pub static ADDR6: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
+
 /// The conntrack quota of each source address that opened a flow lately
 /// (`Config::ct_source_rate`). LRU: a source unseen for long enough starts
 /// again with a full bucket.

@@ -6,12 +6,12 @@ use agent_common::{
     CFG_F_SLOT_INDEX, HOST_FILTER_WORDS, ID_BLOCK_COUNT, ID_BLOCK_NONE, ID_BLOCK_ONE,
     ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL,
 };
-use aya_ebpf::maps::{lpm_trie::Key, PerCpuArray};
+use aya_ebpf::maps::PerCpuArray;
 
 use crate::{
     family::Family,
     flowcache::{words_eq, SrcCheck},
-    maps::{Answer, ANSWER_SLOTS, HOST_FILTER, ID_BLOCKS, RULES},
+    maps::{Answer, ANSWER_SLOTS, HOST_FILTER, ID_BLOCKS, RULES, RULE_KEY},
 };
 
 /// Whether an address (filter key `x`) may have a host prefix in `slot`:
@@ -33,7 +33,7 @@ fn maybe_host(slot: u8, x: u64) -> bool {
 /// match, and the trie's answer is the block's for every address of a block
 /// that no prefix longer than the block reaches.
 #[inline(always)]
-fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityValue> {
+pub fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityValue> {
     let key = F::id_key(slot, addr)?;
     let indexed = flags & (CFG_F_SLOT_INDEX << slot) != 0;
     if flags & (F::HOSTS_FLAG << slot) != 0 && (!indexed || maybe_host(slot, F::filter_key(addr))) {
@@ -175,9 +175,9 @@ impl Probe {
 }
 
 /// The answer to question `q` from the answer cache `answers`, or else
-/// `$ask` (evaluated only on a miss), stored there; `sc` as for
-/// `Probe::new`. A macro rather than a function taking the lookup as a
-/// closure, for the reason `Probe` gives.
+/// `$ask` (an answer as a word, evaluated only on a miss), stored there;
+/// `sc` as for `Probe::new`. A macro rather than a function taking the
+/// lookup as a closure, for the reason `Probe` gives.
 macro_rules! through_cache {
     ($answers:expr, $q:expr, $sc:expr, $ask:expr) => {{
         let (q, sc) = ($q, $sc);
@@ -185,7 +185,7 @@ macro_rules! through_cache {
         let a = match hit {
             Some(a) => a,
             None => {
-                let a = $crate::policy::to_answer(&$ask);
+                let a: u64 = $ask;
                 probe.fill(q, a, sc);
                 a
             }
@@ -227,6 +227,41 @@ fn question_meta(gen: u32, proto: u8, port: u16) -> u64 {
     (1 << 56) | (proto as u64) << 48 | (port as u64) << 32 | gen as u64
 }
 
+/// The generation and the `Config` flags of a question, as one argument of
+/// a global function (`family::netpol_ask_dst4`).
+#[inline(always)]
+pub fn gen_flags(gen: u32, flags: u32) -> u64 {
+    gen as u64 | (flags as u64) << 32
+}
+
+/// The protocol and port of a question, as one argument of a global
+/// function.
+#[inline(always)]
+pub fn proto_port(proto: u8, port: u16) -> u32 {
+    proto as u32 | (port as u32) << 16
+}
+
+/// No identity, as `identity_word` returns it: bit 31 of an identity's
+/// flags (`ID_FLAG_*`) is never set.
+const NO_IDENTITY: u64 = 1 << 63;
+
+/// An identity lookup's result as one word, as a global function returns it.
+#[inline(always)]
+pub fn identity_word(v: Option<IdentityValue>) -> u64 {
+    match v {
+        Some(v) => v.id as u64 | (v.flags as u64) << 32,
+        None => NO_IDENTITY,
+    }
+}
+
+#[inline(always)]
+pub fn from_identity_word(w: u64) -> Option<IdentityValue> {
+    (w & NO_IDENTITY == 0).then_some(IdentityValue {
+        id: w as u32,
+        flags: (w >> 32) as u32,
+    })
+}
+
 /// An answer as one word: an allowing rule's id (never 0) and flags, or 0
 /// and whether the denial is audited.
 #[inline(always)]
@@ -263,7 +298,7 @@ pub fn ask<F: Family>(
     // The live slot is the generation's parity (agent-common's Config docs).
     let slot = (gen & 1) as u8;
     let class = proto_class(proto);
-    let s = identity::<F>(flags, slot, src).ok_or(false)?;
+    let s = F::identity(flags, slot, src).ok_or(false)?;
     // Identities with no rule for this protocol are denied without further lookups:
     // a SYN flood from addresses that may not talk TCP costs one identity lookup
     // (unless some group is audit-only: then the destination's flag matters).
@@ -271,7 +306,7 @@ pub fn ask<F: Family>(
         if s.flags & ID_FLAG_ANY_AUDIT == 0 {
             return Err(false);
         }
-        let d = identity::<F>(flags, slot, dst);
+        let d = F::identity(flags, slot, dst);
         let dflags = d.map_or(0, |d| d.flags);
         return Err((s.flags | dflags) & ID_FLAG_AUDIT != 0);
     }
@@ -279,7 +314,8 @@ pub fn ask<F: Family>(
 }
 
 /// The rest of `ask`, for a source of identity `s` that may send this
-/// protocol: the destination's identity, then the rule.
+/// protocol: the destination's identity, then the rule. Inlined only into
+/// `family::netpol_ask_dst4`/`6`, with the identity lookup it makes.
 #[inline(always)]
 pub fn ask_dst<F: Family>(
     gen: u32,
@@ -298,10 +334,18 @@ pub fn ask_dst<F: Family>(
     if d.flags & id_flag_dst(class) == 0 {
         return Err(audit);
     }
-    let key = RuleKey::new(s.id, d.id, proto, port).in_slot(slot);
+    let Some(k) = RULE_KEY.get_ptr_mut(0) else {
+        return Err(audit);
+    };
+    // SAFETY: this CPU's scratch slot; nothing else runs on it meanwhile.
+    let k = unsafe {
+        (*k).prefix_len = RULE_PREFIX_FULL;
+        (*k).data = RuleKey::new(s.id, d.id, proto, port).in_slot(slot);
+        &*k
+    };
     // A deny entry is a refusal the compiler carved out of a broader allow:
     // it ends where no entry does, so the verifier sees one denial path.
-    match RULES.get(Key::new(RULE_PREFIX_FULL, key)) {
+    match RULES.get(k) {
         Some(v) if v.flags & RULE_FLAG_DENY == 0 => Ok(*v),
         _ => Err(audit),
     }

@@ -164,6 +164,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             adoption.rebuilt
         );
     }
+    for w in dp.verifier_work() {
+        if let (Some(n), Some(pct)) = (w.instructions, w.percent()) {
+            info!(
+                "{}: the kernel's verifier walked {n} instructions ({pct:.0}% of its limit)",
+                w.program
+            );
+        }
+    }
     let mut rule_ids = rule_ids_after(&adoption, &args);
     rule_ids.renumber(&mut compiled);
     // The new policy goes live before the links switch programs, so the

@@ -12,6 +12,7 @@
 //! - `sources`: the `SOURCES` map (anti-spoofing): interface roles and the
 //!   addresses each pod interface owns.
 //! - `test_run`: BPF_PROG_TEST_RUN for tests and benchmarks.
+//! - `verifier`: how much of the verifier's budget each program used.
 //! - `error`, `handles`: typed errors and typed access to maps and programs.
 mod attach;
 mod clock;
@@ -26,6 +27,7 @@ mod rule_names;
 mod slots;
 mod sources;
 mod test_run;
+mod verifier;
 
 pub use attach::Attachment;
 pub use attach::IngressLink;
@@ -41,6 +43,7 @@ pub use rule_ids::StableRuleIds;
 pub use rule_names::{publish_rule_names, rule_names, RuleInfo};
 pub use slots::{ApplyStats, HOST_HASH_MIN};
 pub use sources::{source_addr, IfaceRole, SourcePlan, SourceSync};
+pub use verifier::{VerifierWork, ATTACHED_PROGRAMS, VERIFIER_LIMIT};
 
 use std::path::PathBuf;
 

@@ -988,6 +988,7 @@ fn main() -> anyhow::Result<()> {
     }
     let targets = judge(&rows);
     print_targets(&targets);
+    let verifier = verifier_table()?;
     let counters = counters_table(&args, noop)?;
     let reloads = reload_table(&args)?;
     let identity = identity_table(&args)?;
@@ -1004,6 +1005,7 @@ fn main() -> anyhow::Result<()> {
         "counters_on_off": counters,
         "identity": identity,
         "targets": targets,
+        "verifier": verifier,
     });
     std::fs::write(&args.json, serde_json::to_string_pretty(&meta)?)?;
     eprintln!("# results written to {}", args.json.display());
@@ -1036,6 +1038,23 @@ fn agent_default_options() -> LoadOptions {
 
 fn mib(b: f64) -> f64 {
     b / 1048576.0
+}
+
+/// How many instructions the kernel's verifier walked through each program,
+/// against its limit: the room left for the datapath to grow, on this kernel.
+fn verifier_table() -> anyhow::Result<serde_json::Value> {
+    use netpol_agent::datapath::VERIFIER_LIMIT;
+    let dp = Datapath::load(&LoadOptions::default())?;
+    println!("\nverifier: instructions walked per program (limit {VERIFIER_LIMIT})");
+    let mut out = Vec::new();
+    for w in dp.verifier_work() {
+        match (w.instructions, w.percent()) {
+            (Some(n), Some(pct)) => println!("{:<20} {n:>9}  {pct:>4.0}%", w.program),
+            _ => println!("{:<20} {:>9}", w.program, "not reported"),
+        }
+        out.push(serde_json::json!({ "program": w.program, "instructions": w.instructions }));
+    }
+    Ok(serde_json::json!({ "limit": VERIFIER_LIMIT, "programs": out }))
 }
 
 fn memory_report(args: &Args) -> anyhow::Result<()> {

@@ -26,4 +26,5 @@ mod reload;
 mod spoofing;
 mod transport;
 mod truncation;
+mod verifier;
 mod workloads;
