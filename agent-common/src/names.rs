@@ -35,7 +35,6 @@ pub mod map_names {
     pub const ID_KEY4: &str = "ID_KEY4";
     pub const ID_KEY6: &str = "ID_KEY6";
     pub const RULE_KEY: &str = "RULE_KEY";
-    pub const ADDR6: &str = "ADDR6";
     pub const CT_SOURCES: &str = "CT_SOURCES";
     pub const NEW_FLOW: &str = "NEW_FLOW";
 }

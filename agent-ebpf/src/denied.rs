@@ -9,11 +9,11 @@ use agent_common::{
 
 use crate::{
     counting::{bump_stat, count_shared, first_count},
-    events::{event, refilled, send_event},
+    events::{refilled, send_event},
     family::Family,
     flow::{Decision, Flow},
     flowcache,
-    maps::BPF_NOEXIST,
+    maps::{new_flow, BPF_NOEXIST},
 };
 
 /// Denies (or, under audit, passes) a packet for reason `why`, counting it on
@@ -81,15 +81,27 @@ fn record<F: Family>(fl: &Flow<F>, why: u32, audit: bool) {
 /// Records a new denied flow; the first CPU to record it sends its event.
 #[inline(always)]
 fn create<F: Family>(fl: &Flow<F>, idx: usize, why: u32, audit: bool) {
-    let mut v = DeniedValue {
-        first_seen: fl.t,
-        last_seen: fl.t,
-        reason: why,
-        flags: if fl.src_is_b { DENIED_F_ORIG_B } else { 0 }
-            | if audit { DENIED_F_AUDIT } else { 0 },
-        counters: [Counter::default(); FLOW_COUNTER_SLOTS],
+    // Built in this CPU's scratch rather than on the stack, which is near
+    // BPF's 512 bytes; zeroed as words, which LLVM would otherwise turn into
+    // a call to a byte-wise memset.
+    let Some(scratch) = new_flow() else {
+        return;
     };
+    let v = &mut scratch.denied;
+    v.first_seen = fl.t;
+    v.last_seen = fl.t;
+    v.reason = why;
+    v.flags =
+        if fl.src_is_b { DENIED_F_ORIG_B } else { 0 } | if audit { DENIED_F_AUDIT } else { 0 };
+    for c in v.counters.iter_mut() {
+        // SAFETY: fields of a live `&mut`.
+        unsafe {
+            core::ptr::write_volatile(&mut c.packets, 0);
+            core::ptr::write_volatile(&mut c.bytes, 0);
+        }
+    }
     first_count(&mut v.counters, idx, fl.pkt.len);
+    let v: &DeniedValue = v;
     // NOEXIST: two CPUs racing on a new flow create it once; the loser's
     // packet is still in the aggregates.
     if F::denied().insert(fl.key, v, BPF_NOEXIST).is_ok() {
@@ -99,6 +111,6 @@ fn create<F: Family>(fl: &Flow<F>, idx: usize, why: u32, audit: bool) {
         } else {
             EVENT_VERDICT_DROP
         };
-        send_event(fl.cfg, fl.t, event::<F>(fl.ip, fl.pkt, why, 0, verdict));
+        send_event::<F>(fl.cfg, fl.t, fl.ip, fl.pkt, why, 0, verdict);
     }
 }

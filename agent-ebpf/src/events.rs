@@ -49,7 +49,15 @@ fn take_token(idx: u32, rate: u64, burst: u64, hz: u64, t: u64) -> bool {
 /// Sends a verdict event unless this CPU's token bucket is empty or the ring
 /// is full; both losses are counted.
 #[inline(always)]
-pub fn send_event(cfg: &Config, t: u64, ev: VerdictEvent) {
+pub fn send_event<F: Family>(
+    cfg: &Config,
+    t: u64,
+    ip: &Ip<F::Addr>,
+    pkt: &Pkt,
+    why: u32,
+    rule_id: u32,
+    verdict: u8,
+) {
     if cfg.event_rate == 0 {
         return;
     }
@@ -57,9 +65,11 @@ pub fn send_event(cfg: &Config, t: u64, ev: VerdictEvent) {
         bump_stat(stat::EVENTS_RATE_LIMITED);
         return;
     }
+    // Built in the ring's memory rather than on the stack and copied: the
+    // programs' stack is near BPF's 512 bytes.
     match EVENTS.reserve::<VerdictEvent>(0) {
         Some(mut e) => {
-            e.write(ev);
+            e.write(event::<F>(ip, pkt, why, rule_id, verdict));
             e.submit(0);
             bump_stat(stat::EVENTS_SENT);
         }
@@ -68,7 +78,7 @@ pub fn send_event(cfg: &Config, t: u64, ev: VerdictEvent) {
 }
 
 #[inline(always)]
-pub fn event<F: Family>(
+fn event<F: Family>(
     ip: &Ip<F::Addr>,
     pkt: &Pkt,
     why: u32,

@@ -12,8 +12,8 @@ use aya_ebpf::maps::{lpm_trie::Key, HashMap, LpmTrie, LruHashMap, PerCpuArray};
 use crate::{
     flowcache::{from_words, hash_slot, word_at, words, words_eq, SrcCheck},
     maps::{
-        ADDR6, ANSWERS4, CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4,
-        HOSTS6, IDS4, IDS6, ID_KEY4, ID_KEY6, QUOTE_KEY4, QUOTE_KEY6,
+        ANSWERS4, CT4, CT6, DENIED4, DENIED6, FLOWCACHE4, FLOWCACHE6, FRAG4, FRAG6, HOSTS4, HOSTS6,
+        IDS4, IDS6, ID_KEY4, ID_KEY6, QUOTE_KEY4, QUOTE_KEY6,
     },
     parse::{parse_quote_v4, parse_quote_v6, Bounds, Quote},
     policy::{self, through_cache},
@@ -44,6 +44,10 @@ pub trait Family {
     /// This CPU's scratch key of an identity lookup, holding `addr` in
     /// `slot` as a full-length prefix.
     fn id_key(slot: u8, addr: &Self::Addr) -> Option<&'static Key<Self::IdKey>>;
+    /// This CPU's scratch identity key, as `id_key` last wrote it.
+    fn id_key_written() -> Option<&'static Key<Self::IdKey>>;
+    /// The address inside an identity key.
+    fn key_addr(k: &Key<Self::IdKey>) -> &Self::Addr;
     /// The host-prefix hash's key inside a trie key.
     fn host_key(k: &Key<Self::IdKey>) -> &Self::IdKey;
     /// The address's key in the membership filters (`agent_common::filter_key4`).
@@ -81,7 +85,10 @@ pub trait Family {
     /// The identity of `addr` in policy slot `slot` (`policy::identity`),
     /// through a global function.
     fn identity(flags: u32, slot: u8, addr: &Self::Addr) -> Option<IdentityValue>;
-    /// The live policy's answer to a question (`policy::lookup`).
+    /// The live policy's answer to a question (`policy::lookup`); with
+    /// `check`, the source first passes the check `sc` it owes
+    /// (`policy::lookup_checked`), or the answer is `Err(drop reason)`.
+    #[allow(clippy::too_many_arguments)]
     fn answer(
         gen: u32,
         flags: u32,
@@ -90,7 +97,8 @@ pub trait Family {
         proto: u8,
         port: u16,
         sc: SrcCheck,
-    ) -> Result<RuleValue, bool>;
+        check: bool,
+    ) -> Result<Result<RuleValue, bool>, u32>;
     /// The policy's answer for a source of identity `s` that may send this
     /// protocol (`policy::ask_dst`).
     fn answer_for(
@@ -101,16 +109,6 @@ pub trait Family {
         proto: u8,
         port: u16,
     ) -> Result<RuleValue, bool>;
-    /// Whether a cached answer to the question vouches for its source
-    /// passing the check `sc` (`policy::vouched`).
-    fn vouched(
-        gen: u32,
-        src: &Self::Addr,
-        dst: &Self::Addr,
-        proto: u8,
-        port: u16,
-        sc: SrcCheck,
-    ) -> bool;
 }
 
 pub struct V4;
@@ -127,11 +125,13 @@ impl Family for V4 {
         proto: u8,
         port: u16,
         sc: SrcCheck,
-    ) -> Result<RuleValue, bool> {
+        check: bool,
+    ) -> Result<Result<RuleValue, bool>, u32> {
         through_cache!(
             &ANSWERS4,
             policy::question_v4(gen, src, dst, proto, port),
             sc,
+            if check { sc.run::<V4>(src) } else { Ok(()) },
             policy::to_answer(&policy::ask::<V4>(gen, flags, src, dst, proto, port))
         )
     }
@@ -149,28 +149,25 @@ impl Family for V4 {
             &ANSWERS4,
             policy::question_id_v4(gen, s.id, dst, proto, port),
             SrcCheck { ifindex: 0, gen: 0 },
-            netpol_ask_dst4(
-                policy::gen_flags(gen, flags),
-                policy::identity_word(Some(s)),
-                u32::from_ne_bytes(*dst),
-                policy::proto_port(proto, port),
-            )
+            Ok(()),
+            match Self::id_key((gen & 1) as u8, dst) {
+                Some(_) => netpol_ask_dst4(
+                    policy::gen_flags(gen, flags),
+                    policy::identity_word(Some(s)),
+                    policy::proto_port(proto, port),
+                ),
+                None => policy::to_answer(&Err(false)),
+            }
         )
+        .unwrap_or(Err(false))
     }
     #[inline(always)]
     fn identity(flags: u32, slot: u8, addr: &[u8; 4]) -> Option<IdentityValue> {
-        policy::from_identity_word(netpol_identity4(
-            flags_slot(flags, slot),
-            u32::from_ne_bytes(*addr),
-        ))
-    }
-    #[inline(always)]
-    fn vouched(gen: u32, src: &[u8; 4], dst: &[u8; 4], proto: u8, port: u16, sc: SrcCheck) -> bool {
-        policy::vouched(
-            &ANSWERS4,
-            &policy::question_v4(gen, src, dst, proto, port),
-            sc,
-        )
+        if let Some(answer) = policy::block_identity::<Self>(flags, slot, addr) {
+            return answer;
+        }
+        Self::id_key(slot, addr)?;
+        policy::from_identity_word(netpol_identity4(flags_slot(flags, slot)))
     }
     type Addr = [u8; 4];
     type CtKey = CtKey4;
@@ -253,6 +250,15 @@ impl Family for V4 {
         }
     }
     #[inline(always)]
+    fn id_key_written() -> Option<&'static Key<IdKey4>> {
+        // SAFETY: this CPU's scratch slot, written by the caller just before.
+        ID_KEY4.get_ptr(0).map(|k| unsafe { &*k })
+    }
+    #[inline(always)]
+    fn key_addr(k: &Key<IdKey4>) -> &[u8; 4] {
+        &k.data.addr
+    }
+    #[inline(always)]
     fn host_key(k: &Key<IdKey4>) -> &IdKey4 {
         // Alignment 1 (bytes only): the packed field may be borrowed.
         &k.data
@@ -323,9 +329,13 @@ impl Family for V6 {
         dst: &[u8; 16],
         proto: u8,
         port: u16,
-        _sc: SrcCheck,
-    ) -> Result<RuleValue, bool> {
-        policy::ask::<V6>(gen, flags, src, dst, proto, port)
+        sc: SrcCheck,
+        check: bool,
+    ) -> Result<Result<RuleValue, bool>, u32> {
+        if check {
+            sc.run::<V6>(src)?;
+        }
+        Ok(policy::ask::<V6>(gen, flags, src, dst, proto, port))
     }
     #[inline(always)]
     fn answer_for(
@@ -336,7 +346,7 @@ impl Family for V6 {
         proto: u8,
         port: u16,
     ) -> Result<RuleValue, bool> {
-        if !put_addr6(dst) {
+        if Self::id_key((gen & 1) as u8, dst).is_none() {
             return Err(false);
         }
         policy::from_answer(netpol_ask_dst6(
@@ -347,21 +357,11 @@ impl Family for V6 {
     }
     #[inline(always)]
     fn identity(flags: u32, slot: u8, addr: &[u8; 16]) -> Option<IdentityValue> {
-        if !put_addr6(addr) {
-            return None;
+        if let Some(answer) = policy::block_identity::<Self>(flags, slot, addr) {
+            return answer;
         }
+        Self::id_key(slot, addr)?;
         policy::from_identity_word(netpol_identity6(flags_slot(flags, slot)))
-    }
-    #[inline(always)]
-    fn vouched(
-        _gen: u32,
-        _src: &[u8; 16],
-        _dst: &[u8; 16],
-        _proto: u8,
-        _port: u16,
-        _sc: SrcCheck,
-    ) -> bool {
-        false
     }
     type Addr = [u8; 16];
     type CtKey = CtKey6;
@@ -442,6 +442,15 @@ impl Family for V6 {
         }
     }
     #[inline(always)]
+    fn id_key_written() -> Option<&'static Key<IdKey6>> {
+        // SAFETY: this CPU's scratch slot, written by the caller just before.
+        ID_KEY6.get_ptr(0).map(|k| unsafe { &*k })
+    }
+    #[inline(always)]
+    fn key_addr(k: &Key<IdKey6>) -> &[u8; 16] {
+        &k.data.addr
+    }
+    #[inline(always)]
     fn host_key(k: &Key<IdKey6>) -> &IdKey6 {
         &k.data
     }
@@ -495,16 +504,17 @@ impl Family for V6 {
 }
 
 // The identity lookups and the rule lookup of a question the answer cache
-// could not answer, as global BPF functions. The kernel verifies a global
-// function once, on its own, where code inlined into a program is walked
-// again for every path that reaches it: inlined at their call sites, these
-// lookups were half of each program's walk through the verifier, which
-// stops a program at 1,000,000 instructions. The price is one BPF-to-BPF
-// call beside the map lookups that answer. A global function takes only
-// scalars and cannot read its caller's stack, so arguments arrive packed
-// into words and an IPv6 address in this CPU's `ADDR6` slot. Each is called
-// straight from a program, never from another: BPF counts the stack of a
-// chain of calls against one 512-byte limit.
+// and the block table could not answer, as global BPF functions. The
+// kernel verifies a global function once, on its own, where code inlined
+// into a program is walked again for every path that reaches it: inlined at
+// their call sites, these lookups were half of each program's walk through
+// the verifier, which stops a program at 1,000,000 instructions. The price
+// is one BPF-to-BPF call beside the map lookups that answer. A global
+// function takes scalars only and cannot read its caller's stack, so the
+// caller writes the address into this CPU's identity-key scratch
+// (`Family::id_key`), which the lookup reads in place, and packs the rest
+// into words. Each is called straight from a program, never from another:
+// BPF counts the stack of a chain of calls against one 512-byte limit.
 
 /// `Config` flags and a policy slot as one argument.
 #[inline(always)]
@@ -512,84 +522,59 @@ fn flags_slot(flags: u32, slot: u8) -> u64 {
     flags as u64 | (slot as u64) << 32
 }
 
-/// Writes `a` into this CPU's `ADDR6` slot; false if the slot is missing.
+/// The identity of the address the caller wrote with `Family::id_key`
+/// (`policy::identity_at`), for the family `F`.
 #[inline(always)]
-fn put_addr6(a: &[u8; 16]) -> bool {
-    let Some(p) = ADDR6.get_ptr_mut(0) else {
-        return false;
-    };
-    // SAFETY: this CPU's scratch slot; the call that reads it follows at
-    // once. Volatile: only another function reads these stores.
-    unsafe {
-        core::ptr::write_volatile(&mut (*p)[0], word_at::<u64, 16>(a, 0));
-        core::ptr::write_volatile(&mut (*p)[1], word_at::<u64, 16>(a, 8));
-    }
-    true
-}
-
-/// The address this CPU's `ADDR6` slot holds.
-#[inline(always)]
-fn addr6() -> Option<[u8; 16]> {
-    // SAFETY: this CPU's scratch slot, written by the caller just before.
-    ADDR6
-        .get_ptr(0)
-        .map(|p| from_words::<u64, [u8; 16], 2>(unsafe { *p }))
-}
-
-/// The identity of IPv4 address `addr` (a native-order word);
-/// `flags_slot` as `flags_slot` builds it; the result as
-/// `policy::identity_word`.
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn netpol_identity4(flags_slot: u64, addr: u32) -> u64 {
+fn identity_written<F: Family>(flags_slot: u64) -> u64 {
     let (flags, slot) = (flags_slot as u32, (flags_slot >> 32) as u8);
-    policy::identity_word(policy::identity::<V4>(flags, slot, &addr.to_ne_bytes()))
-}
-
-/// As `netpol_identity4`, for the IPv6 address in this CPU's `ADDR6` slot.
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn netpol_identity6(flags_slot: u64) -> u64 {
-    let (flags, slot) = (flags_slot as u32, (flags_slot >> 32) as u8);
-    let id = addr6().and_then(|a| policy::identity::<V6>(flags, slot, &a));
+    let id = F::id_key_written().and_then(|k| policy::identity_at::<F>(flags, slot, k));
     policy::identity_word(id)
 }
 
-/// `policy::ask_dst` for IPv4 destination `dst` (a native-order word):
-/// `gen_flags` and `proto_port` as `policy::gen_flags` and
-/// `policy::proto_port` build them, the source's identity as
+/// `policy::ask_dst` for the destination the caller wrote with
+/// `Family::id_key`: `gen_flags` and `proto_port` as `policy::gen_flags`
+/// and `policy::proto_port` build them, the source's identity as
 /// `policy::identity_word`; the answer as `policy::to_answer`.
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn netpol_ask_dst4(gen_flags: u64, src_id: u64, dst: u32, proto_port: u32) -> u64 {
-    let r = match policy::from_identity_word(src_id) {
-        Some(s) => policy::ask_dst::<V4>(
+#[inline(always)]
+fn ask_dst_written<F: Family>(gen_flags: u64, src_id: u64, proto_port: u32) -> u64 {
+    let r = match (policy::from_identity_word(src_id), F::id_key_written()) {
+        (Some(s), Some(dst)) => policy::ask_dst::<F>(
             gen_flags as u32,
             (gen_flags >> 32) as u32,
             s,
-            &dst.to_ne_bytes(),
-            proto_port as u8,
-            (proto_port >> 16) as u16,
-        ),
-        None => Err(false),
-    };
-    policy::to_answer(&r)
-}
-
-/// As `netpol_ask_dst4`, for the IPv6 destination in this CPU's `ADDR6` slot.
-#[no_mangle]
-#[inline(never)]
-pub extern "C" fn netpol_ask_dst6(gen_flags: u64, src_id: u64, proto_port: u32) -> u64 {
-    let r = match (policy::from_identity_word(src_id), addr6()) {
-        (Some(s), Some(dst)) => policy::ask_dst::<V6>(
-            gen_flags as u32,
-            (gen_flags >> 32) as u32,
-            s,
-            &dst,
+            dst,
             proto_port as u8,
             (proto_port >> 16) as u16,
         ),
         _ => Err(false),
     };
     policy::to_answer(&r)
+}
+
+/// `identity_written` for IPv4; `flags_slot` as `flags_slot` builds it.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netpol_identity4(flags_slot: u64) -> u64 {
+    identity_written::<V4>(flags_slot)
+}
+
+/// `identity_written` for IPv6.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netpol_identity6(flags_slot: u64) -> u64 {
+    identity_written::<V6>(flags_slot)
+}
+
+/// `ask_dst_written` for IPv4.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netpol_ask_dst4(gen_flags: u64, src_id: u64, proto_port: u32) -> u64 {
+    ask_dst_written::<V4>(gen_flags, src_id, proto_port)
+}
+
+/// `ask_dst_written` for IPv6.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn netpol_ask_dst6(gen_flags: u64, src_id: u64, proto_port: u32) -> u64 {
+    ask_dst_written::<V6>(gen_flags, src_id, proto_port)
 }

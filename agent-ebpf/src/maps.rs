@@ -147,13 +147,6 @@ pub static ID_KEY6: PerCpuArray<Key<IdKey6>> = PerCpuArray::with_max_entries(1, 
 #[map]
 pub static RULE_KEY: PerCpuArray<Key<RuleKey>> = PerCpuArray::with_max_entries(1, 0);
 
-/// Scratch space for the IPv6 address a policy lookup of its own
-/// (`family::netpol_identity6`, `family::netpol_ask_dst6`) reads, one per
-/// CPU: such a global function cannot read its caller's stack, and takes
-/// scalar arguments only.
-#[map]
-pub static ADDR6: PerCpuArray<[u64; 2]> = PerCpuArray::with_max_entries(1, 0);
-
 /// The conntrack quota of each source address that opened a flow lately
 /// (`Config::ct_source_rate`). LRU: a source unseen for long enough starts
 /// again with a full bucket.
@@ -204,6 +197,8 @@ pub struct NewFlow {
     pub src: [u8; 16],
     pub bucket: TokenBucket,
     pub value: CtValue,
+    /// A new denied-flow record (`denied::create`).
+    pub denied: DeniedValue,
 }
 
 /// This CPU's `NewFlow`.

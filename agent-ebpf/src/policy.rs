@@ -6,7 +6,7 @@ use agent_common::{
     CFG_F_SLOT_INDEX, HOST_FILTER_WORDS, ID_BLOCK_COUNT, ID_BLOCK_NONE, ID_BLOCK_ONE,
     ID_FLAG_ANY_AUDIT, ID_FLAG_AUDIT, RULE_FLAG_DENY, RULE_PREFIX_FULL,
 };
-use aya_ebpf::maps::PerCpuArray;
+use aya_ebpf::maps::{lpm_trie::Key, PerCpuArray};
 
 use crate::{
     family::Family,
@@ -25,16 +25,17 @@ fn maybe_host(slot: u8, x: u64) -> bool {
     }
 }
 
-/// The identity of `addr` in policy slot `slot`: its host prefix if it has
-/// one (a hash probe, only when the slot has any and its filter does not
-/// rule the address out), else its block's answer when the block holds no
-/// long prefix, else the longest prefix in the trie, which holds every
-/// shorter prefix. The split is exact: a host prefix is the longest possible
-/// match, and the trie's answer is the block's for every address of a block
-/// that no prefix longer than the block reaches.
+/// The identity of the address in `key` (this CPU's identity-key scratch,
+/// `Family::id_key`) in policy slot `slot`: its host prefix if it has one (a
+/// hash probe, only when the slot has any and its filter does not rule the
+/// address out), else its block's answer when the block holds no long
+/// prefix, else the longest prefix in the trie, which holds every shorter
+/// prefix. The split is exact: a host prefix is the longest possible match,
+/// and the trie's answer is the block's for every address of a block that
+/// no prefix longer than the block reaches.
 #[inline(always)]
-pub fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<IdentityValue> {
-    let key = F::id_key(slot, addr)?;
+pub fn identity_at<F: Family>(flags: u32, slot: u8, key: &Key<F::IdKey>) -> Option<IdentityValue> {
+    let addr = F::key_addr(key);
     let indexed = flags & (CFG_F_SLOT_INDEX << slot) != 0;
     if flags & (F::HOSTS_FLAG << slot) != 0 && (!indexed || maybe_host(slot, F::filter_key(addr))) {
         // SAFETY: the value is copied out at once; the agent only replaces
@@ -44,16 +45,44 @@ pub fn identity<F: Family>(flags: u32, slot: u8, addr: &F::Addr) -> Option<Ident
         }
     }
     if indexed {
-        let i = F::BLOCKS_BASE + slot as u32 * ID_BLOCK_COUNT + F::first_byte(addr);
-        if let Some(b) = ID_BLOCKS.get(i) {
-            match b.state {
-                ID_BLOCK_NONE => return None,
-                ID_BLOCK_ONE => return Some(b.value),
-                _ => {}
-            }
+        if let Some(answer) = block_answer::<F>(slot, addr) {
+            return answer;
         }
     }
     F::ids().get(key).copied()
+}
+
+/// What the block table says of `addr` in `slot` without a hash probe or a
+/// trie walk: `Some(identity)` when the slot's indexes are complete, the
+/// filter rules out a host prefix, and the address's block holds no long
+/// prefix; `None` when only the maps can say. Inlined where a lookup call
+/// would otherwise start: a flood from the internet's addresses is
+/// answered here.
+#[inline(always)]
+pub fn block_identity<F: Family>(
+    flags: u32,
+    slot: u8,
+    addr: &F::Addr,
+) -> Option<Option<IdentityValue>> {
+    if flags & (CFG_F_SLOT_INDEX << slot) == 0
+        || (flags & (F::HOSTS_FLAG << slot) != 0 && maybe_host(slot, F::filter_key(addr)))
+    {
+        return None;
+    }
+    block_answer::<F>(slot, addr)
+}
+
+/// The answer of `addr`'s block in `slot` (whose block table is complete),
+/// if the block holds no prefix longer than itself.
+#[inline(always)]
+fn block_answer<F: Family>(slot: u8, addr: &F::Addr) -> Option<Option<IdentityValue>> {
+    let i = F::BLOCKS_BASE + slot as u32 * ID_BLOCK_COUNT + F::first_byte(addr);
+    let b = ID_BLOCKS.get(i)?;
+    match b.state {
+        ID_BLOCK_NONE => Some(None),
+        ID_BLOCK_ONE => Some(Some(b.value)),
+        _ => None,
+    }
 }
 
 /// Looks a (src, dst, proto, port) question up in the live policy. A denial
@@ -70,7 +99,24 @@ pub fn lookup<F: Family>(
     port: u16,
     sc: SrcCheck,
 ) -> Result<RuleValue, bool> {
-    F::answer(gen, flags, src, dst, proto, port, sc)
+    F::answer(gen, flags, src, dst, proto, port, sc, false).unwrap_or(Err(false))
+}
+
+/// As `lookup`, for a packet whose source still owes the check `sc`:
+/// `Err(drop reason)` when it fails. The check runs between the answer
+/// cache's read and the answer, and not at all when the cached answer
+/// vouches for it, so a repeated question costs one read of the cache.
+#[inline(always)]
+pub fn lookup_checked<F: Family>(
+    gen: u32,
+    flags: u32,
+    src: &F::Addr,
+    dst: &F::Addr,
+    proto: u8,
+    port: u16,
+    sc: SrcCheck,
+) -> Result<Result<RuleValue, bool>, u32> {
+    F::answer(gen, flags, src, dst, proto, port, sc, true)
 }
 
 /// The IPv4 question as the answer cache holds it: both addresses in one
@@ -93,28 +139,6 @@ fn answer_slot<const N: usize>(q: &[u64; N]) -> u32 {
     answer_index(x)
 }
 
-/// Whether this CPU's answer cache (`answers`) holds question `q` and
-/// remembers its source passing the check `sc` (same interface, same
-/// `SOURCES` generation): a flood's repeated SYN then skips the `SOURCES`
-/// lookup. The fact is exact per (interface, source), as in the flow cache.
-#[inline(always)]
-pub fn vouched<const N: usize>(
-    answers: &PerCpuArray<Answer<N>>,
-    q: &[u64; N],
-    sc: SrcCheck,
-) -> bool {
-    match answers.get_ptr(answer_slot(q)) {
-        // SAFETY: this CPU's slot of a per-CPU array.
-        Some(c) => unsafe {
-            let c = &*c;
-            words_eq::<N, [u64; N]>(&c.question, q)
-                && c.src_ifindex == sc.ifindex
-                && c.sources_gen == sc.gen
-        },
-        None => false,
-    }
-}
-
 /// The answer cache in front of the maps, for two-word questions: `new`
 /// answers a repeated question; `fill` stores the answer the maps gave to
 /// one it could not (both through `through_cache!`). New flows ask the same few questions over and over (a
@@ -132,29 +156,42 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Looks question `q` up: on a hit, its answer as a word (`from_answer`),
-    /// remembering that its source passed the check `sc` (ifindex 0: none),
-    /// which the slot then vouches for. Words rather than `Result`s: every
-    /// path then meets again on one scalar, which keeps the verifier's walk
-    /// of what follows from doubling.
+    /// Looks question `q` up: on a hit, its answer as a word (`from_answer`)
+    /// and whether the slot vouches for its source passing the check `sc`
+    /// (the same interface and `SOURCES` generation). Words rather than
+    /// `Result`s: every path then meets again on one scalar, which keeps the
+    /// verifier's walk of what follows from doubling.
     #[inline(always)]
-    pub fn new(answers: &PerCpuArray<Answer<2>>, q: [u64; 2], sc: SrcCheck) -> (Self, Option<u64>) {
+    pub fn new(
+        answers: &PerCpuArray<Answer<2>>,
+        q: [u64; 2],
+        sc: SrcCheck,
+    ) -> (Self, Option<u64>, bool) {
         // The question stays in two registers, compared and stored word by
         // word: the TC program's stack has no room for a copy of it.
         let [q0, q1] = q;
         let slot = answers.get_ptr_mut(answer_slot(&[q0, q1]));
         if let Some(c) = slot {
             // SAFETY: this CPU's slot of a per-CPU array.
-            let c = unsafe { &mut *c };
+            let c = unsafe { &*c };
             if (c.question[0] ^ q0) | (c.question[1] ^ q1) == 0 {
-                if sc.ifindex != 0 {
-                    c.src_ifindex = sc.ifindex;
-                    c.sources_gen = sc.gen;
-                }
-                return (Probe { slot }, Some(c.answer));
+                let vouched = c.src_ifindex == sc.ifindex && c.sources_gen == sc.gen;
+                return (Probe { slot }, Some(c.answer), vouched);
             }
         }
-        (Probe { slot }, None)
+        (Probe { slot }, None, false)
+    }
+
+    /// Remembers, on a hit, that the question's source passed the check `sc`
+    /// (ifindex 0: none), which the slot then vouches for.
+    #[inline(always)]
+    pub fn vouch(&self, sc: SrcCheck) {
+        if let (Some(c), true) = (self.slot, sc.ifindex != 0) {
+            // SAFETY: this CPU's slot of a per-CPU array.
+            let c = unsafe { &mut *c };
+            c.src_ifindex = sc.ifindex;
+            c.sources_gen = sc.gen;
+        }
     }
 
     /// Stores `a`, the maps' answer to `q` as a word, in the slot the probe
@@ -175,22 +212,35 @@ impl Probe {
 }
 
 /// The answer to question `q` from the answer cache `answers`, or else
-/// `$ask` (an answer as a word, evaluated only on a miss), stored there;
-/// `sc` as for `Probe::new`. A macro rather than a function taking the
-/// lookup as a closure, for the reason `Probe` gives.
+/// `$ask` (an answer as a word, evaluated only on a miss), stored there,
+/// with the source check `sc` remembered in the slot. `$check` runs the
+/// check the source owes (`Err(drop reason)`) unless the slot vouches for
+/// it; the macro's value is `Ok(answer)` or that `Err`. A macro rather than
+/// a function taking the lookup as a closure, for the reason `Probe` gives.
 macro_rules! through_cache {
-    ($answers:expr, $q:expr, $sc:expr, $ask:expr) => {{
+    ($answers:expr, $q:expr, $sc:expr, $check:expr, $ask:expr) => {{
         let (q, sc) = ($q, $sc);
-        let (probe, hit) = $crate::policy::Probe::new($answers, q, sc);
-        let a = match hit {
-            Some(a) => a,
-            None => {
-                let a: u64 = $ask;
-                probe.fill(q, a, sc);
-                a
+        let (probe, hit, vouched) = $crate::policy::Probe::new($answers, q, sc);
+        let checked: Result<(), u32> = if vouched { Ok(()) } else { $check };
+        match checked {
+            Err(r) => Err(r),
+            Ok(()) => {
+                let a = match hit {
+                    Some(a) => {
+                        if !vouched {
+                            probe.vouch(sc);
+                        }
+                        a
+                    }
+                    None => {
+                        let a: u64 = $ask;
+                        probe.fill(q, a, sc);
+                        a
+                    }
+                };
+                Ok($crate::policy::from_answer(a))
             }
-        };
-        $crate::policy::from_answer(a)
+        }
     }};
 }
 pub(crate) use through_cache;
@@ -314,20 +364,21 @@ pub fn ask<F: Family>(
 }
 
 /// The rest of `ask`, for a source of identity `s` that may send this
-/// protocol: the destination's identity, then the rule. Inlined only into
+/// protocol: the destination's identity (its address in this CPU's
+/// identity-key scratch, `dst`), then the rule. Inlined only into
 /// `family::netpol_ask_dst4`/`6`, with the identity lookup it makes.
 #[inline(always)]
 pub fn ask_dst<F: Family>(
     gen: u32,
     flags: u32,
     s: IdentityValue,
-    dst: &F::Addr,
+    dst: &Key<F::IdKey>,
     proto: u8,
     port: u16,
 ) -> Result<RuleValue, bool> {
     let slot = (gen & 1) as u8;
     let class = proto_class(proto);
-    let Some(d) = identity::<F>(flags, slot, dst) else {
+    let Some(d) = identity_at::<F>(flags, slot, dst) else {
         return Err(s.flags & ID_FLAG_AUDIT != 0);
     };
     let audit = (s.flags | d.flags) & ID_FLAG_AUDIT != 0;

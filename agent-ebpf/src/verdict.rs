@@ -12,7 +12,7 @@ use crate::{
     conntrack::{self, ct_flags_after, ct_key, Live},
     counting::{count_shared, count_verdict},
     denied::deny,
-    events::{event, send_event},
+    events::send_event,
     family::{Family, V4, V6},
     flow::{Decision, Flow, Pkt},
     flowcache::{self, SrcCheck},
@@ -55,14 +55,9 @@ fn decide_ip<F: Family>(
     let l4 = &ip.l4;
     let (key, src_is_b) = ct_key::<F>(&ip.src, &ip.dst, l4.sport, l4.dport, l4.proto);
     let fl = Flow::<F>::new(cfg, ip, pkt, &key, src_is_b);
-    // Exactly one of the three places runs the source check: above, here, or
-    // in the flow-cache lookup (`cacheable` is `fl.cacheable`).
-    if asks_first
-        && sc.ifindex != 0
-        && !F::vouched(fl.gen, &ip.src, &ip.dst, l4.proto, l4.policy_port, sc)
-    {
-        sc.run::<F>(&ip.src).map_err(|r| (r, false))?;
-    }
+    // Exactly one of the three places runs the source check: above, in the
+    // flow-cache lookup (`cacheable` is `fl.cacheable`), or in the policy
+    // lookup (`asks_first`), which asks nothing else before it.
     if cacheable {
         match flowcache::lookup(&fl, sc) {
             Ok(Some(rule_id)) => return Ok((reason::PASS_ESTABLISHED, rule_id)),
@@ -80,17 +75,31 @@ fn decide_ip<F: Family>(
             found = true;
         }
     }
-    let rule = match policy::lookup::<F>(
-        fl.gen,
-        fl.flags,
-        &ip.src,
-        &ip.dst,
-        l4.proto,
-        l4.policy_port,
-        sc,
-    ) {
-        Ok(rule) => rule,
-        Err(audit) => return deny(&fl, reason::DROP_POLICY, audit),
+    let answer = if asks_first {
+        policy::lookup_checked::<F>(
+            fl.gen,
+            fl.flags,
+            &ip.src,
+            &ip.dst,
+            l4.proto,
+            l4.policy_port,
+            sc,
+        )
+    } else {
+        Ok(policy::lookup::<F>(
+            fl.gen,
+            fl.flags,
+            &ip.src,
+            &ip.dst,
+            l4.proto,
+            l4.policy_port,
+            sc,
+        ))
+    };
+    let rule = match answer {
+        Ok(Ok(rule)) => rule,
+        Ok(Err(audit)) => return deny(&fl, reason::DROP_POLICY, audit),
+        Err(r) => return Err((r, false)),
     };
     if conntrack::creates(l4.track) {
         if !quota::take(&fl) {
@@ -162,14 +171,15 @@ fn recheck<F: Family>(fl: &Flow<F>, e: &mut CtValue, f: u32) -> Decision {
 #[inline(always)]
 fn open<F: Family>(fl: &Flow<F>, rule_id: u32, found: bool) {
     if conntrack::create(fl, rule_id, found) && fl.cfg.flags & CFG_F_EVENTS_ALLOWED != 0 {
-        let ev = event::<F>(
+        send_event::<F>(
+            fl.cfg,
+            fl.t,
             fl.ip,
             fl.pkt,
             reason::PASS_POLICY,
             rule_id,
             EVENT_VERDICT_PASS,
         );
-        send_event(fl.cfg, fl.t, ev);
     }
 }
 
