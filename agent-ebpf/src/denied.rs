@@ -2,9 +2,8 @@
 //! LRU map, so the agent can show which flows were denied; a flood of new ones
 //! is rate-limited rather than allowed to churn that map.
 use agent_common::{
-    flow_counter_index, stat, Counter, DeniedValue, BUCKET_RECORDS, CFG_F_FLOW_COUNTERS,
-    DENIED_F_AUDIT, DENIED_F_ORIG_B, EVENT_VERDICT_AUDIT, EVENT_VERDICT_DROP, FLOW_COUNTER_SLOTS,
-    MODE_AUDIT,
+    flow_counter_index, stat, DeniedValue, BUCKET_RECORDS, CFG_F_FLOW_COUNTERS, DENIED_F_AUDIT,
+    DENIED_F_ORIG_B, EVENT_VERDICT_AUDIT, EVENT_VERDICT_DROP, MODE_AUDIT,
 };
 
 use crate::{
