@@ -10,7 +10,7 @@ use aya_ebpf::maps::{lpm_trie::Key, PerCpuArray};
 
 use crate::{
     family::Family,
-    flowcache::{words_eq, SrcCheck},
+    flowcache::SrcCheck,
     maps::{Answer, ANSWER_SLOTS, HOST_FILTER, ID_BLOCKS, RULES, RULE_KEY},
 };
 
