@@ -192,10 +192,13 @@ pub struct FlowCache<K> {
 /// `FlowCache::policy_gen` of a slot that holds a denied flow's pending
 /// counts instead of an allowed flow: `rule_id` is 0 (no allowing rule is),
 /// `counters` the packets not yet added to the flow's `DENIED4`/`DENIED6`
-/// record, and `valid_until` the jiffies of its last packet (never in the
-/// future, so no lookup answers from the slot). Readers add these counts to
-/// the denied record of the same key, and take its last packet as its last
-/// seen when later.
+/// record, `valid_until` the jiffies of its last packet (never in the
+/// future, so no lookup answers from the slot), and `sources_gen` the low
+/// 32 bits of the jiffies when the slot last met the record: a packet a
+/// `Config::refresh_interval` later goes to the record again (which keeps
+/// it fresh in the LRU), taking the pending counts along. Readers add these
+/// counts to the denied record of the same key, and take its last packet as
+/// its last seen when later.
 pub const FLOW_CACHE_DENIED: u32 = u32::MAX;
 
 /// Whether a flow-cache slot holds a denied flow's pending counts.

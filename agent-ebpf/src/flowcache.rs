@@ -273,7 +273,10 @@ pub fn count_denied<F: Family>(fl: &Flow<F>, idx: usize) -> bool {
     };
     // SAFETY: this CPU's slot of a per-CPU array.
     let c = unsafe { &mut *c };
-    if !(is_denied_slot(c) && F::key_eq(&c.key, fl.key)) {
+    // Once a refresh interval the packet goes to the record instead, which
+    // `claim_denied` then hands the pending counts and the slot again.
+    let due = (fl.t as u32).wrapping_sub(c.sources_gen) >= fl.cfg.refresh_interval as u32;
+    if !(is_denied_slot(c) && F::key_eq(&c.key, fl.key)) || due {
         return false;
     }
     let Some(d) = c.counters.get_mut(idx) else {
@@ -305,7 +308,7 @@ pub fn claim_denied<F: Family>(fl: &Flow<F>) {
         policy_gen: FLOW_CACHE_DENIED,
         rule_id: 0,
         src_ifindex: [0; 2],
-        sources_gen: 0,
+        sources_gen: fl.t as u32,
         counters: [Counter::default(); FLOW_COUNTER_SLOTS],
     };
 }

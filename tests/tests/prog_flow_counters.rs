@@ -10,7 +10,9 @@
 
 use std::path::PathBuf;
 
-use agent_common::{map_names, CtKey4, CtValue, DeniedValue};
+use aya::maps::PerCpuValues;
+
+use agent_common::{is_denied_slot, map_names, CtKey4, CtValue, DeniedValue, FlowCache4};
 use netpol_agent::bpffs::PinLayout;
 use netpol_agent::bpffs::Pinned;
 use netpol_agent::datapath::CountingOptions;
@@ -354,4 +356,68 @@ fn pending_denied_counts_move_into_the_record_when_the_slot_changes_hands() {
     assert_eq!(p.dp.xdp_test_run(&syn(other), 1).unwrap().0, XDP_DROP);
     assert_eq!(record(first), 3, "the pending counts moved into the record");
     assert_eq!(record(other), 1);
+}
+
+/// A denied flow whose counts pend in the flow-cache slot still meets its
+/// record once a refresh interval: the packet then counts there, with the
+/// pending counts, and refreshes the record in the LRU (which would
+/// otherwise evict it while its flow goes on being denied).
+#[test]
+fn pending_denied_counts_reach_the_record_once_a_refresh_interval() {
+    if !require_root() {
+        return;
+    }
+    pin_to_one_cpu();
+    let p = load(true);
+    let key = CtKey4 {
+        addr_a: [10, 0, 2, 7],
+        addr_b: [10, 9, 0, 1],
+        port_a: 5432u16.to_be_bytes(),
+        port_b: 41000u16.to_be_bytes(),
+        proto: 6,
+        _pad: [0; 3],
+    };
+    let syn = Packet::ip("10.9.0.1", "10.0.2.7")
+        .tcp(41000, 5432, TCP_SYN)
+        .build();
+    let pinned = Pinned::new(&p.dir);
+    let record = || -> u64 {
+        pinned
+            .lru::<CtKey4, DeniedValue>(map_names::DENIED4)
+            .unwrap()
+            .get(&key, 0)
+            .map(|v| v.counters.iter().map(|c| c.packets).sum())
+            .unwrap_or(0)
+    };
+    assert_eq!(p.dp.xdp_test_run(&syn, 3).unwrap().0, XDP_DROP);
+    assert_eq!(record(), 1, "the first packet in the record, two pending");
+    assert_eq!(p.dp.xdp_test_run(&syn, 1).unwrap().0, XDP_DROP);
+    assert_eq!(record(), 1, "within the interval the slot counts");
+    // A refresh interval passes for the slot: its last meeting with the
+    // record moves back by one.
+    let interval = p.dp.config().refresh_interval as u32;
+    let slot = cache_slot(&key) as u32;
+    let mut cache = pinned
+        .per_cpu_array::<FlowCache4>(map_names::FLOWCACHE4)
+        .unwrap();
+    let mut values: Vec<FlowCache4> = cache.get(&slot, 0).unwrap().to_vec();
+    let mut moved = 0;
+    for v in values.iter_mut() {
+        if is_denied_slot(v) && v.key == key {
+            v.sources_gen = v.sources_gen.wrapping_sub(interval);
+            moved += 1;
+        }
+    }
+    assert_eq!(moved, 1, "one CPU's slot holds the flow's pending counts");
+    cache
+        .set(slot, PerCpuValues::try_from(values).unwrap(), 0)
+        .unwrap();
+    assert_eq!(p.dp.xdp_test_run(&syn, 1).unwrap().0, XDP_DROP);
+    assert_eq!(
+        record(),
+        5,
+        "the packet and the three pending in the record"
+    );
+    let d = find(&flows(&p), "10.9.0.1", "10.0.2.7", "ingress").map(|r| r.packets);
+    assert_eq!(d, Some(5), "nothing counted twice");
 }
