@@ -82,12 +82,13 @@ pub trait Family {
     fn quote(b: &Bounds, off: usize, len: usize) -> Result<Option<Quote<'_, Self::Addr>>, u32>;
     /// This CPU's scratch key for the flow an ICMP error quotes.
     fn quote_key() -> Option<*mut Self::CtKey>;
-    /// The identity of `addr` in policy slot `slot` (`policy::identity`),
-    /// through a global function.
+    /// The identity of `addr` in policy slot `slot`: the block table's
+    /// answer (`policy::block_identity`), else `policy::identity_at` in a
+    /// global function, with `addr` in the identity-key scratch.
     fn identity(flags: u32, slot: u8, addr: &Self::Addr) -> Option<IdentityValue>;
     /// The live policy's answer to a question (`policy::lookup`); with
-    /// `check`, the source first passes the check `sc` it owes
-    /// (`policy::lookup_checked`), or the answer is `Err(drop reason)`.
+    /// `check`, the source first passes the check `sc` it owes, or the
+    /// answer is `Err(drop reason)`.
     #[allow(clippy::too_many_arguments)]
     fn answer(
         gen: u32,

@@ -53,11 +53,11 @@ pub fn identity_at<F: Family>(flags: u32, slot: u8, key: &Key<F::IdKey>) -> Opti
 }
 
 /// What the block table says of `addr` in `slot` without a hash probe or a
-/// trie walk: `Some(identity)` when the slot's indexes are complete, the
-/// filter rules out a host prefix, and the address's block holds no long
-/// prefix; `None` when only the maps can say. Inlined where a lookup call
-/// would otherwise start: a flood from the internet's addresses is
-/// answered here.
+/// trie walk: `Some` of its identity (or of none) when the slot's indexes
+/// are complete, the filter rules out a host prefix and the address's block
+/// holds no long prefix; `None` when only the maps can say. Inlined before
+/// the lookup function is called: a flood from the internet's addresses is
+/// answered here, without the call.
 #[inline(always)]
 pub fn block_identity<F: Family>(
     flags: u32,
@@ -87,8 +87,13 @@ fn block_answer<F: Family>(slot: u8, addr: &F::Addr) -> Option<Option<IdentityVa
 
 /// Looks a (src, dst, proto, port) question up in the live policy. A denial
 /// says whether either side belongs to an audit-only group (then it passes).
-/// `sc` is the source check `src` passed (ifindex 0: none, or a question
-/// that is not the packet's), which a cached answer then vouches for.
+/// `sc` is the source check `src` passed or, with `owed`, still owes
+/// (ifindex 0: none, or a question that is not the packet's), which a
+/// cached answer then vouches for. An owed check runs between the answer
+/// cache's read and the answer, and not at all when the cached answer
+/// vouches for it, so a repeated question costs one read of the cache;
+/// `Err(drop reason)` when it fails.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
 pub fn lookup<F: Family>(
     gen: u32,
@@ -98,25 +103,9 @@ pub fn lookup<F: Family>(
     proto: u8,
     port: u16,
     sc: SrcCheck,
-) -> Result<RuleValue, bool> {
-    F::answer(gen, flags, src, dst, proto, port, sc, false).unwrap_or(Err(false))
-}
-
-/// As `lookup`, for a packet whose source still owes the check `sc`:
-/// `Err(drop reason)` when it fails. The check runs between the answer
-/// cache's read and the answer, and not at all when the cached answer
-/// vouches for it, so a repeated question costs one read of the cache.
-#[inline(always)]
-pub fn lookup_checked<F: Family>(
-    gen: u32,
-    flags: u32,
-    src: &F::Addr,
-    dst: &F::Addr,
-    proto: u8,
-    port: u16,
-    sc: SrcCheck,
+    owed: bool,
 ) -> Result<Result<RuleValue, bool>, u32> {
-    F::answer(gen, flags, src, dst, proto, port, sc, true)
+    F::answer(gen, flags, src, dst, proto, port, sc, owed)
 }
 
 /// The IPv4 question as the answer cache holds it: both addresses in one

@@ -75,27 +75,17 @@ fn decide_ip<F: Family>(
             found = true;
         }
     }
-    let answer = if asks_first {
-        policy::lookup_checked::<F>(
-            fl.gen,
-            fl.flags,
-            &ip.src,
-            &ip.dst,
-            l4.proto,
-            l4.policy_port,
-            sc,
-        )
-    } else {
-        Ok(policy::lookup::<F>(
-            fl.gen,
-            fl.flags,
-            &ip.src,
-            &ip.dst,
-            l4.proto,
-            l4.policy_port,
-            sc,
-        ))
-    };
+    // A packet that asked first (`asks_first`) still owes its source check.
+    let answer = policy::lookup::<F>(
+        fl.gen,
+        fl.flags,
+        &ip.src,
+        &ip.dst,
+        l4.proto,
+        l4.policy_port,
+        sc,
+        asks_first,
+    );
     let rule = match answer {
         Ok(Ok(rule)) => rule,
         Ok(Err(audit)) => return deny(&fl, reason::DROP_POLICY, audit),
@@ -151,7 +141,10 @@ fn recheck<F: Family>(fl: &Flow<F>, e: &mut CtValue, f: u32) -> Decision {
         e.orig_port,
         // The original question's source is not this packet's: no fact.
         SrcCheck { ifindex: 0, gen: 0 },
-    ) {
+        false,
+    )
+    .unwrap_or(Err(false))
+    {
         Ok(rule) => rule,
         Err(audit) => {
             conntrack::remove::<F>(fl.key);
