@@ -95,10 +95,12 @@ fn host_filter<'a>(
 }
 
 /// Host prefixes of one family that move them from the trie to the hash map.
-/// A probe of the hash costs a cache miss on its bucket array whatever it
-/// holds (about as much as a walk of a trie with this many host routes), so
-/// a policy with fewer keeps them in the trie and the datapath skips the probe.
-pub const HOST_HASH_MIN: usize = 1024;
+/// The slot's host filter lets a probe through only for the hash's own
+/// addresses (and under 3% of the rest), where a trie holding the host routes
+/// is walked deep by every source of their blocks (a flood from a range
+/// beside them); a policy with only a few keeps them in the trie, which stays
+/// as shallow.
+pub const HOST_HASH_MIN: usize = 64;
 
 /// What one policy swap did.
 #[derive(Clone, Copy, Debug)]
