@@ -163,14 +163,28 @@ pub fn udp_exchange(
     // A connected UDP socket reports ICMP port unreachable as ECONNREFUSED
     // and ignores datagrams from anyone but `dst`.
     sock.connect(dst).map_err(ExchangeError::Other)?;
-    sock.set_read_timeout(Some(timeout))
+    // UDP may lose a datagram: the same one is sent up to three times, each
+    // waiting a third of `timeout` for the echo. A denied edge must still
+    // drop every one of them.
+    const TRIES: u32 = 3;
+    sock.set_read_timeout(Some(timeout / TRIES))
         .map_err(ExchangeError::Other)?;
-    sock.send(&sent)
-        .map_err(|e| ExchangeError::from_io(e, "the send"))?;
     let mut buf = vec![0u8; sent.len() + 64];
-    let n = sock
-        .recv(&mut buf)
-        .map_err(|e| ExchangeError::from_io(e, "the echoed datagram"))?;
+    let mut tries = 0;
+    let n = loop {
+        tries += 1;
+        sock.send(&sent)
+            .map_err(|e| ExchangeError::from_io(e, "the send"))?;
+        match sock.recv(&mut buf) {
+            Ok(n) => break n,
+            Err(e) => {
+                let e = ExchangeError::from_io(e, "the echoed datagram");
+                if !e.is_timeout() || tries == TRIES {
+                    return Err(e);
+                }
+            }
+        }
+    };
     buf.truncate(n);
     if buf != sent {
         return Err(ExchangeError::Mismatch { sent, got: buf });
