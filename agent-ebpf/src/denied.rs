@@ -7,7 +7,7 @@ use agent_common::{
 };
 
 use crate::{
-    counting::{bump_stat, count_shared, first_count},
+    counting::{bump_stat, clear, count_shared, first_count},
     events::{refilled, send_event},
     family::Family,
     flow::{Decision, Flow},
@@ -81,8 +81,7 @@ fn record<F: Family>(fl: &Flow<F>, why: u32, audit: bool) {
 #[inline(always)]
 fn create<F: Family>(fl: &Flow<F>, idx: usize, why: u32, audit: bool) {
     // Built in this CPU's scratch rather than on the stack, which is near
-    // BPF's 512 bytes; zeroed as words, which LLVM would otherwise turn into
-    // a call to a byte-wise memset.
+    // BPF's 512 bytes.
     let Some(scratch) = new_flow() else {
         return;
     };
@@ -92,13 +91,7 @@ fn create<F: Family>(fl: &Flow<F>, idx: usize, why: u32, audit: bool) {
     v.reason = why;
     v.flags =
         if fl.src_is_b { DENIED_F_ORIG_B } else { 0 } | if audit { DENIED_F_AUDIT } else { 0 };
-    for c in v.counters.iter_mut() {
-        // SAFETY: fields of a live `&mut`.
-        unsafe {
-            core::ptr::write_volatile(&mut c.packets, 0);
-            core::ptr::write_volatile(&mut c.bytes, 0);
-        }
-    }
+    v.counters.iter_mut().for_each(clear);
     first_count(&mut v.counters, idx, fl.pkt.len);
     let v: &DeniedValue = v;
     // NOEXIST: two CPUs racing on a new flow create it once; the loser's

@@ -7,7 +7,7 @@ use agent_common::{
 };
 
 use crate::{
-    counting::shared_add,
+    counting::{clear, shared_add},
     family::Family,
     flow::Flow,
     parse::{Frag, Track, L4, TCP_FIN, TCP_RST},
@@ -178,14 +178,7 @@ fn flush(pending: &mut [Counter; FLOW_COUNTER_SLOTS], into: &mut [Counter; FLOW_
     for (p, c) in pending.iter_mut().zip(into.iter_mut()) {
         if p.packets != 0 {
             shared_add(c, p.packets, p.bytes);
-            // Volatile word stores: LLVM turns a plain zeroing of the pair
-            // into a call to a byte-wise memset, which the verifier walks
-            // byte by byte at every one of its many call sites.
-            // SAFETY: both fields of a live `&mut`.
-            unsafe {
-                core::ptr::write_volatile(&mut p.packets, 0);
-                core::ptr::write_volatile(&mut p.bytes, 0);
-            }
+            clear(p);
         }
     }
 }
@@ -222,19 +215,21 @@ pub fn fill<F: Family>(fl: &Flow<F>, slot: Slot<F>, rule_id: u32, sc: SrcCheck) 
         if fl.counting && (is_denied_slot(c) || !F::key_eq(&c.key, fl.key)) {
             evict::<F>(c);
         }
-        *c = FlowCache {
-            key: fl.key.clone(),
-            valid_until: fl.t + fl.cfg.refresh_interval,
-            policy_gen: fl.gen,
-            rule_id,
-            src_ifindex: if fl.src_is_b {
-                [0, slot_ifindex(sc.ifindex)]
-            } else {
-                [slot_ifindex(sc.ifindex), 0]
-            },
-            sources_gen: sc.gen,
-            counters: [Counter::default(); FLOW_COUNTER_SLOTS],
+        let ifindex = slot_ifindex(sc.ifindex);
+        let src_ifindex = if fl.src_is_b {
+            [0, ifindex]
+        } else {
+            [ifindex, 0]
         };
+        take::<F>(
+            c,
+            fl.key,
+            fl.t + fl.cfg.refresh_interval,
+            fl.gen,
+            rule_id,
+            src_ifindex,
+            sc.gen,
+        );
     }
 }
 
@@ -302,13 +297,28 @@ pub fn claim_denied<F: Family>(fl: &Flow<F>) {
         return;
     }
     evict::<F>(c);
-    *c = FlowCache {
-        key: fl.key.clone(),
-        valid_until: fl.t,
-        policy_gen: FLOW_CACHE_DENIED,
-        rule_id: 0,
-        src_ifindex: [0; 2],
-        sources_gen: fl.t as u32,
-        counters: [Counter::default(); FLOW_COUNTER_SLOTS],
-    };
+    take::<F>(c, fl.key, fl.t, FLOW_CACHE_DENIED, 0, [0; 2], fl.t as u32);
+}
+
+/// Gives slot `c` to the flow `key` with no pending counts (the fields as
+/// `FlowCache` names them), field by field: a whole new `FlowCache` would
+/// be zeroed through a call to a byte-wise `memset`.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn take<F: Family>(
+    c: &mut FlowCache<F::CtKey>,
+    key: &F::CtKey,
+    valid_until: u64,
+    policy_gen: u32,
+    rule_id: u32,
+    src_ifindex: [u16; 2],
+    sources_gen: u32,
+) {
+    c.key = key.clone();
+    c.valid_until = valid_until;
+    c.policy_gen = policy_gen;
+    c.rule_id = rule_id;
+    c.src_ifindex = src_ifindex;
+    c.sources_gen = sources_gen;
+    c.counters.iter_mut().for_each(clear);
 }
